@@ -1,0 +1,223 @@
+"""release.yaml: load, validate against the packaged JSON Schema, and build the typed, frozen `Release`.
+
+Every error is a `ConfigError` that names the file, the full path inside it (`serving.max_model_len`)
+and the problem, on one line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "MLFLOW_TRACKING_PASSWORD",
+                      "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A model at an exact commit, with the expected sha256 of every file (the lock)."""
+
+    source: str  # "huggingface" | "git"
+    repo: str  # HF repo id, git URL, or a path (relative paths are resolved against release.yaml)
+    revision: str  # 40-hex commit
+    files: dict[str, str] = field(default_factory=dict)
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    @property
+    def short(self) -> str:
+        return self.revision[:12]
+
+    def uri(self) -> str:
+        scheme = "hf" if self.source == "huggingface" else "git"
+        return f"{scheme}://{self.repo}@{self.revision}"
+
+
+@dataclass(frozen=True)
+class Probe:
+    prompt: str = "Say hello in five words."
+    max_tokens: int = 16
+
+
+@dataclass(frozen=True)
+class Serving:
+    mode: str = "spawn"
+    external_url: str | None = None
+    host: str = "127.0.0.1"
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+    extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    startup_timeout_s: float = 600.0
+    request_timeout_s: float = 120.0
+    probe: Probe = Probe()
+
+
+@dataclass(frozen=True)
+class Release:
+    path: Path  # the release.yaml this came from
+    model_name: str
+    served_name_prefix: str
+    candidate: Pin
+    serving: Serving
+    remote_code_allowlist: tuple[str, ...]
+    secret_env: tuple[str, ...]
+    gates: dict[str, dict[str, Any]]
+    tracking_experiment: str
+    tracking_uri: str | None
+    raw: dict[str, Any]
+
+    @property
+    def root(self) -> Path:
+        """The team repository: the directory holding release.yaml."""
+        return self.path.parent
+
+    def served_name(self, pin: Pin) -> str:
+        return f"{self.served_name_prefix}@{pin.short}"
+
+    def repo_location(self, pin: Pin) -> str:
+        """A git URL or absolute path for a git pin (relative paths are relative to release.yaml)."""
+        if pin.source != "git" or "://" in pin.repo or pin.repo.startswith("git@"):
+            return pin.repo
+        return str((self.root / pin.repo).resolve())
+
+
+@lru_cache(maxsize=1)
+def release_schema() -> dict[str, Any]:
+    text = resources.files("pipeline").joinpath("schemas/release.schema.json").read_text()
+    return json.loads(text)
+
+
+def json_path(parts) -> str:
+    """['serving', 'extra_args', 2] -> 'serving.extra_args[2]'."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error) -> tuple[str, str]:
+    """A jsonschema ValidationError -> (path, human message)."""
+    path = json_path(error.absolute_path)
+    validator = error.validator
+    if validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return path, f"unknown key {', '.join(map(repr, extra))} (allowed: {allowed})"
+    if validator == "required":
+        return path, error.message.replace("is a required property", "is required")
+    if path.endswith("revision") and validator == "pattern":
+        return path, revision_problem(error.instance)
+    if validator == "pattern" and re.search(r"files\.", path):
+        return path, f"{error.instance!r} is not a sha256 (64 lowercase hex digits)"
+    if validator == "const" and path == "schema_version":
+        return path, f"unsupported schema_version {error.instance!r} (this modelgate reads 1)"
+    return path, error.message
+
+
+def revision_problem(revision: Any) -> str:
+    shown = repr(revision)
+    if not isinstance(revision, str):
+        return f"revision {shown} is not a string: pins must be a full 40-hex commit sha"
+    if revision.lower() in {"main", "master", "latest", "head"}:
+        why = "a branch name moves"
+    elif re.fullmatch(r"[0-9a-fA-F]{4,39}", revision):
+        why = "a short sha is ambiguous and can collide"
+    elif re.fullmatch(r"[0-9A-F]{40}", revision):
+        why = "write it in lowercase"
+    else:
+        why = "a branch or tag name can be moved to other weights"
+    return (f"revision {shown} is not a pinned commit ({why}); pins must be a full 40-hex commit sha "
+            "so the gate judges exactly the weights that ship (run `modelgate lock --revision <sha>`)")
+
+
+def validate(data: Any, file: str) -> None:
+    from jsonschema import Draft202012Validator
+
+    if not isinstance(data, dict):
+        raise ConfigError("must be a mapping at the top level", file=file)
+    validator = Draft202012Validator(release_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        # the shallowest error is usually the cause (an unknown key above a nested complaint)
+        path, message = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(message + more, file=file, path=path)
+
+
+def load_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=str(path)) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}invalid YAML: {' '.join(str(problem).split())}", file=str(path)) from exc
+
+
+def load_release(path: str | Path) -> Release:
+    path = Path(path).resolve()
+    data = load_yaml(path)
+    validate(data, str(path))
+    return build_release(data, path)
+
+
+def pin_from_dict(d: dict[str, Any]) -> Pin:
+    return Pin(
+        source=d["source"],
+        repo=d["repo"],
+        revision=d["revision"],
+        files=dict(sorted((d.get("files") or {}).items())),
+        allow_pickle=bool(d.get("allow_pickle", False)),
+        trust_remote_code=bool(d.get("trust_remote_code", False)),
+    )
+
+
+def build_release(data: dict[str, Any], path: Path) -> Release:
+    file = str(path)
+    serving_d = dict(data.get("serving") or {})
+    probe = Probe(**(serving_d.pop("probe", None) or {}))
+    serving_d["extra_args"] = tuple(serving_d.get("extra_args", ()))
+    serving = Serving(probe=probe, **serving_d)
+    if serving.mode == "external" and not serving.external_url:
+        raise ConfigError("mode 'external' needs serving.external_url", file=file, path="serving.external_url")
+    candidate = pin_from_dict(data["candidate"])
+    for name in candidate.files:
+        if ".." in Path(name).parts:
+            raise ConfigError(f"file name {name!r} leaves the model directory", file=file,
+                              path=f"candidate.files.{name}")
+    security = data.get("security") or {}
+    tracking = data.get("tracking") or {}
+    model = data["model"]
+    return Release(
+        path=path,
+        model_name=model["name"],
+        served_name_prefix=model.get("served_name_prefix", "chat"),
+        candidate=candidate,
+        serving=serving,
+        remote_code_allowlist=tuple(security.get("remote_code_allowlist", ())),
+        secret_env=tuple(dict.fromkeys([*DEFAULT_SECRET_ENV, *security.get("secret_env", ())])),
+        gates={k: dict(v) for k, v in (data.get("gates") or {}).items()},
+        tracking_experiment=tracking.get("experiment", f"modelgate/{model['name']}"),
+        tracking_uri=tracking.get("uri"),
+        raw=data,
+    )

@@ -1,0 +1,24 @@
+"""The state one gate run carries from stage to stage: the release, where its files go, and what earlier
+stages produced (the verified model directory, the running endpoint). Servers register their teardown on
+`cleanup`, which the runner always closes."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Release
+
+
+@dataclass
+class GateContext:
+    release: Release
+    run_dir: Path  # the local report directory of this gate: report.json, server logs, stage artifacts
+    home: Path  # the model cache and demo hub (MODELGATE_HOME, default <repo>/.modelgate)
+    enforce_eager: bool | None = None  # CLI override of serving.enforce_eager
+    cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    model_dir: Any = None  # fetch.ModelDir of the candidate
+    endpoint: Any = None  # integrations.vllm_server.Endpoint of the candidate
+    server: Any = None  # the VllmServer, when spawned (for liveness checks)

@@ -1,0 +1,88 @@
+"""Every error modelgate raises on purpose, and the exit code each maps to.
+
+    ModelgateError                 base; never raised itself
+    ├── BadInput          (2)      the user's input is wrong: config, pin, suite, evalset, CLI args
+    │   ├── ConfigError            release.yaml (or another YAML/JSON input) fails validation
+    │   ├── PinError               a pin is not an exact commit, or the repo/revision does not exist
+    │   ├── DigestMismatch         a fetched file's sha256 differs from the lock (or a file is missing/extra)
+    │   └── UnsafeModel            pickle weights or remote code without explicit permission
+    ├── InfraError        (3)      something outside the input broke: server died, tracking store down, disk
+    │   └── ServerError            the vLLM server failed to start or died; carries the log tail
+    └── Interrupted     (130)      SIGINT / SIGTERM
+
+Exit codes that are not errors: 0 the gate passed, 1 the gate rejected the candidate, 4 inconclusive
+(a release manager must decide). Third-party exceptions are mapped at the boundary with
+``raise X(...) from exc`` so the CLI's single handler can turn them into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+EXIT_PASSED = 0
+EXIT_REJECTED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INFRA = 3
+EXIT_INCONCLUSIVE = 4
+EXIT_INTERRUPTED = 130
+
+
+class ModelgateError(Exception):
+    exit_code = EXIT_INFRA
+
+    def one_line(self) -> str:
+        return " ".join(str(self).split()) or type(self).__name__
+
+
+class BadInput(ModelgateError):
+    """Bad input. ``where`` is 'file: path.inside.it' when known."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, *, file: str | None = None, path: str | None = None):
+        self.file = file
+        self.path = path
+        self.message = message
+        where = ""
+        if file and path:
+            where = f"{file}: {path}: "
+        elif file:
+            where = f"{file}: "
+        elif path:
+            where = f"{path}: "
+        super().__init__(where + message)
+
+
+class ConfigError(BadInput):
+    pass
+
+
+class PinError(BadInput):
+    pass
+
+
+class DigestMismatch(BadInput):
+    pass
+
+
+class UnsafeModel(BadInput):
+    pass
+
+
+class InfraError(ModelgateError):
+    exit_code = EXIT_INFRA
+
+
+class ServerError(InfraError):
+    """The model server failed. ``log_tail`` holds its last log lines for the report."""
+
+    def __init__(self, message: str, *, log_tail: str = "", log_file: str | None = None):
+        self.log_tail = log_tail
+        self.log_file = log_file
+        super().__init__(message)
+
+
+class Interrupted(ModelgateError):
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, signal_name: str = "SIGINT"):
+        self.signal_name = signal_name
+        super().__init__(f"interrupted by {signal_name}")

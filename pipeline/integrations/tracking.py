@@ -1,0 +1,106 @@
+"""MLflow: where the tracking store is, whether it answers, and writing one gate as one MLflow run.
+
+Default store: an embedded sqlite file `mlflow/mlflow.db` beside release.yaml, artifacts in
+`mlflow/artifacts/`. `MLFLOW_TRACKING_URI` (or --tracking-uri, or release.yaml tracking.uri) points it at a
+team server. MLflow exceptions are mapped to InfraError here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import InfraError
+
+
+def default_uri(root: Path) -> str:
+    return f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def display_uri(uri: str) -> str:
+    """The URI without credentials, for logs and reports."""
+    parts = urlsplit(uri)
+    if parts.password or parts.username:
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return uri
+
+
+def preflight(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail before the gate spends minutes, if the store cannot take the result."""
+    if uri.startswith(("http://", "https://")):
+        import httpx
+
+        try:
+            resp = httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            raise InfraError(f"MLflow tracking server {display_uri(uri)} is unreachable ({type(exc).__name__}); "
+                             "a gate that cannot be recorded cannot promote anything") from exc
+        if resp.status_code != 200:
+            raise InfraError(f"MLflow tracking server {display_uri(uri)} answered /health with {resp.status_code}")
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InfraError(f"cannot create the MLflow store directory {db.parent}: {exc.strerror}") from exc
+
+
+_PARAM_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def param_key(key: str) -> str:
+    return _PARAM_KEY.sub("_", key)[:250]
+
+
+def _experiment_id(client, name: str, artifact_root: Path | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = artifact_root.resolve().as_uri() if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, Any], metrics: dict[str, float],
+               tags: dict[str, str], artifacts: list[tuple[Path, str | None]], artifact_root: Path | None,
+               on_run_id=None, failed: bool = False) -> tuple[str, str]:
+    """Create one finished run; returns (experiment_id, run_id). `on_run_id(experiment_id, run_id)` is called as soon as
+    the run exists (the report embeds it before it is uploaded)."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        import requests
+
+        network_errors: tuple[type[BaseException], ...] = (MlflowException, requests.RequestException, OSError)
+    except ImportError:  # pragma: no cover
+        network_errors = (MlflowException, OSError)
+    try:
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(tracking_uri=uri)
+        exp_id = _experiment_id(client, experiment, artifact_root if uri.startswith("sqlite:") else None)
+        run = client.create_run(exp_id, run_name=run_name, tags=tags)
+        run_id = run.info.run_id
+        if on_run_id:
+            on_run_id(exp_id, run_id)
+        import time
+
+        now = int(time.time() * 1000)
+        param_list = [Param(param_key(k), str(v)[:6000]) for k, v in sorted(params.items())]
+        metric_list = [Metric(param_key(k), float(v), now, 0) for k, v in sorted(metrics.items())]
+        for i in range(0, max(len(param_list), len(metric_list)), 100):
+            client.log_batch(run_id, metrics=metric_list[i:i + 100], params=param_list[i:i + 100])
+        for path, dest in artifacts:
+            if path.exists():
+                client.log_artifact(run_id, str(path), artifact_path=dest)
+        client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+        return exp_id, run_id
+    except network_errors as exc:
+        message = " ".join(str(exc).split())[:300]
+        raise InfraError(f"recording to MLflow at {display_uri(uri)} failed: {type(exc).__name__}: {message}") from exc

@@ -1,0 +1,51 @@
+"""The runner: a plain loop over an explicit, ordered list of stages.
+
+Each stage is `run(ctx) -> StageResult`. Fail-fast is explicit: after a stage that failed, errored or was
+interrupted, the remaining stages are recorded as skipped with the reason. Infrastructure errors become an
+`error` status with the message (and the server log tail); bad input propagates (exit 2, nothing
+recorded); SIGINT/SIGTERM mark the running stage `interrupted`. Servers are torn down in every case.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+from .context import GateContext
+from .errors import BadInput, Interrupted, ModelgateError, ServerError
+from .progress import progress_for
+from .result import Status, StageResult
+
+Stage = tuple[str, Callable[[GateContext], StageResult]]
+STOPPING = (Status.FAILED, Status.ERROR, Status.INTERRUPTED)
+
+
+def run_stages(ctx: GateContext, stages: Sequence[Stage]) -> list[StageResult]:
+    results: list[StageResult] = []
+    with ctx.cleanup:
+        for name, run in stages:
+            blocker = next((r for r in results if r.status in STOPPING), None)
+            if blocker is not None:
+                results.append(StageResult(name, Status.SKIPPED,
+                                           reasons=[f"not run: stage {blocker.name} {blocker.status.value}"]))
+                continue
+            say = progress_for(name)
+            say("started")
+            t0 = time.monotonic()
+            try:
+                result = run(ctx)
+            except BadInput:
+                raise
+            except (KeyboardInterrupt, Interrupted) as exc:
+                signal_name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+                result = StageResult(name, Status.INTERRUPTED, reasons=[f"interrupted by {signal_name}"])
+            except ModelgateError as exc:
+                result = StageResult(name, Status.ERROR, reasons=[exc.one_line()])
+                if isinstance(exc, ServerError):
+                    result.details["log_tail"] = exc.log_tail
+                    if exc.log_file:
+                        result.artifacts["server.log"] = exc.log_file
+            result.duration_s = time.monotonic() - t0
+            say(f"{result.status.value} in {result.duration_s:.1f}s")
+            results.append(result)
+    return results
