@@ -45,6 +45,7 @@ def run_stages(ctx: GateContext, stages: Sequence[Stage]) -> list[StageResult]:
                     result.details["log_tail"] = exc.log_tail
                     if exc.log_file:
                         result.artifacts["server.log"] = exc.log_file
+            result.name = name
             result.duration_s = time.monotonic() - t0
             say(f"{result.status.value} in {result.duration_s:.1f}s")
             results.append(result)

@@ -22,8 +22,38 @@ def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
+def _local_repo(location: str) -> str | None:
+    """The git dir of a repository given as a path on this filesystem, else None (URLs, file:// included,
+    go through `git fetch`)."""
+    path = location
+    if "://" in path or not Path(path).is_dir():
+        return None
+    out = _git("-C", path, "rev-parse", "--absolute-git-dir")
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _archive_local(gitdir: str, pin: Pin, dest: Path, progress, *, file: str) -> None:
+    """A repository on this filesystem: stream the commit's tree out with `git archive` (no pack built)."""
+    if _git("--git-dir", gitdir, "cat-file", "-e", f"{pin.revision}^{{commit}}").returncode:
+        raise PinError(f"commit {pin.revision} does not exist in {gitdir!r}", file=file, path="candidate.revision")
+    progress(f"git archive {gitdir} {pin.revision}")
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.Popen(["git", "--git-dir", gitdir, "archive", "--format=tar", pin.revision],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, capture_output=True)
+    archive.stdout.close()
+    err = archive.stderr.read().decode(errors="replace")
+    if archive.wait() or untar.returncode:
+        raise InfraError(f"git archive of {pin.revision} failed: {_last_line(err or untar.stderr.decode())}")
+
+
 def download_git(location: str, pin: Pin, dest: Path, progress: Callable[[str], None], *, file: str) -> None:
     """Fetch exactly `pin.revision` from `location` and check its tree out into `dest` (without .git)."""
+    local = _local_repo(location)
+    if local:
+        _archive_local(local, pin, dest, progress, file=file)
+        _refuse_lfs_pointers(dest)
+        return
     gitdir = dest.parent / (dest.name + ".git")
     shutil.rmtree(gitdir, ignore_errors=True)
     init = _git("init", "--quiet", "--bare", str(gitdir))
@@ -49,6 +79,10 @@ def download_git(location: str, pin: Pin, dest: Path, progress: Callable[[str], 
             raise InfraError(f"git checkout of {pin.revision} failed: {_last_line(out.stderr)}")
     finally:
         shutil.rmtree(gitdir, ignore_errors=True)
+    _refuse_lfs_pointers(dest)
+
+
+def _refuse_lfs_pointers(dest: Path) -> None:
     for path in dest.rglob("*"):
         if path.is_file() and path.stat().st_size < 1024:
             with path.open("rb") as fh:
@@ -65,8 +99,11 @@ def download_huggingface(pin: Pin, dest: Path, progress: Callable[[str], None], 
 
     progress(f"huggingface snapshot_download {pin.repo}@{pin.revision}")
     try:
+        # read the environment now: huggingface_hub reads it once, at import time
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
         snapshot = Path(snapshot_download(repo_id=pin.repo, revision=pin.revision,
-                                          token=os.environ.get("HF_TOKEN") or None))
+                                          cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+                                          local_files_only=offline, token=os.environ.get("HF_TOKEN") or None))
     except RevisionNotFoundError as exc:
         raise PinError(f"revision {pin.revision} not found in {pin.repo!r}", file=file,
                        path="candidate.revision") from exc

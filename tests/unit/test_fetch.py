@@ -115,3 +115,37 @@ def test_remote_code_refused_unless_allowlisted(tmp_path):
         fetch(trusting, str(path), tmp_path / "h", file="r.yaml", progress=lambda m: None)
     ok = fetch(trusting, str(path), tmp_path / "h", file="r.yaml", allowlist=(str(path),), progress=lambda m: None)
     assert (ok.path / "modeling_x.py").exists()
+
+
+def test_git_url_is_fetched_by_commit(repo, tmp_path):
+    """A URL (here file://) goes through `git fetch --depth 1 <url> <sha>`, not the local archive path."""
+    path, sha, digests = repo
+    url = path.resolve().as_uri()
+    got = fetch(Pin("git", url, sha, digests), url, tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    assert digest_tree(got.path, exclude=(MARKER,)) == digests
+    with pytest.raises(PinError, match="does not exist"):
+        fetch(Pin("git", url, "e" * 40, digests), url, tmp_path / "home", file="release.yaml", progress=lambda m: None)
+
+
+def test_huggingface_source_offline_from_hf_cache_layout(tmp_path, monkeypatch):
+    """snapshot_download at the exact commit, offline, against a directory in the HF cache layout."""
+    from pipeline.demo.hub import add_to_hf_cache, hf_cache_repo_dir
+
+    src = tmp_path / "src"
+    for name, data in MODEL.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    digests = digest_tree(src)
+    sha = "c" * 40
+    cache = tmp_path / "hf-cache"
+    add_to_hf_cache(hf_cache_repo_dir(cache, "acme/support-model"), src, sha, refs=("main",))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    pin = Pin("huggingface", "acme/support-model", sha, digests)
+    got = fetch(pin, pin.repo, tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    assert digest_tree(got.path, exclude=(MARKER,)) == digests
+    from pipeline.errors import InfraError
+
+    with pytest.raises(InfraError, match="not in the local HF cache"):
+        fetch(Pin("huggingface", "acme/support-model", "d" * 40, digests), "acme/support-model", tmp_path / "home",
+              file="release.yaml", progress=lambda m: None)

@@ -1,0 +1,90 @@
+"""Session fixtures for the real stack: the demo model hub (built once, cached under .modelgate/), a real
+`mlflow server` process on loopback, and helpers to run `modelgate` as a subprocess and to find vLLM
+processes left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from pipeline.integrations.vllm_server import free_port
+from tests.conftest import REPO
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def demo_hub():
+    """The demo hub's manifest: variant -> revision and file digests (idempotent: built once per machine)."""
+    from pipeline.demo.hub import publish_demo_hub
+
+    home = Path(os.environ.get("MODELGATE_HOME", REPO / ".modelgate"))
+    return publish_demo_hub(home, progress=lambda m: print(f"[demo hub] {m}", file=sys.stderr))
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server (sqlite backend, proxied artifacts) on 127.0.0.1."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    log = (root / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}: {(root / 'server.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("mlflow server did not start within 120 s")
+        time.sleep(0.5)
+    yield uri
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def write_demo_release(directory: Path, manifest: dict, variant: str = "instruct", **serving) -> Path:
+    """A release.yaml pinning a demo hub variant, with test-sized serving settings."""
+    directory.mkdir(parents=True, exist_ok=True)
+    v = manifest["variants"][variant]
+    data = {
+        "schema_version": 1,
+        "model": {"name": "smollm2-support-test"},
+        "candidate": {"source": "git", "repo": manifest["repo_path"], "revision": v["revision"],
+                      "files": v["files"]},
+        "serving": {"enforce_eager": True, "max_model_len": 1024, "startup_timeout_s": 300,
+                    "env": {"VLLM_CPU_KVCACHE_SPACE": "1"}, **serving},
+    }
+    path = directory / "release.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def modelgate_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline", *args]
+
+
+def vllm_processes() -> list[str]:
+    """Command lines of live vLLM server processes (there must be none after a gate)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [line.strip() for line in out.splitlines()
+            if "vllm.entrypoints.openai.api_server" in line and "ps -eo" not in line]

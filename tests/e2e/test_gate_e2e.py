@@ -1,0 +1,122 @@
+"""`modelgate gate` on the real stack: demo model from the local hub, real vLLM on CPU, real MLflow server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.conftest import modelgate_cmd, vllm_processes, write_demo_release
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def model_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("modelgate-home")
+
+
+def gate_env(mlflow_uri: str, home) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "MODELGATE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+
+
+def runs_of(uri: str, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+def test_gate_on_demo_pin_passes_and_is_recorded(demo_hub, mlflow_server, model_home, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    config = write_demo_release(tmp_path / "team", demo_hub)
+    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config), "--pr", "17"), capture_output=True,
+                          text=True, env=gate_env(mlflow_server, model_home), timeout=900)
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    revision = demo_hub["variants"]["instruct"]["revision"]
+    served = f"chat@{revision[:12]}"
+    assert re.search(r"^\s+fetch\s+passed\s+[\d.]+s", out, re.M) and re.search(r"^\s+serve\s+passed\s+[\d.]+s", out, re.M)
+    assert "verdict: PASSED (exit 0)" in out
+    run_id = re.search(r"^mlflow run: ([0-9a-f]{32})$", out, re.M).group(1)
+    assert "vLLM ready after" in proc.stderr and "waiting for vLLM" in proc.stderr or "vLLM ready" in proc.stderr
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    run = client.get_run(run_id)
+    params = run.data.params
+    for name, digest in demo_hub["variants"]["instruct"]["files"].items():
+        assert params[f"file_sha256.{name}"] == digest
+    assert params["revision"] == revision and params["served_name"] == served and params["pr"] == "17"
+    assert run.data.tags["modelgate.verdict"] == "passed"
+    assert run.data.metrics["serve.probe_ttft_s"] > 0
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | \
+        {a.path for a in client.list_artifacts(run_id, "stages/serve")}
+    assert {"report.json", "report.md", "stages/serve/server.log"} <= artifacts
+    local = client.download_artifacts(run_id, "report.json", str(tmp_path))
+    report = json.loads(open(local).read())
+    assert report["schema_version"] == 1 and report["served_name"] == served
+    assert report["tracking"]["run_id"] == run_id
+    assert report["candidate"]["files"] == demo_hub["variants"]["instruct"]["files"]
+    log = open(client.download_artifacts(run_id, "stages/serve/server.log", str(tmp_path))).read()
+    assert served in log  # every request log line names the model version
+    assert vllm_processes() == []
+
+
+def test_corrupt_weights_fail_serve_with_exit_3_and_log_tail(demo_hub, mlflow_server, model_home, tmp_path):
+    config = write_demo_release(tmp_path / "team", demo_hub, variant="corrupt")
+    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
+                          env=gate_env(mlflow_server, model_home), timeout=900)
+    assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
+    assert re.search(r"^\s+serve\s+error\s", proc.stdout, re.M)
+    assert "vLLM exited with code" in proc.stdout
+    assert "last lines of the server log" in proc.stdout
+    assert re.search(r"^\s+format\s+skipped", proc.stdout, re.M)
+    assert "verdict: ERROR (exit 3)" in proc.stdout
+    run_id = re.search(r"^mlflow run: ([0-9a-f]{32})$", proc.stdout, re.M).group(1)
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(tracking_uri=mlflow_server).get_run(run_id).data.tags["modelgate.verdict"] == "error"
+    assert vllm_processes() == []
+
+
+def test_tampered_lock_exits_2_without_touching_mlflow(demo_hub, mlflow_server, model_home, tmp_path):
+    manifest = json.loads(json.dumps(demo_hub))
+    files = manifest["variants"]["instruct"]["files"]
+    files["config.json"] = "0" * 64
+    config = write_demo_release(tmp_path / "team", manifest)
+    before = len(runs_of(mlflow_server, "modelgate/smollm2-support-test"))
+    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
+                          env=gate_env(mlflow_server, model_home), timeout=300)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("modelgate: error: ") and str(config) in err and "candidate.files.config.json" in err
+    assert "sha256 mismatch for 'config.json'" in err
+    assert len(runs_of(mlflow_server, "modelgate/smollm2-support-test")) == before
+    assert vllm_processes() == []
+
+
+def test_sigint_during_server_start_exits_130_and_leaves_no_server(demo_hub, mlflow_server, model_home, tmp_path):
+    config = write_demo_release(tmp_path / "team", demo_hub)
+    proc = subprocess.Popen(modelgate_cmd("gate", "--config", str(config)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=gate_env(mlflow_server, model_home))
+    seen = []
+    deadline = time.monotonic() + 300
+    for line in proc.stderr:  # wait until the server process exists
+        seen.append(line)
+        if "starting vLLM" in line or time.monotonic() > deadline:
+            break
+    time.sleep(3)
+    assert vllm_processes(), "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert re.search(r"^\s+serve\s+interrupted", out, re.M)
+    assert "verdict: INTERRUPTED (exit 130)" in out
+    assert vllm_processes() == []

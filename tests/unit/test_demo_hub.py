@@ -1,0 +1,208 @@
+"""Demo hub publishing on a tiny fake model: deterministic commits, offline HF cache, degradation, idempotency."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+huggingface_hub = pytest.importorskip("huggingface_hub")
+
+from pipeline.demo import hub as hubmod  # noqa: E402
+from pipeline.demo.degrade import degrade_model_dir, degrade_safetensors  # noqa: E402
+from pipeline.digests import digest_tree, sha256_file  # noqa: E402
+
+TENSOR_NAMES = (
+    "model.embed_tokens.weight",
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.layers.0.mlp.down_proj.weight",
+    "model.layers.0.input_layernorm.weight",
+)
+
+
+def write_tiny_model(out_dir: Path) -> Path:
+    """A deterministic stand-in for the converted model: tiny bf16 safetensors plus config files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    tensors = {
+        "model.embed_tokens.weight": torch.randn(32, 8, generator=gen),
+        "model.layers.0.self_attn.q_proj.weight": torch.randn(8, 8, generator=gen),
+        "model.layers.0.mlp.down_proj.weight": torch.randn(8, 16, generator=gen),
+        "model.layers.0.input_layernorm.weight": torch.ones(8),
+    }
+    safetensors_torch.save_file({k: v.to(torch.bfloat16) for k, v in tensors.items()},
+                                str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    (out_dir / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}) + "\n")
+    (out_dir / "tokenizer.json").write_text('{"version": "1.0"}\n')
+    (out_dir / "chat_template.jinja").write_text("{{ messages }}\r\n")  # CRLF must survive verbatim
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def two_homes(tmp_path_factory):
+    """The same tiny model published into two unrelated homes."""
+    calls = []
+
+    def build(out_dir: Path) -> Path:
+        calls.append(out_dir)
+        return write_tiny_model(out_dir)
+
+    homes, manifests = [], []
+    for name in ("home-a", "home-b"):
+        home = tmp_path_factory.mktemp(name)
+        manifests.append(hubmod.publish_demo_hub(home, progress=lambda _m: None, build_instruct=build))
+        homes.append(home.resolve())
+    return homes, manifests, calls
+
+
+def git_out(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", f"--git-dir={repo}", *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_commit_shas_identical_across_homes(two_homes):
+    (home_a, home_b), (man_a, man_b), _ = two_homes
+    shas_a = {name: v["revision"] for name, v in man_a["variants"].items()}
+    shas_b = {name: v["revision"] for name, v in man_b["variants"].items()}
+    assert set(shas_a) == set(hubmod.VARIANTS)
+    assert shas_a == shas_b
+    assert len(set(shas_a.values())) == len(hubmod.VARIANTS)  # each variant is a distinct commit
+    assert man_a["repo_path"] == str(home_a / "hub" / hubmod.REPO_NAME)
+    assert man_a["gguf_sha256"] is None  # injected source, not the GGUF
+
+
+def test_git_repo_contents_match_manifest(two_homes, tmp_path):
+    (home_a, _), (man_a, _), _ = two_homes
+    repo = Path(man_a["repo_path"])
+    assert hubmod.branch_heads(repo) == {n: v["revision"] for n, v in man_a["variants"].items()}
+    for name, variant in man_a["variants"].items():
+        sha = variant["revision"]
+        assert git_out(repo, "rev-list", "--count", sha).strip() == "1"  # independent root commit
+        assert git_out(repo, "log", "-1", "--format=%an <%ae> %at %cn %ct", sha).strip() == (
+            "modelgate demo <demo@modelgate.invalid> 1704067200 modelgate demo 1704067200")
+        modes = {line.split()[0] for line in git_out(repo, "ls-tree", "-r", sha).splitlines()}
+        assert modes == {"100644"}
+        # A clone of the branch reproduces exactly the manifest's files.
+        dest = tmp_path / name
+        subprocess.run(["git", "-c", "core.autocrlf=false", "clone", "-q", "--branch", name,
+                        repo.as_uri(), str(dest)], check=True, capture_output=True)
+        assert digest_tree(dest) == variant["files"]
+    assert git_out(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/instruct"
+    files = man_a["variants"]
+    assert "model.safetensors" in files["instruct"]["files"]
+    assert "pytorch_model.bin" in files["pickle"]["files"]
+    assert "model.safetensors" not in files["pickle"]["files"]
+    assert files["degraded"]["files"]["model.safetensors"] != files["instruct"]["files"]["model.safetensors"]
+    assert files["degraded"]["files"]["config.json"] == files["instruct"]["files"]["config.json"]
+
+
+def test_hf_cache_resolves_offline(two_homes, monkeypatch):
+    (home_a, _), (man_a, _), _ = two_homes
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import snapshot_download
+
+    for name, variant in man_a["variants"].items():
+        path = snapshot_download(repo_id=man_a["hf_repo_id"], revision=variant["revision"],
+                                 cache_dir=man_a["hf_cache_dir"], local_files_only=True)
+        expected = hubmod.hf_cache_repo_dir(Path(man_a["hf_cache_dir"])) / "snapshots" / variant["revision"]
+        assert Path(path) == expected
+        assert digest_tree(path) == variant["files"]
+        # Branch names resolve through refs/ too.
+        assert snapshot_download(repo_id=man_a["hf_repo_id"], revision=name, cache_dir=man_a["hf_cache_dir"],
+                                 local_files_only=True) == path
+    default = snapshot_download(repo_id=man_a["hf_repo_id"], cache_dir=man_a["hf_cache_dir"],
+                                local_files_only=True)
+    assert Path(default).name == man_a["variants"]["instruct"]["revision"]
+    # Snapshot entries are relative symlinks, so the cache survives being moved.
+    link = Path(default) / "config.json"
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+
+
+def test_corrupt_and_pickle_variants(two_homes):
+    _, (man_a, _), _ = two_homes
+    cache = Path(man_a["hf_cache_dir"])
+    snap = lambda n: hubmod.hf_cache_repo_dir(cache) / "snapshots" / man_a["variants"][n]["revision"]  # noqa: E731
+    from safetensors import safe_open
+
+    with pytest.raises(Exception):
+        with safe_open(str(snap("corrupt") / "model.safetensors"), framework="pt") as f:
+            [f.get_tensor(k) for k in f.keys()]
+    state = torch.load(snap("pickle") / "pytorch_model.bin", weights_only=True)
+    original = safetensors_torch.load_file(str(snap("instruct") / "model.safetensors"))
+    assert set(state) == set(original)
+    assert all(torch.equal(state[k], original[k]) for k in original)
+
+
+def test_second_call_is_a_no_op(two_homes):
+    (home_a, _), (man_a, _), calls = two_homes
+    assert len(calls) == 2  # one build per home so far
+    messages = []
+    again = hubmod.publish_demo_hub(home_a, progress=messages.append,
+                                    build_instruct=lambda d: pytest.fail("must not rebuild"))
+    assert again == man_a
+    assert any("up to date" in m for m in messages)
+
+
+def test_interrupted_build_is_rebuilt(tmp_path):
+    home = tmp_path / "home"
+    stale = home / ".demo-hub-build-leftover"
+    (stale / "work").mkdir(parents=True)
+
+    def broken(out_dir: Path) -> Path:
+        write_tiny_model(out_dir)
+        raise KeyboardInterrupt  # interrupted mid-build
+
+    with pytest.raises(KeyboardInterrupt):
+        hubmod.publish_demo_hub(home, progress=lambda _m: None, build_instruct=broken)
+    assert not (home / "hub" / "manifest.json").exists()
+    assert hubmod.load_complete_manifest(home) is None
+
+    # A half-written repo without manifest (e.g. killed during the final renames) is replaced.
+    (home / "hub" / hubmod.REPO_NAME).mkdir(parents=True)
+    (home / "hub" / hubmod.REPO_NAME / "junk").write_text("x")
+    manifest = hubmod.publish_demo_hub(home, progress=lambda _m: None, build_instruct=write_tiny_model)
+    assert not stale.exists() and not list(home.glob(".demo-hub-build-*"))
+    assert not (home / "hub" / hubmod.REPO_NAME / "junk").exists()
+    assert hubmod.load_complete_manifest(home, manifest["recipe"]) == manifest
+
+    # A manifest that points at a missing commit is not trusted.
+    subprocess.run(["git", f"--git-dir={manifest['repo_path']}", "update-ref", "-d", "refs/heads/corrupt"],
+                   check=True)
+    assert hubmod.load_complete_manifest(home) is None
+    rebuilt = hubmod.publish_demo_hub(home, progress=lambda _m: None, build_instruct=write_tiny_model)
+    assert rebuilt["variants"]["corrupt"]["revision"] == manifest["variants"]["corrupt"]["revision"]
+
+
+def test_degradation_is_deterministic_and_changes_projections(tmp_path):
+    src = write_tiny_model(tmp_path / "src") / "model.safetensors"
+    noised_a = degrade_safetensors(src, tmp_path / "a.safetensors", noise_scale=0.3, seed=7)
+    degrade_safetensors(src, tmp_path / "b.safetensors", noise_scale=0.3, seed=7)
+    degrade_safetensors(src, tmp_path / "c.safetensors", noise_scale=0.3, seed=8)
+    assert sha256_file(tmp_path / "a.safetensors") == sha256_file(tmp_path / "b.safetensors")
+    assert sha256_file(tmp_path / "a.safetensors") != sha256_file(tmp_path / "c.safetensors")
+    assert sorted(noised_a) == ["model.layers.0.mlp.down_proj.weight", "model.layers.0.self_attn.q_proj.weight"]
+
+    before = safetensors_torch.load_file(str(src))
+    after = safetensors_torch.load_file(str(tmp_path / "a.safetensors"))
+    assert set(after) == set(before)
+    for name in before:
+        assert after[name].dtype == before[name].dtype and after[name].shape == before[name].shape
+        if name in noised_a:
+            diff = (after[name].float() - before[name].float())
+            rel = float(diff.std() / before[name].float().std())
+            assert 0.15 < rel < 0.5, (name, rel)  # noise ~ 0.3 * std(W)
+        else:
+            assert torch.equal(after[name], before[name])
+
+
+def test_degrade_model_dir_copies_other_files(tmp_path):
+    src = write_tiny_model(tmp_path / "src")
+    dst = degrade_model_dir(src, tmp_path / "dst")
+    src_files, dst_files = digest_tree(src), digest_tree(dst)
+    assert set(src_files) == set(dst_files)
+    assert {k for k in src_files if src_files[k] != dst_files[k]} == {"model.safetensors"}

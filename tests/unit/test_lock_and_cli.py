@@ -1,0 +1,78 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.config import load_release
+from pipeline.lock import rewrite_candidate
+from tests.unit.test_fetch import MODEL, make_repo
+
+RELEASE_TEXT = """\
+# the team's release file
+schema_version: 1
+model:
+  name: support-bot   # registered model name
+candidate:
+  source: git
+  repo: {repo}
+  revision: {rev}     # will be replaced
+  files:
+    old.bin: {old}
+serving:
+  enforce_eager: true
+"""
+
+
+def test_rewrite_keeps_comments_and_other_blocks():
+    text = RELEASE_TEXT.format(repo="hub", rev="main", old="0" * 64)
+    out = rewrite_candidate(text, "a" * 40, {"config.json": "c" * 64, "model.safetensors": "d" * 64}, file="r")
+    data = yaml.safe_load(out)
+    assert data["candidate"]["revision"] == "a" * 40
+    assert data["candidate"]["files"] == {"config.json": "c" * 64, "model.safetensors": "d" * 64}
+    assert data["serving"] == {"enforce_eager": True}
+    assert "# the team's release file" in out and "# registered model name" in out
+
+
+def test_lock_command_writes_digests_of_the_commit(tmp_path, capsys):
+    path, sha, digests = make_repo(tmp_path / "hub", MODEL)
+    config = tmp_path / "release.yaml"
+    config.write_text(RELEASE_TEXT.format(repo="hub", rev="main", old="0" * 64))
+    assert main(["lock", "--config", str(config), "--revision", sha]) == 0
+    release = load_release(config)
+    assert release.candidate.revision == sha
+    assert release.candidate.files == digests
+    assert "locked 3 file(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["lock", "--config", "{config}", "--revision", "main"], "branch name moves"),
+    (["gate", "--config", "{missing}"], "file not found"),
+    (["gate", "--pr", "abc"], "invalid int value"),
+    (["nonsense"], "invalid choice"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, words):
+    config = tmp_path / "release.yaml"
+    config.write_text(RELEASE_TEXT.format(repo="hub", rev="a" * 40, old="0" * 64))
+    argv = [a.format(config=config, missing=tmp_path / "missing.yaml") for a in argv]
+    code = run_cli(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert words in err and len(err.splitlines()) == 1 and err.startswith("modelgate: error:")
+
+
+def run_cli(argv):
+    """main() returns the exit code; argparse errors raise SystemExit with it."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = ("import sys, time; t=time.monotonic(); import pipeline.cli as c; c.build_parser().format_help();"
+            "heavy=[m for m in ('vllm','torch','mlflow','lm_eval','transformers','jsonschema') if m in sys.modules];"
+            "print(heavy, time.monotonic()-t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("[]"), out

@@ -1,0 +1,84 @@
+"""The runner loop, the verdict and the exit codes, with plain-function stages (no servers)."""
+
+import pytest
+
+from pipeline import errors
+from pipeline.context import GateContext
+from pipeline.result import Status, StageResult
+from pipeline.runner import run_stages
+from pipeline.verdict import decide
+
+
+def stage(status=None, raises=None, calls=None):
+    def run(ctx):
+        if calls is not None:
+            calls.append(ctx)
+        if raises is not None:
+            raise raises
+        return StageResult("x", status, metrics={"m": 1.0})
+
+    return run
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return GateContext(release=None, run_dir=tmp_path, home=tmp_path)
+
+
+def test_all_passed_is_exit_0(ctx):
+    results = run_stages(ctx, [("a", stage(Status.PASSED)), ("b", stage(Status.PASSED))])
+    assert [r.status for r in results] == [Status.PASSED, Status.PASSED]
+    assert all(r.duration_s >= 0 for r in results)
+    assert decide(results)[:2] == ("passed", errors.EXIT_PASSED)
+
+
+def test_failed_stage_rejects_with_exit_1_and_skips_the_rest(ctx):
+    later = []
+    results = run_stages(ctx, [("a", stage(Status.FAILED)), ("b", stage(Status.PASSED, calls=later))])
+    assert later == []
+    assert results[1].status == Status.SKIPPED and "stage a failed" in results[1].reasons[0]
+    verdict, code, reasons = decide(results)
+    assert (verdict, code) == ("rejected", errors.EXIT_REJECTED)
+
+
+def test_infra_error_is_exit_3_with_message_and_log_tail(ctx, tmp_path):
+    err = errors.ServerError("vLLM exited with code 1 during start-up", log_tail="Traceback\nboom",
+                             log_file=str(tmp_path / "server.log"))
+    results = run_stages(ctx, [("serve", stage(raises=err)), ("format", stage(Status.PASSED))])
+    assert results[0].status == Status.ERROR
+    assert results[0].details["log_tail"].endswith("boom")
+    assert results[0].artifacts["server.log"].endswith("server.log")
+    verdict, code, reasons = decide(results)
+    assert (verdict, code) == ("error", errors.EXIT_INFRA)
+    assert reasons == ["serve: vLLM exited with code 1 during start-up"]
+
+
+def test_inconclusive_is_exit_4(ctx):
+    results = run_stages(ctx, [("a", stage(Status.PASSED)), ("b", stage(Status.INCONCLUSIVE))])
+    assert decide(results)[:2] == ("inconclusive", errors.EXIT_INCONCLUSIVE)
+
+
+@pytest.mark.parametrize("exc, name", [(KeyboardInterrupt(), "SIGINT"), (errors.Interrupted("SIGTERM"), "SIGTERM")])
+def test_interrupt_is_exit_130_and_never_passed(ctx, exc, name):
+    results = run_stages(ctx, [("a", stage(Status.PASSED)), ("b", stage(raises=exc)), ("c", stage(Status.PASSED))])
+    assert [r.status for r in results] == [Status.PASSED, Status.INTERRUPTED, Status.SKIPPED]
+    assert results[1].reasons == [f"interrupted by {name}"]
+    assert decide(results)[:2] == ("interrupted", errors.EXIT_INTERRUPTED)
+
+
+def test_bad_input_propagates_and_cleanup_runs(ctx):
+    torn_down = []
+    ctx.cleanup.callback(lambda: torn_down.append(True))
+    with pytest.raises(errors.DigestMismatch):
+        run_stages(ctx, [("fetch", stage(raises=errors.DigestMismatch("bad", file="r.yaml")))])
+    assert torn_down == [True]
+
+
+def test_only_skips_is_not_a_pass():
+    assert decide([StageResult("a", Status.SKIPPED)])[:2] == ("error", errors.EXIT_INFRA)
+
+
+def test_precedence_interrupted_over_error_over_rejected():
+    mixed = [StageResult("a", Status.FAILED), StageResult("b", Status.ERROR), StageResult("c", Status.INCONCLUSIVE)]
+    assert decide(mixed)[0] == "error"
+    assert decide(mixed + [StageResult("d", Status.INTERRUPTED)])[0] == "interrupted"
