@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .yamlio import load_yaml
 
 DEFAULT_SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "MLFLOW_TRACKING_PASSWORD",
                       "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY")
@@ -65,6 +66,30 @@ class Serving:
 
 
 @dataclass(frozen=True)
+class Threshold:
+    floor: float | None = None  # absolute minimum for the candidate
+    margin: float = 0.05  # non-inferiority margin against the production baseline
+
+
+@dataclass(frozen=True)
+class FormatGate:
+    enabled: bool = True
+    prompts_dir: str = "prompts"
+    concurrency: int = 4
+    pass_rate: Threshold = Threshold()
+
+
+@dataclass(frozen=True)
+class EvalsGate:
+    enabled: bool = True
+    include_path: str = "evalsets"
+    tasks: tuple[str, ...] = ()
+    num_concurrent: int = 4
+    limit: int | None = None  # items per task (tests); None: all
+    metrics: dict[str, Threshold] = field(default_factory=dict)  # "task/metric" -> thresholds
+
+
+@dataclass(frozen=True)
 class Release:
     path: Path  # the release.yaml this came from
     model_name: str
@@ -74,6 +99,9 @@ class Release:
     remote_code_allowlist: tuple[str, ...]
     secret_env: tuple[str, ...]
     gates: dict[str, dict[str, Any]]
+    format_gate: FormatGate
+    evals_gate: EvalsGate
+    alpha: float
     tracking_experiment: str
     tracking_uri: str | None
     raw: dict[str, Any]
@@ -156,24 +184,6 @@ def validate(data: Any, file: str) -> None:
         raise ConfigError(message + more, file=file, path=path)
 
 
-def load_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("file not found", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", file=str(path)) from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}invalid YAML: {' '.join(str(problem).split())}", file=str(path)) from exc
-
-
 def load_release(path: str | Path) -> Release:
     path = Path(path).resolve()
     data = load_yaml(path)
@@ -216,8 +226,24 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         serving=serving,
         remote_code_allowlist=tuple(security.get("remote_code_allowlist", ())),
         secret_env=tuple(dict.fromkeys([*DEFAULT_SECRET_ENV, *security.get("secret_env", ())])),
-        gates={k: dict(v) for k, v in (data.get("gates") or {}).items()},
+        gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict)},
+        format_gate=_format_gate((data.get("gates") or {}).get("format") or {}),
+        evals_gate=_evals_gate((data.get("gates") or {}).get("evals") or {}),
+        alpha=float((data.get("gates") or {}).get("alpha", 0.05)),
         tracking_experiment=tracking.get("experiment", f"modelgate/{model['name']}"),
         tracking_uri=tracking.get("uri"),
         raw=data,
     )
+
+
+def _format_gate(d: dict[str, Any]) -> FormatGate:
+    d = dict(d)
+    return FormatGate(pass_rate=Threshold(**d.pop("pass_rate", {})), **d)
+
+
+def _evals_gate(d: dict[str, Any]) -> EvalsGate:
+    d = dict(d)
+    metrics = {k: Threshold(**v) for k, v in sorted(d.pop("metrics", {}).items())}
+    tasks = tuple(d.pop("tasks", ()))
+    enabled = d.pop("enabled", bool(tasks))
+    return EvalsGate(enabled=enabled and bool(tasks), tasks=tasks, metrics=metrics, **d)

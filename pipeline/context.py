@@ -22,3 +22,7 @@ class GateContext:
     model_dir: Any = None  # fetch.ModelDir of the candidate
     endpoint: Any = None  # integrations.vllm_server.Endpoint of the candidate
     server: Any = None  # the VllmServer, when spawned (for liveness checks)
+    # per-item values the comparison pairs with the baseline: "format/pass" or "task/metric" -> {item: value}
+    items: dict[str, dict[str, float]] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)  # what the items were judged on: suites, evalsets
+    baseline_store: Any = None  # integrations.tracking.BaselineStore (None: no baseline lookups)

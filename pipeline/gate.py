@@ -7,6 +7,7 @@ loses nothing; the gate then fails closed (exit 3: a gate that is not recorded c
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
@@ -23,16 +24,20 @@ from .integrations import tracking
 from .progress import progress_for
 from .runner import Stage, run_stages
 from .secrets import register_secret_env
-from .stages import fetch, planned, serve
+from .integrations import registry
+from .stages import compare, evals, fetch, formatcheck, planned, serve
 from .verdict import decide
 
 STAGES: tuple[Stage, ...] = (
     ("fetch", fetch.run),
     ("serve", serve.run),
-    ("format", planned.not_implemented("format", "issue #3")),
-    ("evals", planned.not_implemented("evals", "issue #3")),
+    ("format", formatcheck.run),
+    ("evals", evals.run),
+    ("compare", compare.run),
     ("load", planned.not_implemented("load", "issue #4")),
 )
+# a rejected candidate still gets every quality metric in its report; the load test is not worth its time
+AFTER_FAILURE = ("evals", "compare")
 
 
 def _version(*dists: str) -> str:
@@ -75,10 +80,28 @@ def resolve_tracking_uri(release: Release, override: str | None) -> str:
         tracking.default_uri(release.root)
 
 
+def check_inputs(release: Release) -> None:
+    """Bad suites, evalsets or metric names are bad input (exit 2) before any server starts."""
+    from .config import ConfigError
+    from .integrations.lmeval import resolve_task_yamls
+    from .suite import load_suites
+
+    if release.format_gate.enabled:
+        load_suites(release.root / release.format_gate.prompts_dir)
+    cfg = release.evals_gate
+    if cfg.enabled:
+        resolve_task_yamls(release.root / cfg.include_path, list(cfg.tasks))
+        for name in cfg.metrics:
+            if name.split("/", 1)[0] not in cfg.tasks:
+                raise ConfigError(f"metric {name!r} names a task that is not in gates.evals.tasks",
+                                  file=str(release.path), path=f"gates.evals.metrics.{name}")
+
+
 def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, tracking_uri: str | None = None,
              pr: int | None = None, enforce_eager: bool | None = None,
              stages: tuple[Stage, ...] = STAGES) -> dict[str, Any]:
     register_secret_env(release.secret_env)
+    check_inputs(release)
     say = progress_for("gate")
     uri = resolve_tracking_uri(release, tracking_uri)
     say(f"tracking store: {tracking.display_uri(uri)}")
@@ -90,8 +113,9 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     except OSError as exc:
         raise InfraError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from exc
     started = dt.datetime.now(dt.timezone.utc)
-    ctx = GateContext(release=release, run_dir=run_dir, home=home, enforce_eager=enforce_eager)
-    results = run_stages(ctx, stages)
+    ctx = GateContext(release=release, run_dir=run_dir, home=home, enforce_eager=enforce_eager,
+                      baseline_store=registry.BaselineStore(uri))
+    results = run_stages(ctx, stages, after_failure=AFTER_FAILURE)
     verdict, exit_code, reasons = decide(results)
     pin = release.candidate
     report: dict[str, Any] = {
@@ -101,6 +125,7 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
         "candidate": {"source": pin.source, "repo": pin.repo, "revision": pin.revision, "uri": pin.uri(),
                       "files": pin.files},
         "served_name": release.served_name(pin),
+        "digests": dict(ctx.digests),
         "started_at": started.isoformat(),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "verdict": verdict,
@@ -118,11 +143,14 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     if verdict == "interrupted":
         say(f"interrupted: partial report kept at {run_dir} (not recorded in MLflow)")
         return report
-    record(report, results, release, uri, run_dir)
+    items_file = run_dir / registry.ITEMS_ARTIFACT
+    items_file.write_text(json.dumps(registry.items_document(ctx.items, ctx.digests)), encoding="utf-8")
+    record(report, results, release, uri, run_dir, ctx.digests)
     return report
 
 
-def record(report: dict[str, Any], results, release: Release, uri: str, run_dir: Path) -> None:
+def record(report: dict[str, Any], results, release: Release, uri: str, run_dir: Path,
+           digests: dict[str, str]) -> None:
     say = progress_for("record")
     pin = release.candidate
     params: dict[str, Any] = {
@@ -137,8 +165,10 @@ def record(report: dict[str, Any], results, release: Release, uri: str, run_dir:
     metrics.update({f"{r.name}.duration_s": r.duration_s for r in results})
     metrics["gate.exit_code"] = report["exit_code"]
     tags = {"modelgate.kind": "gate", "modelgate.verdict": report["verdict"], "modelgate.revision": pin.revision,
-            "modelgate.model_name": release.model_name, "modelgate.gate_id": report["gate_id"]}
-    artifacts: list[tuple[Path, str | None]] = [(run_dir / "report.json", None), (run_dir / "report.md", None)]
+            "modelgate.model_name": release.model_name, "modelgate.gate_id": report["gate_id"],
+            **{f"modelgate.digest.{k}": v for k, v in digests.items()}}
+    artifacts: list[tuple[Path, str | None]] = [(run_dir / "report.json", None), (run_dir / "report.md", None),
+                                                (run_dir / registry.ITEMS_ARTIFACT, None)]
     for r in results:
         for name, path in r.artifacts.items():
             artifacts.append((Path(path), f"stages/{r.name}"))
@@ -159,3 +189,13 @@ def record(report: dict[str, Any], results, release: Release, uri: str, run_dir:
         reports.save(report, run_dir)
         raise InfraError(f"{exc.one_line()}; the gate report is kept at {run_dir / 'report.json'}") from exc
     say(f"recorded as MLflow run {run_id}")
+    try:
+        version = registry.register_version(uri, release.model_name, pin, run_id, report["verdict"], digests)
+    except InfraError as exc:
+        report["tracking"]["error"] = exc.one_line()
+        reports.save(report, run_dir)
+        raise InfraError(f"{exc.one_line()}; the gate report is kept at {run_dir / 'report.json'}") from exc
+    report["tracking"]["model_version"] = version
+    reports.save(report, run_dir)
+    tracking.upload(uri, run_id, run_dir / "report.json")  # the MLflow copy names its model version too
+    say(f"registered {release.model_name} version {version} (alias {registry.CANDIDATE!r})")

@@ -47,11 +47,52 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _num(value: Any, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def comparison_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The per-metric table: metric, baseline, candidate, delta, interval, margin, floor, n, verdict."""
+    rows = []
+    for stage in report["stages"]:
+        for m in stage["details"].get("metrics", []) if isinstance(stage["details"].get("metrics"), list) else []:
+            interval = "-" if m["lower"] is None else f"[{m['lower']:+.3f}, {m['upper']:+.3f}]"
+            rows.append([m["name"], _num(m["baseline_mean"]), _num(m["candidate_mean"]), _num(m["delta"], True),
+                         interval, "-" if m["margin"] is None else f"{m['margin']:g}",
+                         "-" if m["floor"] is None else f"{m['floor']:g}", str(m["n"]), m["verdict"]])
+    return rows
+
+
+COMPARISON_HEADER = ["metric", "baseline", "candidate", "delta", "interval", "margin", "floor", "n", "verdict"]
+
+
+def _baseline_line(report: dict[str, Any]) -> str | None:
+    for stage in report["stages"]:
+        if stage["name"] == "compare" and "baseline" in stage["details"]:
+            base = stage["details"]["baseline"]
+            if base is None:
+                return "baseline: none (first release): absolute floors only"
+            how = f"re-evaluated in this gate ({', '.join(base['changed'])} changed)" if base["reevaluated"] \
+                else "paired with its recorded per-item results"
+            return f"baseline: production v{base['version']} ({base['revision'][:12]}), {how}"
+    return None
+
+
 def to_console(report: dict[str, Any]) -> str:
     lines = [f"gate {report['gate_id']}  {report['model_name']}  {report['candidate']['uri']}"]
     for stage in report["stages"]:
         lines.append(f"  {stage['name']:<10} {stage['status']:<13} {stage['duration_s']:8.1f}s  "
                      + "; ".join(stage["reasons"][:2]))
+    rows = comparison_rows(report)
+    if rows:
+        line = _baseline_line(report)
+        if line:
+            lines.append(line)
+        widths = [max(len(r[i]) for r in rows + [COMPARISON_HEADER]) for i in range(len(COMPARISON_HEADER))]
+        for row in [COMPARISON_HEADER] + rows:
+            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
     for stage in report["stages"]:
         tail = stage["details"].get("log_tail")
         if tail:
@@ -60,9 +101,12 @@ def to_console(report: dict[str, Any]) -> str:
     lines.append(f"verdict: {report['verdict'].upper()} (exit {report['exit_code']})")
     for reason in report["reasons"]:
         lines.append(f"  - {reason}")
-    run_id = (report.get("tracking") or {}).get("run_id")
-    lines.append(f"mlflow run: {run_id}" if run_id else "mlflow run: (not recorded)")
     lines.append(f"report: {report['run_dir']}/{REPORT_FILE}")
+    tracking = report.get("tracking") or {}
+    if tracking.get("model_version"):
+        lines.append(f"model version: {report['model_name']} v{tracking['model_version']}")
+    run_id = tracking.get("run_id")
+    lines.append(f"mlflow run: {run_id}" if run_id else "mlflow run: (not recorded)")
     return "\n".join(lines)
 
 
@@ -87,6 +131,12 @@ def to_markdown(report: dict[str, Any]) -> str:
     for stage in report["stages"]:
         notes = "; ".join(_md_escape(r) for r in stage["reasons"][:3])
         out.append(f"| {stage['name']} | {stage['status']} | {stage['duration_s']:.1f}s | {notes} |")
+    rows = comparison_rows(report)
+    if rows:
+        line = _baseline_line(report)
+        out += ["", f"**{_md_escape(line)}**" if line else "", "",
+                "| " + " | ".join(COMPARISON_HEADER) + " |", "|" + "---|" * len(COMPARISON_HEADER)]
+        out += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
     metrics = [(s["name"], k, v) for s in report["stages"] for k, v in s["metrics"].items()]
     if metrics:
         out += ["", "| stage | metric | value |", "|---|---|---:|"]

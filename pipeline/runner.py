@@ -1,7 +1,9 @@
 """The runner: a plain loop over an explicit, ordered list of stages.
 
-Each stage is `run(ctx) -> StageResult`. Fail-fast is explicit: after a stage that failed, errored or was
-interrupted, the remaining stages are recorded as skipped with the reason. Infrastructure errors become an
+Each stage is `run(ctx) -> StageResult`. Fail-fast is explicit: after a stage that errored or was
+interrupted, the remaining stages are recorded as skipped with the reason; after a stage that *failed*
+(rejected the candidate), only the stages named in `after_failure` still run (the other quality stages,
+so the report shows every failing metric), the rest (e.g. the load test) are skipped. Infrastructure errors become an
 `error` status with the message (and the server log tail); bad input propagates (exit 2, nothing
 recorded); SIGINT/SIGTERM mark the running stage `interrupted`. Servers are torn down in every case.
 """
@@ -9,7 +11,7 @@ recorded); SIGINT/SIGTERM mark the running stage `interrupted`. Servers are torn
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 from .context import GateContext
 from .errors import BadInput, Interrupted, ModelgateError, ServerError
@@ -20,11 +22,12 @@ Stage = tuple[str, Callable[[GateContext], StageResult]]
 STOPPING = (Status.FAILED, Status.ERROR, Status.INTERRUPTED)
 
 
-def run_stages(ctx: GateContext, stages: Sequence[Stage]) -> list[StageResult]:
+def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collection[str] = ()) -> list[StageResult]:
     results: list[StageResult] = []
     with ctx.cleanup:
         for name, run in stages:
-            blocker = next((r for r in results if r.status in STOPPING), None)
+            stopping = STOPPING if name not in after_failure else (Status.ERROR, Status.INTERRUPTED)
+            blocker = next((r for r in results if r.status in stopping), None)
             if blocker is not None:
                 results.append(StageResult(name, Status.SKIPPED,
                                            reasons=[f"not run: stage {blocker.name} {blocker.status.value}"]))

@@ -7,6 +7,7 @@ team server. MLflow exceptions are mapped to InfraError here, at the boundary.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, An
         network_errors: tuple[type[BaseException], ...] = (MlflowException, requests.RequestException, OSError)
     except ImportError:  # pragma: no cover
         network_errors = (MlflowException, OSError)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is the gate summary
     try:
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(tracking_uri=uri)
@@ -104,3 +106,14 @@ def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, An
     except network_errors as exc:
         message = " ".join(str(exc).split())[:300]
         raise InfraError(f"recording to MLflow at {display_uri(uri)} failed: {type(exc).__name__}: {message}") from exc
+
+
+def upload(uri: str, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    """Upload (or replace) one artifact of an existing run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).log_artifact(run_id, str(path), artifact_path=artifact_path)
+    except (MlflowException, OSError) as exc:
+        raise InfraError(f"uploading {path.name} to MLflow run {run_id} failed: {type(exc).__name__}") from exc

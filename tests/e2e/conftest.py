@@ -84,7 +84,8 @@ def modelgate_cmd(*args: str) -> list[str]:
 
 
 def vllm_processes() -> list[str]:
-    """Command lines of live vLLM server processes (there must be none after a gate)."""
+    """Command lines of live vLLM processes: the API server and its engine core / workers, which retitle
+    themselves `VLLM::EngineCore`, `VLLM::Worker` (there must be none after a gate)."""
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     return [line.strip() for line in out.splitlines()
-            if "vllm.entrypoints.openai.api_server" in line and "ps -eo" not in line]
+            if ("vllm.entrypoints.openai.api_server" in line or "VLLM::" in line) and "ps -eo" not in line]

@@ -82,3 +82,16 @@ def test_precedence_interrupted_over_error_over_rejected():
     mixed = [StageResult("a", Status.FAILED), StageResult("b", Status.ERROR), StageResult("c", Status.INCONCLUSIVE)]
     assert decide(mixed)[0] == "error"
     assert decide(mixed + [StageResult("d", Status.INTERRUPTED)])[0] == "interrupted"
+
+
+def test_quality_stages_still_run_after_a_rejection_but_not_after_an_error(ctx):
+    ran = []
+    stages = [("format", stage(Status.FAILED)), ("evals", stage(Status.PASSED, calls=ran)),
+              ("load", stage(Status.PASSED, calls=ran))]
+    results = run_stages(ctx, stages, after_failure=("evals",))
+    assert [r.status for r in results] == [Status.FAILED, Status.PASSED, Status.SKIPPED]
+    assert len(ran) == 1 and decide(results)[0] == "rejected"
+    ran.clear()
+    results = run_stages(ctx, [("format", stage(raises=errors.InfraError("down")))] + stages[1:],
+                         after_failure=("evals",))
+    assert [r.status for r in results] == [Status.ERROR, Status.SKIPPED, Status.SKIPPED] and ran == []
