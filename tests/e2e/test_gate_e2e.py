@@ -120,3 +120,13 @@ def test_sigint_during_server_start_exits_130_and_leaves_no_server(demo_hub, mlf
     assert re.search(r"^\s+serve\s+interrupted", out, re.M)
     assert "verdict: INTERRUPTED (exit 130)" in out
     assert vllm_processes() == []
+
+
+def test_pickle_variant_is_refused_with_exit_2(demo_hub, mlflow_server, model_home, tmp_path):
+    config = write_demo_release(tmp_path / "team", demo_hub, variant="pickle")
+    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
+                          env=gate_env(mlflow_server, model_home), timeout=300)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("modelgate: error: ") and "candidate.files" in err and "pytorch_model.bin refused" in err
+    assert vllm_processes() == []
