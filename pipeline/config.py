@@ -227,7 +227,7 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         remote_code_allowlist=tuple(security.get("remote_code_allowlist", ())),
         secret_env=tuple(dict.fromkeys([*DEFAULT_SECRET_ENV, *security.get("secret_env", ())])),
         gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict)},
-        format_gate=_format_gate((data.get("gates") or {}).get("format") or {}),
+        format_gate=_format_gate((data.get("gates") or {}).get("format")),
         evals_gate=_evals_gate((data.get("gates") or {}).get("evals") or {}),
         alpha=float((data.get("gates") or {}).get("alpha", 0.05)),
         tracking_experiment=tracking.get("experiment", f"modelgate/{model['name']}"),
@@ -236,7 +236,10 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
     )
 
 
-def _format_gate(d: dict[str, Any]) -> FormatGate:
+def _format_gate(d: dict[str, Any] | None) -> FormatGate:
+    """No `gates.format` section: the format stage does not run (and says so in the report)."""
+    if d is None:
+        return FormatGate(enabled=False)
     d = dict(d)
     return FormatGate(pass_rate=Threshold(**d.pop("pass_rate", {})), **d)
 

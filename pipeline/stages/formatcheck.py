@@ -72,7 +72,7 @@ def evaluate(base_url: str, served_name: str, suites: list[Suite], *, concurrenc
 def run(ctx: GateContext) -> StageResult:
     cfg = ctx.release.format_gate
     if not cfg.enabled:
-        return StageResult("format", Status.SKIPPED, reasons=["disabled in release.yaml (gates.format.enabled)"])
+        return StageResult("format", Status.SKIPPED, reasons=["not configured or disabled (gates.format)"])
     say = progress_for("format")
     suites = suites_for(ctx)
     if not suites:

@@ -75,3 +75,14 @@ def test_missing_file_and_non_mapping(write_release, tmp_path):
         load_release(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_release(write_release("- a\n- b\n"))
+
+
+def test_quality_gates_run_only_when_configured(write_release):
+    bare = load_release(write_release(VALID_RELEASE))
+    assert not bare.format_gate.enabled and not bare.evals_gate.enabled
+    data = copy.deepcopy(VALID_RELEASE)
+    data["gates"] = {"format": {}, "evals": {"tasks": ["t"], "metrics": {"t/acc": {"floor": 0.5}}}}
+    gated = load_release(write_release(data))
+    assert gated.format_gate.enabled and gated.format_gate.prompts_dir == "prompts"
+    assert gated.format_gate.pass_rate.margin == 0.05
+    assert gated.evals_gate.enabled and gated.evals_gate.metrics["t/acc"].floor == 0.5

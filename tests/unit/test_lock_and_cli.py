@@ -76,3 +76,23 @@ def test_help_is_fast_and_imports_nothing_heavy():
             "print(heavy, time.monotonic()-t)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("[]"), out
+
+
+@pytest.mark.parametrize("suite_text, gates, words", [
+    ("suite: s\ncases:\n  - id: a\n    messages: [{role: user, content: hi}]\n    expect: {regex: '('}\n",
+     {"format": {}}, "cases[id=a].expect.regex"),
+    (None, {"evals": {"tasks": ["no_such_task"]}}, "task(s) not found in evalset dir: no_such_task"),
+    (None, {"evals": {"tasks": ["t"], "metrics": {"other/acc": {"floor": 0.1}}}}, "gates.evals.metrics.other/acc"),
+])
+def test_bad_suite_or_evalset_exits_2_before_anything_runs(tmp_path, capsys, suite_text, gates, words):
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "evalsets").mkdir()
+    (tmp_path / "evalsets" / "t.yaml").write_text("task: t\ndataset_path: json\noutput_type: multiple_choice\n")
+    if suite_text:
+        (tmp_path / "prompts" / "bad.yaml").write_text(suite_text)
+    config = tmp_path / "release.yaml"
+    config.write_text(RELEASE_TEXT.format(repo="hub", rev="a" * 40, old="ab" * 32) + "gates: " + repr(gates).replace("'", '"') + "\n")
+    assert run_cli(["gate", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "mlflow").exists() and not (tmp_path / "runs").exists()
