@@ -46,7 +46,7 @@ def test_gate_on_demo_pin_passes_and_is_recorded(demo_hub, mlflow_server, model_
     assert re.search(r"^\s+fetch\s+passed\s+[\d.]+s", out, re.M) and re.search(r"^\s+serve\s+passed\s+[\d.]+s", out, re.M)
     assert "verdict: PASSED (exit 0)" in out
     run_id = re.search(r"^mlflow run: ([0-9a-f]{32})$", out, re.M).group(1)
-    assert "vLLM ready after" in proc.stderr and "waiting for vLLM" in proc.stderr or "vLLM ready" in proc.stderr
+    assert "vLLM ready after" in proc.stderr  # start-up progress is shown
 
     client = MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(run_id)
