@@ -69,7 +69,15 @@ def cmd_demo_init(args) -> int:
 def cmd_report(args) -> int:
     from . import report as reports
 
-    data = reports.load(Path(args.path))
+    from .errors import BadInput
+
+    path = Path(args.path)
+    if not path.is_file():
+        raise BadInput("no such report file", file=str(path))
+    try:
+        data = reports.load(path)
+    except ValueError as exc:
+        raise BadInput(f"not a gate report: {exc}", file=str(path)) from exc
     print(reports.to_markdown(data) if args.format == "markdown" else
           __import__("json").dumps(data, indent=2))
     return 0

@@ -83,9 +83,30 @@ def modelgate_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipeline", *args]
 
 
-def vllm_processes() -> list[str]:
-    """Command lines of live vLLM processes: the API server and its engine core / workers, which retitle
-    themselves `VLLM::EngineCore`, `VLLM::Worker` (there must be none after a gate)."""
+_present_before_test: set[str] = set()
+
+
+def _scan_vllm() -> dict[str, str]:
+    """pid -> command line of live vLLM processes: the API server and its engine core / workers, which
+    retitle themselves `VLLM::EngineCore`, `VLLM::Worker`."""
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [line.strip() for line in out.splitlines()
-            if ("vllm.entrypoints.openai.api_server" in line or "VLLM::" in line) and "ps -eo" not in line]
+    found = {}
+    for line in out.splitlines():
+        if ("vllm.entrypoints.openai.api_server" in line or "VLLM::" in line) and "ps -eo" not in line:
+            pid, _, args = line.strip().partition(" ")
+            found[pid] = args
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _snapshot_vllm_processes():
+    """vLLM processes that existed before the test (another developer's server, a module-scoped staging
+    server) are not this test's leftovers."""
+    _present_before_test.clear()
+    _present_before_test.update(_scan_vllm())
+    yield
+
+
+def vllm_processes() -> list[str]:
+    """vLLM processes started since the test began and still alive (there must be none after a gate)."""
+    return [f"{pid} {args}" for pid, args in _scan_vllm().items() if pid not in _present_before_test]

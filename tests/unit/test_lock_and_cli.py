@@ -96,3 +96,14 @@ def test_bad_suite_or_evalset_exits_2_before_anything_runs(tmp_path, capsys, sui
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1
     assert not (tmp_path / "mlflow").exists() and not (tmp_path / "runs").exists()
+
+
+def test_report_command_renders_and_refuses_a_missing_file(tmp_path, capsys):
+    from tests.unit.test_report import sample_report
+    from pipeline import report as reports
+
+    path = reports.save(sample_report(tmp_path), tmp_path)
+    assert run_cli(["report", str(path), "--format", "markdown"]) == 0
+    assert "modelgate: rejected" in capsys.readouterr().out
+    assert run_cli(["report", str(tmp_path / "nope.json")]) == 2
+    assert "nope.json: no such report file" in capsys.readouterr().err

@@ -1,0 +1,64 @@
+"""The report is one document; console and markdown are renderings of it."""
+
+import json
+
+import pytest
+
+from pipeline import report as reports
+from pipeline.errors import InfraError
+
+
+def sample_report(tmp_path):
+    return {
+        "schema_version": 1, "gate_id": "g1", "model_name": "bot", "served_name": "chat@abc",
+        "candidate": {"source": "git", "repo": "hub", "revision": "a" * 40, "uri": "git://hub@" + "a" * 40, "files": {}},
+        "verdict": "rejected", "exit_code": 1, "reasons": ["compare: format/pass: worse <script>alert(1)</script>"],
+        "stages": [
+            {"name": "format", "status": "failed", "duration_s": 1.5, "metrics": {"pass_rate": 0.25},
+             "reasons": ["1/4 cases passed | **bold**"], "artifacts": {}, "details": {}},
+            {"name": "compare", "status": "failed", "duration_s": 0.1, "metrics": {}, "reasons": [], "artifacts": {},
+             "details": {"baseline": {"version": "3", "revision": "b" * 40, "reevaluated": False, "changed": []},
+                         "metrics": [{"name": "format/pass", "baseline_mean": 0.75, "candidate_mean": 0.25,
+                                      "delta": -0.5, "lower": -0.7, "upper": -0.3, "margin": 0.1, "floor": 0.5,
+                                      "n": 4, "verdict": "fail"}]}},
+        ],
+        "run_dir": str(tmp_path), "tracking": {"run_id": "r" * 32, "experiment": "e", "model_version": "7"},
+    }
+
+
+def test_console_shows_stages_table_verdict_and_ends_with_the_run_id(tmp_path):
+    text = reports.to_console(sample_report(tmp_path))
+    lines = text.splitlines()
+    assert any(l.split()[:2] == ["format", "failed"] for l in lines)
+    assert "baseline: production v3 (bbbbbbbbbbbb), paired with its recorded per-item results" in text
+    row = next(l for l in lines if l.strip().startswith("format/pass"))
+    assert row.split() == ["format/pass", "0.750", "0.250", "-0.500", "[-0.700,", "-0.300]", "0.1", "0.5", "4", "fail"]
+    assert "verdict: REJECTED (exit 1)" in text and "model version: bot v7" in text
+    assert lines[-1] == "mlflow run: " + "r" * 32
+
+
+def test_markdown_escapes_model_and_user_text(tmp_path):
+    md = reports.to_markdown(sample_report(tmp_path))
+    assert "<script>" not in md and "\\<script\\>" in md
+    assert "**bold**" not in md and "\\|" in md
+    assert "| format/pass | 0.750 | 0.250 | -0.500 | \\[-0.700, -0.300\\] | 0.1 | 0.5 | 4 | fail |" in md
+
+
+def test_save_is_atomic_redacts_secrets_and_loads_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_supersecretvalue")
+    report = sample_report(tmp_path)
+    report["reasons"].append("token hf_supersecretvalue leaked")
+    path = reports.save(report, tmp_path)
+    assert "hf_supersecretvalue" not in path.read_text()
+    assert reports.load(path)["reasons"][-1] == "token *** leaked"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    path.write_text(json.dumps({"schema_version": 99}))
+    with pytest.raises(InfraError, match="schema_version 99"):
+        reports.load(path)
+
+
+def test_unwritable_run_dir_is_an_infra_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InfraError, match="cannot write the gate report"):
+        reports.save(sample_report(tmp_path), blocker / "run")
