@@ -10,6 +10,9 @@ Per metric: non-inferiority (stats.compare_metric) with the margin and floor fro
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 from ..config import Pin, Threshold
 from ..context import GateContext
 from ..fetch import fetch
@@ -89,6 +92,7 @@ def run(ctx: GateContext) -> StageResult:
                                               limit.margin, limit.floor, "binary", alpha=alpha))
     rows = [c.to_dict() for c in comparisons]
     details["metrics"] = rows
+    table = write_table(rows, ctx.run_dir / "compare" / "comparison.csv")
     verdicts = {c.verdict for c in comparisons}
     status = Status.FAILED if "fail" in verdicts else Status.INCONCLUSIVE if "inconclusive" in verdicts \
         else Status.PASSED
@@ -102,4 +106,19 @@ def run(ctx: GateContext) -> StageResult:
             value = getattr(c, field)
             if value is not None:
                 metrics[f"{key}.{field}"] = value
-    return StageResult("compare", status, metrics=metrics, reasons=reasons, details=details)
+    return StageResult("compare", status, metrics=metrics, reasons=reasons, details=details,
+                       artifacts={"comparison.csv": str(table)})
+
+
+TABLE_COLUMNS = ("name", "baseline_mean", "candidate_mean", "delta", "lower", "upper", "margin", "floor", "n",
+                 "verdict", "method", "p_value")
+
+
+def write_table(rows: list[dict], path: Path) -> Path:
+    """The per-metric comparison as CSV: the table artifact of the MLflow run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -90,6 +90,7 @@ def test_first_release_uses_absolute_floors_and_records_items(production, mlflow
     arts = {a.path for a in client.list_artifacts(mv.run_id)}
     assert {"items.json", "report.json"} <= arts
     assert {a.path for a in client.list_artifacts(mv.run_id, "stages/format")} == {"stages/format/cases.jsonl"}
+    assert {a.path for a in client.list_artifacts(mv.run_id, "stages/compare")} == {"stages/compare/comparison.csv"}
     items = json.load(open(client.download_artifacts(mv.run_id, "items.json", str(production["home"]))))
     assert len(items["items"]["format/pass"]) == 44 and len(items["items"]["support_facts/exact_match"]) == LIMIT
 

@@ -64,6 +64,9 @@ def test_paired_with_recorded_baseline_rejects_a_worse_candidate(ctx):
     assert result.details["baseline"] == {"version": "3", "run_id": "run123", "revision": "f" * 40,
                                           "reevaluated": False, "changed": []}
     assert all("format/pass" in r for r in result.reasons)  # only the failing metric is given as a reason
+    table = open(result.artifacts["comparison.csv"]).read().splitlines()
+    assert table[0].startswith("name,baseline_mean,candidate_mean,delta,lower,upper,margin,floor,n,verdict")
+    assert table[1].startswith("format/pass,0.8,0.4,") and ",fail," in table[1]
 
 
 def test_changed_evalset_triggers_reevaluation(ctx, monkeypatch):
