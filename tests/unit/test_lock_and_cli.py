@@ -107,3 +107,16 @@ def test_report_command_renders_and_refuses_a_missing_file(tmp_path, capsys):
     assert "modelgate: rejected" in capsys.readouterr().out
     assert run_cli(["report", str(tmp_path / "nope.json")]) == 2
     assert "nope.json: no such report file" in capsys.readouterr().err
+
+
+def test_unreachable_tracking_server_fails_closed_before_any_work(tmp_path, capsys):
+    from pipeline.integrations.vllm_server import free_port
+
+    config = tmp_path / "release.yaml"
+    config.write_text(RELEASE_TEXT.format(repo="hub", rev="a" * 40, old="ab" * 32))
+    url = f"http://user:s3cretpass@127.0.0.1:{free_port()}"
+    assert run_cli(["gate", "--config", str(config), "--tracking-uri", url]) == 3
+    err = capsys.readouterr().err
+    assert "is unreachable" in err and "cannot promote anything" in err
+    assert "s3cretpass" not in err  # credentials in the URI are never shown
+    assert not (tmp_path / "runs").exists() and not (tmp_path / ".modelgate").exists()
