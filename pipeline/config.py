@@ -90,6 +90,45 @@ class EvalsGate:
 
 
 @dataclass(frozen=True)
+class LoadPrompts:
+    source: str = "random"  # vLLM's random dataset: token-exact input/output lengths, fixed seed
+    input_len: int = 128
+    output_len: int = 64
+    requests_per_concurrency: int = 8  # a level sends this x its concurrency requests
+    requests_per_level: int | None = None  # or a fixed count
+    seed: int = 0
+
+    def requests_for(self, concurrency: int) -> int:
+        return self.requests_per_level or self.requests_per_concurrency * concurrency
+
+
+@dataclass(frozen=True)
+class LoadSlo:
+    """Checked at every level; None: not checked."""
+
+    p95_e2el_ms: float | None = None
+    p95_ttft_ms: float | None = None
+    p95_tpot_ms: float | None = None
+    min_output_throughput: float | None = None  # output tokens/s
+    max_failed: int = 0
+
+
+@dataclass(frozen=True)
+class LoadGate:
+    enabled: bool = True
+    peak_concurrency: int = 1
+    levels: tuple[float, ...] = (1, 3, 5)  # multipliers of peak_concurrency
+    prompts: LoadPrompts = LoadPrompts()
+    slo: LoadSlo = LoadSlo()
+    regression_pct: float = 20.0
+    price_per_hour: float | None = None
+    request_rate: float | None = None
+
+    def concurrency(self, level: float) -> int:
+        return max(1, round(self.peak_concurrency * level))
+
+
+@dataclass(frozen=True)
 class Release:
     path: Path  # the release.yaml this came from
     model_name: str
@@ -101,6 +140,7 @@ class Release:
     gates: dict[str, dict[str, Any]]
     format_gate: FormatGate
     evals_gate: EvalsGate
+    load_gate: LoadGate
     alpha: float
     tracking_experiment: str
     tracking_uri: str | None
@@ -229,6 +269,7 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict)},
         format_gate=_format_gate((data.get("gates") or {}).get("format")),
         evals_gate=_evals_gate((data.get("gates") or {}).get("evals") or {}),
+        load_gate=_load_gate((data.get("gates") or {}).get("load")),
         alpha=float((data.get("gates") or {}).get("alpha", 0.05)),
         tracking_experiment=tracking.get("experiment", f"modelgate/{model['name']}"),
         tracking_uri=tracking.get("uri"),
@@ -250,3 +291,14 @@ def _evals_gate(d: dict[str, Any]) -> EvalsGate:
     tasks = tuple(d.pop("tasks", ()))
     enabled = d.pop("enabled", bool(tasks))
     return EvalsGate(enabled=enabled and bool(tasks), tasks=tasks, metrics=metrics, **d)
+
+
+def _load_gate(d: dict[str, Any] | None) -> LoadGate:
+    """No `gates.load` section: no load test. `load: {}` runs it with the defaults."""
+    if d is None:
+        return LoadGate(enabled=False)
+    d = dict(d)
+    prompts = LoadPrompts(**d.pop("prompts", None) or {})
+    slo = LoadSlo(**d.pop("slo", None) or {})
+    levels = tuple(d.pop("levels", LoadGate.levels))
+    return LoadGate(prompts=prompts, slo=slo, levels=levels, **d)

@@ -25,7 +25,7 @@ from .progress import progress_for
 from .runner import Stage, run_stages
 from .secrets import register_secret_env
 from .integrations import registry
-from .stages import compare, evals, fetch, formatcheck, planned, serve
+from .stages import compare, evals, fetch, formatcheck, loadtest, serve
 from .verdict import decide
 
 STAGES: tuple[Stage, ...] = (
@@ -34,7 +34,7 @@ STAGES: tuple[Stage, ...] = (
     ("format", formatcheck.run),
     ("evals", evals.run),
     ("compare", compare.run),
-    ("load", planned.not_implemented("load", "issue #4")),
+    ("load", loadtest.run),
 )
 # a rejected candidate still gets every quality metric in its report; the load test is not worth its time
 AFTER_FAILURE = ("evals", "compare")

@@ -18,6 +18,7 @@ from ..errors import InfraError
 from .tracking import display_uri
 
 ITEMS_ARTIFACT = "items.json"
+REPORT_ARTIFACT = "report.json"
 PRODUCTION = "production"
 CANDIDATE = "candidate"
 
@@ -29,6 +30,7 @@ class Baseline:
     pin: Pin
     digests: dict[str, str]
     items: dict[str, dict[str, float]]
+    load: dict[str, Any] | None = None  # the `load` stage details of its gate report (None: not recorded)
 
 
 def _client(uri: str):
@@ -110,7 +112,22 @@ class BaselineStore:
         except _errors() as exc:
             raise InfraError(f"cannot read {ITEMS_ARTIFACT} of the production gate run {mv.run_id}: "
                              f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from exc
-        return Baseline(version=str(mv.version), run_id=mv.run_id, pin=pin, digests=digests, items=items)
+        return Baseline(version=str(mv.version), run_id=mv.run_id, pin=pin, digests=digests, items=items,
+                        load=_load_details(client, mv.run_id))
+
+
+def _load_details(client, run_id: str) -> dict[str, Any] | None:
+    """The baseline gate's load-test results from its report.json; None when absent or unreadable (older
+    gates, load test skipped): the load comparison is then skipped, never the gate."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            report = json.loads(Path(client.download_artifacts(run_id, REPORT_ARTIFACT, tmp)).read_text())
+    except (*_errors(), ValueError):
+        return None
+    stage = next((s for s in report.get("stages", []) if s.get("name") == "load"), None)
+    if not stage or stage.get("status") not in ("passed", "failed") or not stage.get("details", {}).get("levels"):
+        return None
+    return stage["details"]
 
 
 def items_document(items: dict[str, dict[str, float]], digests: dict[str, str]) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def test_valid_release_builds_typed_frozen_config(write_release):
     (variant(candidate__files={"config.json": "xyz"}), "candidate.files.config.json", "is not a sha256"),
     (variant(schema_version=2), "schema_version", "unsupported schema_version"),
     (variant(serving__mode="external"), "serving.external_url", "needs serving.external_url"),
-    (variant(gates__load__slo=5), "gates.load", "unknown key 'slo'"),
+    (variant(gates__load__slos=5), "gates.load", "unknown key 'slos'"),
 ])
 def test_invalid_release_names_file_path_and_problem(write_release, data, path, words):
     file = write_release(data)

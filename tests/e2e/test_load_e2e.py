@@ -1,0 +1,88 @@
+"""The load stage on the real stack: vLLM on CPU driven by vLLM's serving benchmark, results in MLflow."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import modelgate_cmd, vllm_processes, write_demo_release
+from tests.e2e.test_gate_e2e import gate_env
+
+pytestmark = pytest.mark.e2e
+
+SMALL_LOAD = {"peak_concurrency": 1, "levels": [1, 2],
+              "prompts": {"input_len": 32, "output_len": 16, "requests_per_level": 4, "seed": 1},
+              "slo": {"p95_e2el_ms": 60000, "p95_ttft_ms": 30000, "min_output_throughput": 0.5},
+              "price_per_hour": 0.10}
+
+
+@pytest.fixture(scope="module")
+def model_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("modelgate-home")
+
+
+def our_vllm_processes(home) -> list[str]:
+    """vLLM processes started by this test's gates (their environment carries its MODELGATE_HOME); another
+    checkout's test run may have its own servers up on the same machine."""
+    mine = []
+    for line in vllm_processes():
+        try:
+            environ = open(f"/proc/{line.split()[0]}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if f"MODELGATE_HOME={home}".encode() in environ:
+            mine.append(line)
+    return mine
+
+
+def release_with_load(directory, manifest, load) -> str:
+    path = write_demo_release(directory, manifest)
+    data = yaml.safe_load(path.read_text())
+    data["gates"] = {"load": load}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+def test_load_stage_passes_and_lands_in_mlflow(demo_hub, mlflow_server, model_home, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    config = release_with_load(tmp_path / "team", demo_hub, SMALL_LOAD)
+    proc = subprocess.run(modelgate_cmd("gate", "--config", config), capture_output=True, text=True,
+                          env=gate_env(mlflow_server, model_home), timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    assert re.search(r"^\s+load\s+passed\s", proc.stdout, re.M)
+    assert proc.stderr.count("starting vLLM") == 1  # the load test reuses the gate's one server
+    run_id = re.search(r"^mlflow run: ([0-9a-f]{32})$", proc.stdout, re.M).group(1)
+    client = MlflowClient(tracking_uri=mlflow_server)
+    metrics = client.get_run(run_id).data.metrics
+    for level in ("1x", "2x"):
+        assert metrics[f"load.{level}.p95_e2el_ms"] > 0 and metrics[f"load.{level}.output_throughput"] > 0
+        assert metrics[f"load.{level}.completed"] == 4 and metrics[f"load.{level}.failed"] == 0
+    assert metrics["load.cost_per_1m_output_tokens"] > 0
+    artifacts = {a.path for a in client.list_artifacts(run_id, "stages/load")}
+    assert {"stages/load/latency_vs_concurrency.png", "stages/load/bench_1x.json",
+            "stages/load/bench_2x.json"} <= artifacts
+    png = client.download_artifacts(run_id, "stages/load/latency_vs_concurrency.png", str(tmp_path))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    report = json.loads(open(client.download_artifacts(run_id, "report.json", str(tmp_path))).read())
+    load = next(s for s in report["stages"] if s["name"] == "load")
+    assert [lvl["concurrency"] for lvl in load["details"]["levels"]] == [1, 2]
+    assert load["details"]["curve"]["shape"] in ("gradual", "cliff")
+    assert load["details"]["levels"][0]["server"]["scrapes"] >= 1
+    assert load["details"]["fingerprint"]["cpu_count"] >= 1
+    assert our_vllm_processes(model_home) == []
+
+
+def test_impossible_slo_rejects_with_exit_1_naming_the_slo(demo_hub, mlflow_server, model_home, tmp_path):
+    tight = {**SMALL_LOAD, "levels": [1], "slo": {"p95_e2el_ms": 1}}
+    config = release_with_load(tmp_path / "team", demo_hub, tight)
+    proc = subprocess.run(modelgate_cmd("gate", "--config", config), capture_output=True, text=True,
+                          env=gate_env(mlflow_server, model_home), timeout=900)
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-4000:]
+    assert re.search(r"^\s+load\s+failed\s", proc.stdout, re.M)
+    assert re.search(r"load 1x: p95_e2el_ms \d+ > SLO 1", proc.stdout)
+    assert our_vllm_processes(model_home) == []

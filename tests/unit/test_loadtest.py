@@ -1,0 +1,229 @@
+"""The load-test rules (pipeline/slo.py), /metrics parsing, the benchmark command, and gates.load config."""
+
+import copy
+import json
+
+import pytest
+
+from pipeline import prommetrics, slo
+from pipeline.config import LoadSlo, load_release
+from pipeline.errors import ConfigError
+from pipeline.integrations import servebench
+from pipeline.integrations.registry import Baseline
+from pipeline.result import Status
+from tests.conftest import REPO, VALID_RELEASE
+
+METRICS_TEXT = (REPO / "tests/fixtures/vllm_metrics.txt").read_text()
+
+
+def bench(completed=16, failed=0, p95_e2el=3000.0, p95_ttft=400.0, tput=100.0, **extra):
+    return {"num_prompts": completed + failed, "completed": completed, "failed": failed, "duration": 10.0,
+            "request_throughput": 1.6, "output_throughput": tput, "p50_e2el_ms": p95_e2el * 0.9,
+            "p95_e2el_ms": p95_e2el, "p99_e2el_ms": p95_e2el * 1.05, "p95_ttft_ms": p95_ttft, "p95_tpot_ms": 45.0,
+            **extra}
+
+
+def row(mult=1, conc=2, **kw):
+    return slo.level_summary(mult, conc, bench(**kw), {"max_waiting": 0.0})
+
+
+def test_levels_within_slo_pass():
+    rule = LoadSlo(p95_e2el_ms=5000, p95_ttft_ms=1000, min_output_throughput=50)
+    assert slo.check_level(row(), rule) == []
+    assert row()["level"] == "1x" and row(mult=2.5)["level"] == "2.5x"
+
+
+@pytest.mark.parametrize("kw, rule, expected", [
+    ({"p95_e2el": 8123.4}, LoadSlo(p95_e2el_ms=5000), "load 3x: p95_e2el_ms 8123 > SLO 5000"),
+    ({"p95_ttft": 2500}, LoadSlo(p95_ttft_ms=1000), "load 3x: p95_ttft_ms 2500 > SLO 1000"),
+    ({"tput": 12.0}, LoadSlo(min_output_throughput=50), "load 3x: output_throughput 12.0 tok/s < SLO 50"),
+    ({"failed": 1}, LoadSlo(), "load 3x: 1 of 17 request(s) failed (max_failed 0)"),
+])
+def test_each_slo_failure_names_the_slo_and_level(kw, rule, expected):
+    assert slo.check_level(row(mult=3, conc=6, **kw), rule) == [expected]
+
+
+def test_failed_requests_fail_even_without_latency_slos_and_missing_ones_count():
+    result = json.loads(json.dumps(bench(completed=15)))
+    result["num_prompts"] = 16  # one request neither completed nor reported failed
+    r = slo.level_summary(1, 2, result)
+    assert r["failed"] == 1 and slo.check_level(r, LoadSlo())
+    assert slo.check_level(row(failed=2), LoadSlo(max_failed=2)) == []
+
+
+def test_curve_gradual_when_latency_grows_with_load_and_cliff_when_faster_or_throughput_collapses():
+    gradual = [row(1, 2, p95_e2el=3000), row(3, 6, p95_e2el=7000), row(5, 10, p95_e2el=11000)]
+    assert slo.curve_shape(gradual)["shape"] == "gradual"
+    cliff = [row(1, 2, p95_e2el=3000), row(3, 6, p95_e2el=3000 * 3 * 1.6)]
+    shape = slo.curve_shape(cliff)
+    assert shape["shape"] == "cliff" and shape["steps"][0]["cliff"] and shape["steps"][0]["from"] == "1x"
+    collapse = [row(1, 2, tput=100), row(3, 6, tput=70)]
+    assert slo.curve_shape(collapse)["shape"] == "cliff"
+    assert slo.curve_shape([row()])["shape"] == "single level"
+
+
+def test_fingerprint_matching():
+    fp = slo.fingerprint("0.32.0")
+    assert fp["cpu_count"] >= 1 and fp["vllm"] == "0.32.0" and fp["gpu_count"] == 0
+    assert slo.fingerprint_differences(fp, dict(fp)) == []
+    diffs = slo.fingerprint_differences(fp, {**fp, "cpu_count": 64, "vllm": "0.31.0"})
+    assert len(diffs) == 2 and diffs[0].startswith("cpu_count: 64 (baseline)")
+    assert slo.fingerprint_differences(fp, None) == ["the baseline recorded no hardware fingerprint"]
+
+
+def test_regressions_against_the_baseline_at_the_same_level():
+    base = [row(1, 2, p95_e2el=3000, tput=100), row(3, 6, p95_e2el=6000, tput=120)]
+    assert slo.regressions([row(1, 2, p95_e2el=3500, tput=95)], base, 20) == []
+    out = slo.regressions([row(1, 2, p95_e2el=3000), row(3, 6, p95_e2el=8000, tput=80)], base, 20)
+    assert out == ["load 3x: p95_e2el_ms 8000 is 33% above the baseline's 6000 (regression_pct 20)",
+                   "load 3x: output_throughput 80.0 tok/s is 33% below the baseline's 120.0 (regression_pct 20)"]
+    assert slo.regressions([row(3, 9, p95_e2el=99999)], base, 20) == []  # other concurrency: not comparable
+
+
+def test_cost_arithmetic():
+    # $3.60/h at 1000 tok/s = 3.6M tokens per hour -> $1 per 1M tokens
+    assert slo.cost_per_1m_output_tokens(1000.0, 3.6) == pytest.approx(1.0)
+    assert slo.cost_per_1m_output_tokens(100.0, 0.10) == pytest.approx(0.2778, abs=1e-4)
+    assert slo.cost_per_1m_output_tokens(0.0, 1.0) is None and slo.cost_per_1m_output_tokens(5.0, None) is None
+    rows = [row(1, 2, tput=80), row(3, 6, tput=120, p95_e2el=9000)]
+    assert slo.costing_throughput(rows, LoadSlo(p95_e2el_ms=5000)) == 80  # best within SLO
+    assert slo.costing_throughput(rows, LoadSlo(p95_e2el_ms=1)) == 120  # none within: best overall
+
+
+def test_metrics_parsing_from_a_real_vllm_capture():
+    values = prommetrics.parse(METRICS_TEXT)
+    assert values["vllm:num_requests_running"] == 10.0
+    assert prommetrics.pick(values, prommetrics.WAITING) == 0.0
+    assert 0 < prommetrics.pick(values, prommetrics.KV_USAGE) < 1
+    assert prommetrics.pick(values, prommetrics.PREEMPTIONS) == 0.0
+    later = METRICS_TEXT.replace('vllm:num_preemptions_total{engine="0",model_name="demo"} 0.0',
+                                 'vllm:num_preemptions_total{engine="0",model_name="demo"} 3.0')
+    later = later.replace('vllm:num_requests_waiting{engine="0",model_name="demo"} 0.0',
+                          'vllm:num_requests_waiting{engine="0",model_name="demo"} 4.0')
+    summary = prommetrics.summarize([prommetrics.parse(METRICS_TEXT), prommetrics.parse(later)])
+    assert summary["preemptions"] == 3.0 and summary["max_waiting"] == 4.0 and summary["mean_waiting"] == 2.0
+    assert summary["max_running"] == 10.0 and summary["scrapes"] == 2.0
+
+
+def test_scraper_thread_polls_and_counts_errors():
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("connection refused")
+        return METRICS_TEXT
+
+    with prommetrics.Scraper(fetch, interval_s=0.01) as scraper:
+        while len(calls) < 4:
+            pass
+    assert scraper.errors == 1 and len(scraper.samples) >= 3 and scraper.summary()["max_running"] == 10.0
+
+
+def test_benchmark_command_and_loopback_only(tmp_path):
+    req = servebench.BenchRequest("http://127.0.0.1:8000", "chat@abc", "/models/x", concurrency=3, num_prompts=24,
+                                  input_len=128, output_len=64, seed=7)
+    cmd = servebench.build_command(req, tmp_path, "bench_1x.json")
+    joined = " ".join(cmd[3:])
+    for part in ("--dataset-name random", "--random-input-len 128", "--random-output-len 64", "--seed 7",
+                 "--max-concurrency 3", "--num-prompts 24", "--percentile-metrics ttft,tpot,itl,e2el",
+                 "--metric-percentiles 50,95,99", "--save-result", "--result-filename bench_1x.json",
+                 "--base-url http://127.0.0.1:8000", "--request-rate inf"):
+        assert part in joined
+    assert not servebench.is_loopback("http://staging.example.com:8000")
+    with pytest.raises(Exception, match="loopback"):
+        servebench.run_level(servebench.BenchRequest("http://10.0.0.5:8000", "m", "t", 1, 1, 8, 8, 0),
+                             tmp_path, "x.json", tmp_path / "log")
+
+
+def test_baseline_keeps_its_five_positional_fields():
+    b = Baseline("1", "run", None, {}, {})
+    assert b.load is None
+
+
+def _release(write_release, load):
+    data = copy.deepcopy(VALID_RELEASE)
+    data["gates"] = {} if load is KeyError else {"load": load}
+    return load_release(write_release(data))
+
+
+def test_gates_load_config(write_release):
+    assert _release(write_release, KeyError).load_gate.enabled is False
+    empty = _release(write_release, {}).load_gate
+    assert empty.enabled and empty.levels == (1, 3, 5) and empty.slo.max_failed == 0
+    cfg = _release(write_release, {"peak_concurrency": 2, "levels": [1, 3, 5],
+                                   "prompts": {"input_len": 128, "output_len": 64, "requests_per_concurrency": 8},
+                                   "slo": {"p95_e2el_ms": 15000}, "price_per_hour": 0.1}).load_gate
+    assert [cfg.concurrency(m) for m in cfg.levels] == [2, 6, 10]
+    assert cfg.prompts.requests_for(6) == 48 and cfg.slo.p95_e2el_ms == 15000
+    assert load_release(REPO / "release.yaml").load_gate.enabled
+
+
+@pytest.mark.parametrize("load, path", [
+    ({"slo": {"p95_e2el_ms": -1}}, "gates.load.slo.p95_e2el_ms"),
+    ({"slo": {"p95_e2e_ms": 100}}, "gates.load.slo"),
+    ({"peak_concurrency": 0}, "gates.load.peak_concurrency"),
+    ({"prompts": {"source": "sharegpt"}}, "gates.load.prompts.source"),
+    ({"levels": []}, "gates.load.levels"),
+])
+def test_bad_gates_load_is_a_one_line_config_error_with_its_path(write_release, load, path):
+    with pytest.raises(ConfigError) as info:
+        _release(write_release, load)
+    assert info.value.path == path and "\n" not in str(info.value)
+
+
+def test_disabled_load_stage_is_skipped(write_release):
+    from pipeline.context import GateContext
+    from pipeline.stages import loadtest
+
+    release = _release(write_release, {"enabled": False})
+    result = loadtest.run(GateContext(release=release, run_dir=REPO, home=REPO))
+    assert result.status == Status.SKIPPED
+
+
+class FakeClient:
+    def __init__(self, report):
+        self.report = report
+
+    def download_artifacts(self, run_id, name, dst):
+        if self.report is None:
+            raise OSError("no such artifact")
+        path = f"{dst}/{name}"
+        with open(path, "w") as fh:
+            fh.write(self.report if isinstance(self.report, str) else json.dumps(self.report))
+        return path
+
+
+def test_baseline_load_details_come_from_its_report_and_absence_is_tolerated():
+    from pipeline.integrations.registry import _load_details
+
+    details = {"levels": [row()], "fingerprint": {"cpu_count": 2}}
+    report = {"stages": [{"name": "serve", "status": "passed", "details": {}},
+                         {"name": "load", "status": "passed", "details": details}]}
+    assert _load_details(FakeClient(report), "r1")["fingerprint"] == {"cpu_count": 2}
+    skipped = {"stages": [{"name": "load", "status": "skipped", "details": {}}]}
+    assert _load_details(FakeClient(skipped), "r1") is None
+    assert _load_details(FakeClient(None), "r1") is None
+    assert _load_details(FakeClient("not json"), "r1") is None
+
+
+def test_baseline_comparison_skipped_on_other_hardware_and_compared_on_the_same(write_release):
+    from types import SimpleNamespace
+
+    from pipeline.stages.loadtest import compare_baseline
+
+    cfg = _release(write_release, {"regression_pct": 10}).load_gate
+    fp = slo.fingerprint("0.32.0")
+    rows = [row(1, 1, p95_e2el=5000)]
+
+    def ctx(load):
+        store = SimpleNamespace(production=lambda name: Baseline("3", "run3", None, {}, {}, load))
+        return SimpleNamespace(baseline_store=store, release=SimpleNamespace(model_name="m"))
+
+    info, failures = compare_baseline(ctx({"levels": rows, "fingerprint": {**fp, "cpu_count": 96}}), cfg, rows, fp)
+    assert info["status"] == "skipped" and "cpu_count: 96 (baseline)" in info["reason"] and failures == []
+    info, _ = compare_baseline(ctx(None), cfg, rows, fp)
+    assert info["reason"] == "the baseline's gate recorded no load results"
+    base = [row(1, 1, p95_e2el=3000)]
+    info, failures = compare_baseline(ctx({"levels": base, "fingerprint": fp}), cfg, rows, fp)
+    assert info["status"] == "compared" and failures[0].startswith("load 1x: p95_e2el_ms 5000 is 67% above")
