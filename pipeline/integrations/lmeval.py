@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import BadInput, InfraError, Interrupted
+from pipeline.procgroup import stop_group
 
 _TQDM = re.compile(r"(\d+)%\|")
 
@@ -226,20 +226,6 @@ def _stream(proc: subprocess.Popen, log_path: Path, progress: Callable[[str], An
     return tail
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGINT the child's process group, then SIGKILL if it does not exit within 10 s."""
-    for sig, wait in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def run_lmeval(
     base_url: str,
     model_name: str,
@@ -275,10 +261,10 @@ def run_lmeval(
         tail = _stream(proc, output_dir / "lm_eval.log", progress)
         rc = proc.wait()
     except KeyboardInterrupt:
-        _stop(proc)
+        stop_group(proc)
         raise Interrupted("SIGINT") from None
     except BaseException:
-        _stop(proc)
+        stop_group(proc)
         raise
     wall = time.monotonic() - t0
     if rc != 0:

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import InfraError, Interrupted
+from ..procgroup import stop_group
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _SNIPPET = ("import sys\n"
@@ -81,11 +82,11 @@ def run_level(req: BenchRequest, result_dir: Path, result_file: str, log_file: P
         try:
             code = proc.wait(timeout=timeout_for(req))
         except subprocess.TimeoutExpired as exc:
-            _kill(proc)
+            stop_group(proc)
             raise InfraError(f"the serving benchmark at concurrency {req.concurrency} did not finish within "
                              f"{timeout_for(req):.0f} s (log: {log_file})") from exc
         except BaseException:  # KeyboardInterrupt / Interrupted: stop the load before unwinding
-            _kill(proc)
+            stop_group(proc)
             raise
     if code < 0 and -code in (signal.SIGINT, signal.SIGTERM):
         raise Interrupted(signal.Signals(-code).name)
@@ -98,14 +99,3 @@ def run_level(req: BenchRequest, result_dir: Path, result_file: str, log_file: P
         raise InfraError(f"unreadable benchmark result {out}: {exc}") from exc
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGINT, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
