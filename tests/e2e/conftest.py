@@ -89,11 +89,13 @@ _present_before_test: set[str] = set()
 def _scan_vllm() -> dict[str, str]:
     """pid -> command line of live vLLM processes: the API server and its engine core / workers, which
     retitle themselves `VLLM::EngineCore`, `VLLM::Worker`."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
     found = {}
     for line in out.splitlines():
-        if ("vllm.entrypoints.openai.api_server" in line or "VLLM::" in line) and "ps -eo" not in line:
-            pid, _, args = line.strip().partition(" ")
+        pid, stat, args = (line.split(None, 2) + ["", ""])[:3]
+        if stat.startswith("Z"):  # an exited process its parent has not reaped yet: nothing runs, nothing held
+            continue
+        if "vllm.entrypoints.openai.api_server" in args or "VLLM::" in args:
             found[pid] = args
     return found
 
