@@ -88,15 +88,21 @@ _present_before_test: set[str] = set()
 
 def _scan_vllm() -> dict[str, str]:
     """pid -> command line of live vLLM processes: the API server and its engine core / workers, which
-    retitle themselves `VLLM::EngineCore`, `VLLM::Worker`."""
-    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    retitle themselves `VLLM::EngineCore`, `VLLM::Worker`. Read from /proc, not `ps`, whose `args` column
+    may be cut to the terminal width (a long venv path pushed the module name out of it once)."""
     found = {}
-    for line in out.splitlines():
-        pid, stat, args = (line.split(None, 2) + ["", ""])[:3]
-        if stat.startswith("Z"):  # an exited process its parent has not reaped yet: nothing runs, nothing held
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # exited while we looked
+            continue
+        if state == "Z":  # an exited process its parent has not reaped yet: nothing runs, nothing held
             continue
         if "vllm.entrypoints.openai.api_server" in args or "VLLM::" in args:
-            found[pid] = args
+            found[entry.name] = args
     return found
 
 

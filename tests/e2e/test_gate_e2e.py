@@ -112,8 +112,11 @@ def test_sigint_during_server_start_exits_130_and_leaves_no_server(demo_hub, mlf
         seen.append(line)
         if "starting vLLM" in line or time.monotonic() > deadline:
             break
-    time.sleep(3)
+    started = time.monotonic()
+    while not vllm_processes() and proc.poll() is None and time.monotonic() - started < 60:
+        time.sleep(0.5)
     assert vllm_processes(), "".join(seen)
+    time.sleep(2)  # the server is importing vLLM: interrupt while it starts, not before it exists
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
