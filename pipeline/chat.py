@@ -55,8 +55,9 @@ def _one(client, served_name: str, req: ChatRequest, retries: int) -> ChatRespon
 
 def run_chats(base_url: str, served_name: str, requests: Sequence[ChatRequest], *, concurrency: int,
               timeout_s: float, retries: int = 2, progress: Callable[[str], None] = print,
-              check_alive: Callable[[], None] | None = None) -> list[ChatResponse]:
-    """All requests, `concurrency` at a time; results in request order. Progress every ~10%."""
+              check_alive: Callable[[], None] | None = None, api_key: str | None = None) -> list[ChatResponse]:
+    """All requests, `concurrency` at a time; results in request order. Progress every ~10%.
+    `api_key` is sent as a bearer token (the staging server's per-gate key)."""
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -64,7 +65,8 @@ def run_chats(base_url: str, served_name: str, requests: Sequence[ChatRequest], 
     step = max(1, len(requests) // 10)
     pool = ThreadPoolExecutor(max_workers=concurrency)
     try:
-        with httpx.Client(base_url=base_url, timeout=timeout_s, limits=limits) as client:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        with httpx.Client(base_url=base_url, timeout=timeout_s, limits=limits, headers=headers) as client:
             for resp in pool.map(lambda r: _one(client, served_name, r, retries), requests):
                 done.append(resp)
                 if len(done) % step == 0 or len(done) == len(requests):

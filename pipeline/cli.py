@@ -24,11 +24,12 @@ def cmd_gate(args) -> int:
     from . import report as reports
     from .config import load_release
     from .gate import run_gate
+    from .secrets import redact
 
     release = load_release(args.config)
     report = run_gate(release, home=_home(args.config), run_dir=args.run_dir, tracking_uri=args.tracking_uri,
-                      pr=args.pr, enforce_eager=args.enforce_eager)
-    print(reports.to_console(report))
+                      pr=args.pr, enforce_eager=args.enforce_eager, author=args.author)
+    print(redact(reports.to_console(report)))
     return report["exit_code"]
 
 
@@ -66,6 +67,22 @@ def cmd_demo_init(args) -> int:
     return 0
 
 
+def cmd_sync(args) -> int:
+    from .progress import progress_for
+    from .sync import kept_run_dirs, sync_all
+
+    if args.all:
+        run_dirs = kept_run_dirs(args.config.resolve().parent)
+        if not run_dirs:
+            print(f"no kept gate reports under {args.config.resolve().parent / 'runs'}")
+            return 0
+    else:
+        run_dirs = [args.run_dir]
+    for outcome in sync_all(run_dirs, uri_override=args.tracking_uri, progress=progress_for("sync")):
+        print(outcome.line())
+    return 0
+
+
 def cmd_report(args) -> int:
     from . import report as reports
 
@@ -74,12 +91,160 @@ def cmd_report(args) -> int:
     path = Path(args.path)
     if not path.is_file():
         raise BadInput("no such report file", file=str(path))
+    from .errors import InfraError
+
     try:
         data = reports.load(path)
-    except ValueError as exc:
-        raise BadInput(f"not a gate report: {exc}", file=str(path)) from exc
-    print(reports.to_markdown(data) if args.format == "markdown" else
-          __import__("json").dumps(data, indent=2))
+        text = reports.to_markdown(data) if args.format == "markdown" else __import__("json").dumps(data, indent=2)
+    except (ValueError, InfraError, AttributeError) as exc:  # not JSON, another schema_version, not an object
+        raise BadInput(f"not a gate report: {' '.join(str(exc).split())[:200]}", file=str(path)) from exc
+    except (KeyError, TypeError) as exc:
+        raise BadInput(f"not a gate report: field {exc} missing or of the wrong type", file=str(path)) from exc
+    print(text)
+    return 0
+
+
+def _store(args):
+    """release.yaml and the tracking store a release command works on (checked before anything changes)."""
+    from .config import load_release
+    from .gate import resolve_tracking_uri
+    from .integrations import tracking
+    from .secrets import register_secret_env
+
+    release = load_release(args.config)
+    register_secret_env(release.secret_env)
+    uri = resolve_tracking_uri(release, args.tracking_uri)
+    tracking.preflight(uri)
+    return release, uri
+
+
+def _actor(args) -> str | None:
+    return args.actor or os.environ.get("MODELGATE_ACTOR")
+
+
+def cmd_approve(args) -> int:
+    from .approval import approve
+
+    release, uri = _store(args)
+    a = approve(release, uri, args.version, _actor(args), args.reason)
+    if a.new:
+        print(f"approved {release.model_name} v{a.version} by {a.actor} at {a.at} (audit run {a.audit_run_id})")
+    else:
+        print(f"{a.actor} already approved {release.model_name} v{a.version} at {a.at}; nothing recorded")
+    return 0
+
+
+def _print_outcome(o) -> None:
+    for note in o.notes:
+        print(note)
+    if not o.noop:
+        frm = f" (was v{o.from_version})" if o.from_version else ""
+        print(f"{o.action}: {o.model_name} v{o.version} is production{frm}; by {o.actor}; "
+              f"audit run {o.audit_run_id}" + ("; resumed" if o.resumed else ""))
+
+
+def cmd_promote(args) -> int:
+    from .progress import progress_for
+    from .promotion import promote
+
+    release, uri = _store(args)
+    _print_outcome(promote(release, uri, args.version, _actor(args), override_reason=args.override_reason,
+                           say=progress_for("promote")))
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from .progress import progress_for
+    from .promotion import rollback
+
+    release, uri = _store(args)
+    _print_outcome(rollback(release, uri, args.to, _actor(args), args.reason, say=progress_for("rollback")))
+    return 0
+
+
+def cmd_history(args) -> int:
+    import json
+
+    from .history import timeline, to_text
+
+    release, uri = _store(args)
+    doc = timeline(release, uri)
+    print(json.dumps(doc, indent=2) if args.json else to_text(doc))
+    return 0
+
+
+def cmd_resolve(args) -> int:
+    import json
+
+    from .history import resolve
+
+    release, uri = _store(args)
+    doc = resolve(release, uri, args.alias)
+    for hint in doc["in_progress"]:
+        print(f"modelgate: warning: incomplete release operation: {hint}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        for key in ("model", "alias", "version", "source", "repo", "revision", "served_name", "uri", "verdict",
+                    "gate_run_id"):
+            print(f"{key}: {doc[key]}")
+    return 0
+
+
+def _github(args):
+    """A GitHub client for --repo/--api-url (defaults: $GITHUB_REPOSITORY, $GITHUB_API_URL); token: GITHUB_TOKEN."""
+    from .integrations import github
+
+    repo = args.repo or os.environ.get("GITHUB_REPOSITORY")
+    if not repo:
+        raise BadInput("no repository: pass --repo owner/name or set GITHUB_REPOSITORY")
+    return github, github.client(repo, args.api_url)
+
+
+def _gate_report(path: Path) -> tuple[dict, str]:
+    """The report and its markdown rendering (rendering it also proves it has the fields we need)."""
+    from . import report as reports
+    from .errors import InfraError
+
+    if not path.is_file():
+        raise BadInput("no such report file", file=str(path))
+    try:
+        data = reports.load(path)
+        return data, reports.to_markdown(data)
+    except (ValueError, InfraError, AttributeError) as exc:
+        raise BadInput(f"not a gate report: {' '.join(str(exc).split())[:200]}", file=str(path)) from exc
+    except (KeyError, TypeError) as exc:
+        raise BadInput(f"not a gate report: field {exc} missing or of the wrong type", file=str(path)) from exc
+
+
+def cmd_github_comment(args) -> int:
+    _, markdown = _gate_report(args.report)
+    github, client = _github(args)
+    print(client.upsert_comment(args.pr, markdown, github.COMMENT_MARKER))
+    return 0
+
+
+def cmd_github_status(args) -> int:
+    data, _ = _gate_report(args.report)
+    github, client = _github(args)
+    state = github.STATE_FOR_VERDICT.get(data["verdict"])
+    if state is None:
+        raise BadInput(f"unknown gate verdict {data['verdict']!r}", file=str(args.report), path="verdict")
+    reasons = data.get("reasons") or []
+    description = f"{data['verdict']}" + (f": {reasons[0]}" if reasons else "")
+    client.set_status(args.sha, state, github.STATUS_CONTEXT, description, args.target_url)
+    print(f"{github.STATUS_CONTEXT}: {state} on {args.sha}")
+    return 0
+
+
+def cmd_github_approver(args) -> int:
+    from .errors import Refused
+
+    _, client = _github(args)
+    logins = list(dict.fromkeys(a.login for a in client.environment_approvals(args.run_id) if a.state == "approved"))
+    if not logins:
+        raise Refused(f"workflow run {args.run_id} has no environment approval on record")
+    print("\n".join(logins))
     return 0
 
 
@@ -98,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     gate = with_config(sub.add_parser("gate", help="run the gate on the pinned candidate"))
     gate.add_argument("--pr", type=int, help="pull request number, recorded with the gate")
+    gate.add_argument("--author", help="who authored the change (a release manager cannot approve their own); "
+                      "default: $MODELGATE_AUTHOR, then the HEAD commit's author email")
     gate.add_argument("--run-dir", type=Path, help="where the local report goes (default: runs/<gate id>)")
     gate.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then mlflow/mlflow.db)")
     gate.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
@@ -117,10 +284,65 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--home", help="where the hub goes (default: $MODELGATE_HOME or .modelgate/)")
     init.set_defaults(func=cmd_demo_init)
 
+    def release_cmd(name, help_text, func):
+        p = with_config(sub.add_parser(name, help=help_text))
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then mlflow/mlflow.db)")
+        p.set_defaults(func=func)
+        return p
+
+    def acting(p):
+        p.add_argument("--actor", help="who is acting (a release manager in release.yaml; default $MODELGATE_ACTOR)")
+        return p
+
+    appr = acting(release_cmd("approve", "approve a gated model version (release managers)", cmd_approve))
+    appr.add_argument("--version", required=True, help="version number or alias (e.g. candidate)")
+    appr.add_argument("--reason", required=True, help="what you checked")
+    prom = acting(release_cmd("promote", "make an approved, passed version production", cmd_promote))
+    prom.add_argument("--version", required=True, help="version number or alias (e.g. candidate)")
+    prom.add_argument("--override-reason", help="promote an inconclusive gate; recorded with your name")
+    back = acting(release_cmd("rollback", "put the previous (or a given) version back into production", cmd_rollback))
+    back.add_argument("--to", help="version number or alias (default: previous)")
+    back.add_argument("--reason", required=True, help="what went wrong")
+    hist = release_cmd("history", "timeline of gates, approvals, promotions and rollbacks", cmd_history)
+    hist.add_argument("--json", action="store_true")
+    res = release_cmd("resolve", "print the pin an alias points at (for deployments)", cmd_resolve)
+    res.add_argument("alias", help="production | previous | candidate")
+    res.add_argument("--json", action="store_true")
+
+    sync = with_config(sub.add_parser("sync", help="record gate reports kept locally while MLflow was unreachable"))
+    which = sync.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run-dir", type=Path, help="one gate's run directory (holds report.json)")
+    which.add_argument("--all", action="store_true", help="every kept report under runs/ beside --config")
+    sync.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the "
+                      "store the gate tried)")
+    sync.set_defaults(func=cmd_sync)
+
     rep = sub.add_parser("report", help="render a gate report")
     rep.add_argument("path", help="a report.json")
     rep.add_argument("--format", choices=["markdown", "json"], default="markdown")
     rep.set_defaults(func=cmd_report)
+
+    gh = sub.add_parser("github", help="GitHub: the gate's PR comment and commit status, run approvers")
+    gh_sub = gh.add_subparsers(dest="github_command", required=True, parser_class=_Parser)
+
+    def on_github(p):
+        p.add_argument("--repo", help="owner/name (default: $GITHUB_REPOSITORY)")
+        p.add_argument("--api-url", help="API base, e.g. https://HOST/api/v3 for GitHub Enterprise "
+                       "(default: $GITHUB_API_URL, then https://api.github.com)")
+        return p
+
+    comment = on_github(gh_sub.add_parser("comment", help="post (or update in place) the gate report on a PR"))
+    comment.add_argument("--pr", type=int, required=True, help="pull request number")
+    comment.add_argument("--report", type=Path, required=True, help="the gate's report.json")
+    comment.set_defaults(func=cmd_github_comment)
+    status = on_github(gh_sub.add_parser("status", help="set the modelgate/gate commit status from a report"))
+    status.add_argument("--sha", required=True, help="the commit")
+    status.add_argument("--report", type=Path, required=True, help="the gate's report.json")
+    status.add_argument("--target-url", help="link shown with the status (e.g. the workflow run)")
+    status.set_defaults(func=cmd_github_status)
+    approver = on_github(gh_sub.add_parser("approver", help="print who approved a workflow run's environment"))
+    approver.add_argument("--run-id", type=int, required=True, help="the workflow run id")
+    approver.set_defaults(func=cmd_github_approver)
     return parser
 
 
@@ -128,8 +350,15 @@ def _on_sigterm(signum, frame):
     raise Interrupted("SIGTERM")
 
 
+# MLflow's client retries a refused connection for minutes by default; a gate should fail closed in seconds
+# (the report is kept locally and `modelgate sync` uploads it later). A user's own settings win.
+MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for key, value in MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)

@@ -53,6 +53,7 @@ class Probe:
 class Serving:
     mode: str = "spawn"
     external_url: str | None = None
+    api_key_env: str | None = None  # external mode: env var holding the endpoint's key (spawn: random per gate)
     host: str = "127.0.0.1"
     dtype: str = "bfloat16"
     max_model_len: int = 2048
@@ -129,6 +130,29 @@ class LoadGate:
 
 
 @dataclass(frozen=True)
+class GitHubTarget:
+    repository: str  # owner/name
+    api_url: str = "https://api.github.com"  # GitHub Enterprise: https://HOST/api/v3
+    environment: str = "production"
+    environment_url: str | None = None
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    """`promotion:` in release.yaml. Without release managers nobody can approve or promote."""
+
+    release_managers: tuple[str, ...] = ()
+    approvals_required: int = 1
+    tag_format: str = "{model}/v{version}"
+    git_remote: str | None = None
+    audit_experiment: str | None = None  # default: "<tracking experiment>/audit"
+    github: GitHubTarget | None = None
+
+    def is_manager(self, identity: str) -> bool:
+        return identity.casefold() in {m.casefold() for m in self.release_managers}
+
+
+@dataclass(frozen=True)
 class Release:
     path: Path  # the release.yaml this came from
     model_name: str
@@ -145,6 +169,11 @@ class Release:
     tracking_experiment: str
     tracking_uri: str | None
     raw: dict[str, Any]
+    promotion: PromotionPolicy = PromotionPolicy()
+
+    @property
+    def audit_experiment(self) -> str:
+        return self.promotion.audit_experiment or f"{self.tracking_experiment}/audit"
 
     @property
     def root(self) -> Path:
@@ -185,7 +214,7 @@ def _describe(error) -> tuple[str, str]:
         return path, f"unknown key {', '.join(map(repr, extra))} (allowed: {allowed})"
     if validator == "required":
         return path, error.message.replace("is a required property", "is required")
-    if path.endswith("revision") and validator == "pattern":
+    if path.endswith("revision") and validator in ("pattern", "type"):
         return path, revision_problem(error.instance)
     if validator == "pattern" and re.search(r"files\.", path):
         return path, f"{error.instance!r} is not a sha256 (64 lowercase hex digits)"
@@ -197,7 +226,8 @@ def _describe(error) -> tuple[str, str]:
 def revision_problem(revision: Any) -> str:
     shown = repr(revision)
     if not isinstance(revision, str):
-        return f"revision {shown} is not a string: pins must be a full 40-hex commit sha"
+        return (f"revision {shown} is not a string (YAML reads an unquoted all-digit value as a number: quote "
+                "it); pins must be a full 40-hex commit sha")
     if revision.lower() in {"main", "master", "latest", "head"}:
         why = "a branch name moves"
     elif re.fullmatch(r"[0-9a-fA-F]{4,39}", revision):
@@ -214,7 +244,8 @@ def validate(data: Any, file: str) -> None:
     from jsonschema import Draft202012Validator
 
     if not isinstance(data, dict):
-        raise ConfigError("must be a mapping at the top level", file=file)
+        raise ConfigError("must be a mapping at the top level" + (" (the file is empty)" if data is None else ""),
+                          file=file, path="(top level)")
     validator = Draft202012Validator(release_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
@@ -265,7 +296,8 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         candidate=candidate,
         serving=serving,
         remote_code_allowlist=tuple(security.get("remote_code_allowlist", ())),
-        secret_env=tuple(dict.fromkeys([*DEFAULT_SECRET_ENV, *security.get("secret_env", ())])),
+        secret_env=tuple(dict.fromkeys([*DEFAULT_SECRET_ENV, *security.get("secret_env", ()),
+                                        *([serving.api_key_env] if serving.api_key_env else [])])),
         gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict)},
         format_gate=_format_gate((data.get("gates") or {}).get("format")),
         evals_gate=_evals_gate((data.get("gates") or {}).get("evals") or {}),
@@ -274,7 +306,15 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         tracking_experiment=tracking.get("experiment", f"modelgate/{model['name']}"),
         tracking_uri=tracking.get("uri"),
         raw=data,
+        promotion=_promotion(data.get("promotion") or {}),
     )
+
+
+def _promotion(d: dict[str, Any]) -> PromotionPolicy:
+    d = dict(d)
+    github = GitHubTarget(**d.pop("github")) if d.get("github") else None
+    d.pop("github", None)
+    return PromotionPolicy(release_managers=tuple(d.pop("release_managers", ())), github=github, **d)
 
 
 def _format_gate(d: dict[str, Any] | None) -> FormatGate:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Release
+from .secrets import new_api_key
 
 
 @dataclass
@@ -26,3 +27,5 @@ class GateContext:
     items: dict[str, dict[str, float]] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)  # what the items were judged on: suites, evalsets
     baseline_store: Any = None  # integrations.tracking.BaselineStore (None: no baseline lookups)
+    # the staging servers' API key: random per gate run, registered as a secret, never on a command line
+    api_key: str = field(default_factory=new_api_key, repr=False)

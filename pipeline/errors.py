@@ -7,7 +7,11 @@
     │   ├── DigestMismatch         a fetched file's sha256 differs from the lock (or a file is missing/extra)
     │   └── UnsafeModel            pickle weights or remote code without explicit permission
     ├── InfraError        (3)      something outside the input broke: server died, tracking store down, disk
-    │   └── ServerError            the vLLM server failed to start or died; carries the log tail
+    │   ├── ServerError            the vLLM server failed to start or died; carries the log tail
+    │   └── GitHubError            the GitHub API kept failing (after bounded retries)
+    ├── Refused           (5)      the release policy says no: not a release manager, self-approval, missing
+    │                              approval, gate failed or stale, version tags tampered with
+    ├── Conflict          (6)      another promotion or rollback of the same model is in progress
     └── Interrupted     (130)      SIGINT / SIGTERM
 
 Exit codes that are not errors: 0 the gate passed, 1 the gate rejected the candidate, 4 inconclusive
@@ -22,6 +26,8 @@ EXIT_REJECTED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INFRA = 3
 EXIT_INCONCLUSIVE = 4
+EXIT_REFUSED = 5
+EXIT_CONFLICT = 6
 EXIT_INTERRUPTED = 130
 
 
@@ -78,6 +84,28 @@ class ServerError(InfraError):
         self.log_tail = log_tail
         self.log_file = log_file
         super().__init__(message)
+
+
+class GitHubError(InfraError):
+    """A GitHub API call failed (after bounded retries when retrying made sense). ``status`` is GitHub's
+    HTTP status (None for a timeout or a refused connection); ``attempts`` how many requests were made."""
+
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1):
+        self.status = status
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class Refused(ModelgateError):
+    """A promotion, approval or rollback the release policy does not allow; nothing was changed."""
+
+    exit_code = EXIT_REFUSED
+
+
+class Conflict(ModelgateError):
+    """Another release operation on the same model holds the claim; nothing was changed."""
+
+    exit_code = EXIT_CONFLICT
 
 
 class Interrupted(ModelgateError):

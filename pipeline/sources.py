@@ -136,5 +136,7 @@ def download(location: str, pin: Pin, dest: Path, progress: Callable[[str], None
 
 
 def _last_line(text: str) -> str:
+    """git's reason: its (last) `fatal:` line, else its last line ("...and the repository exists." says nothing)."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "(no output)"
+    fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
+    return (fatal or lines or ["(no output)"])[-1]

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.ghfake.fixtures import github_fake, github_fake_server  # noqa: F401  (fake GitHub REST API)
+
 REPO = Path(__file__).resolve().parents[1]
 
 VALID_RELEASE = {

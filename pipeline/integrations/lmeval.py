@@ -103,9 +103,24 @@ class _FunctionRef(str):
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_TagLoader)  # noqa: S506 (SafeLoader subclass)
+    except FileNotFoundError:
+        raise BadInput("file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read: {exc}", file=str(path)) from exc
     except yaml.YAMLError as exc:
-        raise BadInput(f"invalid YAML: {exc}", file=str(path)) from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise BadInput(f"{where}invalid YAML: {problem}", file=str(path)) from exc
     return data if isinstance(data, dict) else {}
+
+
+def _required(path: Path, yaml_file: Path, where: str) -> Path:
+    """`path`, referenced by `yaml_file` at `where`; BadInput naming the YAML and the key when it is missing."""
+    if not path.is_file():
+        raise BadInput(f"references {path.name!r}, which does not exist (looked for {path})", file=str(yaml_file),
+                       path=where)
+    return path
 
 
 def _task_files(yaml_path: Path, seen: set[Path]) -> list[Path]:
@@ -117,16 +132,50 @@ def _task_files(yaml_path: Path, seen: set[Path]) -> list[Path]:
     files, cfg, here = [yaml_path], _load_yaml(yaml_path), yaml_path.parent
     includes = cfg.get("include") or []
     for inc in [includes] if isinstance(includes, str) else includes:
+        _required((here / inc).resolve(), yaml_path, "include")
         files += _task_files(here / inc, seen)
     data_files = (cfg.get("dataset_kwargs") or {}).get("data_files") or {}
-    names = data_files.values() if isinstance(data_files, dict) else [data_files]
-    for name in names:
+    named = data_files.items() if isinstance(data_files, dict) else [(None, data_files)]
+    for split, name in named:
+        where = "dataset_kwargs.data_files" + (f".{split}" if split is not None else "")
         for n in [name] if isinstance(name, str) else name:
-            files.append((here / n).resolve())
-    for value in cfg.values():
+            files.append(_required((here / n).resolve(), yaml_path, where))
+    for key, value in cfg.items():
         if isinstance(value, _FunctionRef):
-            files.append((here / (value.rpartition(".")[0].replace(".", "/") + ".py")).resolve())
+            module = (here / (value.rpartition(".")[0].replace(".", "/") + ".py")).resolve()
+            files.append(_required(module, yaml_path, key))
     return files
+
+
+# per-item metrics lm-eval computes when a task has no metric_list, by output_type
+DEFAULT_METRICS = {"multiple_choice": ("acc", "acc_norm"), "generate_until": ("exact_match",),
+                   "loglikelihood": ("perplexity", "acc"),
+                   "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte")}
+
+
+def task_metrics(include_path: Path, task: str) -> set[str] | None:
+    """The metric names `task` computes (its metric_list, through includes), None when they cannot be known."""
+    for yaml_path in resolve_task_yamls(include_path, [task]):
+        merged: dict[str, Any] = {}
+        chain, seen = [yaml_path.resolve()], set()
+        while chain:  # the task's own keys win over its includes'
+            path = chain.pop(0)
+            if path in seen or not path.is_file():
+                continue
+            seen.add(path)
+            cfg = _load_yaml(path)
+            for key, value in cfg.items():
+                merged.setdefault(key, value)
+            includes = cfg.get("include") or []
+            chain += [(path.parent / inc).resolve() for inc in ([includes] if isinstance(includes, str) else includes)]
+        if merged.get("task") != task:
+            return None  # a tag (group of tasks): its members' metrics are checked when they are named
+        metric_list = merged.get("metric_list")
+        if isinstance(metric_list, list):
+            return {m["metric"] for m in metric_list if isinstance(m, dict) and isinstance(m.get("metric"), str)}
+        defaults = DEFAULT_METRICS.get(merged.get("output_type"))
+        return set(defaults) if defaults else None
+    return None
 
 
 def _index(include_path: Path) -> dict[str, list[Path]]:
@@ -140,6 +189,11 @@ def _index(include_path: Path) -> dict[str, list[Path]]:
         for name in names:
             index.setdefault(name, []).append(path)
     return index
+
+
+def defined_tasks(include_path: Path) -> set[str]:
+    """Every task and tag name the YAMLs under ``include_path`` define."""
+    return set(_index(include_path))
 
 
 def resolve_task_yamls(include_path: Path, tasks: list[str]) -> list[Path]:
@@ -165,8 +219,6 @@ def evalset_digest(include_path: Path, tasks: list[str]) -> str:
         files += _task_files(y, seen)
     h = hashlib.sha256()
     for f in sorted(set(files)):
-        if not f.is_file():
-            raise BadInput("file referenced by an evalset YAML is missing", file=str(f))
         rel = os.path.relpath(f, include_path)
         h.update(f"{rel}\0{hashlib.sha256(f.read_bytes()).hexdigest()}\n".encode())
     return h.hexdigest()
@@ -196,6 +248,17 @@ def build_command(
     if limit is not None:
         cmd += ["--limit", str(int(limit))]
     return cmd
+
+
+def lmeval_env(api_key: str | None) -> dict[str, str]:
+    """lm-eval's environment: no secrets of ours; the endpoint's key as OPENAI_API_KEY (never a user's own)."""
+    from pipeline.secrets import child_env
+
+    env = dict(child_env(), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    if api_key:
+        env["OPENAI_API_KEY"] = api_key
+    return env
 
 
 def _stream(proc: subprocess.Popen, log_path: Path, progress: Callable[[str], Any]) -> list[str]:
@@ -236,6 +299,7 @@ def run_lmeval(
     num_concurrent: int = 4,
     limit: int | None = None,
     progress: Callable[[str], Any] = print,
+    api_key: str | None = None,
 ) -> LmEvalRun:
     """Run ``tasks`` from ``include_path`` against ``base_url`` (served as ``model_name``).
 
@@ -243,6 +307,8 @@ def run_lmeval(
     per-item records to ``output_dir/items.jsonl`` and the summary to ``output_dir/lmeval_run.json``.
     ``limit`` caps the items of EACH task (lm-eval's ``--limit``). Raises BadInput for unknown tasks,
     InfraError if lm-eval fails, Interrupted on KeyboardInterrupt (the child group is stopped first).
+    ``api_key`` reaches lm-eval's ``local-completions`` as OPENAI_API_KEY in its environment (it reads no
+    other source), never on its command line.
     """
     output_dir = Path(output_dir).resolve()
     raw_dir = output_dir / "raw"
@@ -250,8 +316,7 @@ def run_lmeval(
     resolve_task_yamls(include_path, tasks)  # fail fast on unknown task names
     cmd = build_command(base_url, model_name, tokenizer_dir, tasks, include_path, raw_dir,
                         num_concurrent=num_concurrent, limit=limit)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env = lmeval_env(api_key)
     before = set(raw_dir.rglob("results_*.json"))
     progress(f"lm-eval: {len(tasks)} task(s), num_concurrent={num_concurrent}, limit={limit}")
     t0 = time.monotonic()

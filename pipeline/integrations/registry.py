@@ -50,15 +50,19 @@ def _errors():
         return (MlflowException, OSError)
 
 
-def version_tags(pin: Pin, run_id: str, verdict: str, digests: dict[str, str]) -> dict[str, str]:
+def version_tags(pin: Pin, run_id: str, verdict: str, digests: dict[str, str], author: str = "unknown",
+                 baseline_version: str | None = None) -> dict[str, str]:
     return {"modelgate.source": pin.source, "modelgate.repo": pin.repo, "modelgate.revision": pin.revision,
             "modelgate.files": json.dumps(pin.files, sort_keys=True), "modelgate.gate_run_id": run_id,
-            "modelgate.verdict": verdict, **{f"modelgate.digest.{k}": v for k, v in digests.items()}}
+            "modelgate.verdict": verdict, "modelgate.author": author,
+            "modelgate.baseline_version": baseline_version or "",
+            **{f"modelgate.digest.{k}": v for k, v in digests.items()}}
 
 
 def register_version(uri: str, model_name: str, pin: Pin, run_id: str, verdict: str,
-                     digests: dict[str, str]) -> str:
-    """Create the model version of a gated candidate; move the `candidate` alias to it. Returns the version."""
+                     digests: dict[str, str], author: str = "unknown", baseline_version: str | None = None) -> str:
+    """Create the model version of a gated candidate; move the `candidate` alias to it. Returns the version.
+    Resumable: a version already created from `run_id` (a record interrupted after it) is reused, not doubled."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -67,14 +71,23 @@ def register_version(uri: str, model_name: str, pin: Pin, run_id: str, verdict: 
             client.get_registered_model(model_name)
         except MlflowException:
             client.create_registered_model(model_name, description="gated by modelgate")
-        mv = client.create_model_version(model_name, source=pin.uri(), run_id=run_id,
-                                         tags=version_tags(pin, run_id, verdict, digests),
-                                         description=f"{pin.uri()} gate verdict: {verdict}")
+        mv = version_of_run(client, model_name, run_id)
+        if mv is None:
+            mv = client.create_model_version(model_name, source=pin.uri(), run_id=run_id,
+                                             tags=version_tags(pin, run_id, verdict, digests, author,
+                                                               baseline_version),
+                                             description=f"{pin.uri()} gate verdict: {verdict}")
         client.set_registered_model_alias(model_name, CANDIDATE, mv.version)
         return str(mv.version)
     except _errors() as exc:
         raise InfraError(f"registering {model_name} in MLflow at {display_uri(uri)} failed: "
                          f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
+
+
+def version_of_run(client, model_name: str, run_id: str):
+    """The model version registered from gate run `run_id`, or None."""
+    found = client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'")
+    return min(found, key=lambda mv: int(mv.version)) if found else None
 
 
 class BaselineStore:
@@ -132,3 +145,92 @@ def _load_details(client, run_id: str) -> dict[str, Any] | None:
 
 def items_document(items: dict[str, dict[str, float]], digests: dict[str, str]) -> dict[str, Any]:
     return {"schema_version": 1, "digests": digests, "items": items}
+
+
+PREVIOUS = "previous"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered model version as the promotion code needs it."""
+
+    model_name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+    aliases: tuple[str, ...]
+    created_ms: int
+
+    @property
+    def verdict(self) -> str:
+        return self.tags.get("modelgate.verdict", "unknown")
+
+    @property
+    def revision(self) -> str:
+        return self.tags.get("modelgate.revision", "")
+
+
+def _to_version(mv) -> ModelVersion:
+    return ModelVersion(model_name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
+                        tags=dict(mv.tags or {}), aliases=tuple(getattr(mv, "aliases", None) or ()),
+                        created_ms=int(mv.creation_timestamp or 0))
+
+
+def _not_found(exc) -> bool:
+    code = str(getattr(exc, "error_code", ""))
+    return "RESOURCE_DOES_NOT_EXIST" in code or "not found" in str(exc).lower()
+
+
+class Registry:
+    """The MLflow model registry calls promotion, rollback and history make, with MLflow's exceptions mapped:
+    a missing version/alias is None, anything else is an InfraError."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.client = _client(uri)
+
+    def _call(self, what: str, fn, *args, missing_ok: bool = False, **kwargs):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as exc:
+            if missing_ok and _not_found(exc):
+                return None
+            raise InfraError(f"MLflow at {display_uri(self.uri)}: {what} failed: "
+                             f"{' '.join(str(exc).split())[:300]}") from exc
+        except _errors() as exc:
+            raise InfraError(f"MLflow at {display_uri(self.uri)} unreachable: {what} failed "
+                             f"({type(exc).__name__})") from exc
+
+    def model_exists(self, name: str) -> bool:
+        return self._call(f"reading model {name}", self.client.get_registered_model, name, missing_ok=True) is not None
+
+    def version(self, name: str, version: str) -> ModelVersion | None:
+        mv = self._call(f"reading {name} v{version}", self.client.get_model_version, name, str(version),
+                        missing_ok=True)
+        return _to_version(mv) if mv is not None else None
+
+    def by_alias(self, name: str, alias: str) -> ModelVersion | None:
+        mv = self._call(f"reading alias {alias!r} of {name}", self.client.get_model_version_by_alias, name, alias,
+                        missing_ok=True)
+        return _to_version(mv) if mv is not None else None
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        found = self._call(f"listing versions of {name}", self.client.search_model_versions, f"name='{name}'")
+        return sorted((_to_version(mv) for mv in found or []), key=lambda v: int(v.version))
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._call(f"moving alias {alias!r} of {name} to v{version}", self.client.set_registered_model_alias,
+                   name, alias, str(version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._call(f"deleting alias {alias!r} of {name}", self.client.delete_registered_model_alias, name, alias,
+                   missing_ok=True)
+
+    def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self._call(f"tagging {name} v{version}", self.client.set_model_version_tag, name, str(version), key, value)
+
+    def run(self, run_id: str):
+        return self._call(f"reading run {run_id}", self.client.get_run, run_id, missing_ok=True)

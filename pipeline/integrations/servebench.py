@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -40,6 +40,7 @@ class BenchRequest:
     seed: int
     request_rate: float | None = None  # None: send as fast as the concurrency cap allows
     request_timeout_s: float = 120.0
+    api_key: str | None = field(default=None, repr=False)  # the benchmark reads it as OPENAI_API_KEY
 
 
 def is_loopback(base_url: str) -> bool:
@@ -59,6 +60,18 @@ def build_command(req: BenchRequest, result_dir: Path, result_file: str) -> list
             "--save-result", "--result-dir", str(result_dir), "--result-filename", result_file]
 
 
+def bench_env(req: BenchRequest) -> dict[str, str]:
+    """No secrets of ours; the endpoint's key as OPENAI_API_KEY (vllm.benchmarks reads only that), never on
+    the command line."""
+    from ..secrets import child_env
+
+    env = {**child_env(), "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+           "NO_PROXY": "127.0.0.1,localhost,::1", "no_proxy": "127.0.0.1,localhost,::1"}
+    if req.api_key:
+        env["OPENAI_API_KEY"] = req.api_key
+    return env
+
+
 def timeout_for(req: BenchRequest) -> float:
     """Every request may take the serving timeout; the waves of `concurrency` requests run one after another."""
     return 120.0 + req.request_timeout_s * math.ceil(req.num_prompts / req.concurrency)
@@ -72,8 +85,7 @@ def run_level(req: BenchRequest, result_dir: Path, result_file: str, log_file: P
     out = result_dir / result_file
     out.unlink(missing_ok=True)
     cmd = build_command(req, result_dir, result_file)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
-           "NO_PROXY": "127.0.0.1,localhost,::1", "no_proxy": "127.0.0.1,localhost,::1"}
+    env = bench_env(req)
     with log_file.open("ab") as log:
         log.write(f"$ {' '.join(cmd[:2])} <snippet> {' '.join(cmd[3:])}\n".encode())
         log.flush()

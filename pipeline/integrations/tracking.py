@@ -66,11 +66,38 @@ def _experiment_id(client, name: str, artifact_root: Path | None) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+def find_gate_run(client, experiment_id: str, gate_id: str):
+    """The run recorded for `gate_id` (tag modelgate.gate_id), or None."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`modelgate.gate_id` = '{gate_id}'",
+                               max_results=1)
+    return found[0] if found else None
+
+
+def _existing_run(client, exp_id: str, run_id: str | None, gate_id: str | None):
+    from mlflow.exceptions import MlflowException
+
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+            if run.info.lifecycle_stage == "active":
+                return run
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(getattr(exc, "error_code", "")):
+                raise
+    return find_gate_run(client, exp_id, gate_id) if gate_id else None
+
+
 def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, Any], metrics: dict[str, float],
                tags: dict[str, str], artifacts: list[tuple[Path, str | None]], artifact_root: Path | None,
-               on_run_id=None, failed: bool = False) -> tuple[str, str]:
+               on_run_id=None, failed: bool = False, run_id: str | None = None, gate_id: str | None = None,
+               timestamp_ms: int | None = None) -> tuple[str, str]:
     """Create one finished run; returns (experiment_id, run_id). `on_run_id(experiment_id, run_id)` is called as soon as
-    the run exists (the report embeds it before it is uploaded)."""
+    the run exists (the report embeds it before it is uploaded).
+
+    Resumable: when `run_id` names an existing run, or a run is tagged `modelgate.gate_id` = `gate_id`, that run
+    is completed instead of a second one created. Params are logged with the same values, metrics with the same
+    `timestamp_ms` (MLflow skips an identical metric) and artifacts overwrite themselves, so doing it twice
+    changes nothing."""
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
@@ -87,13 +114,18 @@ def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, An
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(tracking_uri=uri)
         exp_id = _experiment_id(client, experiment, artifact_root if uri.startswith("sqlite:") else None)
-        run = client.create_run(exp_id, run_name=run_name, tags=tags)
+        run = _existing_run(client, exp_id, run_id, gate_id)
+        if run is None:
+            run = client.create_run(exp_id, run_name=run_name, tags=tags)
+        else:
+            exp_id = run.info.experiment_id
+            client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())])
         run_id = run.info.run_id
         if on_run_id:
             on_run_id(exp_id, run_id)
         import time
 
-        now = int(time.time() * 1000)
+        now = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         param_list = [Param(param_key(k), str(v)[:6000]) for k, v in sorted(params.items())]
         metric_list = [Metric(param_key(k), float(v), now, 0) for k, v in sorted(metrics.items())]
         for i in range(0, max(len(param_list), len(metric_list)), 100):
@@ -114,6 +146,12 @@ def upload(uri: str, run_id: str, path: Path, artifact_path: str | None = None) 
     from mlflow.tracking import MlflowClient
 
     try:
+        import requests
+
+        errors: tuple[type[BaseException], ...] = (MlflowException, requests.RequestException, OSError)
+    except ImportError:  # pragma: no cover
+        errors = (MlflowException, OSError)
+    try:
         MlflowClient(tracking_uri=uri).log_artifact(run_id, str(path), artifact_path=artifact_path)
-    except (MlflowException, OSError) as exc:
+    except errors as exc:
         raise InfraError(f"uploading {path.name} to MLflow run {run_id} failed: {type(exc).__name__}") from exc

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +33,14 @@ class Endpoint:
     log_file: Path | None
     pid: int | None
     command: tuple[str, ...] = ()
+    api_key: str | None = field(default=None, repr=False)  # sent as `Authorization: Bearer`; never logged
+
+    def headers(self) -> dict[str, str]:
+        return auth_headers(self.api_key)
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,6 +72,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 def build_command(model_dir: Path, served_name: str, port: int, serving: Serving,
                   enforce_eager: bool | None = None) -> list[str]:
+    """The server's command line. It never carries the API key (command lines are shown and logged):
+    the key goes in the environment (`server_env`), which vLLM reads as VLLM_API_KEY."""
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
            "--model", str(model_dir), "--served-model-name", served_name,
            "--host", serving.host, "--port", str(port),
@@ -75,12 +85,28 @@ def build_command(model_dir: Path, served_name: str, port: int, serving: Serving
     return cmd
 
 
+def server_env(serving: Serving, api_key: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The server process's environment: ours without secrets (secrets.child_env), the serving env, the key."""
+    from ..secrets import child_env
+
+    return {**child_env(), "VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **serving.env, **(extra or {}),
+            "VLLM_API_KEY": api_key}
+
+
 class VllmServer:
-    """Start with `with VllmServer(...) as endpoint:`; the server is gone when the block exits."""
+    """Start with `with VllmServer(...) as endpoint:`; the server is gone when the block exits.
+
+    Every /v1 route of the server requires `api_key` (a random one when not given; `endpoint.api_key`).
+    """
 
     def __init__(self, model_dir: Path, served_name: str, serving: Serving, log_file: Path, *,
                  enforce_eager: bool | None = None, progress: Callable[[str], None] = print,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, api_key: str | None = None):
+        from ..secrets import new_api_key, register_secret_value
+
+        self.api_key = api_key or new_api_key()
+        register_secret_value(self.api_key)
         self.model_dir = model_dir
         self.served_name = served_name
         self.serving = serving
@@ -104,8 +130,7 @@ class VllmServer:
     def start(self) -> Endpoint:
         port = free_port(self.serving.host)
         cmd = build_command(self.model_dir, self.served_name, port, self.serving, self.enforce_eager)
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1",
-               "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **self.serving.env, **self.extra_env}
+        env = server_env(self.serving, self.api_key, self.extra_env)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_file.open("ab")
         log.write(f"$ {' '.join(cmd)}\n".encode())
@@ -116,7 +141,7 @@ class VllmServer:
         log.close()
         base_url = f"http://{self.serving.host}:{port}"
         self.endpoint = Endpoint(base_url=base_url, served_name=self.served_name, log_file=self.log_file,
-                                 pid=self.proc.pid, command=tuple(cmd))
+                                 pid=self.proc.pid, command=tuple(cmd), api_key=self.api_key)
         self._wait_healthy(base_url)
         return self.endpoint
 

@@ -40,19 +40,20 @@ def reevaluate(ctx: GateContext, pin: Pin, say) -> dict[str, dict[str, float]]:
                       allowlist=release.remote_code_allowlist, progress=say)
     out_dir = ctx.run_dir / "baseline"
     server = VllmServer(model_dir.path, release.served_name(pin), release.serving, out_dir / "server.log",
-                        enforce_eager=ctx.enforce_eager, progress=say)
+                        enforce_eager=ctx.enforce_eager, progress=say, api_key=ctx.api_key)
     items: dict[str, dict[str, float]] = {}
     with server as endpoint:
         if formatcheck.PASS_METRIC in ctx.items:
             cfg = release.format_gate
             outcome = formatcheck.evaluate(endpoint.base_url, endpoint.served_name, formatcheck.suites_for(ctx),
                                            concurrency=cfg.concurrency, timeout_s=release.serving.request_timeout_s,
-                                           out_dir=out_dir / "format", say=say, check_alive=server.check_alive)
+                                           out_dir=out_dir / "format", say=say, check_alive=server.check_alive,
+                                           api_key=endpoint.api_key)
             items[formatcheck.PASS_METRIC] = outcome.items
         eval_metrics = [n for n in ctx.items if n != formatcheck.PASS_METRIC]
         if eval_metrics:
             run = evals.evaluate(endpoint.base_url, endpoint.served_name, model_dir.path, release.evals_gate,
-                                 release.root, out_dir / "evals", say)
+                                 release.root, out_dir / "evals", say, api_key=endpoint.api_key)
             items.update(evals.item_values(run, eval_metrics))
     return items
 

@@ -38,13 +38,13 @@ def suites_for(ctx: GateContext) -> list[Suite]:
 
 
 def evaluate(base_url: str, served_name: str, suites: list[Suite], *, concurrency: int, timeout_s: float,
-             out_dir: Path, say: Callable[[str], None], check_alive=None) -> FormatOutcome:
+             out_dir: Path, say: Callable[[str], None], check_alive=None, api_key: str | None = None) -> FormatOutcome:
     cases = [(suite, case) for suite in suites for case in suite.cases]
     requests = [ChatRequest(f"{suite.name}/{case.id}", case.messages_payload(), case.sampling.to_request())
                 for suite, case in cases]
     say(f"{len(requests)} case(s) from {len(suites)} suite(s), concurrency {concurrency}")
     responses = run_chats(base_url, served_name, requests, concurrency=concurrency, timeout_s=timeout_s,
-                          progress=say, check_alive=check_alive)
+                          progress=say, check_alive=check_alive, api_key=api_key)
     rows, items, critical_failed = [], {}, []
     for (suite, case), resp in zip(cases, responses):
         if resp.error:
@@ -79,7 +79,7 @@ def run(ctx: GateContext) -> StageResult:
         return StageResult("format", Status.SKIPPED, reasons=[f"no suites in {cfg.prompts_dir}/"])
     outcome = evaluate(ctx.endpoint.base_url, ctx.endpoint.served_name, suites, concurrency=cfg.concurrency,
                        timeout_s=ctx.release.serving.request_timeout_s, out_dir=ctx.run_dir / "format", say=say,
-                       check_alive=ctx.server.check_alive if ctx.server else None)
+                       check_alive=ctx.server.check_alive if ctx.server else None, api_key=ctx.endpoint.api_key)
     ctx.items[PASS_METRIC] = outcome.items
     ctx.digests["suites"] = suites_digest(suites)
     passed = int(sum(outcome.items.values()))

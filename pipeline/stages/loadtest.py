@@ -39,7 +39,7 @@ def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, say) -> list[dict[st
 
     endpoint = ctx.endpoint
     rows = []
-    with httpx.Client(timeout=5.0, trust_env=False) as client:
+    with httpx.Client(timeout=5.0, trust_env=False, headers=endpoint.headers()) as client:
         fetch = lambda: client.get(f"{endpoint.base_url}/metrics").text  # noqa: E731
         for multiplier in sorted(cfg.levels):
             concurrency = cfg.concurrency(multiplier)
@@ -48,7 +48,8 @@ def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, say) -> list[dict[st
                                num_prompts=cfg.prompts.requests_for(concurrency), input_len=cfg.prompts.input_len,
                                output_len=cfg.prompts.output_len, seed=cfg.prompts.seed,
                                request_rate=cfg.request_rate,
-                               request_timeout_s=ctx.release.serving.request_timeout_s)
+                               request_timeout_s=ctx.release.serving.request_timeout_s,
+                               api_key=endpoint.api_key)
             name = rules.label(multiplier)
             say(f"level {name}: concurrency {concurrency}, {req.num_prompts} requests "
                 f"({req.input_len} in / {req.output_len} out tokens)")

@@ -13,6 +13,20 @@ from ..progress import progress_for
 from ..result import Status, StageResult
 
 
+def external_api_key(serving) -> str | None:
+    """An external endpoint keeps its own key: the value of serving.api_key_env (checked by the gate's input
+    check), registered as a secret; None when the endpoint needs none."""
+    import os
+
+    from ..secrets import register_secret_value
+
+    if not serving.api_key_env:
+        return None
+    key = os.environ.get(serving.api_key_env) or None
+    register_secret_value(key)
+    return key
+
+
 def run(ctx: GateContext) -> StageResult:
     release = ctx.release
     say = progress_for("serve")
@@ -20,10 +34,10 @@ def run(ctx: GateContext) -> StageResult:
     serving = release.serving
     if serving.mode == "external":
         endpoint = Endpoint(base_url=serving.external_url.rstrip("/").removesuffix("/v1"),
-                            served_name=served_name, log_file=None, pid=None)
+                            served_name=served_name, log_file=None, pid=None, api_key=external_api_key(serving))
     else:
         server = VllmServer(ctx.model_dir.path, served_name, serving, ctx.run_dir / "server.log",
-                            enforce_eager=ctx.enforce_eager, progress=say)
+                            enforce_eager=ctx.enforce_eager, progress=say, api_key=ctx.api_key)
         # registered before start so an interrupt during start-up still tears it down
         ctx.cleanup.callback(server.stop)
         ctx.server = server
@@ -32,7 +46,7 @@ def run(ctx: GateContext) -> StageResult:
     say(f"smoke probe: chat + streamed completion on {served_name}")
     try:
         result = probe(endpoint.base_url, served_name, serving.probe.prompt, serving.probe.max_tokens,
-                       timeout_s=serving.request_timeout_s)
+                       timeout_s=serving.request_timeout_s, api_key=endpoint.api_key)
     except Exception:
         if ctx.server is not None:
             ctx.server.check_alive()  # a dead server is the better explanation

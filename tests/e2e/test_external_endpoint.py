@@ -32,8 +32,16 @@ def staging(demo_hub, tmp_path_factory):
         yield endpoint
 
 
+KEY_ENV = "STAGING_API_KEY"
+
+
+def external_env(staging, mlflow_uri, home):
+    """The external endpoint's own key comes from the variable release.yaml names (serving.api_key_env)."""
+    return {**gate_env(mlflow_uri, home), KEY_ENV: staging.api_key}
+
+
 def external_release(directory, demo_hub, url, prefix="chat"):
-    path = write_demo_release(directory, demo_hub, mode="external", external_url=url)
+    path = write_demo_release(directory, demo_hub, mode="external", external_url=url, api_key_env=KEY_ENV)
     data = yaml.safe_load(path.read_text())
     data["model"]["served_name_prefix"] = prefix
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -43,8 +51,9 @@ def external_release(directory, demo_hub, url, prefix="chat"):
 def test_external_endpoint_is_probed_not_spawned(staging, demo_hub, mlflow_server, tmp_path):
     config = external_release(tmp_path / "team", demo_hub, staging.base_url + "/v1")
     proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
-                          env=gate_env(mlflow_server, tmp_path / "home"), timeout=600)
+                          env=external_env(staging, mlflow_server, tmp_path / "home"), timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert staging.api_key not in proc.stdout + proc.stderr
     assert "starting vLLM" not in proc.stderr
     assert "streamed TTFT" in proc.stderr
     assert staging.served_name in proc.stdout
@@ -53,6 +62,31 @@ def test_external_endpoint_is_probed_not_spawned(staging, demo_hub, mlflow_serve
 def test_external_endpoint_serving_another_model_is_an_infra_error(staging, demo_hub, mlflow_server, tmp_path):
     config = external_release(tmp_path / "team", demo_hub, staging.base_url, prefix="other")
     proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
-                          env=gate_env(mlflow_server, tmp_path / "home"), timeout=600)
+                          env=external_env(staging, mlflow_server, tmp_path / "home"), timeout=600)
     assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
     assert f"the server does not serve 'other@" in proc.stdout and staging.served_name in proc.stdout
+
+
+def test_staging_server_requires_its_api_key(staging):
+    """A spawned server answers /v1 only with its per-run key; the key is in neither argv nor the log."""
+    import httpx
+
+    url = f"{staging.base_url}/v1/models"
+    assert httpx.get(url, timeout=10).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer wrong-key-0123456789"}, timeout=10).status_code == 401
+    ok = httpx.get(url, headers=staging.headers(), timeout=10)
+    assert ok.status_code == 200 and staging.served_name in ok.text
+    assert httpx.get(f"{staging.base_url}/health", timeout=10).status_code == 200  # liveness stays open
+    assert staging.api_key not in " ".join(staging.command)
+    assert staging.api_key not in open(f"/proc/{staging.pid}/cmdline", "rb").read().decode(errors="replace")
+    assert staging.api_key not in staging.log_file.read_text(errors="replace")
+
+
+def test_external_endpoint_without_its_key_is_bad_input(staging, demo_hub, mlflow_server, tmp_path):
+    config = external_release(tmp_path / "team", demo_hub, staging.base_url)
+    env = gate_env(mlflow_server, tmp_path / "home")
+    env.pop(KEY_ENV, None)
+    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"modelgate: error: {config}: serving.api_key_env: ")

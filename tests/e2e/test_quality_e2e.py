@@ -4,9 +4,11 @@ production baseline recorded in a real MLflow server."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,6 +20,13 @@ from tests.e2e.test_gate_e2e import gate_env
 pytestmark = pytest.mark.e2e
 MODEL = "smollm2-quality-test"
 LIMIT = 30  # items per lm-eval task: small for CI; the demo runs all 240
+# every gate of this module runs with these known fake secrets in its environment; none may be written anywhere
+FAKE_SECRETS = {
+    "HF_TOKEN": "hf_FakeLeakCheck7Qm2Zr9Xw4Kp1Vb6",
+    "GITHUB_TOKEN": "ghp_FakeLeakCheck3Ln8Ty5Ud0Sg2Hj7",
+    "MLFLOW_TRACKING_PASSWORD": "mlflow-FakeLeakCheck-pw-4Rk9Ez1",
+    "SUPPORT_DB_PASSWORD": "db-FakeLeakCheck-secret-8Wq3Nc6",  # named in release.yaml security.secret_env
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +35,25 @@ def team(tmp_path_factory, demo_hub):
     root = tmp_path_factory.mktemp("team")
     shutil.copytree(REPO / "prompts", root / "prompts")
     shutil.copytree(REPO / "evalsets", root / "evalsets", ignore=shutil.ignore_patterns("__pycache__"))
+    git(root, "init", "--quiet")
+    git(root, "add", ".")
+    git(root, "commit", "--quiet", "-m", "team repository")
     return root
+
+
+def git(root, *args):
+    ident = {"GIT_AUTHOR_NAME": "dev", "GIT_AUTHOR_EMAIL": "dev@example.com", "GIT_COMMITTER_NAME": "dev",
+             "GIT_COMMITTER_EMAIL": "dev@example.com"}
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
+                          env={**os.environ, **ident}).stdout.strip()
 
 
 def write_release(team, manifest, variant):
     path = write_demo_release(team, manifest, variant)
     data = yaml.safe_load(path.read_text())
     data["model"]["name"] = MODEL
+    data["promotion"] = {"release_managers": ["alice", "bob"], "approvals_required": 1}
+    data["security"] = {"secret_env": ["SUPPORT_DB_PASSWORD"]}
     data["gates"] = {
         "format": {"concurrency": 4, "pass_rate": {"floor": 0.5, "margin": 0.15}},
         "evals": {"tasks": ["support_intent", "support_facts"], "num_concurrent": 4, "limit": LIMIT,
@@ -46,10 +67,15 @@ def write_release(team, manifest, variant):
 def gate(team, manifest, variant, mlflow_uri, home):
     config = write_release(team, manifest, variant)
     proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
-                          env=gate_env(mlflow_uri, home), timeout=1500)
+                          env=secret_env(mlflow_uri, home), timeout=1500)
     report_path = re.search(r"^report: (.+)$", proc.stdout, re.M)
     report = json.loads(open(report_path.group(1)).read()) if report_path else None
     return proc, report
+
+
+def secret_env(mlflow_uri, home):
+    # the test MLflow server ignores credentials; the client still sends them (basic auth) on every call
+    return {**gate_env(mlflow_uri, home), **FAKE_SECRETS, "MLFLOW_TRACKING_USERNAME": "leakcheck-user"}
 
 
 def compare_stage(report):
@@ -58,16 +84,21 @@ def compare_stage(report):
 
 @pytest.fixture(scope="module")
 def production(team, demo_hub, mlflow_server, tmp_path_factory):
-    """First release: the demo candidate gated on absolute floors, then made production in the registry."""
-    from mlflow.tracking import MlflowClient
-
+    """First release: the demo candidate gated on absolute floors, approved and promoted by release managers."""
     home = tmp_path_factory.mktemp("home")
     proc, report = gate(team, demo_hub, "instruct", mlflow_server, home)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    client = MlflowClient(tracking_uri=mlflow_server)
     version = report["tracking"]["model_version"]
-    client.set_registered_model_alias(MODEL, "production", version)
+    release_cmd(team, mlflow_server, home, "approve", "--version", version, "--actor", "alice", "--reason", "first")
+    release_cmd(team, mlflow_server, home, "promote", "--version", "candidate", "--actor", "bob")
     return {"proc": proc, "report": report, "version": version, "home": home}
+
+
+def release_cmd(team, mlflow_uri, home, *args, expect=0):
+    proc = subprocess.run(modelgate_cmd(*args, "--config", str(team / "release.yaml")), capture_output=True,
+                          text=True, env=gate_env(mlflow_uri, home), timeout=120)
+    assert proc.returncode == expect, proc.stdout + proc.stderr
+    return proc
 
 
 def test_first_release_uses_absolute_floors_and_records_items(production, mlflow_server):
@@ -93,6 +124,36 @@ def test_first_release_uses_absolute_floors_and_records_items(production, mlflow
     assert {a.path for a in client.list_artifacts(mv.run_id, "stages/compare")} == {"stages/compare/comparison.csv"}
     items = json.load(open(client.download_artifacts(mv.run_id, "items.json", str(production["home"]))))
     assert len(items["items"]["format/pass"]) == 44 and len(items["items"]["support_facts/exact_match"]) == LIMIT
+
+
+def test_no_secret_reaches_output_files_or_mlflow(production, mlflow_server, tmp_path):
+    """Fake HF/GitHub/MLflow/custom secrets were in the gate's environment: grep everything it wrote."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.tracking import MlflowClient
+
+    proc, report = production["proc"], production["report"]
+    client = MlflowClient(tracking_uri=mlflow_server)
+    run = client.get_run(report["tracking"]["run_id"])
+    mv = client.get_model_version(MODEL, production["version"])
+    texts = {"stdout": proc.stdout, "stderr": proc.stderr,
+             "mlflow params": repr(run.data.params), "mlflow tags": repr(run.data.tags),
+             "mlflow metrics": repr(run.data.metrics), "model version": repr(mv.tags) + mv.source + (mv.description or "")}
+    run_dir = Path(report["run_dir"])
+    local = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {"report.json", "report.md", "server.log", "items.json"} <= {p.name for p in local}
+    assert any(p.name == "lm_eval.log" for p in local) and any(p.name.startswith("samples_") for p in local)
+    downloaded = Path(download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path / "artifacts"),
+                                         tracking_uri=mlflow_server))
+    remote = [p for p in downloaded.rglob("*") if p.is_file()]
+    assert {"report.json", "server.log", "cases.jsonl", "items.jsonl"} <= {p.name for p in remote}
+    for path in local + remote:
+        texts[str(path)] = path.read_bytes().decode("utf-8", "replace")
+    for where, text in texts.items():
+        for name, value in FAKE_SECRETS.items():
+            assert value not in text, f"{name} leaked into {where}"
+        # the staging server's per-gate API key: never on a command line nor in a header dump
+        assert not re.search(r"Bearer [A-Za-z0-9_-]{20,}|--api-key|VLLM_API_KEY=", text), where
+    assert len(texts) > 20
 
 
 def test_degraded_variant_is_rejected_against_the_production_baseline(production, team, demo_hub, mlflow_server):
@@ -127,3 +188,41 @@ def test_changed_evalset_reevaluates_the_baseline_on_the_same_items(production, 
     rows = {m["name"]: m for m in compare_stage(report)["details"]["metrics"]}
     assert rows["support_facts/exact_match"]["n"] == LIMIT and rows["support_facts/exact_match"]["baseline_mean"] is not None
     assert vllm_processes() == []
+
+
+def test_release_flow_on_the_real_model(production, team, mlflow_server):
+    """The gates above registered real versions: a rejected one cannot be approved or promoted; a passed
+    one is approved, promoted (alias + git tag), resolved for deployment, and rolled back in seconds."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    versions = {mv.version: mv.tags.get("modelgate.verdict") for mv in client.search_model_versions(f"name='{MODEL}'")}
+    first = production["version"]
+    rejected = [v for v, verdict in versions.items() if verdict == "rejected"]
+    passed = sorted((v for v, verdict in versions.items() if verdict == "passed" and v != first), key=int)
+    if not rejected or not passed:
+        pytest.skip("needs the degraded and changed-evalset gates of this module to have run first")
+    home = production["home"]
+    proc = release_cmd(team, mlflow_server, home, "approve", "--version", rejected[0], "--actor", "alice",
+                       "--reason", "x", expect=5)
+    assert "gate verdict is 'rejected'" in proc.stderr
+    release_cmd(team, mlflow_server, home, "promote", "--version", rejected[0], "--actor", "alice", expect=5)
+    new = passed[-1]
+    release_cmd(team, mlflow_server, home, "approve", "--version", new, "--actor", "alice", "--reason", "report read")
+    release_cmd(team, mlflow_server, home, "promote", "--version", new, "--actor", "bob")
+    assert client.get_model_version_by_alias(MODEL, "production").version == new
+    assert client.get_model_version_by_alias(MODEL, "previous").version == first
+    assert git(team, "tag", "--list") == "\n".join(sorted([f"{MODEL}/v{first}", f"{MODEL}/v{new}"]))
+    doc = json.loads(release_cmd(team, mlflow_server, home, "resolve", "production", "--json").stdout)
+    assert doc["repo"] and doc["revision"] == production["report"]["candidate"]["revision"]
+    t0 = time.monotonic()
+    release_cmd(team, mlflow_server, home, "rollback", "--actor", "alice", "--reason", "drill")
+    print(f"rollback: {time.monotonic() - t0:.1f} s")
+    assert client.get_model_version_by_alias(MODEL, "production").version == first
+    history = json.loads(release_cmd(team, mlflow_server, home, "history", "--json").stdout)
+    kinds = [e["event"] for e in history["events"]]
+    assert kinds.count("gate") == len(versions) and kinds[-3:] == ["approve", "promote", "rollback"]
+    gate_rows = [e for e in history["events"] if e["event"] == "gate"]
+    assert all("format.pass_rate" in e["metrics"] for e in gate_rows)

@@ -81,7 +81,7 @@ def test_help_is_fast_and_imports_nothing_heavy():
 @pytest.mark.parametrize("suite_text, gates, words", [
     ("suite: s\ncases:\n  - id: a\n    messages: [{role: user, content: hi}]\n    expect: {regex: '('}\n",
      {"format": {}}, "cases[id=a].expect.regex"),
-    (None, {"evals": {"tasks": ["no_such_task"]}}, "task(s) not found in evalset dir: no_such_task"),
+    (None, {"evals": {"tasks": ["no_such_task"]}}, "gates.evals.tasks[0]: task 'no_such_task' is not defined"),
     (None, {"evals": {"tasks": ["t"], "metrics": {"other/acc": {"floor": 0.1}}}}, "gates.evals.metrics.other/acc"),
 ])
 def test_bad_suite_or_evalset_exits_2_before_anything_runs(tmp_path, capsys, suite_text, gates, words):
