@@ -146,7 +146,7 @@ def test_github_failure_leaves_a_resumable_promotion_and_one_deployment(tmp_path
     model = model_of(team)
     v1 = record_gate(team, uri, 1)
     approve(team, uri, v1)
-    env = {"GITHUB_TOKEN": github_fake.token, "MODELGATE_GITHUB_RETRY": "2,0.05,0.2"}
+    env = {"GITHUB_TOKEN": github_fake.token, "MODELGATE_GITHUB_RETRY": "2,0.05,0.2", **SECRETS}
     no_token = promote(team, uri, v1)
     assert no_token.returncode == 2 and "GITHUB_TOKEN is not set" in no_token.stderr
     github_fake.fail_next(100, "error", status=500, path="/deployments")
@@ -167,6 +167,20 @@ def test_github_failure_leaves_a_resumable_promotion_and_one_deployment(tmp_path
     events, doc = promote_events(uri, team)
     assert events[-1]["state"] == "completed" and doc["in_progress"] == []
     assert events[-1]["deployment_url"].endswith(f"/deployments/{deployments[0]['id']}")
+    # nothing the promotion wrote carries a secret: output, audit runs, the git tag, what GitHub received
+    secrets = [github_fake.token, SECRETS["HF_TOKEN"], SECRETS["MLFLOW_TRACKING_PASSWORD"]]
+    client = MlflowClient(tracking_uri=uri)
+    audit = client.search_runs([client.get_experiment_by_name(f"modelgate/{model}/audit").experiment_id])
+    written = [proc.stdout, proc.stderr, repr([(r.data.tags, r.data.params) for r in audit]),
+               git(team.parent, "for-each-ref", "refs/tags", "--format=%(contents)"),
+               repr([(r.method, r.path, r.query, r.body) for r in github_fake.requests]),
+               modelgate(team, uri, "history", "--json").stdout]
+    for text in written:
+        for secret in secrets:
+            assert secret not in text
+
+
+SECRETS = {"HF_TOKEN": "hf_fakeSecretForPromotionTest123", "MLFLOW_TRACKING_PASSWORD": "mlflowFakePassword987"}
 
 
 def revision_of(config):
