@@ -21,12 +21,12 @@ def _iso(ms: int) -> str:
 
 
 def _key_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The numbers a release manager scans: format pass rate, each eval metric, p95 latency per load level."""
     keep = {}
     for k, v in sorted(metrics.items()):
-        if k.endswith("duration_s"):
-            continue
-        if k == "format.pass_rate" or (k.startswith("evals.") and "/" in k) or \
-                (k.startswith("load.") and ("p95" in k or "throughput" in k)):
+        stage, _, rest = k.partition(".")
+        if k == "format.pass_rate" or (stage == "evals" and rest.count(".") == 1) or \
+                (stage == "load" and (rest.endswith(".p95_e2el_ms") or rest == "cost_per_1m_output_tokens")):
             keep[k] = round(v, 4)
     return keep
 
