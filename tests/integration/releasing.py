@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -77,8 +76,25 @@ def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED,
     return report["tracking"]["model_version"]
 
 
-def modelgate(config: Path, uri: str, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "MLFLOW_TRACKING_URI": uri, **env}
-    full_env.pop("MODELGATE_ACTOR", None)
-    return subprocess.run([sys.executable, "-m", "pipeline", *args, "--config", str(config)], capture_output=True,
-                          text=True, env=full_env, timeout=timeout)
+def modelgate(config: Path, uri: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`modelgate <args> --config <config>` in this process (the CLI's own entry point, ~2 s faster than a
+    child that imports MLflow again): exit code, stdout and stderr as from a subprocess."""
+    import contextlib
+    import io
+
+    from pipeline import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.update({"MLFLOW_TRACKING_URI": uri, **env})
+    os.environ.pop("MODELGATE_ACTOR", None)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main([*args, "--config", str(config)])
+            except SystemExit as exc:  # argparse usage errors
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["modelgate", *args], code, out.getvalue(), err.getvalue())
