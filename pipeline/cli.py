@@ -84,23 +84,27 @@ def cmd_sync(args) -> int:
 
 
 def cmd_report(args) -> int:
+    import json
+
     from . import report as reports
 
-    from .errors import BadInput
+    data, markdown = _gate_report(Path(args.path))
+    if args.format == "json":
+        text = json.dumps(data, indent=2)
+    elif args.format == "html":
+        text = reports.to_html(data, report_path=Path(args.path))
+    else:
+        text = markdown
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            from .errors import InfraError
 
-    path = Path(args.path)
-    if not path.is_file():
-        raise BadInput("no such report file", file=str(path))
-    from .errors import InfraError
-
-    try:
-        data = reports.load(path)
-        text = reports.to_markdown(data) if args.format == "markdown" else __import__("json").dumps(data, indent=2)
-    except (ValueError, InfraError, AttributeError) as exc:  # not JSON, another schema_version, not an object
-        raise BadInput(f"not a gate report: {' '.join(str(exc).split())[:200]}", file=str(path)) from exc
-    except (KeyError, TypeError) as exc:
-        raise BadInput(f"not a gate report: field {exc} missing or of the wrong type", file=str(path)) from exc
-    print(text)
+            raise InfraError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+        print(f"wrote {args.format} report to {args.output}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
     return 0
 
 
@@ -218,7 +222,11 @@ def _gate_report(path: Path) -> tuple[dict, str]:
 
 
 def cmd_github_comment(args) -> int:
-    _, markdown = _gate_report(args.report)
+    from . import report as reports
+
+    data, markdown = _gate_report(args.report)
+    if args.details_url:
+        markdown = reports.to_markdown(data, details_url=args.details_url)
     github, client = _github(args)
     print(client.upsert_comment(args.pr, markdown, github.COMMENT_MARKER))
     return 0
@@ -319,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="render a gate report")
     rep.add_argument("path", help="a report.json")
-    rep.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    rep.add_argument("--format", choices=["markdown", "json", "html"], default="markdown")
+    rep.add_argument("--output", "-o", help="write to this file instead of stdout")
     rep.set_defaults(func=cmd_report)
 
     gh = sub.add_parser("github", help="GitHub: the gate's PR comment and commit status, run approvers")
@@ -334,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     comment = on_github(gh_sub.add_parser("comment", help="post (or update in place) the gate report on a PR"))
     comment.add_argument("--pr", type=int, required=True, help="pull request number")
     comment.add_argument("--report", type=Path, required=True, help="the gate's report.json")
+    comment.add_argument("--details-url", help="link to the full report and plots (e.g. the workflow run)")
     comment.set_defaults(func=cmd_github_comment)
     status = on_github(gh_sub.add_parser("status", help="set the modelgate/gate commit status from a report"))
     status.add_argument("--sha", required=True, help="the commit")

@@ -110,38 +110,15 @@ def to_console(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _md_escape(text: str) -> str:
-    text = str(text).replace("\r", " ").replace("\n", " ")
-    for ch in "\\`*_{}[]<>|#!":
-        text = text.replace(ch, "\\" + ch)
-    return text
+def to_markdown(report: dict[str, Any], **links: Any) -> str:
+    """The PR comment / report.md (report_markdown.py); `mlflow_ui=`, `details_url=` add links."""
+    from .report_markdown import render
+
+    return render(report, **links)
 
 
-def to_markdown(report: dict[str, Any]) -> str:
-    icon = {"passed": "✅", "rejected": "❌", "inconclusive": "⚠️", "error": "🛑", "interrupted": "⏹"}
-    cand = report["candidate"]
-    out = [f"## {icon.get(report['verdict'], '')} modelgate: {report['verdict']}",
-           "",
-           f"**{_md_escape(report['model_name'])}** candidate `{cand['revision']}` "
-           f"(served as `{report.get('served_name') or '-'}`) from `{_md_escape(cand['repo'])}`",
-           ""]
-    if report["reasons"]:
-        out += [f"- {_md_escape(r)}" for r in report["reasons"]] + [""]
-    out += ["| stage | status | duration | notes |", "|---|---|---:|---|"]
-    for stage in report["stages"]:
-        notes = "; ".join(_md_escape(r) for r in stage["reasons"][:3])
-        out.append(f"| {stage['name']} | {stage['status']} | {stage['duration_s']:.1f}s | {notes} |")
-    rows = comparison_rows(report)
-    if rows:
-        line = _baseline_line(report)
-        out += ["", f"**{_md_escape(line)}**" if line else "", "",
-                "| " + " | ".join(COMPARISON_HEADER) + " |", "|" + "---|" * len(COMPARISON_HEADER)]
-        out += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
-    metrics = [(s["name"], k, v) for s in report["stages"] for k, v in s["metrics"].items()]
-    if metrics:
-        out += ["", "| stage | metric | value |", "|---|---|---:|"]
-        out += [f"| {s} | {k} | {_fmt(v)} |" for s, k, v in metrics]
-    tracking = report.get("tracking") or {}
-    if tracking.get("run_id"):
-        out += ["", f"MLflow run `{tracking['run_id']}` in experiment `{_md_escape(tracking.get('experiment', ''))}`"]
-    return "\n".join(out) + "\n"
+def to_html(report: dict[str, Any], report_path: Path | None = None, **links: Any) -> str:
+    """One self-contained page with the plots inline (report_html.py)."""
+    from .report_html import render
+
+    return render(report, report_path=report_path, **links)

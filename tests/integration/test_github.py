@@ -312,7 +312,7 @@ def test_cli_comment_posts_then_updates(github_fake, tmp_path):
     assert second.returncode == 0, second.stderr
     [comment] = github_fake.state.comments_on(FAKE_REPO, 21)
     assert first.stdout.strip() == second.stdout.strip() == comment["html_url"]
-    assert comment["body"].startswith(github.COMMENT_MARKER) and "modelgate: rejected" in comment["body"]
+    assert comment["body"].startswith(github.COMMENT_MARKER) and "modelgate: REJECTED: support" in comment["body"]
     assert "accuracy fell" in comment["body"]
 
 

@@ -104,7 +104,7 @@ def test_report_command_renders_and_refuses_a_missing_file(tmp_path, capsys):
 
     path = reports.save(sample_report(tmp_path), tmp_path)
     assert run_cli(["report", str(path), "--format", "markdown"]) == 0
-    assert "modelgate: rejected" in capsys.readouterr().out
+    assert "modelgate: REJECTED: bot v7" in capsys.readouterr().out
     assert run_cli(["report", str(tmp_path / "nope.json")]) == 2
     assert "nope.json: no such report file" in capsys.readouterr().err
 

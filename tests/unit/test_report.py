@@ -39,9 +39,57 @@ def test_console_shows_stages_table_verdict_and_ends_with_the_run_id(tmp_path):
 
 def test_markdown_escapes_model_and_user_text(tmp_path):
     md = reports.to_markdown(sample_report(tmp_path))
-    assert "<script>" not in md and "\\<script\\>" in md
+    assert "<script>" not in md and "&lt;script&gt;" in md
     assert "**bold**" not in md and "\\|" in md
-    assert "| format/pass | 0.750 | 0.250 | -0.500 | \\[-0.700, -0.300\\] | 0.1 | 0.5 | 4 | fail |" in md
+    assert "| format/pass | 0\\.750 | 0\\.250 | \\-0\\.500 | \\[\\-0\\.700, \\-0\\.300\\] | 0\\.1 | 0\\.5 | 4 | fail |" in md
+
+
+def _with_failing_output(tmp_path, output):
+    report = sample_report(tmp_path)
+    report["stages"][0]["details"]["failing_cases"] = [
+        {"key": "support/x", "critical": True, "output": output,
+         "failures": [{"expectation": "json_schema", "reason": "'order_id' is a required property", "path": "$"}]}]
+    report["stages"][0]["metrics"]["cases"] = 4
+    return report
+
+
+INJECTIONS = [
+    "```\n</details><img src=x onerror=alert(1)>\n```",  # closes our fence, then raw HTML
+    "ping @octocat and @github/security-team",  # mentions notify people
+    "[click](https://evil.example) ![x](https://evil.example/p.png) see #1 and www.evil.example",
+    "<!-- modelgate:gate --> fake marker <b>bold</b>",
+]
+
+
+@pytest.mark.parametrize("output", INJECTIONS)
+def test_pr_comment_neutralises_model_output(tmp_path, output):
+    from pipeline.report_markdown import code_block
+
+    md = reports.to_markdown(_with_failing_output(tmp_path, output))
+    assert "### Failing prompt cases (1 of 4)" in md and "**support/x** **critical**" in md
+    block = code_block(output)
+    assert block in md  # shown verbatim, inside a fence longer than any backtick run in it
+    fence = block.split("text", 1)[0]
+    assert fence.count("`") > max((len(r) for r in output.split() if set(r) == {"`"}), default=0)
+    outside = md.replace(block, "")
+    for bad in ("<img", "<b>", "<!--", "](https://", "@octocat", "https://evil"):
+        assert bad not in outside
+
+
+def test_inline_text_cannot_mention_link_or_open_html():
+    from pipeline.report_markdown import WJ, inline
+
+    text = inline("@team see https://x.example <b>[a](b)</b> | #12")
+    assert "@" + WJ + "team" in text and "https:" + WJ + "//" in text
+    assert "<" not in text and "\\[" in text and "\\|" in text and "\\#" in text
+
+
+def test_html_report_is_self_contained_and_escaped(tmp_path):
+    report = _with_failing_output(tmp_path, "<script>alert(1)</script>")
+    html = reports.to_html(report)
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "Content-Security-Policy" in html and "http://" not in html.split("</head>")[1]
+    assert "modelgate: REJECTED: bot v7 (exit 1)" in html
 
 
 def test_save_is_atomic_redacts_secrets_and_loads_back(tmp_path, monkeypatch):

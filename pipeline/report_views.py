@@ -1,0 +1,114 @@
+"""Views of the gate report that every rendering shares (markdown PR comment, HTML page, console).
+
+Each view reads the report dict only, so the renderings cannot disagree; they differ in escaping and layout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+VERDICT_WORD = {"passed": "PASSED", "rejected": "REJECTED", "inconclusive": "INCONCLUSIVE", "error": "ERROR",
+                "interrupted": "INTERRUPTED"}
+OUTPUT_LINES = 6  # first lines of a failing case's output shown
+OUTPUT_CHARS = 600
+LOAD_HEADER = ["level", "concurrency", "TTFT p50/p95/p99 ms", "e2e p50/p95/p99 ms", "output tok/s", "req/s",
+               "failed", "queue max", "KV cache max"]
+
+
+def stage(report: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((s for s in report.get("stages", []) if s.get("name") == name), None)
+
+
+def headline(report: dict[str, Any]) -> str:
+    word = VERDICT_WORD.get(report["verdict"], report["verdict"].upper())
+    version = (report.get("tracking") or {}).get("model_version")
+    return f"{word}: {report['model_name']}" + (f" v{version}" if version else "") + f" (exit {report['exit_code']})"
+
+
+def failing_cases(report: dict[str, Any]) -> tuple[list[dict[str, Any]], int | None]:
+    """[(key, critical, first lines of output, [(expectation, reason, path)])], and the number of cases run."""
+    fmt = stage(report, "format")
+    if not fmt:
+        return [], None
+    out = []
+    for case in fmt["details"].get("failing_cases", []):
+        text = str(case.get("output") or "")
+        lines = text.splitlines()[:OUTPUT_LINES]
+        shown = "\n".join(lines)[:OUTPUT_CHARS]
+        cut = shown != text
+        out.append({"key": case.get("key", "?"), "critical": bool(case.get("critical")),
+                    "output": shown + ("\n…" if cut else ""),
+                    "failures": [(f.get("expectation", "?"), str(f.get("reason", "")), f.get("path"))
+                                 for f in case.get("failures", [])]})
+    total = fmt["metrics"].get("cases")
+    return out, int(total) if isinstance(total, (int, float)) else None
+
+
+def _triple(row: dict[str, Any], what: str) -> str:
+    vals = [row.get(f"p{p}_{what}_ms") for p in (50, 95, 99)]
+    return " / ".join("-" if v is None else f"{v:.0f}" for v in vals)
+
+
+def load_rows(report: dict[str, Any]) -> list[list[str]]:
+    load = stage(report, "load")
+    if not load or not load["details"].get("levels"):
+        return []
+    rows = []
+    for r in load["details"]["levels"]:
+        server = r.get("server") or {}
+        kv = server.get("max_kv_cache_usage")
+        rows.append([str(r.get("level")), str(r.get("concurrency")), _triple(r, "ttft"), _triple(r, "e2el"),
+                     f"{r.get('output_throughput', 0):.1f}", f"{r.get('request_throughput', 0):.2f}",
+                     f"{int(r.get('failed', 0))} of {int(r.get('num_prompts', 0))}",
+                     "-" if server.get("max_waiting") is None else f"{server['max_waiting']:.0f}",
+                     "-" if kv is None else f"{100 * kv:.1f}%"])
+    return rows
+
+
+def load_summary(report: dict[str, Any]) -> list[str]:
+    load = stage(report, "load")
+    if not load or not load["details"].get("levels"):
+        return []
+    d = load["details"]
+    lines = [f"degradation curve: {d.get('curve', {}).get('shape', '?')}"]
+    base = d.get("baseline") or {}
+    lines.append(f"baseline comparison: {base.get('status', '?')}" + (f" ({base['reason']})" if base.get("reason") else ""))
+    if d.get("cost_per_1m_output_tokens") is not None:
+        lines.append(f"cost: ${d['cost_per_1m_output_tokens']:.3f} per 1M output tokens at "
+                     f"${d.get('price_per_hour', 0):g}/h")
+    return lines
+
+
+def plot_file(report: dict[str, Any], report_path: Path | None = None) -> Path | None:
+    """The load test's latency plot, where the report says it is or beside the report (a downloaded run dir)."""
+    load = stage(report, "load")
+    if not load:
+        return None
+    for name, path in (load.get("artifacts") or {}).items():
+        if not name.endswith(".png"):
+            continue
+        candidates = [Path(path)]
+        if report_path is not None:
+            candidates += [report_path.parent / "load" / name, report_path.parent / "stages" / "load" / name]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def mlflow_links(report: dict[str, Any], ui_url: str | None = None) -> dict[str, str]:
+    """Links into the MLflow UI when its address is known (MODELGATE_MLFLOW_UI_URL)."""
+    ui = (ui_url or os.environ.get("MODELGATE_MLFLOW_UI_URL") or "").rstrip("/")
+    tracking = report.get("tracking") or {}
+    run_id, exp_id = tracking.get("run_id"), tracking.get("experiment_id")
+    if not ui or not run_id or not exp_id:
+        return {}
+    run = f"{ui}/#/experiments/{exp_id}/runs/{run_id}"
+    links = {"MLflow run": run}
+    if plot_file(report) is not None or (stage(report, "load") or {}).get("artifacts"):
+        links["load plot"] = f"{run}/artifacts/stages/load/latency_vs_concurrency.png"
+    if tracking.get("model_version"):
+        links["model version"] = f"{ui}/#/models/{report['model_name']}/versions/{tracking['model_version']}"
+    return links

