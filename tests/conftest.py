@@ -1,4 +1,5 @@
-"""Shared fixtures. The end-to-end fixtures (demo hub, MLflow server) live in tests/e2e/conftest.py."""
+"""Shared fixtures: a real MLflow server per session, the fake GitHub, release.yaml writers. The end-to-end
+fixtures (demo hub, vLLM process checks) live in tests/e2e/conftest.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,17 @@ import yaml
 from tests.ghfake.fixtures import github_fake, github_fake_server  # noqa: F401  (fake GitHub REST API)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server (sqlite backend, proxied artifacts) on 127.0.0.1, one per session."""
+    from tests.mlflow_server import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
+    yield server.uri
+    server.stop()
 
 VALID_RELEASE = {
     "schema_version": 1,

@@ -5,20 +5,14 @@ processes left behind."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from pipeline.integrations.vllm_server import free_port
 from tests.conftest import REPO
 
-VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
@@ -28,38 +22,6 @@ def demo_hub():
 
     home = Path(os.environ.get("MODELGATE_HOME", REPO / ".modelgate"))
     return publish_demo_hub(home, progress=lambda m: print(f"[demo hub] {m}", file=sys.stderr))
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server (sqlite backend, proxied artifacts) on 127.0.0.1."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    log = (root / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited with {proc.returncode}: {(root / 'server.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("mlflow server did not start within 120 s")
-        time.sleep(0.5)
-    yield uri
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def write_demo_release(directory: Path, manifest: dict, variant: str = "instruct", **serving) -> Path:

@@ -1,3 +1,2 @@
-"""Integration tests: real local servers (MLflow, a GitHub-like API) and real git, no vLLM."""
-
-from tests.e2e.conftest import mlflow_server  # noqa: F401  (a real `mlflow server` on loopback, per session)
+"""Integration tests: real local servers (MLflow, a GitHub-like API) and real git, no vLLM.
+The `mlflow_server` fixture lives in tests/conftest.py (one server per session)."""
