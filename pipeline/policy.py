@@ -17,7 +17,8 @@ from .verdict import VERDICTS
 
 
 def resolve_version(reg: Registry, release: Release, ref: str, arg: str = "--version") -> ModelVersion:
-    """`3`, `v3` or an alias name (`candidate`, `production`, `previous`) -> the model version."""
+    """`3`, `v3`, an alias (`candidate`, `production`, `previous`) or `pinned` (the newest version gated on
+    release.yaml's current pin) -> the model version."""
     name = release.model_name
     ref = str(ref).strip()
     number = ref[1:] if ref[:1] in "vV" and ref[1:].isdigit() else ref
@@ -26,6 +27,13 @@ def resolve_version(reg: Registry, release: Release, ref: str, arg: str = "--ver
         if mv is None:
             raise BadInput(f"model {name!r} has no version {number} in the registry", path=arg)
         return mv
+    if ref == "pinned":  # the newest version gated on the pin release.yaml holds now (what was merged)
+        pinned = [v for v in reg.versions(name) if v.revision == release.candidate.revision] \
+            if reg.model_exists(name) else []
+        if not pinned:
+            raise BadInput(f"no gated version of {name!r} has the pinned revision {release.candidate.revision} "
+                           "(run `modelgate gate` first)", path=arg)
+        return pinned[-1]
     mv = reg.by_alias(name, ref)
     if mv is None:
         raise BadInput(f"model {name!r} has no alias {ref!r} (aliases: candidate, production, previous)",

@@ -199,3 +199,23 @@ def test_unknown_version_and_alias_are_bad_input(team, mlflow_server):
         proc = modelgate(team, uri, *args)
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
         assert proc.stderr.startswith("modelgate: error:")
+
+
+def test_pinned_means_the_newest_gate_of_the_merged_pin(team, mlflow_server):
+    """After a merge, the promote workflow promotes `pinned`: the gate of release.yaml's current pin, not
+    whatever another pull request gated last (`candidate`)."""
+    uri, model = mlflow_server, model_of(team)
+    v1 = record_gate(team, uri, 1)
+    record_gate(team, uri, 2)  # another PR's gate moves `candidate`
+    import yaml
+
+    data = yaml.safe_load(team.read_text())
+    data["candidate"]["revision"] = revision(1)  # main holds pin 1 (what was merged)
+    team.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert approve(team, uri, "pinned").returncode == 0
+    assert promote(team, uri, "pinned").returncode == 0
+    assert alias(uri, model, "production") == v1
+    data["candidate"]["revision"] = revision(7)
+    team.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = promote(team, uri, "pinned")
+    assert proc.returncode == 2 and "no gated version" in proc.stderr
