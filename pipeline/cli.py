@@ -384,6 +384,14 @@ def main(argv: list[str] | None = None) -> int:
         if tail:
             print(f"--- last lines of {exc.log_file} ---\n{redact(tail)}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a disk or file problem no stage caught: infrastructure, one line, exit 3
+        from .errors import EXIT_INFRA
+        from .secrets import redact
+
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"modelgate: InfraError: {redact(type(exc).__name__ + ': ' + str(exc.strerror or exc))}{where}",
+              file=sys.stderr)
+        return EXIT_INFRA
     finally:
         signal.signal(signal.SIGTERM, previous)
 

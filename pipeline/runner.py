@@ -3,9 +3,10 @@
 Each stage is `run(ctx) -> StageResult`. Fail-fast is explicit: after a stage that errored or was
 interrupted, the remaining stages are recorded as skipped with the reason; after a stage that *failed*
 (rejected the candidate), only the stages named in `after_failure` still run (the other quality stages,
-so the report shows every failing metric), the rest (e.g. the load test) are skipped. Infrastructure errors become an
-`error` status with the message (and the server log tail); bad input propagates (exit 2, nothing
-recorded); SIGINT/SIGTERM mark the running stage `interrupted`. Servers are torn down in every case.
+so the report shows every failing metric), the rest (e.g. the load test) are skipped. Infrastructure errors
+(and OSErrors: a full disk, an unwritable directory) become an `error` status with the message (and the
+server log tail); bad input propagates (exit 2, nothing recorded); SIGINT/SIGTERM mark the running stage
+`interrupted`. Servers are torn down in every case.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collect
             except (KeyboardInterrupt, Interrupted) as exc:
                 signal_name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
                 result = StageResult(name, Status.INTERRUPTED, reasons=[f"interrupted by {signal_name}"])
+            except OSError as exc:  # disk full, unwritable directory, too many open files: infrastructure
+                where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+                result = StageResult(name, Status.ERROR,
+                                     reasons=[f"{type(exc).__name__}: {exc.strerror or exc}{where}"])
             except ModelgateError as exc:
                 result = StageResult(name, Status.ERROR, reasons=[exc.one_line()])
                 if isinstance(exc, ServerError):
