@@ -60,7 +60,12 @@ def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, say) -> list[dict[st
                 if ctx.server is not None:
                     ctx.server.check_alive()  # a dead server is the better explanation
                 raise
+            if ctx.server is not None:
+                ctx.server.check_alive()  # failed requests from a dead server: infrastructure, not a rejection
             row = rules.level_summary(multiplier, concurrency, result, scraper.summary())
+            if row["completed"] == 0 and not _healthy(client, endpoint.base_url):
+                raise InfraError(f"load {name}: no request completed and {endpoint.base_url}/health does not "
+                                 "answer: the staging endpoint stopped serving (see load/servebench.log)")
             row["result_file"] = str(out_dir / f"bench_{name}.json")
             rows.append(row)
             say(f"level {name}: {row['completed']}/{row['num_prompts']} completed, p95 TTFT "
@@ -93,6 +98,15 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _healthy(client, base_url: str) -> bool:
+    import httpx
+
+    try:
+        return client.get(f"{base_url}/health").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def compare_baseline(ctx: GateContext, cfg: LoadGate, rows, fp) -> tuple[dict[str, Any], list[str]]:
