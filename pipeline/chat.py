@@ -1,7 +1,8 @@
 """Chat completions against the staging endpoint, many at a time with bounded concurrency.
 
-Per-request timeout and a bounded retry on connection errors (not on HTTP errors: a 4xx/5xx answer is
-recorded as the case's error). Used by the format stage; the same code runs the baseline's cases.
+Per-request timeout and a bounded retry on connection errors and timeouts; an endpoint that still gives no
+answer is an infrastructure error (InfraError, exit 3), not a failed case. An HTTP error answer (4xx/5xx)
+is recorded as the case's error. Used by the format stage; the same code runs the baseline's cases.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class ChatResponse:
     latency_s: float
     completion_tokens: int
     error: str | None = None
+    no_answer: bool = False  # the endpoint never answered (timeouts, refused) after the retries
 
 
 def _one(client, served_name: str, req: ChatRequest, retries: int) -> ChatResponse:
@@ -39,7 +41,8 @@ def _one(client, served_name: str, req: ChatRequest, retries: int) -> ChatRespon
             resp = client.post("/v1/chat/completions", json=body)
         except httpx.TransportError as exc:
             if attempt == retries:
-                return ChatResponse(req.key, "", None, time.monotonic() - t0, 0, f"{type(exc).__name__}: {exc}")
+                return ChatResponse(req.key, "", None, time.monotonic() - t0, 0,
+                                    f"{type(exc).__name__}: {exc or 'no answer'}", no_answer=True)
             time.sleep(0.5 * 2 ** attempt)
             continue
         latency = time.monotonic() - t0
@@ -73,6 +76,11 @@ def run_chats(base_url: str, served_name: str, requests: Sequence[ChatRequest], 
                     progress(f"{len(done)}/{len(requests)} answered")
                 if resp.error and check_alive is not None:
                     check_alive()  # a dead server explains the error better than the error
+                if resp.no_answer:  # the endpoint, not the model: the cases were never judged
+                    from .errors import InfraError
+
+                    raise InfraError(f"{base_url} gave no answer to case {resp.key} after {retries + 1} attempts "
+                                     f"({resp.error}; per-request timeout serving.request_timeout_s={timeout_s:g} s)")
     finally:  # on Ctrl-C, do not wait for queued requests
         pool.shutdown(wait=False, cancel_futures=True)
     return done

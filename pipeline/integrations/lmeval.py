@@ -230,6 +230,7 @@ def evalset_digest(include_path: Path, tasks: list[str]) -> str:
 def build_command(
     base_url: str, model_name: str, tokenizer_dir: Path, tasks: list[str], include_path: Path,
     raw_dir: Path, num_concurrent: int = 4, limit: int | None = None, max_retries: int = 3,
+    timeout_s: float | None = None,
 ) -> list[str]:
     """The lm-eval 0.4.13 command line for one run (``base_url`` is the server root or .../v1)."""
     url = base_url.rstrip("/")
@@ -239,6 +240,7 @@ def build_command(
         f"base_url={url}", f"model={model_name}", f"tokenizer={Path(tokenizer_dir).resolve()}",
         "tokenizer_backend=huggingface", "tokenized_requests=False",
         f"num_concurrent={num_concurrent}", f"max_retries={max_retries}",
+        *([f"timeout={max(1, int(timeout_s))}"] if timeout_s else []),  # per request (lm-eval's default: 300 s)
     ])
     cmd = [
         sys.executable, "-m", "lm_eval", "run", "--model", "local-completions", "--model_args", model_args,
@@ -300,6 +302,7 @@ def run_lmeval(
     limit: int | None = None,
     progress: Callable[[str], Any] = print,
     api_key: str | None = None,
+    timeout_s: float | None = None,
 ) -> LmEvalRun:
     """Run ``tasks`` from ``include_path`` against ``base_url`` (served as ``model_name``).
 
@@ -315,7 +318,7 @@ def run_lmeval(
     raw_dir.mkdir(parents=True, exist_ok=True)
     resolve_task_yamls(include_path, tasks)  # fail fast on unknown task names
     cmd = build_command(base_url, model_name, tokenizer_dir, tasks, include_path, raw_dir,
-                        num_concurrent=num_concurrent, limit=limit)
+                        num_concurrent=num_concurrent, limit=limit, timeout_s=timeout_s)
     env = lmeval_env(api_key)
     before = set(raw_dir.rglob("results_*.json"))
     progress(f"lm-eval: {len(tasks)} task(s), num_concurrent={num_concurrent}, limit={limit}")

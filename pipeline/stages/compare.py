@@ -53,7 +53,8 @@ def reevaluate(ctx: GateContext, pin: Pin, say) -> dict[str, dict[str, float]]:
         eval_metrics = [n for n in ctx.items if n != formatcheck.PASS_METRIC]
         if eval_metrics:
             run = evals.evaluate(endpoint.base_url, endpoint.served_name, model_dir.path, release.evals_gate,
-                                 release.root, out_dir / "evals", say, api_key=endpoint.api_key)
+                                 release.root, out_dir / "evals", say, api_key=endpoint.api_key,
+                                 timeout_s=release.serving.request_timeout_s)
             items.update(evals.item_values(run, eval_metrics))
     return items
 

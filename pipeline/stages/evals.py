@@ -17,9 +17,10 @@ from ..result import Status, StageResult
 
 
 def evaluate(base_url: str, served_name: str, tokenizer_dir: Path, cfg: EvalsGate, root: Path, out_dir: Path,
-             say: Callable[[str], None], api_key: str | None = None) -> LmEvalRun:
+             say: Callable[[str], None], api_key: str | None = None, timeout_s: float | None = None) -> LmEvalRun:
     return run_lmeval(base_url, served_name, tokenizer_dir, list(cfg.tasks), root / cfg.include_path, out_dir,
-                      num_concurrent=cfg.num_concurrent, limit=cfg.limit, progress=say, api_key=api_key)
+                      num_concurrent=cfg.num_concurrent, limit=cfg.limit, progress=say, api_key=api_key,
+                      timeout_s=timeout_s)
 
 
 def item_values(run: LmEvalRun, metric_names) -> dict[str, dict[str, float]]:
@@ -48,7 +49,8 @@ def run(ctx: GateContext) -> StageResult:
         return StageResult("evals", Status.SKIPPED, reasons=["no tasks configured (gates.evals.tasks)"])
     say = progress_for("evals")
     result = evaluate(ctx.endpoint.base_url, ctx.endpoint.served_name, ctx.model_dir.path, cfg, ctx.release.root,
-                      ctx.run_dir / "evals", say, api_key=ctx.endpoint.api_key)
+                      ctx.run_dir / "evals", say, api_key=ctx.endpoint.api_key,
+                      timeout_s=ctx.release.serving.request_timeout_s)
     if ctx.server is not None:
         ctx.server.check_alive()
     names = metric_names(cfg, result)
