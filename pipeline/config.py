@@ -55,6 +55,7 @@ class Serving:
     external_url: str | None = None
     api_key_env: str | None = None  # external mode: env var holding the endpoint's key (spawn: random per gate)
     host: str = "127.0.0.1"
+    port: int | None = None  # None: a free port picked at start
     dtype: str = "bfloat16"
     max_model_len: int = 2048
     tensor_parallel_size: int = 1

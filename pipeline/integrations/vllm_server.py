@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Serving
-from ..errors import ServerError
+from ..errors import InfraError, ServerError
 
 LOG_TAIL_LINES = 40
 
@@ -41,6 +41,20 @@ class Endpoint:
 
 def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def port_for(serving) -> int:
+    """serving.port when set (refused at once if taken: vLLM would only fail after importing for seconds),
+    else a free port."""
+    if serving.port is None:
+        return free_port(serving.host)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((serving.host, serving.port))
+        except OSError as exc:
+            raise InfraError(f"cannot start vLLM on {serving.host}:{serving.port} (serving.port): "
+                             f"{exc.strerror or exc}") from exc
+    return serving.port
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -128,7 +142,7 @@ class VllmServer:
         self.stop()
 
     def start(self) -> Endpoint:
-        port = free_port(self.serving.host)
+        port = port_for(self.serving)
         cmd = build_command(self.model_dir, self.served_name, port, self.serving, self.enforce_eager)
         env = server_env(self.serving, self.api_key, self.extra_env)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
