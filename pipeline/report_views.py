@@ -90,8 +90,8 @@ def plot_file(report: dict[str, Any], report_path: Path | None = None) -> Path |
         if not name.endswith(".png"):
             continue
         candidates = [Path(path)]
-        if report_path is not None:
-            candidates += [report_path.parent / "load" / name, report_path.parent / "stages" / "load" / name]
+        if report_path is not None:  # the run dir the report is in first, then where the gate wrote it
+            candidates[:0] = [report_path.parent / "load" / name, report_path.parent / "stages" / "load" / name]
         for candidate in candidates:
             if candidate.is_file():
                 return candidate

@@ -1,0 +1,85 @@
+"""Renderings of real gate reports (tests/fixtures/reports/: a rejected gate with failing prompt cases, load
+results and its plot; a passed gate without a load test) and `modelgate report --format ... --output`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pipeline import report as reports
+from pipeline.cli import main
+from tests.conftest import REPO
+
+FIXTURES = REPO / "tests" / "fixtures" / "reports"
+
+
+def fixture(tmp_path, name):
+    run = tmp_path / name
+    shutil.copytree(FIXTURES / name, run)
+    return run / "report.json"
+
+
+def test_pr_comment_of_a_rejected_gate_starts_with_the_verdict_then_tables_cases_and_load(tmp_path, monkeypatch):
+    monkeypatch.delenv("MODELGATE_MLFLOW_UI_URL", raising=False)
+    md = reports.to_markdown(reports.load(fixture(tmp_path, "rejected-load")))
+    first = md.splitlines()[0]
+    assert "REJECTED" in first and "smollm2\\-support v1" in first and "\\(exit 1\\)" in first
+    assert "candidate `fa5d7cc5017a9eaeb5a0eb3da8093c69a19796ec`" in md
+    assert "### Quality against production" in md and "| support\\_intent/acc |" in md
+    assert "### Failing prompt cases (12 of 44)" in md and "'order\\_id' is a required property" in md
+    assert "### Load test" in md and "| 5x | 10 |" in md and "TTFT p50/p95/p99 ms" in md
+    assert "MLflow run `cabe2541fbb545aab66e6d271f758696`" in md
+
+
+def test_mlflow_ui_url_turns_the_run_id_into_links(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELGATE_MLFLOW_UI_URL", "https://mlflow.example.com/")
+    md = reports.to_markdown(reports.load(fixture(tmp_path, "rejected-load")))
+    run = "https://mlflow.example.com/#/experiments/1/runs/cabe2541fbb545aab66e6d271f758696"
+    assert f"[MLflow run]({run})" in md
+    assert f"[load plot]({run}/artifacts/stages/load/latency_vs_concurrency.png)" in md
+    assert "[model version](https://mlflow.example.com/#/models/smollm2-support/versions/1)" in md
+
+
+def test_passed_gate_without_load_has_no_load_section(tmp_path):
+    data = reports.load(fixture(tmp_path, "passed-no-load"))
+    md = reports.to_markdown(data)
+    assert md.splitlines()[0].startswith("## ✅ modelgate: PASSED: smollm2\\-support v1 \\(exit 0\\)")
+    assert "### Load test" not in md
+    html = reports.to_html(data)
+    assert "PASSED" in html and "data:image/png" not in html
+
+
+def test_html_inlines_the_plot_beside_a_moved_report_or_says_it_is_missing(tmp_path):
+    path = fixture(tmp_path, "rejected-load")
+    data = reports.load(path)
+    html = reports.to_html(data, report_path=path)  # found in the run dir beside the report
+    assert '<img class="plot"' in html and "src=\"data:image/png;base64,iVBORw0KGgo" in html
+    assert "http://" not in html and "https://" not in html  # nothing fetched, no link without a UI URL
+    (path.parent / "load" / "latency_vs_concurrency.png").unlink()
+    load = next(s for s in data["stages"] if s["name"] == "load")
+    load["artifacts"]["latency_vs_concurrency.png"] = str(tmp_path / "gone" / "latency_vs_concurrency.png")
+    assert "plot not available" in reports.to_html(data, report_path=path)
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "json", "html"])
+def test_report_command_writes_each_format(tmp_path, capsys, fmt):
+    path = fixture(tmp_path, "rejected-load")
+    out = tmp_path / f"out.{fmt}"
+    assert main(["report", str(path), "--format", fmt, "--output", str(out)]) == 0
+    assert f"wrote {fmt} report to {out}" in capsys.readouterr().out
+    text = out.read_text()
+    if fmt == "json":
+        assert json.loads(text)["verdict"] == "rejected"
+    elif fmt == "html":
+        assert text.startswith("<!doctype html>") and "data:image/png;base64," in text
+    else:
+        assert "### Load test" in text
+
+
+def test_report_command_refuses_a_file_that_is_not_a_report(tmp_path, capsys):
+    bad = tmp_path / "x.json"
+    bad.write_text("[1, 2]")
+    assert main(["report", str(bad), "--format", "html"]) == 2
+    assert "not a gate report" in capsys.readouterr().err
