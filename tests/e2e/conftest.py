@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,19 @@ def modelgate_cmd(*args: str) -> list[str]:
 _present_before_test: set[str] = set()
 
 
+# Every process this test session starts inherits this variable: the leftover checks look only at processes
+# that carry it, so another checkout's tests (or a developer's server) on the same machine never count.
+SESSION_MARK = f"MODELGATE_TEST_SESSION={os.getpid()}-{time.time_ns()}"
+os.environ["MODELGATE_TEST_SESSION"] = SESSION_MARK.split("=", 1)[1]
+
+
+def _ours(pid: str) -> bool:
+    try:
+        return SESSION_MARK.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
 def _scan_vllm() -> dict[str, str]:
     """pid -> command line of live vLLM processes: the API server and its engine core / workers, which
     retitle themselves `VLLM::EngineCore`, `VLLM::Worker`. Read from /proc, not `ps`, whose `args` column
@@ -63,7 +77,7 @@ def _scan_vllm() -> dict[str, str]:
             continue
         if state == "Z":  # an exited process its parent has not reaped yet: nothing runs, nothing held
             continue
-        if "vllm.entrypoints.openai.api_server" in args or "VLLM::" in args:
+        if ("vllm.entrypoints.openai.api_server" in args or "VLLM::" in args) and _ours(entry.name):
             found[entry.name] = args
     return found
 
