@@ -30,7 +30,25 @@ def _headers(api_key: str | None) -> dict[str, str]:
 
 
 def probe(base_url: str, served_name: str, prompt: str, max_tokens: int, *, timeout_s: float = 120.0,
-          api_key: str | None = None) -> ProbeResult:
+          api_key: str | None = None, retries: int = 2) -> ProbeResult:
+    """Per-request timeout `timeout_s`; a timeout or refused connection is retried `retries` times (backoff
+    0.5 s, 1 s, ...), then an InfraError naming the timeout. An HTTP error answer is not retried."""
+    import httpx
+
+    for attempt in range(retries + 1):
+        try:
+            return _probe_once(base_url, served_name, prompt, max_tokens, timeout_s, api_key)
+        except httpx.TransportError as exc:
+            if attempt == retries:
+                raise InfraError(f"smoke probe against {base_url} got no answer after {retries + 1} attempts "
+                                 f"({type(exc).__name__}: {exc or 'no answer'}; per-request timeout "
+                                 f"serving.request_timeout_s={timeout_s:g} s)") from exc
+            time.sleep(0.5 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _probe_once(base_url: str, served_name: str, prompt: str, max_tokens: int, timeout_s: float,
+                api_key: str | None) -> ProbeResult:
     import httpx
 
     headers = _headers(api_key)
@@ -66,6 +84,8 @@ def probe(base_url: str, served_name: str, prompt: str, max_tokens: int, *, time
                     text += delta
                     chunks += 1
             total = time.monotonic() - t0
+    except httpx.TransportError:
+        raise  # retried by probe()
     except httpx.HTTPError as exc:
         raise InfraError(f"smoke probe against {base_url} failed: {type(exc).__name__}: {exc}") from exc
     if ttft is None:

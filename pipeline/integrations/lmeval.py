@@ -32,6 +32,7 @@ from pipeline.errors import BadInput, InfraError, Interrupted
 from pipeline.procgroup import stop_group
 
 _TQDM = re.compile(r"(\d+)%\|")
+MAX_RETRIES = 3  # attempts per request (lm-eval's max_retries), each bounded by the per-request timeout
 
 
 @dataclass
@@ -229,7 +230,7 @@ def evalset_digest(include_path: Path, tasks: list[str]) -> str:
 
 def build_command(
     base_url: str, model_name: str, tokenizer_dir: Path, tasks: list[str], include_path: Path,
-    raw_dir: Path, num_concurrent: int = 4, limit: int | None = None, max_retries: int = 3,
+    raw_dir: Path, num_concurrent: int = 4, limit: int | None = None, max_retries: int | None = None,
     timeout_s: float | None = None,
 ) -> list[str]:
     """The lm-eval 0.4.13 command line for one run (``base_url`` is the server root or .../v1)."""
@@ -239,7 +240,7 @@ def build_command(
     model_args = ",".join([
         f"base_url={url}", f"model={model_name}", f"tokenizer={Path(tokenizer_dir).resolve()}",
         "tokenizer_backend=huggingface", "tokenized_requests=False",
-        f"num_concurrent={num_concurrent}", f"max_retries={max_retries}",
+        f"num_concurrent={num_concurrent}", f"max_retries={max_retries or MAX_RETRIES}",
         *([f"timeout={max(1, int(timeout_s))}"] if timeout_s else []),  # per request (lm-eval's default: 300 s)
     ])
     cmd = [
@@ -336,7 +337,9 @@ def run_lmeval(
         raise
     wall = time.monotonic() - t0
     if rc != 0:
-        raise InfraError(f"lm-eval exited with {rc}; see {output_dir / 'lm_eval.log'}: " + " | ".join(tail[-5:]))
+        limits = f" (per-request timeout serving.request_timeout_s={timeout_s:g} s, {MAX_RETRIES} attempts)" \
+            if timeout_s else ""
+        raise InfraError(f"lm-eval exited with {rc}{limits}; see {output_dir / 'lm_eval.log'}: " + " | ".join(tail[-5:]))
     new = sorted(set(raw_dir.rglob("results_*.json")) - before)
     if not new:
         raise InfraError(f"lm-eval wrote no results file under {raw_dir}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,14 @@ from ..errors import InfraError, Interrupted
 from ..procgroup import stop_group
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-_SNIPPET = ("import sys\n"
+# the benchmark's aiohttp session waits 6 hours for an answer: cap each request at serving.request_timeout_s
+_SNIPPET = ("import os, sys, aiohttp\n"
+            "_timeout = float(os.environ.get('MODELGATE_REQUEST_TIMEOUT_S') or 0)\n"
+            "_init = aiohttp.ClientSession.__init__\n"
+            "def _bounded(self, *a, **k):\n"
+            "    if _timeout: k['timeout'] = aiohttp.ClientTimeout(total=_timeout)\n"
+            "    _init(self, *a, **k)\n"
+            "aiohttp.ClientSession.__init__ = _bounded\n"
             "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
             "from vllm.benchmarks.serve import add_cli_args, main\n"
             "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))\n")
@@ -66,7 +74,8 @@ def bench_env(req: BenchRequest) -> dict[str, str]:
     from ..secrets import child_env
 
     env = {**child_env(), "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
-           "NO_PROXY": "127.0.0.1,localhost,::1", "no_proxy": "127.0.0.1,localhost,::1"}
+           "NO_PROXY": "127.0.0.1,localhost,::1", "no_proxy": "127.0.0.1,localhost,::1",
+           "MODELGATE_REQUEST_TIMEOUT_S": f"{req.request_timeout_s:g}"}
     if req.api_key:
         env["OPENAI_API_KEY"] = req.api_key
     return env
@@ -104,10 +113,22 @@ def run_level(req: BenchRequest, result_dir: Path, result_file: str, log_file: P
         raise Interrupted(signal.Signals(-code).name)
     if code != 0 or not out.exists():
         raise InfraError(f"the serving benchmark exited with code {code} at concurrency {req.concurrency} "
-                         f"without a result (log: {log_file})")
+                         f"without a result (per-request timeout serving.request_timeout_s="
+                         f"{req.request_timeout_s:g} s; log: {log_file}): {last_error(log_file)}")
     try:
         return json.loads(out.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise InfraError(f"unreadable benchmark result {out}: {exc}") from exc
 
 
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::|$)")
+
+
+def last_error(log_file: Path) -> str:
+    """The benchmark's last error line (e.g. `ValueError: Initial test run failed ...`), for the one-line message."""
+    try:
+        text = log_file.read_bytes()[-256 * 1024:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    errors = [ln.strip() for ln in text.splitlines() if _EXCEPTION_LINE.match(ln.strip())]
+    return " ".join(errors[-1].split())[:300] if errors else "no error line in the log"

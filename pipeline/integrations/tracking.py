@@ -51,6 +51,9 @@ def preflight(uri: str, timeout_s: float = 10.0) -> None:
             raise InfraError(f"cannot create the MLflow store directory {db.parent}: {exc.strerror}") from exc
 
 
+VERDICT_TAG = "modelgate.verdict"
+RECORDING = "recording"  # the verdict tag of a run whose recording has not finished
+
 _PARAM_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -110,16 +113,20 @@ def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, An
     except ImportError:  # pragma: no cover
         network_errors = (MlflowException, OSError)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is the gate summary
+    # until every param, metric and artifact is in, the run does not say "passed" (a half-recorded run is no pass)
+    verdict = tags.get(VERDICT_TAG)
+    pending = {**tags, VERDICT_TAG: RECORDING} if verdict is not None else tags
+    client = None
     try:
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(tracking_uri=uri)
         exp_id = _experiment_id(client, experiment, artifact_root if uri.startswith("sqlite:") else None)
         run = _existing_run(client, exp_id, run_id, gate_id)
         if run is None:
-            run = client.create_run(exp_id, run_name=run_name, tags=tags)
+            run = client.create_run(exp_id, run_name=run_name, tags=pending)
         else:
             exp_id = run.info.experiment_id
-            client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())])
+            client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in sorted(pending.items())])
         run_id = run.info.run_id
         if on_run_id:
             on_run_id(exp_id, run_id)
@@ -132,12 +139,31 @@ def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, An
             client.log_batch(run_id, metrics=metric_list[i:i + 100], params=param_list[i:i + 100])
         for path, dest in artifacts:
             if path.exists():
-                client.log_artifact(run_id, str(path), artifact_path=dest)
+                try:
+                    client.log_artifact(run_id, str(path), artifact_path=dest)
+                except OSError as exc:  # a full or unwritable artifact store: say which file and where
+                    raise InfraError(f"recording to MLflow at {display_uri(uri)} failed: cannot store {path} in "
+                                     f"{run.info.artifact_uri}/{dest or ''}: {exc.strerror or exc}") from exc
+        if verdict is not None:
+            client.set_tag(run_id, VERDICT_TAG, verdict)
         client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
         return exp_id, run_id
-    except network_errors as exc:
+    except InfraError:  # the store answers but cannot take an artifact: end the run FAILED
+        _mark_failed(client, run_id)
+        raise
+    except network_errors as exc:  # the store is unreachable: no use marking the run (the verdict tag says recording)
         message = " ".join(str(exc).split())[:300]
         raise InfraError(f"recording to MLflow at {display_uri(uri)} failed: {type(exc).__name__}: {message}") from exc
+
+
+def _mark_failed(client, run_id: str | None) -> None:
+    """Best effort: a run whose recording broke off ends FAILED, not RUNNING (`modelgate sync` completes it)."""
+    if client is None or not run_id:
+        return
+    try:
+        client.set_terminated(run_id, status="FAILED")
+    except Exception:  # noqa: BLE001 - the store is failing already; the original error is the one to report
+        pass
 
 
 def upload(uri: str, run_id: str, path: Path, artifact_path: str | None = None) -> None:

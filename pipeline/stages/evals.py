@@ -11,6 +11,7 @@ from typing import Callable
 
 from ..config import EvalsGate
 from ..context import GateContext
+from ..errors import InfraError
 from ..integrations.lmeval import LmEvalRun, evalset_digest, run_lmeval
 from ..progress import progress_for
 from ..result import Status, StageResult
@@ -48,9 +49,14 @@ def run(ctx: GateContext) -> StageResult:
     if not cfg.enabled:
         return StageResult("evals", Status.SKIPPED, reasons=["no tasks configured (gates.evals.tasks)"])
     say = progress_for("evals")
-    result = evaluate(ctx.endpoint.base_url, ctx.endpoint.served_name, ctx.model_dir.path, cfg, ctx.release.root,
-                      ctx.run_dir / "evals", say, api_key=ctx.endpoint.api_key,
-                      timeout_s=ctx.release.serving.request_timeout_s)
+    try:
+        result = evaluate(ctx.endpoint.base_url, ctx.endpoint.served_name, ctx.model_dir.path, cfg,
+                          ctx.release.root, ctx.run_dir / "evals", say, api_key=ctx.endpoint.api_key,
+                          timeout_s=ctx.release.serving.request_timeout_s)
+    except InfraError:
+        if ctx.server is not None:
+            ctx.server.check_alive()  # "vLLM died" (with its log tail) explains lm-eval's failure better
+        raise
     if ctx.server is not None:
         ctx.server.check_alive()
     names = metric_names(cfg, result)

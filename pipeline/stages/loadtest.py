@@ -17,7 +17,7 @@ from .. import slo as rules
 from ..config import LoadGate
 from ..context import GateContext
 from ..errors import InfraError
-from ..integrations.servebench import BenchRequest, is_loopback, run_level
+from ..integrations.servebench import BenchRequest, is_loopback, last_error, run_level
 from ..progress import progress_for
 from ..prommetrics import Scraper
 from ..result import Status, StageResult
@@ -63,9 +63,12 @@ def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, say) -> list[dict[st
             if ctx.server is not None:
                 ctx.server.check_alive()  # failed requests from a dead server: infrastructure, not a rejection
             row = rules.level_summary(multiplier, concurrency, result, scraper.summary())
-            if row["completed"] == 0 and not _healthy(client, endpoint.base_url):
-                raise InfraError(f"load {name}: no request completed and {endpoint.base_url}/health does not "
-                                 "answer: the staging endpoint stopped serving (see load/servebench.log)")
+            if row["completed"] == 0:  # nothing was measured: the endpoint, not the model's latency
+                health = "answers" if _healthy(client, endpoint.base_url) else "does not answer"
+                raise InfraError(f"load {name}: no request completed ({row.get('failed', 0)} failed; per-request "
+                                 f"timeout serving.request_timeout_s={req.request_timeout_s:g} s; "
+                                 f"{endpoint.base_url}/health {health}): the staging endpoint did not serve the "
+                                 f"load test: {last_error(out_dir / 'servebench.log')} (see load/servebench.log)")
             row["result_file"] = str(out_dir / f"bench_{name}.json")
             rows.append(row)
             say(f"level {name}: {row['completed']}/{row['num_prompts']} completed, p95 TTFT "

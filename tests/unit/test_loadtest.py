@@ -136,6 +136,21 @@ def test_benchmark_command_and_loopback_only(tmp_path):
                              tmp_path, "x.json", tmp_path / "log")
 
 
+def test_benchmark_requests_are_bounded_by_the_serving_timeout_and_its_error_is_named(tmp_path):
+    """The benchmark's own session would wait 6 hours for an answer: each request gets serving.request_timeout_s."""
+    req = servebench.BenchRequest("http://127.0.0.1:8000", "m", "t", 1, 2, 8, 8, 0, request_timeout_s=7.5)
+    assert servebench.bench_env(req)["MODELGATE_REQUEST_TIMEOUT_S"] == "7.5"
+    assert "aiohttp.ClientTimeout(total=_timeout)" in servebench.build_command(req, tmp_path, "x.json")[2]
+    log = tmp_path / "servebench.log"
+    log.write_text("Error 0: Traceback (most recent call last):\n  File x\nasyncio.exceptions.CancelledError\n"
+                   "\nThe above exception...\nTimeoutError\n==== Serving Benchmark Result ====\nSuccessful: 0\n")
+    assert servebench.last_error(log) == "TimeoutError"
+    log.write_text("ValueError: Initial test run failed - Please make sure benchmark arguments are correct\n")
+    assert servebench.last_error(log).startswith("ValueError: Initial test run failed")
+    log.write_text("all fine\n")
+    assert servebench.last_error(log) == "no error line in the log"
+
+
 def test_baseline_keeps_its_five_positional_fields():
     b = Baseline("1", "run", None, {}, {})
     assert b.load is None
