@@ -58,12 +58,12 @@ def eval_vs_saturation(config: Path, enforce_eager: bool, tmp: Path, concurrency
     import httpx
 
     from pipeline.cli import _home
-    from pipeline.config import load_release
-    from pipeline.fetch import fetch
-    from pipeline.integrations.servebench import BenchRequest, run_level
-    from pipeline.integrations.vllm_server import VllmServer
-    from pipeline.prommetrics import parse
-    from pipeline.stages import evals
+    from pipeline.config.release import load_release
+    from pipeline.model.fetch import fetch
+    from pipeline.tools.servebench import BenchRequest, run_level
+    from pipeline.serving.vllm_server import VllmServer
+    from pipeline.serving.prometheus import parse
+    from pipeline.gate.stages import evals
 
     release = load_release(config)
     say = lambda m: print(f"  [bench] {m}", file=sys.stderr, flush=True)  # noqa: E731

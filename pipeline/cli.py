@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, Interrupted, ModelgateError
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, Interrupted, ModelgateError
 
 
 def _home(config: Path) -> Path:
@@ -21,10 +21,10 @@ def _home(config: Path) -> Path:
 
 
 def cmd_gate(args) -> int:
-    from . import report as reports
-    from .config import load_release
-    from .gate import run_gate
-    from .secrets import redact
+    from pipeline.report import document as reports
+    from pipeline.config.release import load_release
+    from pipeline.gate.run import run_gate
+    from pipeline.util.secrets import redact
 
     release = load_release(args.config)
     report = run_gate(release, home=_home(args.config), run_dir=args.run_dir, tracking_uri=args.tracking_uri,
@@ -34,8 +34,8 @@ def cmd_gate(args) -> int:
 
 
 def cmd_lock(args) -> int:
-    from .lock import lock
-    from .progress import progress_for
+    from pipeline.model.lock import lock
+    from pipeline.util.progress import progress_for
 
     files = lock(args.config, _home(args.config), revision=args.revision, progress=progress_for("lock"))
     print(f"locked {len(files)} file(s) in {args.config}")
@@ -43,9 +43,9 @@ def cmd_lock(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    from .config import load_release
-    from .fetch import fetch
-    from .progress import progress_for
+    from pipeline.config.release import load_release
+    from pipeline.model.fetch import fetch
+    from pipeline.util.progress import progress_for
 
     release = load_release(args.config)
     pin = release.candidate
@@ -56,8 +56,8 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_demo_init(args) -> int:
-    from .demo.hub import publish_demo_hub
-    from .progress import progress_for
+    from pipeline.demo.hub import publish_demo_hub
+    from pipeline.util.progress import progress_for
 
     home = Path(args.home).resolve() if args.home else _home(args.config)
     manifest = publish_demo_hub(home, progress=progress_for("demo"))
@@ -68,8 +68,8 @@ def cmd_demo_init(args) -> int:
 
 
 def cmd_sync(args) -> int:
-    from .progress import progress_for
-    from .sync import kept_run_dirs, sync_all
+    from pipeline.util.progress import progress_for
+    from pipeline.gate.sync import kept_run_dirs, sync_all
 
     if args.all:
         run_dirs = kept_run_dirs(args.config.resolve().parent)
@@ -86,7 +86,7 @@ def cmd_sync(args) -> int:
 def cmd_report(args) -> int:
     import json
 
-    from . import report as reports
+    from pipeline.report import document as reports
 
     data, markdown = _gate_report(Path(args.path))
     if args.format == "json":
@@ -99,7 +99,7 @@ def cmd_report(args) -> int:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
         except OSError as exc:
-            from .errors import InfraError
+            from pipeline.errors import InfraError
 
             raise InfraError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
         print(f"wrote {args.format} report to {args.output}")
@@ -110,10 +110,10 @@ def cmd_report(args) -> int:
 
 def _store(args):
     """release.yaml and the tracking store a release command works on (checked before anything changes)."""
-    from .config import load_release
-    from .gate import resolve_tracking_uri
-    from .integrations import tracking
-    from .secrets import register_secret_env
+    from pipeline.config.release import load_release
+    from pipeline.gate.run import resolve_tracking_uri
+    from pipeline.integrations import tracking
+    from pipeline.util.secrets import register_secret_env
 
     release = load_release(args.config)
     register_secret_env(release.secret_env)
@@ -127,7 +127,7 @@ def _actor(args) -> str | None:
 
 
 def cmd_approve(args) -> int:
-    from .approval import approve
+    from pipeline.releasing.approval import approve
 
     release, uri = _store(args)
     a = approve(release, uri, args.version, _actor(args), args.reason)
@@ -148,8 +148,8 @@ def _print_outcome(o) -> None:
 
 
 def cmd_promote(args) -> int:
-    from .progress import progress_for
-    from .promotion import promote
+    from pipeline.util.progress import progress_for
+    from pipeline.releasing.promotion import promote
 
     release, uri = _store(args)
     _print_outcome(promote(release, uri, args.version, _actor(args), override_reason=args.override_reason,
@@ -158,8 +158,8 @@ def cmd_promote(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from .progress import progress_for
-    from .promotion import rollback
+    from pipeline.util.progress import progress_for
+    from pipeline.releasing.promotion import rollback
 
     release, uri = _store(args)
     _print_outcome(rollback(release, uri, args.to, _actor(args), args.reason, say=progress_for("rollback")))
@@ -169,7 +169,7 @@ def cmd_rollback(args) -> int:
 def cmd_history(args) -> int:
     import json
 
-    from .history import timeline, to_text
+    from pipeline.releasing.history import timeline, to_text
 
     release, uri = _store(args)
     doc = timeline(release, uri)
@@ -180,7 +180,7 @@ def cmd_history(args) -> int:
 def cmd_resolve(args) -> int:
     import json
 
-    from .history import resolve
+    from pipeline.releasing.history import resolve
 
     release, uri = _store(args)
     doc = resolve(release, uri, args.alias)
@@ -197,7 +197,7 @@ def cmd_resolve(args) -> int:
 
 def _github(args):
     """A GitHub client for --repo/--api-url (defaults: $GITHUB_REPOSITORY, $GITHUB_API_URL); token: GITHUB_TOKEN."""
-    from .integrations import github
+    from pipeline.integrations import github
 
     repo = args.repo or os.environ.get("GITHUB_REPOSITORY")
     if not repo:
@@ -207,8 +207,8 @@ def _github(args):
 
 def _gate_report(path: Path) -> tuple[dict, str]:
     """The report and its markdown rendering (rendering it also proves it has the fields we need)."""
-    from . import report as reports
-    from .errors import InfraError
+    from pipeline.report import document as reports
+    from pipeline.errors import InfraError
 
     if not path.is_file():
         raise BadInput("no such report file", file=str(path))
@@ -222,7 +222,7 @@ def _gate_report(path: Path) -> tuple[dict, str]:
 
 
 def cmd_github_comment(args) -> int:
-    from . import report as reports
+    from pipeline.report import document as reports
 
     data, markdown = _gate_report(args.report)
     if args.details_url:
@@ -246,7 +246,7 @@ def cmd_github_status(args) -> int:
 
 
 def cmd_github_approver(args) -> int:
-    from .errors import Refused
+    from pipeline.errors import Refused
 
     _, client = _github(args)
     logins = list(dict.fromkeys(a.login for a in client.environment_approvals(args.run_id) if a.state == "approved"))
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         print("modelgate: interrupted by SIGINT", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ModelgateError as exc:
-        from .secrets import redact
+        from pipeline.util.secrets import redact
 
         kind = "error" if isinstance(exc, BadInput) else type(exc).__name__
         print(f"modelgate: {kind}: {redact(exc.one_line())}", file=sys.stderr)
@@ -385,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--- last lines of {exc.log_file} ---\n{redact(tail)}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a disk or file problem no stage caught: infrastructure, one line, exit 3
-        from .errors import EXIT_INFRA
-        from .secrets import redact
+        from pipeline.errors import EXIT_INFRA
+        from pipeline.util.secrets import redact
 
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"modelgate: InfraError: {redact(type(exc).__name__ + ': ' + str(exc.strerror or exc))}{where}",

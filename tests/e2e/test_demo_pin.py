@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from pipeline.config import load_release
+from pipeline.config.release import load_release
 from tests.conftest import REPO
 from tests.e2e.conftest import modelgate_cmd
 

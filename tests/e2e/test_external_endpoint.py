@@ -8,10 +8,10 @@ import subprocess
 import pytest
 import yaml
 
-from pipeline.config import Serving
-from pipeline.fetch import fetch
-from pipeline.config import Pin
-from pipeline.integrations.vllm_server import VllmServer
+from pipeline.config.release import Serving
+from pipeline.model.fetch import fetch
+from pipeline.config.release import Pin
+from pipeline.serving.vllm_server import VllmServer
 from tests.e2e.conftest import modelgate_cmd, write_demo_release
 from tests.e2e.test_gate_e2e import gate_env
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.result import Status, StageResult
+from pipeline.gate.result import Status, StageResult
 
 MANAGERS = ["alice", "bob@example.com"]
 AUTHOR = "dev@example.com"
@@ -66,8 +66,8 @@ def _stage(status: Status, metric: float):
 
 def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED, author: str = AUTHOR) -> str:
     """Pin revision n, run the gate machinery with one stand-in stage, return the registered version."""
-    from pipeline.config import load_release
-    from pipeline.gate import run_gate
+    from pipeline.config.release import load_release
+    from pipeline.gate.run import run_gate
 
     set_candidate(config, n)
     release = load_release(config)

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.gate import STAGES
+from pipeline.gate.run import STAGES
 from tests.conftest import REPO, VALID_RELEASE
 from tests.integration.test_bad_inputs import build_model_repo
 
@@ -42,9 +42,10 @@ STAGE_NAMES = [name for name, _ in STAGES]
 
 HARNESS = """
 import functools, os, subprocess, sys, time
-from pipeline import cli, gate
-from pipeline.procgroup import stop_group
-from pipeline.result import Status, StageResult
+from pipeline import cli
+from pipeline.gate import run as gate
+from pipeline.util.procgroup import stop_group
+from pipeline.gate.result import Status, StageResult
 target, pidfile, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 
 def make(name):

@@ -7,7 +7,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.result import Status
+from pipeline.gate.result import Status
 from tests.integration.releasing import AUTHOR, git, make_team, modelgate, record_gate, revision
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.promotion import STEPS
+from pipeline.releasing.promotion import STEPS
 from tests.integration.releasing import git, make_team, modelgate, record_gate
 from tests.integration.test_promotion import alias, approve, model_of, promote
 
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 # or after it happens, as when the machine dies there.
 KILL_BEFORE = """
 import os, signal, sys
-from pipeline import promotion, cli
+from pipeline.releasing import promotion
+from pipeline import cli
 step = sys.argv[1]
 original = getattr(promotion.Operation, "step_" + step)
 def die(self):

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import load_release
+from pipeline.config.release import load_release
 from pipeline.errors import InfraError
-from pipeline.gate import run_gate
+from pipeline.gate.run import run_gate
 from pipeline.integrations import registry
-from pipeline.result import Status, StageResult
+from pipeline.gate.result import Status, StageResult
 from tests.conftest import VALID_RELEASE
 from tests.mlflow_server import MlflowServer
 
@@ -132,7 +132,7 @@ def test_report_kept_while_tracking_is_down_is_synced_once(server, tmp_path):
 
 
 def test_record_that_failed_after_creating_the_run_is_resumed_without_a_second_run(server, tmp_path, monkeypatch):
-    from pipeline import sync
+    from pipeline.gate import sync
 
     model = "sync-half"
     release = make_release(tmp_path / "team", model)
@@ -160,7 +160,7 @@ def test_record_that_failed_after_creating_the_run_is_resumed_without_a_second_r
 
 def test_report_without_run_id_finds_its_run_by_gate_id(server, tmp_path, monkeypatch):
     """The run was created but its id never reached the local report (the answer was lost): found by tag."""
-    from pipeline import sync
+    from pipeline.gate import sync
 
     model = "sync-lost"
     release = make_release(tmp_path / "team", model)
@@ -180,7 +180,7 @@ def test_report_without_run_id_finds_its_run_by_gate_id(server, tmp_path, monkey
 
 
 def test_interrupted_and_missing_reports(tmp_path, server):
-    from pipeline import sync
+    from pipeline.gate import sync
 
     run_dir = tmp_path / "runs" / "x"
     run_dir.mkdir(parents=True)

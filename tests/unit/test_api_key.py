@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import secrets
-from pipeline.config import Serving
-from pipeline.integrations import lmeval, servebench
-from pipeline.integrations.vllm_server import Endpoint, VllmServer, build_command, server_env
+from pipeline.util import secrets
+from pipeline.config.release import Serving
+from pipeline.tools import lmeval, servebench
+from pipeline.serving.vllm_server import Endpoint, VllmServer, build_command, server_env
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_redact_tree_rewrites_files_holding_a_secret(tmp_path, fake_env):
 
 
 def test_external_endpoint_key_comes_from_the_named_variable(monkeypatch):
-    from pipeline.stages.serve import external_api_key
+    from pipeline.gate.stages.serve import external_api_key
 
     monkeypatch.setenv("STAGING_KEY", "external-key-42")
     assert external_api_key(Serving(mode="external", external_url="http://x", api_key_env="STAGING_KEY")) == \

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import claim
-from pipeline.audit import IN_PROGRESS, LOST, PROMOTE, ROLLBACK, AuditEvent
+from pipeline.releasing import claim
+from pipeline.releasing.audit import IN_PROGRESS, LOST, PROMOTE, ROLLBACK, AuditEvent
 from pipeline.errors import Conflict
 
 

@@ -2,12 +2,12 @@
 
 import pytest
 
-from pipeline.config import load_release
-from pipeline.context import GateContext
+from pipeline.config.release import load_release
+from pipeline.gate.context import GateContext
 from pipeline.integrations.registry import Baseline
-from pipeline.config import Pin
-from pipeline.result import Status
-from pipeline.stages import compare
+from pipeline.config.release import Pin
+from pipeline.gate.result import Status
+from pipeline.gate.stages import compare
 from tests.conftest import VALID_RELEASE
 
 

@@ -2,7 +2,7 @@ import copy
 
 import pytest
 
-from pipeline.config import load_release
+from pipeline.config.release import load_release
 from pipeline.errors import ConfigError, EXIT_BAD_INPUT
 from tests.conftest import VALID_RELEASE
 

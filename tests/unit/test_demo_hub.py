@@ -15,7 +15,7 @@ huggingface_hub = pytest.importorskip("huggingface_hub")
 
 from pipeline.demo import hub as hubmod  # noqa: E402
 from pipeline.demo.degrade import degrade_model_dir, degrade_safetensors  # noqa: E402
-from pipeline.digests import digest_tree, sha256_file  # noqa: E402
+from pipeline.model.digests import digest_tree, sha256_file  # noqa: E402
 
 TENSOR_NAMES = (
     "model.embed_tokens.weight",

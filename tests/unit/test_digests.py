@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from pipeline.digests import digest_tree, sha256_file
+from pipeline.model.digests import digest_tree, sha256_file
 
 
 def test_sha256_file_matches_hashlib_across_chunks(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BadInput
-from pipeline.integrations.lmeval import (
+from pipeline.tools.lmeval import (
     build_command,
     doc_hash,
     evalset_digest,

@@ -1,10 +1,10 @@
-"""pipeline.expectations: JSON extraction and every expectation type, passing and failing."""
+"""pipeline.checks.expectations: JSON extraction and every expectation type, passing and failing."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.expectations import (
+from pipeline.checks.expectations import (
     REFUSAL_WINDOW,
     CaseVerdict,
     JSONExtractionError,
@@ -13,7 +13,7 @@ from pipeline.expectations import (
     json_path,
     looks_like_refusal,
 )
-from pipeline.suite import Expectations, Message, PromptCase
+from pipeline.config.suite import Expectations, Message, PromptCase
 
 PERSON = {
     "type": "object",

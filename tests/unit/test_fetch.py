@@ -2,13 +2,13 @@ import json
 import subprocess
 import pytest
 
-import pipeline.fetch as fetch_module
-from pipeline import sources
+import pipeline.model.fetch as fetch_module
+from pipeline.model import sources
 
-from pipeline.config import Pin
-from pipeline.digests import digest_tree
+from pipeline.config.release import Pin
+from pipeline.model.digests import digest_tree
 from pipeline.errors import DigestMismatch, PinError, UnsafeModel
-from pipeline.fetch import MARKER, fetch
+from pipeline.model.fetch import MARKER, fetch
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com", "PATH": "/usr/bin:/bin"}

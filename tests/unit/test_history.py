@@ -1,6 +1,6 @@
 """The history timeline's text rendering and which gate metrics it shows."""
 
-from pipeline.history import _key_metrics, to_text
+from pipeline.releasing.history import _key_metrics, to_text
 
 
 def test_key_metrics_keep_what_a_release_manager_scans():

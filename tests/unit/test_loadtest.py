@@ -1,16 +1,17 @@
-"""The load-test rules (pipeline/slo.py), /metrics parsing, the benchmark command, and gates.load config."""
+"""The load-test rules (pipeline/checks/slo.py), /metrics parsing, the benchmark command, and gates.load config."""
 
 import copy
 import json
 
 import pytest
 
-from pipeline import prommetrics, slo
-from pipeline.config import LoadSlo, load_release
+from pipeline.serving import prometheus as prommetrics
+from pipeline.checks import slo
+from pipeline.config.release import LoadSlo, load_release
 from pipeline.errors import ConfigError
-from pipeline.integrations import servebench
+from pipeline.tools import servebench
 from pipeline.integrations.registry import Baseline
-from pipeline.result import Status
+from pipeline.gate.result import Status
 from tests.conftest import REPO, VALID_RELEASE
 
 METRICS_TEXT = (REPO / "tests/fixtures/vllm_metrics.txt").read_text()
@@ -188,8 +189,8 @@ def test_bad_gates_load_is_a_one_line_config_error_with_its_path(write_release, 
 
 
 def test_disabled_load_stage_is_skipped(write_release):
-    from pipeline.context import GateContext
-    from pipeline.stages import loadtest
+    from pipeline.gate.context import GateContext
+    from pipeline.gate.stages import load as loadtest
 
     release = _release(write_release, {"enabled": False})
     result = loadtest.run(GateContext(release=release, run_dir=REPO, home=REPO))
@@ -225,7 +226,7 @@ def test_baseline_load_details_come_from_its_report_and_absence_is_tolerated():
 def test_baseline_comparison_skipped_on_other_hardware_and_compared_on_the_same(write_release):
     from types import SimpleNamespace
 
-    from pipeline.stages.loadtest import compare_baseline
+    from pipeline.gate.stages.load import compare_baseline
 
     cfg = _release(write_release, {"regression_pct": 10}).load_gate
     fp = slo.fingerprint("0.32.0")

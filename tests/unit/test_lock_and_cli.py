@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.config import load_release
-from pipeline.lock import rewrite_candidate
+from pipeline.config.release import load_release
+from pipeline.model.lock import rewrite_candidate
 from tests.unit.test_fetch import MODEL, make_repo
 
 RELEASE_TEXT = """\
@@ -100,7 +100,7 @@ def test_bad_suite_or_evalset_exits_2_before_anything_runs(tmp_path, capsys, sui
 
 def test_report_command_renders_and_refuses_a_missing_file(tmp_path, capsys):
     from tests.unit.test_report import sample_report
-    from pipeline import report as reports
+    from pipeline.report import document as reports
 
     path = reports.save(sample_report(tmp_path), tmp_path)
     assert run_cli(["report", str(path), "--format", "markdown"]) == 0
@@ -110,7 +110,7 @@ def test_report_command_renders_and_refuses_a_missing_file(tmp_path, capsys):
 
 
 def test_unreachable_tracking_server_fails_closed_before_any_work(tmp_path, capsys):
-    from pipeline.integrations.vllm_server import free_port
+    from pipeline.serving.vllm_server import free_port
 
     config = tmp_path / "release.yaml"
     config.write_text(RELEASE_TEXT.format(repo="hub", rev="a" * 40, old="ab" * 32))

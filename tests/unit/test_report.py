@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipeline import report as reports
+from pipeline.report import document as reports
 from pipeline.errors import InfraError
 
 
@@ -63,7 +63,7 @@ INJECTIONS = [
 
 @pytest.mark.parametrize("output", INJECTIONS)
 def test_pr_comment_neutralises_model_output(tmp_path, output):
-    from pipeline.report_markdown import code_block
+    from pipeline.report.markdown import code_block
 
     md = reports.to_markdown(_with_failing_output(tmp_path, output))
     assert "### Failing prompt cases (1 of 4)" in md and "**support/x** **critical**" in md
@@ -77,7 +77,7 @@ def test_pr_comment_neutralises_model_output(tmp_path, output):
 
 
 def test_inline_text_cannot_mention_link_or_open_html():
-    from pipeline.report_markdown import WJ, inline
+    from pipeline.report.markdown import WJ, inline
 
     text = inline("@team see https://x.example <b>[a](b)</b> | #12")
     assert "@" + WJ + "team" in text and "https:" + WJ + "//" in text

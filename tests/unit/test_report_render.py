@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from pipeline import report as reports
+from pipeline.report import document as reports
 from pipeline.cli import main
 from tests.conftest import REPO
 

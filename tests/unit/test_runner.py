@@ -3,10 +3,10 @@
 import pytest
 
 from pipeline import errors
-from pipeline.context import GateContext
-from pipeline.result import Status, StageResult
-from pipeline.runner import run_stages
-from pipeline.verdict import decide
+from pipeline.gate.context import GateContext
+from pipeline.gate.result import Status, StageResult
+from pipeline.gate.runner import run_stages
+from pipeline.gate.verdict import decide
 
 
 def stage(status=None, raises=None, calls=None):

@@ -1,4 +1,4 @@
-"""pipeline.stats checked against independent computations with scipy."""
+"""pipeline.checks.stats checked against independent computations with scipy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pipeline.stats import (
+from pipeline.checks.stats import (
     NO_BASELINE,
     absolute_only,
     clopper_pearson_bounds,

@@ -1,4 +1,4 @@
-"""pipeline.suite: valid suites load into typed objects; every kind of bad suite is a one-line ConfigError."""
+"""pipeline.config.suite: valid suites load into typed objects; every kind of bad suite is a one-line ConfigError."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pipeline.errors import EXIT_BAD_INPUT, ConfigError
-from pipeline.suite import PromptCase, Suite, load_suite, load_suites, suite_digest, suites_digest
+from pipeline.config.suite import PromptCase, Suite, load_suite, load_suites, suite_digest, suites_digest
 
 REPO = Path(__file__).resolve().parents[2]
 

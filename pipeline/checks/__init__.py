@@ -1,0 +1,1 @@
+"""Pure judging: prompt-case expectations, paired statistics, load-test SLOs."""

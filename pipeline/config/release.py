@@ -1,0 +1,345 @@
+"""release.yaml: load, validate against the packaged JSON Schema, and build the typed, frozen `Release`.
+
+Every error is a `ConfigError` that names the file, the full path inside it (`serving.max_model_len`)
+and the problem, on one line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.config.yamlio import load_yaml
+
+DEFAULT_SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "MLFLOW_TRACKING_PASSWORD",
+                      "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A model at an exact commit, with the expected sha256 of every file (the lock)."""
+
+    source: str  # "huggingface" | "git"
+    repo: str  # HF repo id, git URL, or a path (relative paths are resolved against release.yaml)
+    revision: str  # 40-hex commit
+    files: dict[str, str] = field(default_factory=dict)
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    @property
+    def short(self) -> str:
+        return self.revision[:12]
+
+    def uri(self) -> str:
+        scheme = "hf" if self.source == "huggingface" else "git"
+        return f"{scheme}://{self.repo}@{self.revision}"
+
+
+@dataclass(frozen=True)
+class Probe:
+    prompt: str = "Say hello in five words."
+    max_tokens: int = 16
+
+
+@dataclass(frozen=True)
+class Serving:
+    mode: str = "spawn"
+    external_url: str | None = None
+    api_key_env: str | None = None  # external mode: env var holding the endpoint's key (spawn: random per gate)
+    host: str = "127.0.0.1"
+    port: int | None = None  # None: a free port picked at start
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+    extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    startup_timeout_s: float = 600.0
+    request_timeout_s: float = 120.0
+    probe: Probe = Probe()
+
+
+@dataclass(frozen=True)
+class Threshold:
+    floor: float | None = None  # absolute minimum for the candidate
+    margin: float = 0.05  # non-inferiority margin against the production baseline
+
+
+@dataclass(frozen=True)
+class FormatGate:
+    enabled: bool = True
+    prompts_dir: str = "prompts"
+    concurrency: int = 4
+    pass_rate: Threshold = Threshold()
+
+
+@dataclass(frozen=True)
+class EvalsGate:
+    enabled: bool = True
+    include_path: str = "evalsets"
+    tasks: tuple[str, ...] = ()
+    num_concurrent: int = 4
+    limit: int | None = None  # items per task (tests); None: all
+    metrics: dict[str, Threshold] = field(default_factory=dict)  # "task/metric" -> thresholds
+
+
+@dataclass(frozen=True)
+class LoadPrompts:
+    source: str = "random"  # vLLM's random dataset: token-exact input/output lengths, fixed seed
+    input_len: int = 128
+    output_len: int = 64
+    requests_per_concurrency: int = 8  # a level sends this x its concurrency requests
+    requests_per_level: int | None = None  # or a fixed count
+    seed: int = 0
+
+    def requests_for(self, concurrency: int) -> int:
+        return self.requests_per_level or self.requests_per_concurrency * concurrency
+
+
+@dataclass(frozen=True)
+class LoadSlo:
+    """Checked at every level; None: not checked."""
+
+    p95_e2el_ms: float | None = None
+    p95_ttft_ms: float | None = None
+    p95_tpot_ms: float | None = None
+    min_output_throughput: float | None = None  # output tokens/s
+    max_failed: int = 0
+
+
+@dataclass(frozen=True)
+class LoadGate:
+    enabled: bool = True
+    peak_concurrency: int = 1
+    levels: tuple[float, ...] = (1, 3, 5)  # multipliers of peak_concurrency
+    prompts: LoadPrompts = LoadPrompts()
+    slo: LoadSlo = LoadSlo()
+    regression_pct: float = 20.0
+    price_per_hour: float | None = None
+    request_rate: float | None = None
+
+    def concurrency(self, level: float) -> int:
+        return max(1, round(self.peak_concurrency * level))
+
+
+@dataclass(frozen=True)
+class GitHubTarget:
+    repository: str  # owner/name
+    api_url: str = "https://api.github.com"  # GitHub Enterprise: https://HOST/api/v3
+    environment: str = "production"
+    environment_url: str | None = None
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    """`promotion:` in release.yaml. Without release managers nobody can approve or promote."""
+
+    release_managers: tuple[str, ...] = ()
+    approvals_required: int = 1
+    tag_format: str = "{model}/v{version}"
+    git_remote: str | None = None
+    audit_experiment: str | None = None  # default: "<tracking experiment>/audit"
+    github: GitHubTarget | None = None
+
+    def is_manager(self, identity: str) -> bool:
+        return identity.casefold() in {m.casefold() for m in self.release_managers}
+
+
+@dataclass(frozen=True)
+class Release:
+    path: Path  # the release.yaml this came from
+    model_name: str
+    served_name_prefix: str
+    candidate: Pin
+    serving: Serving
+    remote_code_allowlist: tuple[str, ...]
+    secret_env: tuple[str, ...]
+    gates: dict[str, dict[str, Any]]
+    format_gate: FormatGate
+    evals_gate: EvalsGate
+    load_gate: LoadGate
+    alpha: float
+    tracking_experiment: str
+    tracking_uri: str | None
+    raw: dict[str, Any]
+    promotion: PromotionPolicy = PromotionPolicy()
+
+    @property
+    def audit_experiment(self) -> str:
+        return self.promotion.audit_experiment or f"{self.tracking_experiment}/audit"
+
+    @property
+    def root(self) -> Path:
+        """The team repository: the directory holding release.yaml."""
+        return self.path.parent
+
+    def served_name(self, pin: Pin) -> str:
+        return f"{self.served_name_prefix}@{pin.short}"
+
+    def repo_location(self, pin: Pin) -> str:
+        """A git URL or absolute path for a git pin (relative paths are relative to release.yaml)."""
+        if pin.source != "git" or "://" in pin.repo or pin.repo.startswith("git@"):
+            return pin.repo
+        return str((self.root / pin.repo).resolve())
+
+
+@lru_cache(maxsize=1)
+def release_schema() -> dict[str, Any]:
+    text = resources.files("pipeline.config").joinpath("schemas/release.schema.json").read_text()
+    return json.loads(text)
+
+
+def json_path(parts) -> str:
+    """['serving', 'extra_args', 2] -> 'serving.extra_args[2]'."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error) -> tuple[str, str]:
+    """A jsonschema ValidationError -> (path, human message)."""
+    path = json_path(error.absolute_path)
+    validator = error.validator
+    if validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return path, f"unknown key {', '.join(map(repr, extra))} (allowed: {allowed})"
+    if validator == "required":
+        return path, error.message.replace("is a required property", "is required")
+    if path.endswith("revision") and validator in ("pattern", "type"):
+        return path, revision_problem(error.instance)
+    if validator == "pattern" and re.search(r"files\.", path):
+        return path, f"{error.instance!r} is not a sha256 (64 lowercase hex digits)"
+    if validator == "const" and path == "schema_version":
+        return path, f"unsupported schema_version {error.instance!r} (this modelgate reads 1)"
+    return path, error.message
+
+
+def revision_problem(revision: Any) -> str:
+    shown = repr(revision)
+    if not isinstance(revision, str):
+        return (f"revision {shown} is not a string (YAML reads an unquoted all-digit value as a number: quote "
+                "it); pins must be a full 40-hex commit sha")
+    if revision.lower() in {"main", "master", "latest", "head"}:
+        why = "a branch name moves"
+    elif re.fullmatch(r"[0-9a-fA-F]{4,39}", revision):
+        why = "a short sha is ambiguous and can collide"
+    elif re.fullmatch(r"[0-9A-F]{40}", revision):
+        why = "write it in lowercase"
+    else:
+        why = "a branch or tag name can be moved to other weights"
+    return (f"revision {shown} is not a pinned commit ({why}); pins must be a full 40-hex commit sha "
+            "so the gate judges exactly the weights that ship (run `modelgate lock --revision <sha>`)")
+
+
+def validate(data: Any, file: str) -> None:
+    from jsonschema import Draft202012Validator
+
+    if not isinstance(data, dict):
+        raise ConfigError("must be a mapping at the top level" + (" (the file is empty)" if data is None else ""),
+                          file=file, path="(top level)")
+    validator = Draft202012Validator(release_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        # the shallowest error is usually the cause (an unknown key above a nested complaint)
+        path, message = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(message + more, file=file, path=path)
+
+
+def load_release(path: str | Path) -> Release:
+    path = Path(path).resolve()
+    data = load_yaml(path)
+    validate(data, str(path))
+    return build_release(data, path)
+
+
+def pin_from_dict(d: dict[str, Any]) -> Pin:
+    return Pin(
+        source=d["source"],
+        repo=d["repo"],
+        revision=d["revision"],
+        files=dict(sorted((d.get("files") or {}).items())),
+        allow_pickle=bool(d.get("allow_pickle", False)),
+        trust_remote_code=bool(d.get("trust_remote_code", False)),
+    )
+
+
+def build_release(data: dict[str, Any], path: Path) -> Release:
+    file = str(path)
+    serving_d = dict(data.get("serving") or {})
+    probe = Probe(**(serving_d.pop("probe", None) or {}))
+    serving_d["extra_args"] = tuple(serving_d.get("extra_args", ()))
+    serving = Serving(probe=probe, **serving_d)
+    if serving.mode == "external" and not serving.external_url:
+        raise ConfigError("mode 'external' needs serving.external_url", file=file, path="serving.external_url")
+    candidate = pin_from_dict(data["candidate"])
+    for name in candidate.files:
+        if ".." in Path(name).parts:
+            raise ConfigError(f"file name {name!r} leaves the model directory", file=file,
+                              path=f"candidate.files.{name}")
+    security = data.get("security") or {}
+    tracking = data.get("tracking") or {}
+    model = data["model"]
+    return Release(
+        path=path,
+        model_name=model["name"],
+        served_name_prefix=model.get("served_name_prefix", "chat"),
+        candidate=candidate,
+        serving=serving,
+        remote_code_allowlist=tuple(security.get("remote_code_allowlist", ())),
+        secret_env=tuple(dict.fromkeys([*DEFAULT_SECRET_ENV, *security.get("secret_env", ()),
+                                        *([serving.api_key_env] if serving.api_key_env else [])])),
+        gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict)},
+        format_gate=_format_gate((data.get("gates") or {}).get("format")),
+        evals_gate=_evals_gate((data.get("gates") or {}).get("evals") or {}),
+        load_gate=_load_gate((data.get("gates") or {}).get("load")),
+        alpha=float((data.get("gates") or {}).get("alpha", 0.05)),
+        tracking_experiment=tracking.get("experiment", f"modelgate/{model['name']}"),
+        tracking_uri=tracking.get("uri"),
+        raw=data,
+        promotion=_promotion(data.get("promotion") or {}),
+    )
+
+
+def _promotion(d: dict[str, Any]) -> PromotionPolicy:
+    d = dict(d)
+    github = GitHubTarget(**d.pop("github")) if d.get("github") else None
+    d.pop("github", None)
+    return PromotionPolicy(release_managers=tuple(d.pop("release_managers", ())), github=github, **d)
+
+
+def _format_gate(d: dict[str, Any] | None) -> FormatGate:
+    """No `gates.format` section: the format stage does not run (and says so in the report)."""
+    if d is None:
+        return FormatGate(enabled=False)
+    d = dict(d)
+    return FormatGate(pass_rate=Threshold(**d.pop("pass_rate", {})), **d)
+
+
+def _evals_gate(d: dict[str, Any]) -> EvalsGate:
+    d = dict(d)
+    metrics = {k: Threshold(**v) for k, v in sorted(d.pop("metrics", {}).items())}
+    tasks = tuple(d.pop("tasks", ()))
+    enabled = d.pop("enabled", bool(tasks))
+    return EvalsGate(enabled=enabled and bool(tasks), tasks=tasks, metrics=metrics, **d)
+
+
+def _load_gate(d: dict[str, Any] | None) -> LoadGate:
+    """No `gates.load` section: no load test. `load: {}` runs it with the defaults."""
+    if d is None:
+        return LoadGate(enabled=False)
+    d = dict(d)
+    prompts = LoadPrompts(**d.pop("prompts", None) or {})
+    slo = LoadSlo(**d.pop("slo", None) or {})
+    levels = tuple(d.pop("levels", LoadGate.levels))
+    return LoadGate(prompts=prompts, slo=slo, levels=levels, **d)

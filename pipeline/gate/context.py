@@ -1,0 +1,31 @@
+"""The state one gate run carries from stage to stage: the release, where its files go, and what earlier
+stages produced (the verified model directory, the running endpoint). Servers register their teardown on
+`cleanup`, which the runner always closes."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.release import Release
+from pipeline.util.secrets import new_api_key
+
+
+@dataclass
+class GateContext:
+    release: Release
+    run_dir: Path  # the local report directory of this gate: report.json, server logs, stage artifacts
+    home: Path  # the model cache and demo hub (MODELGATE_HOME, default <repo>/.modelgate)
+    enforce_eager: bool | None = None  # CLI override of serving.enforce_eager
+    cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    model_dir: Any = None  # fetch.ModelDir of the candidate
+    endpoint: Any = None  # integrations.vllm_server.Endpoint of the candidate
+    server: Any = None  # the VllmServer, when spawned (for liveness checks)
+    # per-item values the comparison pairs with the baseline: "format/pass" or "task/metric" -> {item: value}
+    items: dict[str, dict[str, float]] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)  # what the items were judged on: suites, evalsets
+    baseline_store: Any = None  # integrations.tracking.BaselineStore (None: no baseline lookups)
+    # the staging servers' API key: random per gate run, registered as a secret, never on a command line
+    api_key: str = field(default_factory=new_api_key, repr=False)

@@ -1,0 +1,60 @@
+"""The runner: a plain loop over an explicit, ordered list of stages.
+
+Each stage is `run(ctx) -> StageResult`. Fail-fast is explicit: after a stage that errored or was
+interrupted, the remaining stages are recorded as skipped with the reason; after a stage that *failed*
+(rejected the candidate), only the stages named in `after_failure` still run (the other quality stages,
+so the report shows every failing metric), the rest (e.g. the load test) are skipped. Infrastructure errors
+(and OSErrors: a full disk, an unwritable directory) become an `error` status with the message (and the
+server log tail); bad input propagates (exit 2, nothing recorded); SIGINT/SIGTERM mark the running stage
+`interrupted`. Servers are torn down in every case.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Collection, Sequence
+
+from pipeline.gate.context import GateContext
+from pipeline.errors import BadInput, Interrupted, ModelgateError, ServerError
+from pipeline.util.progress import progress_for
+from pipeline.gate.result import Status, StageResult
+
+Stage = tuple[str, Callable[[GateContext], StageResult]]
+STOPPING = (Status.FAILED, Status.ERROR, Status.INTERRUPTED)
+
+
+def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collection[str] = ()) -> list[StageResult]:
+    results: list[StageResult] = []
+    with ctx.cleanup:
+        for name, run in stages:
+            stopping = STOPPING if name not in after_failure else (Status.ERROR, Status.INTERRUPTED)
+            blocker = next((r for r in results if r.status in stopping), None)
+            if blocker is not None:
+                results.append(StageResult(name, Status.SKIPPED,
+                                           reasons=[f"not run: stage {blocker.name} {blocker.status.value}"]))
+                continue
+            say = progress_for(name)
+            say("started")
+            t0 = time.monotonic()
+            try:
+                result = run(ctx)
+            except BadInput:
+                raise
+            except (KeyboardInterrupt, Interrupted) as exc:
+                signal_name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+                result = StageResult(name, Status.INTERRUPTED, reasons=[f"interrupted by {signal_name}"])
+            except OSError as exc:  # disk full, unwritable directory, too many open files: infrastructure
+                where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+                result = StageResult(name, Status.ERROR,
+                                     reasons=[f"{type(exc).__name__}: {exc.strerror or exc}{where}"])
+            except ModelgateError as exc:
+                result = StageResult(name, Status.ERROR, reasons=[exc.one_line()])
+                if isinstance(exc, ServerError):
+                    result.details["log_tail"] = exc.log_tail
+                    if exc.log_file:
+                        result.artifacts["server.log"] = exc.log_file
+            result.name = name
+            result.duration_s = time.monotonic() - t0
+            say(f"{result.status.value} in {result.duration_s:.1f}s")
+            results.append(result)
+    return results

@@ -1,0 +1,84 @@
+"""Stage 4: domain evals with lm-evaluation-harness (evalsets/) against the staging server.
+
+lm-eval talks to the same vLLM boot through `local-completions`; per-item results (`items.jsonl`) are kept
+as an artifact because the baseline comparison pairs items by the hash of their document.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from pipeline.config.release import EvalsGate
+from pipeline.gate.context import GateContext
+from pipeline.errors import InfraError
+from pipeline.tools.lmeval import LmEvalRun, evalset_digest, run_lmeval
+from pipeline.util.progress import progress_for
+from pipeline.gate.result import Status, StageResult
+
+
+def evaluate(base_url: str, served_name: str, tokenizer_dir: Path, cfg: EvalsGate, root: Path, out_dir: Path,
+             say: Callable[[str], None], api_key: str | None = None, timeout_s: float | None = None) -> LmEvalRun:
+    return run_lmeval(base_url, served_name, tokenizer_dir, list(cfg.tasks), root / cfg.include_path, out_dir,
+                      num_concurrent=cfg.num_concurrent, limit=cfg.limit, progress=say, api_key=api_key,
+                      timeout_s=timeout_s)
+
+
+def item_values(run: LmEvalRun, metric_names) -> dict[str, dict[str, float]]:
+    """'task/metric' -> {doc_hash: value}, for the configured metrics."""
+    out = {}
+    for name in metric_names:
+        task, metric = name.split("/", 1)
+        out[name] = run.scores(task, metric)
+    return out
+
+
+def metric_names(cfg: EvalsGate, run: LmEvalRun | None = None) -> list[str]:
+    """The configured metrics, or (none configured) every per-item metric lm-eval produced."""
+    if cfg.metrics:
+        return list(cfg.metrics)
+    names = set()
+    for item in (run.items if run else []):
+        names.update(f"{item['task']}/{k}" for k, v in item.items()
+                     if k not in ("task", "doc_id", "doc_hash", "item_id") and isinstance(v, float))
+    return sorted(names)
+
+
+def run(ctx: GateContext) -> StageResult:
+    cfg = ctx.release.evals_gate
+    if not cfg.enabled:
+        return StageResult("evals", Status.SKIPPED, reasons=["no tasks configured (gates.evals.tasks)"])
+    say = progress_for("evals")
+    try:
+        result = evaluate(ctx.endpoint.base_url, ctx.endpoint.served_name, ctx.model_dir.path, cfg,
+                          ctx.release.root, ctx.run_dir / "evals", say, api_key=ctx.endpoint.api_key,
+                          timeout_s=ctx.release.serving.request_timeout_s)
+    except InfraError:
+        if ctx.server is not None:
+            ctx.server.check_alive()  # "vLLM died" (with its log tail) explains lm-eval's failure better
+        raise
+    if ctx.server is not None:
+        ctx.server.check_alive()
+    names = metric_names(cfg, result)
+    missing = [n for n in names if not result.scores(*n.split("/", 1))]
+    if missing:
+        return StageResult("evals", Status.ERROR, reasons=[f"lm-eval produced no per-item values for {', '.join(missing)}"])
+    ctx.items.update(item_values(result, names))
+    ctx.digests["evalsets"] = evalset_digest(ctx.release.root / cfg.include_path, list(cfg.tasks))
+    metrics = {}
+    for task, scores in result.tasks.items():
+        for metric, value in scores.metrics.items():
+            if isinstance(value, (int, float)):
+                metrics[f"{task}.{metric}"] = float(value)
+    metrics.update(items=result.n_items, items_per_s=result.items_per_s, wall_time_s=result.wall_time_s)
+    reasons = [f"{result.n_items} items in {result.wall_time_s:.0f}s ({result.items_per_s:.2f} items/s)"] + \
+        [f"{t}: " + ", ".join(f"{k}={v:.3f}" for k, v in s.metrics.items()) for t, s in result.tasks.items()]
+    artifacts = {"items.jsonl": result.items_file, "lmeval_run.json": str(Path(result.items_file).with_name("lmeval_run.json"))}
+    log = Path(result.items_file).with_name("lm_eval.log")
+    if log.exists():
+        artifacts["lm_eval.log"] = str(log)
+    return StageResult("evals", Status.PASSED, metrics=metrics, reasons=reasons, artifacts=artifacts,
+                       details={"evalset_digest": ctx.digests["evalsets"],
+                                "tasks": {t: s.metrics for t, s in result.tasks.items()},
+                                "lm_eval_version": result.lm_eval_version, "command": result.command,
+                                "limit": cfg.limit})

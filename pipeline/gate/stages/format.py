@@ -1,0 +1,98 @@
+"""Stage 3: the prompt suites (prompts/*.yaml) against the staging server, outputs checked for format.
+
+Every case is sent as a chat completion (bounded concurrency); each result keeps the output, latency,
+finish reason and which expectation failed and why. A failed critical case rejects the candidate here;
+pass rates are compared with the baseline in the `compare` stage (item by item: `suite/case_id`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pipeline.serving.chat import ChatRequest, run_chats
+from pipeline.gate.context import GateContext
+from pipeline.checks.expectations import check_case
+from pipeline.util.progress import progress_for
+from pipeline.gate.result import Status, StageResult
+from pipeline.config.suite import Suite, load_suites, suites_digest
+
+OUTPUT_KEEP_CHARS = 2000
+PASS_METRIC = "format/pass"  # the per-case pass/fail item values, compared with the baseline
+
+
+@dataclass(frozen=True)
+class FormatOutcome:
+    items: dict[str, float]  # "suite/case_id" -> 1.0 passed / 0.0 failed
+    cases: list[dict]
+    pass_rate: float
+    per_suite: dict[str, float]
+    critical_failed: list[str]
+    cases_file: Path
+
+
+def suites_for(ctx: GateContext) -> list[Suite]:
+    return load_suites(ctx.release.root / ctx.release.format_gate.prompts_dir)
+
+
+def evaluate(base_url: str, served_name: str, suites: list[Suite], *, concurrency: int, timeout_s: float,
+             out_dir: Path, say: Callable[[str], None], check_alive=None, api_key: str | None = None) -> FormatOutcome:
+    cases = [(suite, case) for suite in suites for case in suite.cases]
+    requests = [ChatRequest(f"{suite.name}/{case.id}", case.messages_payload(), case.sampling.to_request())
+                for suite, case in cases]
+    say(f"{len(requests)} case(s) from {len(suites)} suite(s), concurrency {concurrency}")
+    responses = run_chats(base_url, served_name, requests, concurrency=concurrency, timeout_s=timeout_s,
+                          progress=say, check_alive=check_alive, api_key=api_key)
+    rows, items, critical_failed = [], {}, []
+    for (suite, case), resp in zip(cases, responses):
+        if resp.error:
+            verdict = {"case_id": case.id, "passed": False, "critical": case.critical,
+                       "failures": [{"expectation": "request", "reason": resp.error, "path": None}]}
+        else:
+            verdict = check_case(case, resp.text, resp.finish_reason).to_dict()
+        items[resp.key] = 1.0 if verdict["passed"] else 0.0
+        if case.critical and not verdict["passed"]:
+            critical_failed.append(resp.key)
+        rows.append({"key": resp.key, "suite": suite.name, **verdict, "output": resp.text[:OUTPUT_KEEP_CHARS],
+                     "finish_reason": resp.finish_reason, "latency_s": round(resp.latency_s, 4),
+                     "completion_tokens": resp.completion_tokens})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases_file = out_dir / "cases.jsonl"
+    cases_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    per_suite = {}
+    for suite in suites:
+        values = [items[f"{suite.name}/{c.id}"] for c in suite.cases]
+        per_suite[suite.name] = sum(values) / len(values) if values else 0.0
+    rate = sum(items.values()) / len(items) if items else 0.0
+    return FormatOutcome(items, rows, rate, per_suite, critical_failed, cases_file)
+
+
+def run(ctx: GateContext) -> StageResult:
+    cfg = ctx.release.format_gate
+    if not cfg.enabled:
+        return StageResult("format", Status.SKIPPED, reasons=["not configured or disabled (gates.format)"])
+    say = progress_for("format")
+    suites = suites_for(ctx)
+    if not suites:
+        return StageResult("format", Status.SKIPPED, reasons=[f"no suites in {cfg.prompts_dir}/"])
+    outcome = evaluate(ctx.endpoint.base_url, ctx.endpoint.served_name, suites, concurrency=cfg.concurrency,
+                       timeout_s=ctx.release.serving.request_timeout_s, out_dir=ctx.run_dir / "format", say=say,
+                       check_alive=ctx.server.check_alive if ctx.server else None, api_key=ctx.endpoint.api_key)
+    ctx.items[PASS_METRIC] = outcome.items
+    ctx.digests["suites"] = suites_digest(suites)
+    passed = int(sum(outcome.items.values()))
+    reasons = [f"{passed}/{len(outcome.items)} cases passed ({outcome.pass_rate:.1%})"]
+    status = Status.PASSED
+    if outcome.critical_failed:
+        status = Status.FAILED
+        reasons.insert(0, f"critical case(s) failed: {', '.join(outcome.critical_failed)}")
+    failing = [{"key": r["key"], "critical": r["critical"], "output": r["output"][:300],
+                "failures": r["failures"]} for r in outcome.cases if not r["passed"]]
+    metrics = {"pass_rate": outcome.pass_rate, "cases": len(outcome.items), "critical_failed": len(outcome.critical_failed),
+               **{f"pass_rate.{name}": rate for name, rate in outcome.per_suite.items()}}
+    return StageResult("format", status, metrics=metrics, reasons=reasons,
+                       artifacts={"cases.jsonl": str(outcome.cases_file)},
+                       details={"suites_digest": ctx.digests["suites"], "per_suite": outcome.per_suite,
+                                "failing_cases": failing})

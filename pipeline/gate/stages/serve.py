@@ -1,0 +1,68 @@
+"""Stage 2: serve the candidate on staging (one vLLM boot shared by every later stage) and smoke-probe it.
+
+In `external` mode the endpoint is an already running OpenAI-compatible server (a staging deployment);
+nothing is spawned and the probe checks that it serves the expected model name.
+"""
+
+from __future__ import annotations
+
+from pipeline.gate.context import GateContext
+from pipeline.serving.vllm_server import Endpoint, VllmServer
+from pipeline.serving.probe import probe
+from pipeline.util.progress import progress_for
+from pipeline.gate.result import Status, StageResult
+
+
+def external_api_key(serving) -> str | None:
+    """An external endpoint keeps its own key: the value of serving.api_key_env (checked by the gate's input
+    check), registered as a secret; None when the endpoint needs none."""
+    import os
+
+    from pipeline.util.secrets import register_secret_value
+
+    if not serving.api_key_env:
+        return None
+    key = os.environ.get(serving.api_key_env) or None
+    register_secret_value(key)
+    return key
+
+
+def run(ctx: GateContext) -> StageResult:
+    release = ctx.release
+    say = progress_for("serve")
+    served_name = release.served_name(release.candidate)
+    serving = release.serving
+    if serving.mode == "external":
+        endpoint = Endpoint(base_url=serving.external_url.rstrip("/").removesuffix("/v1"),
+                            served_name=served_name, log_file=None, pid=None, api_key=external_api_key(serving))
+    else:
+        server = VllmServer(ctx.model_dir.path, served_name, serving, ctx.run_dir / "server.log",
+                            enforce_eager=ctx.enforce_eager, progress=say, api_key=ctx.api_key)
+        # registered before start so an interrupt during start-up still tears it down
+        ctx.cleanup.callback(server.stop)
+        ctx.server = server
+        endpoint = server.start()
+    ctx.endpoint = endpoint
+    say(f"smoke probe: chat + streamed completion on {served_name}")
+    try:
+        result = probe(endpoint.base_url, served_name, serving.probe.prompt, serving.probe.max_tokens,
+                       timeout_s=serving.request_timeout_s, api_key=endpoint.api_key)
+    except Exception:
+        if ctx.server is not None:
+            ctx.server.check_alive()  # a dead server is the better explanation
+        raise
+    say(f"probe answered in {result.chat_latency_s:.2f}s; streamed TTFT {result.stream_ttft_s * 1000:.0f} ms")
+    artifacts = {"server.log": str(endpoint.log_file)} if endpoint.log_file else {}
+    return StageResult(
+        name="serve", status=Status.PASSED,
+        metrics={"probe_chat_latency_s": result.chat_latency_s, "probe_ttft_s": result.stream_ttft_s,
+                 "probe_stream_total_s": result.stream_total_s},
+        reasons=[f"{served_name} answered a chat and a streamed completion"],
+        artifacts=artifacts,
+        details={"served_name": served_name, "base_url": endpoint.base_url, "mode": serving.mode,
+                 "pid": endpoint.pid, "served_models": result.served_models,
+                 "probe": {"prompt": serving.probe.prompt, "chat_text": result.chat_text,
+                           "finish_reason": result.chat_finish_reason, "stream_text": result.stream_text,
+                           "stream_chunks": result.stream_chunks}},
+    )
+

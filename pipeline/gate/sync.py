@@ -1,0 +1,118 @@
+"""`modelgate sync`: record the gate reports that were kept locally because MLflow could not take them.
+
+A gate saves report.json (with items.json and its stage files) in its run directory before it touches
+MLflow; when the tracking server is unreachable at the end of the gate, or goes away while the gate records,
+the gate exits 3 and the report stays there with `tracking.model_version` unset. `sync` records such a report
+exactly like the gate would have (`gate.record`: one run, one model version, the `candidate` alias):
+
+- already recorded (its run and its model version exist): nothing is written, the report says so;
+- half recorded (the run exists, its model version does not): the same run is completed, no second run;
+- not recorded: a run is created, unless one tagged with the report's gate_id already exists.
+
+Interrupted gates are never recorded (by design), so sync skips them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.report import document as reports
+from pipeline.errors import BadInput, InfraError
+from pipeline.integrations import registry, tracking
+
+REPORT_FILE = reports.REPORT_FILE
+
+
+@dataclass(frozen=True)
+class Synced:
+    run_dir: Path
+    gate_id: str
+    status: str  # recorded | already recorded | skipped
+    run_id: str | None = None
+    model_version: str | None = None
+    note: str = ""
+
+    def line(self) -> str:
+        where = f" (run {self.run_id}, model version {self.model_version})" if self.run_id else ""
+        return f"{self.gate_id}: {self.status}{where}{': ' + self.note if self.note else ''}"
+
+
+def load_report(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / REPORT_FILE
+    if not path.is_file():
+        raise BadInput("no gate report here (report.json missing)", file=str(run_dir))
+    try:
+        data = reports.load(path)
+    except (ValueError, InfraError) as exc:
+        raise BadInput(f"not a gate report: {' '.join(str(exc).split())[:200]}", file=str(path)) from exc
+    missing = [k for k in ("gate_id", "model_name", "candidate", "stages", "tracking", "verdict") if k not in data]
+    if missing:
+        raise BadInput(f"not a gate report: {', '.join(missing)} missing", file=str(path), path=missing[0])
+    return data
+
+
+def tracking_uri(report: dict[str, Any], override: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the store the gate tried (credentials are never stored
+    in a report: a server that needs them needs the environment variable)."""
+    return override or os.environ.get("MLFLOW_TRACKING_URI") or report["tracking"]["uri"]
+
+
+def recorded(report: dict[str, Any], uri: str) -> bool:
+    """True when the report's run and its model version both exist in the store at `uri`."""
+    info = report["tracking"]
+    if not info.get("run_id") or not info.get("model_version"):
+        return False
+    store = registry.Registry(uri)
+    run = store.run(info["run_id"])
+    if run is None or run.info.lifecycle_stage != "active":
+        return False
+    version = store.version(report["model_name"], str(info["model_version"]))
+    return version is not None and version.run_id == info["run_id"]
+
+
+def sync_run_dir(run_dir: Path, *, uri_override: str | None = None,
+                 progress: Callable[[str], None] = print) -> Synced:
+    from pipeline.gate.run import record
+
+    run_dir = Path(run_dir).resolve()
+    report = load_report(run_dir)
+    gate_id = report["gate_id"]
+    if report["verdict"] == "interrupted":
+        return Synced(run_dir, gate_id, "skipped", note="an interrupted gate is not recorded")
+    if not (run_dir / registry.ITEMS_ARTIFACT).is_file():
+        raise BadInput(f"{registry.ITEMS_ARTIFACT} is missing: the per-item results cannot be recorded",
+                       file=str(run_dir))
+    uri = tracking_uri(report, uri_override)
+    tracking.preflight(uri)
+    if recorded(report, uri):
+        info = report["tracking"]
+        if info.get("error"):  # only the last step failed: the MLflow copy of the report is the stale one
+            from pipeline.gate.run import save_report
+
+            info.pop("error")
+            save_report(report, run_dir)
+            tracking.upload(uri, info["run_id"], run_dir / REPORT_FILE)
+            tracking.upload(uri, info["run_id"], run_dir / "report.md")
+            return Synced(run_dir, gate_id, "recorded", info["run_id"], str(info["model_version"]),
+                          note="the report in MLflow was brought up to date")
+        return Synced(run_dir, gate_id, "already recorded", info["run_id"], str(info["model_version"]))
+    progress(f"recording gate {gate_id} from {run_dir} in {tracking.display_uri(uri)}")
+    if tracking.display_uri(uri) != report["tracking"].get("uri"):
+        report["tracking"]["uri"] = tracking.display_uri(uri)
+    record(report, run_dir, uri)
+    return Synced(run_dir, gate_id, "recorded", report["tracking"]["run_id"], report["tracking"]["model_version"])
+
+
+def kept_run_dirs(root: Path) -> list[Path]:
+    """Every run directory under `root`/runs holding a report.json, oldest gate first."""
+    runs = Path(root) / "runs"
+    return sorted(p.parent for p in runs.glob(f"*/{REPORT_FILE}")) if runs.is_dir() else []
+
+
+def sync_all(run_dirs: list[Path], *, uri_override: str | None = None,
+             progress: Callable[[str], None] = print) -> list[Synced]:
+    """Sync each; an unreachable store stops at the first failure (the others would fail the same way)."""
+    return [sync_run_dir(run_dir, uri_override=uri_override, progress=progress) for run_dir in run_dirs]

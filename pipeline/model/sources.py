@@ -1,0 +1,142 @@
+"""Where model files come from: a git repository at a commit, or the Hugging Face Hub at a commit.
+
+Each source downloads one pin into an empty directory and nothing else; verification is `fetch.py`'s job.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+from pipeline.config.release import Pin
+from pipeline.errors import InfraError, PinError
+
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
+
+
+def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "0"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def _local_repo(location: str) -> str | None:
+    """The git dir of a repository given as a path on this filesystem, else None (URLs, file:// included,
+    go through `git fetch`)."""
+    path = location
+    if "://" in path or not Path(path).is_dir():
+        return None
+    out = _git("-C", path, "rev-parse", "--absolute-git-dir")
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _archive_local(gitdir: str, pin: Pin, dest: Path, progress, *, file: str) -> None:
+    """A repository on this filesystem: stream the commit's tree out with `git archive` (no pack built)."""
+    if _git("--git-dir", gitdir, "cat-file", "-e", f"{pin.revision}^{{commit}}").returncode:
+        raise PinError(f"commit {pin.revision} does not exist in {gitdir!r}", file=file, path="candidate.revision")
+    progress(f"git archive {gitdir} {pin.revision}")
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.Popen(["git", "--git-dir", gitdir, "archive", "--format=tar", pin.revision],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, capture_output=True)
+    archive.stdout.close()
+    err = archive.stderr.read().decode(errors="replace")
+    if archive.wait() or untar.returncode:
+        raise InfraError(f"git archive of {pin.revision} failed: {_last_line(err or untar.stderr.decode())}")
+
+
+def download_git(location: str, pin: Pin, dest: Path, progress: Callable[[str], None], *, file: str) -> None:
+    """Fetch exactly `pin.revision` from `location` and check its tree out into `dest` (without .git)."""
+    local = _local_repo(location)
+    if local:
+        _archive_local(local, pin, dest, progress, file=file)
+        _refuse_lfs_pointers(dest)
+        return
+    gitdir = dest.parent / (dest.name + ".git")
+    shutil.rmtree(gitdir, ignore_errors=True)
+    init = _git("init", "--quiet", "--bare", str(gitdir))
+    if init.returncode:
+        raise InfraError(f"git init failed: {init.stderr.strip()}")
+    try:
+        progress(f"git fetch {location} {pin.revision}")
+        got = _git("--git-dir", str(gitdir), "fetch", "--quiet", "--depth", "1", location, pin.revision)
+        if got.returncode:
+            # some servers refuse a fetch by sha; fall back to every ref, then look for the commit
+            got = _git("--git-dir", str(gitdir), "fetch", "--quiet", location, "+refs/*:refs/remotes/origin/*")
+            if got.returncode:
+                raise PinError(f"cannot fetch from git repository {location!r}: {_last_line(got.stderr)}",
+                               file=file, path="candidate.repo")
+        exists = _git("--git-dir", str(gitdir), "cat-file", "-e", f"{pin.revision}^{{commit}}")
+        if exists.returncode:
+            raise PinError(f"commit {pin.revision} does not exist in {location!r}", file=file,
+                           path="candidate.revision")
+        dest.mkdir(parents=True, exist_ok=True)
+        out = _git("--git-dir", str(gitdir), "--work-tree", str(dest), "checkout", "--quiet", "--force",
+                   pin.revision, "--", ".")
+        if out.returncode:
+            raise InfraError(f"git checkout of {pin.revision} failed: {_last_line(out.stderr)}")
+    finally:
+        shutil.rmtree(gitdir, ignore_errors=True)
+    _refuse_lfs_pointers(dest)
+
+
+def _refuse_lfs_pointers(dest: Path) -> None:
+    for path in dest.rglob("*"):
+        if path.is_file() and path.stat().st_size < 1024:
+            with path.open("rb") as fh:
+                if fh.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX:
+                    raise InfraError(f"{path.relative_to(dest)} is a Git LFS pointer, not the file: "
+                                     "install git-lfs (`git lfs install`) on this runner")
+
+
+def download_huggingface(pin: Pin, dest: Path, progress: Callable[[str], None], *, file: str) -> None:
+    """snapshot_download at the exact commit (honours HF_HUB_OFFLINE / HF_HUB_CACHE), then copy into dest."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, \
+        RevisionNotFoundError
+
+    progress(f"huggingface snapshot_download {pin.repo}@{pin.revision}")
+    try:
+        # read the environment now: huggingface_hub reads it once, at import time
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+        snapshot = Path(snapshot_download(repo_id=pin.repo, revision=pin.revision,
+                                          cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+                                          local_files_only=offline, token=os.environ.get("HF_TOKEN") or None))
+    except RevisionNotFoundError as exc:
+        raise PinError(f"revision {pin.revision} not found in {pin.repo!r}", file=file,
+                       path="candidate.revision") from exc
+    except RepositoryNotFoundError as exc:
+        raise PinError(f"repository {pin.repo!r} not found (or no access)", file=file,
+                       path="candidate.repo") from exc
+    except LocalEntryNotFoundError as exc:
+        raise InfraError(f"{pin.repo}@{pin.revision} is not in the local HF cache and the hub "
+                         f"cannot be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!s})") from exc
+    except HfHubHTTPError as exc:
+        raise InfraError(f"Hugging Face Hub error for {pin.repo}: {_last_line(str(exc))}") from exc
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in sorted(snapshot.rglob("*")):
+        if src.is_dir() or ".cache" in src.relative_to(snapshot).parts:
+            continue
+        target = dest / src.relative_to(snapshot)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        real = src.resolve()
+        try:
+            os.link(real, target)  # same filesystem: no copy of the weights
+        except OSError:
+            shutil.copyfile(real, target)
+
+
+def download(location: str, pin: Pin, dest: Path, progress: Callable[[str], None], *, file: str) -> None:
+    if pin.source == "git":
+        download_git(location, pin, dest, progress, file=file)
+    else:
+        download_huggingface(pin, dest, progress, file=file)
+
+
+def _last_line(text: str) -> str:
+    """git's reason: its (last) `fatal:` line, else its last line ("...and the repository exists." says nothing)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
+    return (fatal or lines or ["(no output)"])[-1]

@@ -1,0 +1,53 @@
+"""`modelgate approve`: a release manager's recorded approval of one gated model version.
+
+Only listed release managers; never the author of the change (recorded at gate time); only a version
+whose gate passed or was inconclusive; a reason is required. Recorded as an audit run and as a version
+tag `modelgate.approval.<actor>`. Approving twice is a no-op that says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pipeline.releasing.audit import APPROVE, COMPLETED, AuditLog
+from pipeline.config.release import Release
+from pipeline.errors import BadInput, Refused
+from pipeline.integrations.registry import Registry
+from pipeline.integrations.tracking import param_key
+from pipeline.releasing.policy import check_untampered, require_manager, resolve_version
+
+
+@dataclass(frozen=True)
+class Approval:
+    version: str
+    actor: str
+    at: str
+    reason: str
+    audit_run_id: str
+    new: bool
+
+
+def approve(release: Release, uri: str, version_ref: str, actor: str | None, reason: str | None) -> Approval:
+    actor = require_manager(release, actor, "approve")
+    if not reason or not reason.strip():
+        raise BadInput("an approval needs a reason (what you checked)", path="--reason")
+    reg = Registry(uri)
+    mv = resolve_version(reg, release, version_ref)
+    author = mv.tags.get("modelgate.author", "unknown")
+    if actor.casefold() == author.casefold():
+        raise Refused(f"{actor} authored {release.model_name} v{mv.version}: a change needs a release manager "
+                      "other than its author to approve it")
+    if mv.verdict not in ("passed", "inconclusive"):
+        raise Refused(f"{release.model_name} v{mv.version}: its gate verdict is {mv.verdict!r}; there is "
+                      "nothing to approve")
+    check_untampered(reg, mv)
+    audit = AuditLog(uri, release.audit_experiment, release.root / "mlflow" / "artifacts")
+    for ev in audit.approvals(release.model_name, mv.version):
+        if ev.actor.casefold() == actor.casefold():
+            return Approval(mv.version, ev.actor, ev.at, ev.reason, ev.run_id, new=False)
+    ev = audit.open(APPROVE, release.model_name, mv.version, actor, state=COMPLETED, reason=reason.strip(),
+                    revision=mv.revision, gate_run_id=mv.run_id, author=author)
+    reg.set_version_tag(release.model_name, mv.version, param_key(f"modelgate.approval.{actor}"),
+                        json.dumps({"at": ev.at, "reason": ev.reason, "audit_run_id": ev.run_id}))
+    return Approval(mv.version, actor, ev.at, ev.reason, ev.run_id, new=True)

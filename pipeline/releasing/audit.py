@@ -1,0 +1,175 @@
+"""The audit trail: every approval, promotion and rollback is a run in MLflow's audit experiment.
+
+MLflow keeps no history of alias moves, so modelgate records each one itself. One release operation
+(promote or rollback) is one audit run: created `in-progress` when it claims the model (see claim.py),
+its steps added as they finish, `completed` at the end. An approval is one finished run. Tags carry the
+facts (`modelgate.event`, `.version`, `.from_version`, `.actor`, `.reason`, ...); `history` reads them back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import InfraError
+from pipeline.integrations.tracking import display_uri
+
+APPROVE, PROMOTE, ROLLBACK = "approve", "promote", "rollback"
+IN_PROGRESS, COMPLETED, LOST = "in-progress", "completed", "lost"
+T = "modelgate."
+
+
+def where_from() -> str:
+    """Where an audit event was made: the GitHub Actions run, else the local user and host."""
+    import getpass
+    import os
+    import socket
+
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
+        return (f"github-actions {server}/{os.environ.get('GITHUB_REPOSITORY', '?')}/actions/runs/"
+                f"{os.environ.get('GITHUB_RUN_ID', '?')} (triggered by {os.environ.get('GITHUB_ACTOR', '?')})")
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "?"
+    return f"local {user}@{socket.gethostname()}"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class AuditEvent:
+    run_id: str
+    event: str
+    model_name: str
+    version: str
+    actor: str
+    at: str
+    start_ms: int
+    reason: str = ""
+    state: str = COMPLETED
+    from_version: str = ""
+    steps: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_run(cls, run) -> "AuditEvent":
+        tags = dict(run.data.tags)
+        return cls(run_id=run.info.run_id, event=tags.get(T + "event", "?"), model_name=tags.get(T + "model_name", ""),
+                   version=tags.get(T + "version", ""), actor=tags.get(T + "actor", ""), at=tags.get(T + "at", ""),
+                   start_ms=int(run.info.start_time or 0), reason=tags.get(T + "reason", ""),
+                   state=tags.get(T + "state", COMPLETED), from_version=tags.get(T + "from_version", ""),
+                   steps=tuple(s for s in tags.get(T + "steps", "").split(",") if s), tags=tags)
+
+
+class AuditLog:
+    """Reads and writes audit runs. MLflow errors become InfraError (exit 3) at this boundary."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root=None):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.experiment = experiment
+        self.client = MlflowClient(tracking_uri=uri)
+        self.artifact_root = artifact_root
+        self._exp_id: str | None = None
+
+    def _guard(self, what: str, fn, *args, **kwargs):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            import requests
+
+            errors: tuple[type[BaseException], ...] = (MlflowException, requests.RequestException, OSError)
+        except ImportError:  # pragma: no cover
+            errors = (MlflowException, OSError)
+        try:
+            return fn(*args, **kwargs)
+        except errors as exc:
+            raise InfraError(f"MLflow at {display_uri(self.uri)}: {what} failed: "
+                             f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from exc
+
+    def experiment_id(self, create: bool = True) -> str | None:
+        if self._exp_id is None:
+            exp = self._guard("reading the audit experiment", self.client.get_experiment_by_name, self.experiment)
+            if exp is not None:
+                self._exp_id = exp.experiment_id
+            elif create:
+                location = self.artifact_root.resolve().as_uri() if self.artifact_root and \
+                    self.uri.startswith("sqlite:") else None
+                self._exp_id = self._guard("creating the audit experiment", self.client.create_experiment,
+                                           self.experiment, artifact_location=location)
+        return self._exp_id
+
+    def open(self, event: str, model_name: str, version: str, actor: str, *, state: str = IN_PROGRESS,
+             reason: str = "", **extra: str) -> AuditEvent:
+        """Create an audit run; `state` completed finishes it at once (approvals)."""
+        tags = {T + "kind": "audit", T + "event": event, T + "model_name": model_name, T + "version": str(version),
+                T + "actor": actor, T + "at": now_iso(), T + "reason": reason, T + "state": state,
+                T + "via": where_from(),
+                **{T + k: str(v) for k, v in extra.items() if v is not None}}
+        run = self._guard("recording an audit event", self.client.create_run, self.experiment_id(),
+                          run_name=f"{event} {model_name} v{version} by {actor}", tags=tags)
+        if state != IN_PROGRESS:
+            self._guard("finishing an audit event", self.client.set_terminated, run.info.run_id, "FINISHED")
+        return AuditEvent.from_run(self._guard("reading an audit event", self.client.get_run, run.info.run_id))
+
+    def set(self, ev: AuditEvent, **values: str) -> None:
+        for key, value in values.items():
+            self._guard(f"updating audit run {ev.run_id}", self.client.set_tag, ev.run_id, T + key, str(value))
+            ev.tags[T + key] = str(value)
+
+    def step_done(self, ev: AuditEvent, step: str) -> None:
+        if step not in ev.steps:
+            ev.steps = (*ev.steps, step)
+            self.set(ev, steps=",".join(ev.steps))
+
+    def finish(self, ev: AuditEvent, state: str) -> None:
+        self.set(ev, state=state, finished_at=now_iso())
+        ev.state = state
+        self._guard("finishing an audit event", self.client.set_terminated, ev.run_id,
+                    "FINISHED" if state == COMPLETED else "KILLED")
+
+    def events(self, model_name: str, *, event: str | None = None, version: str | None = None,
+               state: str | None = None) -> list[AuditEvent]:
+        """Matching events, oldest first."""
+        exp_id = self.experiment_id(create=False)
+        if exp_id is None:
+            return []
+        clauses = [f"tags.`{T}model_name` = '{model_name}'", f"tags.`{T}kind` = 'audit'"]
+        if event:
+            clauses.append(f"tags.`{T}event` = '{event}'")
+        if version is not None:
+            clauses.append(f"tags.`{T}version` = '{version}'")
+        if state:
+            clauses.append(f"tags.`{T}state` = '{state}'")
+        runs, token = [], None
+        while True:
+            page = self._guard("searching the audit trail", self.client.search_runs, [exp_id],
+                               filter_string=" and ".join(clauses), max_results=1000, page_token=token,
+                               order_by=["attributes.start_time ASC"])
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+        out = [AuditEvent.from_run(r) for r in runs]
+        return sorted(out, key=lambda e: (e.start_ms, e.run_id))
+
+    def get(self, run_id: str) -> AuditEvent:
+        return AuditEvent.from_run(self._guard("reading an audit event", self.client.get_run, run_id))
+
+    def approvals(self, model_name: str, version: str) -> list[AuditEvent]:
+        return self.events(model_name, event=APPROVE, version=version)
+
+
+def as_dict(ev: AuditEvent) -> dict[str, Any]:
+    return {"event": ev.event, "model": ev.model_name, "version": ev.version, "actor": ev.actor, "at": ev.at,
+            "reason": ev.reason, "state": ev.state, "from_version": ev.from_version or None,
+            "steps": list(ev.steps), "audit_run_id": ev.run_id,
+            **{k.removeprefix(T): v for k, v in ev.tags.items()
+               if k.startswith(T) and k.removeprefix(T) in ("promotion_id", "revision", "git_tag", "deployment_url",
+                                                             "override_reason", "gate_run_id", "resumed_by", "via")}}

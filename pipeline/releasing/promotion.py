@@ -1,0 +1,240 @@
+"""Promotion and rollback: move the `production` alias, write the version tag, tell GitHub, record it all.
+
+A release operation runs in three steps after its checks (policy.py) and its claim (claim.py):
+
+    aliases   `previous` -> the old production, `production` -> the new version (MLflow registry)
+    tag       annotated git tag `<model>/v<N>` with revision, digests, gate run and approvers
+    github    a GitHub deployment of that commit with a success status (when promotion.github is set)
+
+Each finished step is recorded on the operation's audit run, so an interrupted operation resumes where it
+stopped (`modelgate promote --version N` again) and never repeats a step's effect: aliases are set, not
+toggled; an existing tag with the same revision is kept; the deployment is found by its promotion id.
+Until the last step is done the audit run stays `in-progress`: `resolve` and `history` say so, and no
+other promotion or rollback of the model can start, so alias and tag never disagree silently.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pipeline.releasing import claim
+from pipeline.releasing.audit import COMPLETED, PROMOTE, ROLLBACK, AuditEvent, AuditLog, now_iso
+from pipeline.config.release import Release
+from pipeline.errors import BadInput, Conflict, Refused
+from pipeline.releasing.gittag import ensure_tag, repo_root, tag_name
+from pipeline.integrations.registry import PREVIOUS, PRODUCTION, ModelVersion, Registry
+from pipeline.releasing.policy import (
+    check_approvals,
+    check_gate_passed,
+    check_not_stale,
+    check_untampered,
+    require_manager,
+    resolve_version,
+)
+
+STEPS = ("aliases", "tag", "github")
+
+
+@dataclass
+class Outcome:
+    action: str  # promote | rollback
+    model_name: str
+    version: str
+    from_version: str | None
+    actor: str
+    audit_run_id: str | None
+    steps: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    resumed: bool = False
+    noop: bool = False
+
+
+def _github_configured(release: Release) -> bool:
+    gh = release.promotion.github
+    if gh is None:
+        return False
+    if not os.environ.get("GITHUB_TOKEN"):
+        raise BadInput("promotion.github is configured but GITHUB_TOKEN is not set", file=str(release.path),
+                       path="promotion.github")
+    return True
+
+
+class Operation:
+    """One promote or rollback, resumable: holds what the steps need, all of it recorded on the audit run."""
+
+    def __init__(self, release: Release, reg: Registry, audit: AuditLog, ev: AuditEvent, target: ModelVersion,
+                 say: Callable[[str], None]):
+        self.release, self.reg, self.audit, self.ev, self.target, self.say = release, reg, audit, ev, target, say
+        self.model = release.model_name
+        self.notes: list[str] = []
+
+    def run(self) -> None:
+        for step in STEPS:
+            if step in self.ev.steps:
+                self.say(f"{step}: already done (resuming)")
+                continue
+            getattr(self, f"step_{step}")()
+            self.audit.step_done(self.ev, step)
+        self.audit.finish(self.ev, COMPLETED)
+
+    def step_aliases(self) -> None:
+        v = self.target.version
+        if self.ev.event == PROMOTE:
+            previous = self.ev.from_version
+        else:
+            previous = self.ev.tags.get("modelgate.previous_after", "")
+        if previous and previous != v:
+            self.reg.set_alias(self.model, PREVIOUS, previous)
+        else:
+            self.reg.delete_alias(self.model, PREVIOUS)
+        self.reg.set_alias(self.model, PRODUCTION, v)
+        stamp = now_iso()
+        key = "modelgate.promoted_at" if self.ev.event == PROMOTE else "modelgate.rolled_back_to_at"
+        self.reg.set_version_tag(self.model, v, key, stamp)
+        if self.ev.event == ROLLBACK and self.ev.from_version:
+            self.reg.set_version_tag(self.model, self.ev.from_version, "modelgate.rolled_back_at", stamp)
+        self.say(f"aliases: {PRODUCTION} -> v{v}, {PREVIOUS} -> {'v' + previous if previous and previous != v else 'none'}")
+
+    def step_tag(self) -> None:
+        t = self.target
+        name = tag_name(self.release.promotion.tag_format, self.model, t.version, str(self.release.path))
+        run = self.reg.run(t.run_id) if t.run_id else None
+        params = run.data.params if run else {}
+        fields = {"model": self.model, "version": t.version, "revision": t.revision, "source": t.source,
+                  "gate_run_id": t.run_id or "", "verdict": t.verdict,
+                  "approved_by": self.ev.tags.get("modelgate.approvers", "") or "-",
+                  f"{self.ev.event}d_by": f"{self.ev.actor} at {self.ev.at}",
+                  "promotion_id": self.ev.tags.get("modelgate.promotion_id", ""),
+                  **{f"sha256 {k}": v for k, v in sorted(_files(t).items())}}
+        status = ensure_tag(repo_root(self.release.root), name, fields, actor=self.ev.actor,
+                            target=params.get("repo_commit") or None, remote=self.release.promotion.git_remote)
+        self.audit.set(self.ev, git_tag=name)
+        self.say(f"tag: {name} {status}" + (f", pushed to {self.release.promotion.git_remote}"
+                                             if self.release.promotion.git_remote else ""))
+
+    def step_github(self) -> None:
+        gh = self.release.promotion.github
+        if gh is None or not os.environ.get("GITHUB_TOKEN"):
+            self.say("github: not configured (promotion.github), no deployment created")
+            return
+        from pipeline.integrations import github
+
+        t = self.target
+        run = self.reg.run(t.run_id) if t.run_id else None
+        ref = (run.data.params.get("repo_commit") if run else None) or self.ev.tags.get("modelgate.git_tag")
+        client = github.client(gh.repository, gh.api_url)
+        payload = {"promotion_id": self.ev.tags.get("modelgate.promotion_id", self.ev.run_id), "model": self.model,
+                   "version": t.version, "revision": t.revision, "action": self.ev.event}
+        dep = client.ensure_deployment(ref, gh.environment, payload,
+                                       f"{self.ev.event} {self.model} v{t.version} ({t.revision[:12]})")
+        client.deployment_status(dep, "success", f"{self.model} v{t.version} is production",
+                                 environment_url=gh.environment_url)
+        url = getattr(dep, "url", "") or getattr(dep, "html_url", "") or str(getattr(dep, "id", ""))
+        self.audit.set(self.ev, deployment_url=url)
+        self.say(f"github: deployment {getattr(dep, 'id', '?')} to {gh.environment} ({gh.repository})")
+
+
+def _no_other_operation(audit: AuditLog, model: str, event: str) -> AuditEvent | None:
+    """An interrupted operation of another kind blocks this one (Conflict); one of the same kind is returned."""
+    pending = claim.in_progress(audit, model)
+    if pending and pending[0].event != event:
+        raise Conflict(claim.resume_hint(pending[0]))
+    return pending[0] if pending else None
+
+
+def _files(mv: ModelVersion) -> dict[str, str]:
+    import json
+
+    try:
+        return json.loads(mv.tags.get("modelgate.files", "{}"))
+    except ValueError:
+        return {}
+
+
+def _audit(release: Release, uri: str) -> AuditLog:
+    return AuditLog(uri, release.audit_experiment, release.root / "mlflow" / "artifacts")
+
+
+def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, override_reason: str | None = None,
+            say: Callable[[str], None] = print, settle_s: float = 1.0) -> Outcome:
+    actor = require_manager(release, actor, "promote")
+    github_on = _github_configured(release)
+    repo_root(release.root)  # the version tag needs the team's git repository: fail before any change
+    reg, audit = Registry(uri), _audit(release, uri)
+    _no_other_operation(audit, release.model_name, PROMOTE)
+    mv = resolve_version(reg, release, version_ref)
+    production = reg.by_alias(release.model_name, PRODUCTION)
+    resumable = claim.find_resumable(audit, release.model_name, PROMOTE, mv.version)
+    check_untampered(reg, mv)
+    if resumable is None:
+        if production and production.version == mv.version:
+            return Outcome(PROMOTE, release.model_name, mv.version, None, actor, None, noop=True,
+                           notes=[f"v{mv.version} is already production; nothing to do"])
+        override = check_gate_passed(mv, override_reason)
+        approvers = check_approvals(release, audit, mv)
+        check_not_stale(mv, production)
+        ev = audit.open(PROMOTE, release.model_name, mv.version, actor,
+                        from_version=production.version if production else "", promotion_id=uuid.uuid4().hex,
+                        revision=mv.revision, gate_run_id=mv.run_id, approvers=",".join(approvers),
+                        override_reason=override, github="on" if github_on else "off")
+        claim.acquire(audit, ev, settle_s)
+        say(f"promoting {release.model_name} v{mv.version} ({mv.revision[:12]}) over "
+            f"{'v' + production.version if production else 'no production version'}; approved by {', '.join(approvers) or '-'}")
+    else:
+        ev = resumable
+        audit.set(ev, resumed_by=actor)
+        say(f"resuming the interrupted promotion of v{mv.version} (audit run {ev.run_id}; done: "
+            f"{', '.join(ev.steps) or 'nothing'})")
+    Operation(release, reg, audit, ev, mv, say).run()
+    return Outcome(PROMOTE, release.model_name, mv.version, ev.from_version or None, actor, ev.run_id,
+                   steps=list(ev.steps), resumed=resumable is not None)
+
+
+def _previous_before(audit: AuditLog, model: str, version: str) -> str:
+    """What production was before `version` last became production ('' if it never was or nothing was)."""
+    made = [e for e in audit.events(model, state=COMPLETED) if e.event in (PROMOTE, ROLLBACK) and e.version == version]
+    return made[-1].from_version if made else ""
+
+
+def rollback(release: Release, uri: str, to_ref: str | None, actor: str | None, reason: str | None, *,
+             say: Callable[[str], None] = print, settle_s: float = 1.0) -> Outcome:
+    actor = require_manager(release, actor, "roll back")
+    if not reason or not reason.strip():
+        raise BadInput("a rollback needs a reason (what went wrong)", path="--reason")
+    github_on = _github_configured(release)
+    repo_root(release.root)
+    reg, audit = Registry(uri), _audit(release, uri)
+    pending = _no_other_operation(audit, release.model_name, ROLLBACK)
+    # a bare re-run resumes an interrupted rollback: `previous` may already have moved
+    target = resolve_version(reg, release, to_ref or (pending.version if pending else PREVIOUS), "--to")
+    production = reg.by_alias(release.model_name, PRODUCTION)
+    resumable = claim.find_resumable(audit, release.model_name, ROLLBACK, target.version)
+    check_untampered(reg, target)
+    if resumable is None:
+        if production and production.version == target.version:
+            return Outcome(ROLLBACK, release.model_name, target.version, None, actor, None, noop=True,
+                           notes=[f"v{target.version} is already production; nothing to do"])
+        was_production = any(e.version == target.version for e in audit.events(release.model_name, state=COMPLETED)
+                             if e.event in (PROMOTE, ROLLBACK))
+        if target.verdict != "passed" and not was_production:
+            raise Refused(f"{release.model_name} v{target.version}: gate verdict {target.verdict!r} and never "
+                          "production: a rollback target must have passed a gate or have been production")
+        previous_after = _previous_before(audit, release.model_name, target.version)
+        ev = audit.open(ROLLBACK, release.model_name, target.version, actor, reason=reason.strip(),
+                        from_version=production.version if production else "", previous_after=previous_after,
+                        promotion_id=uuid.uuid4().hex, revision=target.revision, gate_run_id=target.run_id,
+                        github="on" if github_on else "off")
+        claim.acquire(audit, ev, settle_s)
+        say(f"rolling back {release.model_name} from "
+            f"{'v' + production.version if production else 'no production version'} to v{target.version} "
+            f"({target.revision[:12]})")
+    else:
+        ev = resumable
+        audit.set(ev, resumed_by=actor)
+        say(f"resuming the interrupted rollback to v{target.version} (audit run {ev.run_id})")
+    Operation(release, reg, audit, ev, target, say).run()
+    return Outcome(ROLLBACK, release.model_name, target.version, ev.from_version or None, actor, ev.run_id,
+                   steps=list(ev.steps), resumed=resumable is not None)

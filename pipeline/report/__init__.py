@@ -1,0 +1,1 @@
+"""The gate report document and its renderings (markdown, HTML)."""

@@ -1,0 +1,114 @@
+"""The gate report as one self-contained HTML page: inline CSS, plots as data: URIs, no script, no external
+request (a Content-Security-Policy says so to the browser). Every value is escaped with html.escape."""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from pipeline.report import views
+from pipeline.report.document import COMPARISON_HEADER, _baseline_line, comparison_rows
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+COLOR = {"passed": "#1a7f37", "rejected": "#cf222e", "inconclusive": "#9a6700", "error": "#6e7781",
+         "interrupted": "#6e7781"}
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
+main{max-width:1100px;margin:0 auto;padding:24px}
+header{color:#fff;padding:18px 24px;border-radius:8px}
+header h1{margin:0 0 4px;font-size:22px} header p{margin:0;opacity:.9}
+section{background:#fff;border:1px solid #d0d7de;border-radius:8px;margin:16px 0;padding:12px 18px}
+h2{font-size:16px;margin:6px 0 10px}
+table{border-collapse:collapse;width:100%;font-size:13px} th,td{border-bottom:1px solid #d8dee4;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.passed,.pass{color:#1a7f37;font-weight:600} .failed,.fail,.rejected{color:#cf222e;font-weight:600}
+.inconclusive{color:#9a6700;font-weight:600} .error,.interrupted,.skipped{color:#6e7781;font-weight:600}
+pre{background:#f6f8fa;border:1px solid #d8dee4;border-radius:6px;padding:8px;white-space:pre-wrap;word-break:break-word;margin:4px 0 12px}
+img.plot{max-width:100%;border:1px solid #d8dee4;border-radius:6px} code{font-size:12px}
+ul{margin:4px 0 8px 18px;padding:0}
+"""
+
+
+def _cell(value: Any, cls: str = "") -> str:
+    text = escape(str(value))
+    return f'<td class="{cls}">{text}</td>' if cls else f"<td>{text}</td>"
+
+
+def _table(header: list[str], rows: list[list[str]], status_col: int | None = None, numeric: set[int] = frozenset()) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for i, value in enumerate(row):
+            cls = escape(str(value)) if i == status_col else ("num" if i in numeric else "")
+            cells.append(_cell(value, cls))
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _section(title: str, inner: str) -> str:
+    return f"<section><h2>{escape(title)}</h2>{inner}</section>"
+
+
+def _img(path: Path | None, alt: str) -> str:
+    if path is None:
+        return f"<p>{escape(alt)}: plot not available where this page was rendered.</p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img class="plot" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def render(report: dict[str, Any], *, report_path: Path | None = None, mlflow_ui: str | None = None,
+           details_url: str | None = None) -> str:
+    verdict = report["verdict"]
+    cand = report["candidate"]
+    src = report.get("source_control") or {}
+    facts = [f"candidate {cand['revision']} from {cand['repo']}", f"served as {report.get('served_name') or '-'}",
+             f"gate {report['gate_id']}", f"{report.get('started_at', '')[:19].replace('T', ' ')} UTC"]
+    if src.get("pr"):
+        facts.append(f"PR #{src['pr']}")
+    parts = [f'<header style="background:{COLOR.get(verdict, "#6e7781")}"><h1>modelgate: '
+             f"{escape(views.headline(report))}</h1><p>{escape(' · '.join(facts))}</p></header>"]
+    if report.get("reasons"):
+        parts.append(_section("Why", "<ul>" + "".join(f"<li>{escape(str(r))}</li>" for r in report["reasons"]) + "</ul>"))
+    parts.append(_section("Stages", _table(["stage", "status", "time", "notes"],
+                                           [[s["name"], s["status"], f"{s['duration_s']:.1f}s", "; ".join(s["reasons"][:4])]
+                                            for s in report["stages"]], status_col=1, numeric={2})))
+    rows = comparison_rows(report)
+    if rows:
+        line = _baseline_line(report)
+        parts.append(_section("Quality against production", (f"<p>{escape(line)}</p>" if line else "") +
+                              _table(COMPARISON_HEADER, rows, status_col=8, numeric={1, 2, 3, 7})))
+    cases, total = views.failing_cases(report)
+    if cases:
+        items = []
+        for case in cases:
+            why = "".join(f"<li><b>{escape(exp)}</b>: {escape(reason)}" + (f" <code>at {escape(str(path))}</code>" if path else "")
+                          + "</li>" for exp, reason, path in case["failures"])
+            crit = ' <span class="fail">critical</span>' if case["critical"] else ""
+            items.append(f"<h3><code>{escape(case['key'])}</code>{crit}</h3><ul>{why}</ul><pre>{escape(case['output'])}</pre>")
+        of = f" of {total}" if total else ""
+        parts.append(_section(f"Failing prompt cases ({len(cases)}{of})", "".join(items)))
+    load = views.load_rows(report)
+    if load:
+        summary = "<ul>" + "".join(f"<li>{escape(s)}</li>" for s in views.load_summary(report)) + "</ul>"
+        parts.append(_section("Load test", _table(views.LOAD_HEADER, load, numeric={1, 4, 5}) + summary +
+                              _img(views.plot_file(report, report_path), "latency versus concurrency")))
+    env = report.get("environment") or {}
+    if env:
+        parts.append(_section("Environment", _table(["component", "version"], [[k, v] for k, v in env.items()])))
+    links = views.mlflow_links(report, mlflow_ui)
+    if details_url:
+        links["workflow run"] = details_url
+    tracking = report.get("tracking") or {}
+    record = f"MLflow run {tracking.get('run_id')} in {tracking.get('experiment', '')}" if tracking.get("run_id") \
+        else "not recorded in MLflow"
+    link_html = " · ".join(f'<a href="{escape(url)}">{escape(name)}</a>' for name, url in links.items()
+                           if url.startswith(("https://", "http://")))
+    parts.append(_section("Record", f"<p>{escape(record)}</p>" + (f"<p>{link_html}</p>" if link_html else "")))
+    title = escape(f"modelgate {verdict}: {report['model_name']} {cand['revision'][:12]}")
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{title}</title>'
+            f"<style>{CSS}</style></head><body><main>{''.join(parts)}</main></body></html>\n")

@@ -1,0 +1,91 @@
+"""The gate report as markdown: the pull-request comment and report.md.
+
+Everything that comes from the model or from files a pull request can change (outputs, reasons, names) is
+untrusted: inline text is escaped so it cannot open markdown, HTML, links, images, @mentions or #references,
+and model output goes in a fenced block whose fence is longer than any backtick run inside it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pipeline.report import views
+from pipeline.report.document import COMPARISON_HEADER, _baseline_line, comparison_rows
+
+ICON = {"passed": "✅", "rejected": "❌", "inconclusive": "⚠️", "error": "🛑", "interrupted": "⏹️"}
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+WJ = "\u2060"  # word joiner: invisible, breaks @mentions, #refs and autolinks
+
+
+def inline(text: Any) -> str:
+    """Untrusted text for a table cell or a line: one line, nothing interpreted."""
+    s = _CONTROL.sub(" ", str(text)).replace("\r", " ").replace("\n", " ")
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    s = s.replace("@", "@" + WJ).replace("://", ":" + WJ + "//").replace("www.", "www" + WJ + ".")
+    return s
+
+
+def code_block(text: str, lang: str = "text") -> str:
+    """Untrusted multi-line text, shown verbatim: the fence outgrows any backtick run in it."""
+    text = _CONTROL.sub(" ", text.replace("\r", ""))
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text}\n{fence}"
+
+
+def _table(header: list[str], rows: list[list[str]], escape: bool = True) -> list[str]:
+    cell = inline if escape else str
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+
+
+def render(report: dict[str, Any], *, mlflow_ui: str | None = None, details_url: str | None = None) -> str:
+    cand = report["candidate"]
+    out = [f"## {ICON.get(report['verdict'], '')} modelgate: {inline(views.headline(report))}", ""]
+    src = report.get("source_control") or {}
+    facts = [f"candidate `{cand['revision']}` from {inline(cand['repo'])}",
+             f"served as {inline(report.get('served_name') or '-')}", f"gate {inline(report['gate_id'])}"]
+    if src.get("pr"):
+        facts.append(f"PR \\#{WJ}{int(src['pr'])}")
+    out += [" · ".join(facts), ""]
+    if report.get("reasons"):
+        out += [f"- {inline(r)}" for r in report["reasons"][:12]] + [""]
+
+    out += ["### Stages", ""]
+    out += _table(["stage", "status", "time", "notes"],
+                  [[s["name"], s["status"], f"{s['duration_s']:.1f}s", "; ".join(s["reasons"][:3])]
+                   for s in report["stages"]])
+    rows = comparison_rows(report)
+    if rows:
+        line = _baseline_line(report)
+        out += ["", "### Quality against production", ""] + ([inline(line), ""] if line else [])
+        out += _table(COMPARISON_HEADER, rows)
+    cases, total = views.failing_cases(report)
+    if cases:
+        of = f" of {total}" if total else ""
+        out += ["", f"### Failing prompt cases ({len(cases)}{of})", ""]
+        for case in cases[:15]:
+            why = "; ".join(f"{exp}: {reason}" + (f" (at {path})" if path else "") for exp, reason, path in case["failures"])
+            crit = " **critical**" if case["critical"] else ""
+            out += [f"**{inline(case['key'])}**{crit}: {inline(why)}", "", code_block(case["output"]), ""]
+        if len(cases) > 15:
+            out.append(f"… and {len(cases) - 15} more in the full report.")
+    load = views.load_rows(report)
+    if load:
+        out += ["", "### Load test", ""] + _table(views.LOAD_HEADER, load)
+        out += [""] + [f"- {inline(line)}" for line in views.load_summary(report)]
+    links = views.mlflow_links(report, mlflow_ui)
+    if details_url:
+        links["full report and plots"] = details_url
+    tracking = report.get("tracking") or {}
+    out += [""]
+    if links:
+        out.append(" · ".join(f"[{name}]({url})" for name, url in links.items()))
+    elif tracking.get("run_id"):
+        out.append(f"MLflow run `{tracking['run_id']}` in experiment {inline(tracking.get('experiment', ''))}")
+    else:
+        out.append("Not recorded in MLflow" + (f": {inline(tracking['error'])}" if tracking.get("error") else "."))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,1 @@
+"""The staging vLLM server process, the smoke probe, the chat client, Prometheus metrics."""

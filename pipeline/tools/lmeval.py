@@ -1,0 +1,430 @@
+"""Run lm-evaluation-harness against an OpenAI-compatible server and parse what it wrote.
+
+lm-eval runs as a subprocess (``python -m lm_eval run --model local-completions ...``) rather than
+through ``lm_eval.simple_evaluate``: the child can be interrupted as one process group (SIGINT, then
+SIGKILL) without leaving threads of its request pool behind, its progress lines are streamed to
+``progress`` while they happen, its global state (logging, seeds, sys.modules of task code) stays
+out of the pipeline process, and the exact command is recorded so anyone can re-run it by hand.
+
+Public API:
+    run_lmeval(base_url, model_name, tokenizer_dir, tasks, include_path, output_dir, ...) -> LmEvalRun
+    evalset_digest(include_path, tasks) -> str
+    parse_output(results_file) -> LmEvalRun      (parse an existing results_<ts>.json + samples)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import BadInput, InfraError, Interrupted
+from pipeline.util.procgroup import stop_group
+
+_TQDM = re.compile(r"(\d+)%\|")
+MAX_RETRIES = 3  # attempts per request (lm-eval's max_retries), each bounded by the per-request timeout
+
+
+@dataclass
+class TaskScores:
+    """Aggregated scores of one task. Metric keys are lm-eval's, minus the ``,none`` filter suffix."""
+
+    task: str
+    n_items: int
+    metrics: dict[str, float]
+    stderr: dict[str, float | None]
+    n_shot: int | None = None
+    version: Any = None
+
+
+@dataclass
+class LmEvalRun:
+    """One lm-eval run: per-task scores, per-item records, and how long it took.
+
+    ``items`` holds one dict per evaluated document:
+    ``{"task", "doc_id", "doc_hash", "item_id", <metric>: value, ...}`` where ``doc_hash`` is the sha256
+    of the document's canonical JSON (sorted keys, no whitespace) and metric values are 0/1 for
+    acc / acc_norm / exact_match. ``(task, doc_hash)`` pairs items across runs for paired tests.
+    """
+
+    tasks: dict[str, TaskScores]
+    items: list[dict[str, Any]]
+    lm_eval_version: str
+    wall_time_s: float
+    eval_time_s: float | None
+    n_items: int
+    items_per_s: float
+    num_concurrent: int
+    limit: int | None
+    command: list[str]
+    results_file: str
+    samples_files: dict[str, str] = field(default_factory=dict)
+    items_file: str = ""
+
+    def scores(self, task: str, metric: str) -> dict[str, float]:
+        """doc_hash -> per-item value of ``metric`` for ``task`` (for paired comparisons)."""
+        return {it["doc_hash"]: float(it[metric]) for it in self.items if it["task"] == task and metric in it}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("items")
+        return d
+
+
+def doc_hash(doc: dict[str, Any]) -> str:
+    """sha256 of a document's canonical JSON."""
+    canon = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------- evalset discovery and digest
+
+
+class _TagLoader(yaml.SafeLoader):
+    """SafeLoader that keeps ``!function mod.fn`` as a plain string instead of importing it."""
+
+
+_TagLoader.add_constructor("!function", lambda loader, node: _FunctionRef(loader.construct_scalar(node)))
+
+
+class _FunctionRef(str):
+    pass
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_TagLoader)  # noqa: S506 (SafeLoader subclass)
+    except FileNotFoundError:
+        raise BadInput("file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read: {exc}", file=str(path)) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise BadInput(f"{where}invalid YAML: {problem}", file=str(path)) from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _required(path: Path, yaml_file: Path, where: str) -> Path:
+    """`path`, referenced by `yaml_file` at `where`; BadInput naming the YAML and the key when it is missing."""
+    if not path.is_file():
+        raise BadInput(f"references {path.name!r}, which does not exist (looked for {path})", file=str(yaml_file),
+                       path=where)
+    return path
+
+
+def _task_files(yaml_path: Path, seen: set[Path]) -> list[Path]:
+    """The YAML, its ``include``s, its data files and any ``!function`` modules, resolved next to it."""
+    yaml_path = yaml_path.resolve()
+    if yaml_path in seen:
+        return []
+    seen.add(yaml_path)
+    files, cfg, here = [yaml_path], _load_yaml(yaml_path), yaml_path.parent
+    includes = cfg.get("include") or []
+    for inc in [includes] if isinstance(includes, str) else includes:
+        _required((here / inc).resolve(), yaml_path, "include")
+        files += _task_files(here / inc, seen)
+    data_files = (cfg.get("dataset_kwargs") or {}).get("data_files") or {}
+    named = data_files.items() if isinstance(data_files, dict) else [(None, data_files)]
+    for split, name in named:
+        where = "dataset_kwargs.data_files" + (f".{split}" if split is not None else "")
+        for n in [name] if isinstance(name, str) else name:
+            files.append(_required((here / n).resolve(), yaml_path, where))
+    for key, value in cfg.items():
+        if isinstance(value, _FunctionRef):
+            module = (here / (value.rpartition(".")[0].replace(".", "/") + ".py")).resolve()
+            files.append(_required(module, yaml_path, key))
+    return files
+
+
+# per-item metrics lm-eval computes when a task has no metric_list, by output_type
+DEFAULT_METRICS = {"multiple_choice": ("acc", "acc_norm"), "generate_until": ("exact_match",),
+                   "loglikelihood": ("perplexity", "acc"),
+                   "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte")}
+
+
+def task_metrics(include_path: Path, task: str) -> set[str] | None:
+    """The metric names `task` computes (its metric_list, through includes), None when they cannot be known."""
+    for yaml_path in resolve_task_yamls(include_path, [task]):
+        merged: dict[str, Any] = {}
+        chain, seen = [yaml_path.resolve()], set()
+        while chain:  # the task's own keys win over its includes'
+            path = chain.pop(0)
+            if path in seen or not path.is_file():
+                continue
+            seen.add(path)
+            cfg = _load_yaml(path)
+            for key, value in cfg.items():
+                merged.setdefault(key, value)
+            includes = cfg.get("include") or []
+            chain += [(path.parent / inc).resolve() for inc in ([includes] if isinstance(includes, str) else includes)]
+        if merged.get("task") != task:
+            return None  # a tag (group of tasks): its members' metrics are checked when they are named
+        metric_list = merged.get("metric_list")
+        if isinstance(metric_list, list):
+            return {m["metric"] for m in metric_list if isinstance(m, dict) and isinstance(m.get("metric"), str)}
+        defaults = DEFAULT_METRICS.get(merged.get("output_type"))
+        return set(defaults) if defaults else None
+    return None
+
+
+def _index(include_path: Path) -> dict[str, list[Path]]:
+    """task or tag name -> YAML files defining it, for every YAML under ``include_path``."""
+    index: dict[str, list[Path]] = {}
+    for path in sorted(Path(include_path).rglob("*.yaml")):
+        cfg = _load_yaml(path)
+        names = [cfg.get("task")] if isinstance(cfg.get("task"), str) else []
+        tags = cfg.get("tag") or []
+        names += [tags] if isinstance(tags, str) else list(tags)
+        for name in names:
+            index.setdefault(name, []).append(path)
+    return index
+
+
+def defined_tasks(include_path: Path) -> set[str]:
+    """Every task and tag name the YAMLs under ``include_path`` define."""
+    return set(_index(include_path))
+
+
+def resolve_task_yamls(include_path: Path, tasks: list[str]) -> list[Path]:
+    """YAML files for ``tasks`` (task or tag names); BadInput if one is not defined there."""
+    index, out = _index(include_path), []
+    missing = [t for t in tasks if t not in index]
+    if missing:
+        raise BadInput(f"task(s) not found in evalset dir: {', '.join(missing)}", file=str(include_path))
+    for t in tasks:
+        out += [p for p in index[t] if p not in out]
+    return out
+
+
+def evalset_digest(include_path: Path, tasks: list[str]) -> str:
+    """sha256 over the task YAMLs, their includes, data files and loader modules (path + content).
+
+    Changes whenever an item, a prompt template or the loader changes; independent of CWD.
+    """
+    include_path = Path(include_path).resolve()
+    seen: set[Path] = set()
+    files: list[Path] = []
+    for y in resolve_task_yamls(include_path, tasks):
+        files += _task_files(y, seen)
+    h = hashlib.sha256()
+    for f in sorted(set(files)):
+        rel = os.path.relpath(f, include_path)
+        h.update(f"{rel}\0{hashlib.sha256(f.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- running lm-eval
+
+
+def build_command(
+    base_url: str, model_name: str, tokenizer_dir: Path, tasks: list[str], include_path: Path,
+    raw_dir: Path, num_concurrent: int = 4, limit: int | None = None, max_retries: int | None = None,
+    timeout_s: float | None = None,
+) -> list[str]:
+    """The lm-eval 0.4.13 command line for one run (``base_url`` is the server root or .../v1)."""
+    url = base_url.rstrip("/")
+    if not url.endswith("/completions"):
+        url = (url if url.endswith("/v1") else url + "/v1") + "/completions"
+    model_args = ",".join([
+        f"base_url={url}", f"model={model_name}", f"tokenizer={Path(tokenizer_dir).resolve()}",
+        "tokenizer_backend=huggingface", "tokenized_requests=False",
+        f"num_concurrent={num_concurrent}", f"max_retries={max_retries or MAX_RETRIES}",
+        *([f"timeout={max(1, int(timeout_s))}"] if timeout_s else []),  # per request (lm-eval's default: 300 s)
+    ])
+    cmd = [
+        sys.executable, "-m", "lm_eval", "run", "--model", "local-completions", "--model_args", model_args,
+        "--tasks", ",".join(tasks), "--include_path", str(Path(include_path).resolve()),
+        "--output_path", str(raw_dir), "--log_samples", "--seed", "0,1234,1234,1234",
+    ]
+    if limit is not None:
+        cmd += ["--limit", str(int(limit))]
+    return cmd
+
+
+def lmeval_env(api_key: str | None) -> dict[str, str]:
+    """lm-eval's environment: no secrets of ours; the endpoint's key as OPENAI_API_KEY (never a user's own)."""
+    from pipeline.util.secrets import child_env
+
+    env = dict(child_env(), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    if api_key:
+        env["OPENAI_API_KEY"] = api_key
+    return env
+
+
+def _stream(proc: subprocess.Popen, log_path: Path, progress: Callable[[str], Any]) -> list[str]:
+    """Copy the child's output to ``log_path``; forward lines to ``progress`` (progress bars every 10%)."""
+    tail: list[str] = []
+    last_pct: dict[str, int] = {}
+    buf = b""
+    with open(log_path, "wb") as log:
+        while True:
+            chunk = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096)
+            if not chunk:
+                break
+            log.write(chunk)
+            buf += chunk
+            *lines, buf = re.split(rb"[\r\n]", buf)
+            for raw in lines:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line:
+                    continue
+                tail = (tail + [line])[-40:]
+                m = _TQDM.search(line)
+                if m:
+                    label, pct = line[: m.start()], int(m.group(1))
+                    if pct < 100 and pct - last_pct.get(label, -100) < 10:
+                        continue
+                    last_pct[label] = pct
+                progress(f"lm-eval: {line}")
+    return tail
+
+
+def run_lmeval(
+    base_url: str,
+    model_name: str,
+    tokenizer_dir: Path,
+    tasks: list[str],
+    include_path: Path,
+    output_dir: Path,
+    num_concurrent: int = 4,
+    limit: int | None = None,
+    progress: Callable[[str], Any] = print,
+    api_key: str | None = None,
+    timeout_s: float | None = None,
+) -> LmEvalRun:
+    """Run ``tasks`` from ``include_path`` against ``base_url`` (served as ``model_name``).
+
+    Writes lm-eval's raw output under ``output_dir/raw/``, its log to ``output_dir/lm_eval.log``,
+    per-item records to ``output_dir/items.jsonl`` and the summary to ``output_dir/lmeval_run.json``.
+    ``limit`` caps the items of EACH task (lm-eval's ``--limit``). Raises BadInput for unknown tasks,
+    InfraError if lm-eval fails, Interrupted on KeyboardInterrupt (the child group is stopped first).
+    ``api_key`` reaches lm-eval's ``local-completions`` as OPENAI_API_KEY in its environment (it reads no
+    other source), never on its command line.
+    """
+    output_dir = Path(output_dir).resolve()
+    raw_dir = output_dir / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    resolve_task_yamls(include_path, tasks)  # fail fast on unknown task names
+    cmd = build_command(base_url, model_name, tokenizer_dir, tasks, include_path, raw_dir,
+                        num_concurrent=num_concurrent, limit=limit, timeout_s=timeout_s)
+    env = lmeval_env(api_key)
+    before = set(raw_dir.rglob("results_*.json"))
+    progress(f"lm-eval: {len(tasks)} task(s), num_concurrent={num_concurrent}, limit={limit}")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            cwd=output_dir, start_new_session=True)
+    try:
+        tail = _stream(proc, output_dir / "lm_eval.log", progress)
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        stop_group(proc)
+        raise Interrupted("SIGINT") from None
+    except BaseException:
+        stop_group(proc)
+        raise
+    wall = time.monotonic() - t0
+    if rc != 0:
+        limits = f" (per-request timeout serving.request_timeout_s={timeout_s:g} s, {MAX_RETRIES} attempts)" \
+            if timeout_s else ""
+        raise InfraError(f"lm-eval exited with {rc}{limits}; see {output_dir / 'lm_eval.log'}: " + " | ".join(tail[-5:]))
+    new = sorted(set(raw_dir.rglob("results_*.json")) - before)
+    if not new:
+        raise InfraError(f"lm-eval wrote no results file under {raw_dir}")
+    run = parse_output(new[-1])
+    run.wall_time_s = round(wall, 3)
+    run.items_per_s = round(run.n_items / wall, 3) if wall > 0 else 0.0
+    run.num_concurrent, run.limit, run.command = num_concurrent, limit, cmd
+    run.items_file = str(output_dir / "items.jsonl")
+    with open(run.items_file, "w", encoding="utf-8") as fh:
+        for it in run.items:
+            fh.write(json.dumps(it, sort_keys=True) + "\n")
+    (output_dir / "lmeval_run.json").write_text(json.dumps(run.to_dict(), indent=2, default=str) + "\n")
+    progress(f"lm-eval: {run.n_items} items in {wall:.1f}s ({run.items_per_s:.2f} items/s): "
+             + "; ".join(f"{t} " + ", ".join(f"{k}={v:.3f}" for k, v in s.metrics.items())
+                         for t, s in run.tasks.items()))
+    return run
+
+
+# ---------------------------------------------------------------- parsing lm-eval's output
+
+
+def _metric_key(key: str) -> str:
+    return key[: -len(",none")] if key.endswith(",none") else key
+
+
+def parse_samples(path: Path, task: str) -> list[dict[str, Any]]:
+    """Per-item records from one ``samples_<task>_<ts>.jsonl`` written by ``--log_samples``."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            s = json.loads(line)
+            filt = s.get("filter", "none")
+            rec: dict[str, Any] = {
+                "task": task, "doc_id": s["doc_id"], "doc_hash": doc_hash(s["doc"]),
+                "item_id": s["doc"].get("id") if isinstance(s["doc"], dict) else None,
+            }
+            for m in s.get("metrics", []):
+                if m in s:
+                    rec[m if filt == "none" else f"{m},{filt}"] = float(s[m])
+            out.append(rec)
+    return sorted(out, key=lambda r: r["doc_id"])
+
+
+def parse_output(results_file: Path) -> LmEvalRun:
+    """Parse a ``results_<ts>.json`` and its sibling ``samples_*_<ts>.jsonl`` files.
+
+    Run fields that only the caller knows (wall time, concurrency, command) are left at defaults.
+    """
+    results_file = Path(results_file)
+    res = json.loads(results_file.read_text(encoding="utf-8"))
+    ts = results_file.name[len("results_"): -len(".json")]
+    tasks: dict[str, TaskScores] = {}
+    items: list[dict[str, Any]] = []
+    samples_files: dict[str, str] = {}
+    for task, vals in res.get("results", {}).items():
+        if task in res.get("group_subtasks", {}):
+            continue  # group rows are aggregates of their subtasks
+        metrics, stderr = {}, {}
+        for k, v in vals.items():
+            if k in ("name", "alias", "sample_len") or "_stderr," in k:
+                continue
+            if isinstance(v, (int, float)):
+                metrics[_metric_key(k)] = float(v)
+                se = vals.get(k.replace(",", "_stderr,", 1))
+                stderr[_metric_key(k)] = float(se) if isinstance(se, (int, float)) else None
+        n = (res.get("n-samples", {}).get(task) or {}).get("effective", vals.get("sample_len", 0))
+        tasks[task] = TaskScores(task, int(n), metrics, stderr, res.get("n-shot", {}).get(task),
+                                 res.get("versions", {}).get(task))
+        sf = results_file.parent / f"samples_{task}_{ts}.jsonl"
+        if sf.exists():
+            samples_files[task] = str(sf)
+            items += parse_samples(sf, task)
+    n_items = sum(t.n_items for t in tasks.values())
+    return LmEvalRun(
+        tasks=tasks, items=items, lm_eval_version=str(res.get("lm_eval_version", "")),
+        wall_time_s=0.0, eval_time_s=_float(res.get("total_evaluation_time_seconds")), n_items=n_items,
+        items_per_s=0.0, num_concurrent=0, limit=None, command=[], results_file=str(results_file),
+        samples_files=samples_files,
+    )
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return round(float(v), 3)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,1 @@
+"""Small helpers with side effects at the edges: secrets, progress lines, process groups."""

@@ -1,0 +1,18 @@
+"""Progress lines on stderr: `[  12.3s] serve: waiting for vLLM /health ...`. Secrets are redacted."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+from pipeline.util.secrets import redact
+
+_T0 = time.monotonic()
+
+
+def progress_for(stage: str) -> Callable[[str], None]:
+    def say(message: str) -> None:
+        print(f"[{time.monotonic() - _T0:7.1f}s] {stage}: {redact(message)}", file=sys.stderr, flush=True)
+
+    return say
