@@ -59,11 +59,11 @@ def eval_vs_saturation(config: Path, enforce_eager: bool, tmp: Path, concurrency
 
     from pipeline.cli import _home
     from pipeline.config.release import load_release
-    from pipeline.model.fetch import fetch
-    from pipeline.tools.servebench import BenchRequest, run_level
-    from pipeline.serving.vllm_server import VllmServer
-    from pipeline.serving.prometheus import parse
     from pipeline.gate.stages import evals
+    from pipeline.model.fetch import fetch
+    from pipeline.serving.prometheus import parse
+    from pipeline.serving.vllm_server import VllmServer
+    from pipeline.tools.servebench import BenchRequest, run_level
 
     release = load_release(config)
     say = lambda m: print(f"  [bench] {m}", file=sys.stderr, flush=True)  # noqa: E731
@@ -82,7 +82,7 @@ def eval_vs_saturation(config: Path, enforce_eager: bool, tmp: Path, concurrency
         evals.evaluate(endpoint.base_url, served, model_dir.path, release.evals_gate, release.root, tmp / "evals",
                        say)
         eval_s = time.monotonic() - t0
-        prompt, generated, requests = (b - a for a, b in zip(before, counters()))
+        prompt, generated, requests = (b - a for a, b in zip(before, counters(), strict=True))
         # saturate the same server with the evals' own mix: their mean prompt and output lengths
         in_len, out_len = max(1, round(prompt / max(requests, 1))), max(1, round(generated / max(requests, 1)))
         req = BenchRequest(endpoint.base_url, served, str(model_dir.path), concurrency=concurrency,

@@ -21,9 +21,9 @@ def _home(config: Path) -> Path:
 
 
 def cmd_gate(args) -> int:
-    from pipeline.report import document as reports
     from pipeline.config.release import load_release
     from pipeline.gate.run import run_gate
+    from pipeline.report import document as reports
     from pipeline.util.secrets import redact
 
     release = load_release(args.config)
@@ -68,8 +68,8 @@ def cmd_demo_init(args) -> int:
 
 
 def cmd_sync(args) -> int:
-    from pipeline.util.progress import progress_for
     from pipeline.gate.sync import kept_run_dirs, sync_all
+    from pipeline.util.progress import progress_for
 
     if args.all:
         run_dirs = kept_run_dirs(args.config.resolve().parent)
@@ -148,8 +148,8 @@ def _print_outcome(o) -> None:
 
 
 def cmd_promote(args) -> int:
-    from pipeline.util.progress import progress_for
     from pipeline.releasing.promotion import promote
+    from pipeline.util.progress import progress_for
 
     release, uri = _store(args)
     _print_outcome(promote(release, uri, args.version, _actor(args), override_reason=args.override_reason,
@@ -158,8 +158,8 @@ def cmd_promote(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from pipeline.util.progress import progress_for
     from pipeline.releasing.promotion import rollback
+    from pipeline.util.progress import progress_for
 
     release, uri = _store(args)
     _print_outcome(rollback(release, uri, args.to, _actor(args), args.reason, say=progress_for("rollback")))
@@ -207,8 +207,8 @@ def _github(args):
 
 def _gate_report(path: Path) -> tuple[dict, str]:
     """The report and its markdown rendering (rendering it also proves it has the fields we need)."""
-    from pipeline.report import document as reports
     from pipeline.errors import InfraError
+    from pipeline.report import document as reports
 
     if not path.is_file():
         raise BadInput("no such report file", file=str(path))
@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def with_config(p):
-        p.add_argument("--config", type=Path, default=Path("release.yaml"), help="release.yaml (default: ./release.yaml)")
+        p.add_argument("--config", type=Path, default=Path("release.yaml"),
+                       help="release.yaml (default: ./release.yaml)")
         return p
 
     gate = with_config(sub.add_parser("gate", help="run the gate on the pinned candidate"))
@@ -274,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--author", help="who authored the change (a release manager cannot approve their own); "
                       "default: $MODELGATE_AUTHOR, then the HEAD commit's author email")
     gate.add_argument("--run-dir", type=Path, help="where the local report goes (default: runs/<gate id>)")
-    gate.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then mlflow/mlflow.db)")
+    gate.add_argument("--tracking-uri",
+                      help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then mlflow/mlflow.db)")
     gate.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
                       help="override serving.enforce_eager (faster start, slower decode)")
     gate.set_defaults(func=cmd_gate)
@@ -294,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def release_cmd(name, help_text, func):
         p = with_config(sub.add_parser(name, help=help_text))
-        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then mlflow/mlflow.db)")
+        p.add_argument("--tracking-uri",
+                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then mlflow/mlflow.db)")
         p.set_defaults(func=func)
         return p
 

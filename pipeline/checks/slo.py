@@ -19,6 +19,7 @@ Rules (documented in README.md, `load` row):
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import shutil
@@ -79,7 +80,7 @@ def curve_shape(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """'gradual' or 'cliff' (see the module docstring), with the step that made it a cliff."""
     steps = []
     shape = "gradual" if len(rows) > 1 else "single level"
-    for prev, cur in zip(rows, rows[1:]):
+    for prev, cur in itertools.pairwise(rows):
         load_ratio = cur["concurrency"] / prev["concurrency"]
         lat_ratio = _ratio(cur.get("p95_e2el_ms"), prev.get("p95_e2el_ms"))
         tput_ratio = _ratio(cur.get("output_throughput"), prev.get("output_throughput"))

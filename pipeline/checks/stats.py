@@ -15,8 +15,9 @@ All metrics are higher-is-better. scipy is imported inside the functions that ne
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 

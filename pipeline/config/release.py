@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
 from pipeline.config.yamlio import load_yaml
+from pipeline.errors import ConfigError
 
 DEFAULT_SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "MLFLOW_TRACKING_PASSWORD",
                       "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY")

@@ -14,14 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from pipeline.errors import ConfigError
 from pipeline.config.yamlio import load_yaml
+from pipeline.errors import ConfigError
 
 DEFAULT_MAX_TOKENS = 256
 SUITE_SUFFIXES = (".yaml", ".yml")

@@ -100,7 +100,7 @@ def commit_dir(repo: Path, src_dir: Path, branch: str, message: str) -> str:
     try:
         env = {"GIT_INDEX_FILE": index}
         git(repo, "update-index", "--add", "--index-info", env=env,
-            input="".join(f"100644 {blob}\t{rel}\n" for blob, rel in zip(blobs, rel_paths)))
+            input="".join(f"100644 {blob}\t{rel}\n" for blob, rel in zip(blobs, rel_paths, strict=True)))
         tree = git(repo, "write-tree", env=env)
     finally:
         if os.path.exists(index):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     PASSED = "passed"
     FAILED = "failed"  # the candidate is rejected by this stage
     ERROR = "error"  # the stage could not run (infrastructure); the gate cannot judge

@@ -16,17 +16,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipeline.report import document as reports
 from pipeline.config.release import Release
-from pipeline.gate.context import GateContext
 from pipeline.errors import InfraError
-from pipeline.integrations import tracking
-from pipeline.util.progress import progress_for
+from pipeline.gate.context import GateContext
 from pipeline.gate.runner import Stage, run_stages
-from pipeline.util.secrets import redact, redact_tree, register_secret_env
-from pipeline.integrations import registry
-from pipeline.gate.stages import compare, evals, fetch, format as formatcheck, load as loadtest, serve
+from pipeline.gate.stages import compare, evals, fetch, serve
+from pipeline.gate.stages import format as formatcheck
+from pipeline.gate.stages import load as loadtest
 from pipeline.gate.verdict import decide
+from pipeline.integrations import registry, tracking
+from pipeline.report import document as reports
+from pipeline.util.progress import progress_for
+from pipeline.util.secrets import redact, redact_tree, register_secret_env
 
 STAGES: tuple[Stage, ...] = (
     ("fetch", fetch.run),
@@ -85,7 +86,7 @@ def baseline_version(results, production_at_start) -> str | None:
 
 
 def new_gate_id(release: Release) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{release.candidate.revision[:8]}-{uuid.uuid4().hex[:4]}"
 
 
@@ -97,8 +98,8 @@ def resolve_tracking_uri(release: Release, override: str | None) -> str:
 def check_inputs(release: Release) -> None:
     """Bad suites, evalsets or metric names are bad input (exit 2) before any server starts."""
     from pipeline.config.release import ConfigError
-    from pipeline.tools.lmeval import defined_tasks, evalset_digest, task_metrics
     from pipeline.config.suite import load_suites
+    from pipeline.tools.lmeval import defined_tasks, evalset_digest, task_metrics
 
     key_env = release.serving.api_key_env
     if key_env and release.serving.mode == "external" and not os.environ.get(key_env):
@@ -151,7 +152,7 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InfraError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from exc
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     ctx = GateContext(release=release, run_dir=run_dir, home=home, enforce_eager=enforce_eager,
                       baseline_store=registry.BaselineStore(uri))
     results = run_stages(ctx, stages, after_failure=AFTER_FAILURE)
@@ -166,7 +167,7 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
         "served_name": release.served_name(pin),
         "digests": dict(ctx.digests),
         "started_at": started.isoformat(),
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         "verdict": verdict,
         "exit_code": exit_code,
         "reasons": reasons,
@@ -211,7 +212,7 @@ def _finished_ms(report: dict[str, Any]) -> int:
     try:
         return int(dt.datetime.fromisoformat(report["finished_at"]).timestamp() * 1000)
     except (KeyError, TypeError, ValueError):
-        return int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+        return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
 
 
 def record(report: dict[str, Any], run_dir: Path, uri: str) -> None:
@@ -259,7 +260,8 @@ def record(report: dict[str, Any], run_dir: Path, uri: str) -> None:
     try:
         _, run_id = tracking.record_run(
             uri, experiment, run_name=f"gate {report['served_name']}", params=params,
-            metrics=metrics, tags=tags, artifacts=_artifacts(report, run_dir), artifact_root=root / "mlflow" / "artifacts",
+            metrics=metrics, tags=tags, artifacts=_artifacts(report, run_dir),
+            artifact_root=root / "mlflow" / "artifacts",
             on_run_id=embed, failed=report["verdict"] != "passed", run_id=report["tracking"].get("run_id"),
             gate_id=report["gate_id"], timestamp_ms=_finished_ms(report))
         say(f"recorded as MLflow run {run_id}")

@@ -12,12 +12,12 @@ server log tail); bad input propagates (exit 2, nothing recorded); SIGINT/SIGTER
 from __future__ import annotations
 
 import time
-from typing import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
-from pipeline.gate.context import GateContext
 from pipeline.errors import BadInput, Interrupted, ModelgateError, ServerError
+from pipeline.gate.context import GateContext
+from pipeline.gate.result import StageResult, Status
 from pipeline.util.progress import progress_for
-from pipeline.gate.result import Status, StageResult
 
 Stage = tuple[str, Callable[[GateContext], StageResult]]
 STOPPING = (Status.FAILED, Status.ERROR, Status.INTERRUPTED)

@@ -15,13 +15,14 @@ Interrupted gates are never recorded (by design), so sync skips them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from pipeline.report import document as reports
 from pipeline.errors import BadInput, InfraError
 from pipeline.integrations import registry, tracking
+from pipeline.report import document as reports
 
 REPORT_FILE = reports.REPORT_FILE
 

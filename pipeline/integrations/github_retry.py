@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from pipeline.errors import BadInput, GitHubError
 from pipeline.util.secrets import redact
@@ -33,7 +34,7 @@ class Retry:
     max_wait_s: float = 60.0  # cap on any single wait, rate-limit waits included
 
     @classmethod
-    def from_env(cls) -> "Retry":
+    def from_env(cls) -> Retry:
         """$MODELGATE_GITHUB_RETRY="attempts,base_delay_s,max_wait_s" (e.g. "2,0.1,5"), else the defaults."""
         text = os.environ.get("MODELGATE_GITHUB_RETRY", "").strip()
         if not text:

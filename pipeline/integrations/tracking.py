@@ -101,10 +101,11 @@ def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, An
     is completed instead of a second one created. Params are logged with the same values, metrics with the same
     `timestamp_ms` (MLflow skips an identical metric) and artifacts overwrite themselves, so doing it twice
     changes nothing."""
-    import mlflow
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
+
+    import mlflow
 
     try:
         import requests

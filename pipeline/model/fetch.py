@@ -12,14 +12,14 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from pipeline.model import safety, sources
 from pipeline.config.release import Pin
-from pipeline.model.digests import digest_tree, sha256_file
 from pipeline.errors import DigestMismatch, PinError
+from pipeline.model import safety, sources
+from pipeline.model.digests import digest_tree, sha256_file
 
 MARKER = ".modelgate-verified.json"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pipeline.config.release import build_release, load_yaml, revision_problem, validate
 from pipeline.errors import ConfigError, PinError

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pipeline.config.release import Pin
 from pipeline.errors import InfraError, PinError
@@ -94,8 +94,12 @@ def _refuse_lfs_pointers(dest: Path) -> None:
 def download_huggingface(pin: Pin, dest: Path, progress: Callable[[str], None], *, file: str) -> None:
     """snapshot_download at the exact commit (honours HF_HUB_OFFLINE / HF_HUB_CACHE), then copy into dest."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, \
-        RevisionNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     progress(f"huggingface snapshot_download {pin.repo}@{pin.revision}")
     try:

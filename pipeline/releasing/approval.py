@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pipeline.releasing.audit import APPROVE, COMPLETED, AuditLog
 from pipeline.config.release import Release
 from pipeline.errors import BadInput, Refused
 from pipeline.integrations.registry import Registry
 from pipeline.integrations.tracking import param_key
+from pipeline.releasing.audit import APPROVE, COMPLETED, AuditLog
 from pipeline.releasing.policy import check_untampered, require_manager, resolve_version
 
 

@@ -38,7 +38,7 @@ def where_from() -> str:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -57,7 +57,7 @@ class AuditEvent:
     tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_run(cls, run) -> "AuditEvent":
+    def from_run(cls, run) -> AuditEvent:
         tags = dict(run.data.tags)
         return cls(run_id=run.info.run_id, event=tags.get(T + "event", "?"), model_name=tags.get(T + "model_name", ""),
                    version=tags.get(T + "version", ""), actor=tags.get(T + "actor", ""), at=tags.get(T + "at", ""),

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 
-from pipeline.releasing.audit import IN_PROGRESS, LOST, PROMOTE, ROLLBACK, AuditEvent, AuditLog
 from pipeline.errors import Conflict
+from pipeline.releasing.audit import IN_PROGRESS, LOST, PROMOTE, ROLLBACK, AuditEvent, AuditLog
 
 
 def in_progress(log: AuditLog, model_name: str) -> list[AuditEvent]:
@@ -24,7 +24,8 @@ def in_progress(log: AuditLog, model_name: str) -> list[AuditEvent]:
 
 
 def resume_hint(ev: AuditEvent) -> str:
-    cmd = f"modelgate promote --version {ev.version}" if ev.event == PROMOTE else f"modelgate rollback --to {ev.version}"
+    cmd = (f"modelgate promote --version {ev.version}" if ev.event == PROMOTE
+           else f"modelgate rollback --to {ev.version}")
     return (f"{ev.event} of {ev.model_name} v{ev.version} by {ev.actor} is in progress since {ev.at} "
             f"(audit run {ev.run_id}, steps done: {', '.join(ev.steps) or 'none'}); finish it with `{cmd}`")
 

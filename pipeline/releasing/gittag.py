@@ -59,11 +59,12 @@ def ensure_tag(root: Path, name: str, fields: dict[str, str], *, actor: str, tar
                           "it is never moved: delete it by hand if it is wrong")
         status = "exists"
     else:
-        commit = target if target and _git(root, "cat-file", "-e", f"{target}^{{commit}}", check=False).returncode == 0 \
-            else "HEAD"
+        exists = bool(target) and _git(root, "cat-file", "-e", f"{target}^{{commit}}", check=False).returncode == 0
+        commit = target if exists else "HEAD"
         email = actor if "@" in actor else f"{actor}@users.noreply.modelgate"
         ident = {"GIT_COMMITTER_NAME": actor, "GIT_COMMITTER_EMAIL": email}
-        proc = subprocess.run(["git", "-C", str(root), "tag", "-a", name, commit, "-F", "-"], input=tag_message(name, fields),
+        proc = subprocess.run(["git", "-C", str(root), "tag", "-a", name, commit, "-F", "-"],
+                              input=tag_message(name, fields),
                               capture_output=True, text=True, env={**os.environ, **ident})
         if proc.returncode != 0:
             if existing(root, name) is not None:  # a racing run made it between our look and our write

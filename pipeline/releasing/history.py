@@ -9,15 +9,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pipeline.releasing import claim
-from pipeline.releasing.audit import AuditLog, as_dict
 from pipeline.config.release import Release
 from pipeline.errors import BadInput, InfraError
 from pipeline.integrations.registry import CANDIDATE, PREVIOUS, PRODUCTION, Registry
 from pipeline.integrations.tracking import display_uri
+from pipeline.releasing import claim
+from pipeline.releasing.audit import AuditLog, as_dict
+
 
 def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
 
 
 def _key_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -107,7 +108,8 @@ def resolve(release: Release, uri: str, alias: str) -> dict[str, Any]:
     audit = AuditLog(uri, release.audit_experiment)
     pending = [claim.resume_hint(e) for e in claim.in_progress(audit, release.model_name)]
     revision = mv.tags.get("modelgate.revision", "")
-    return {"model": release.model_name, "alias": alias, "version": mv.version, "source": mv.tags.get("modelgate.source"),
+    return {"model": release.model_name, "alias": alias, "version": mv.version,
+            "source": mv.tags.get("modelgate.source"),
             "repo": mv.tags.get("modelgate.repo"), "revision": revision, "uri": mv.source,
             "served_name": f"{release.served_name_prefix}@{revision[:12]}", "verdict": mv.verdict,
             "gate_run_id": mv.run_id, "files": json.loads(mv.tags.get("modelgate.files", "{}")),

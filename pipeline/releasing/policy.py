@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 
-from pipeline.releasing.audit import AuditLog
 from pipeline.config.release import Release
 from pipeline.errors import BadInput, Refused
+from pipeline.gate.verdict import VERDICTS
 from pipeline.integrations.registry import ModelVersion, Registry
 from pipeline.integrations.tracking import param_key
-from pipeline.gate.verdict import VERDICTS
+from pipeline.releasing.audit import AuditLog
 
 
 def resolve_version(reg: Registry, release: Release, ref: str, arg: str = "--version") -> ModelVersion:

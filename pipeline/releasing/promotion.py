@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from pipeline.releasing import claim
-from pipeline.releasing.audit import COMPLETED, PROMOTE, ROLLBACK, AuditEvent, AuditLog, now_iso
 from pipeline.config.release import Release
 from pipeline.errors import BadInput, Conflict, Refused
-from pipeline.releasing.gittag import ensure_tag, repo_root, tag_name
 from pipeline.integrations.registry import PREVIOUS, PRODUCTION, ModelVersion, Registry
+from pipeline.releasing import claim
+from pipeline.releasing.audit import COMPLETED, PROMOTE, ROLLBACK, AuditEvent, AuditLog, now_iso
+from pipeline.releasing.gittag import ensure_tag, repo_root, tag_name
 from pipeline.releasing.policy import (
     check_approvals,
     check_gate_passed,
@@ -96,7 +96,8 @@ class Operation:
         self.reg.set_version_tag(self.model, v, key, stamp)
         if self.ev.event == ROLLBACK and self.ev.from_version:
             self.reg.set_version_tag(self.model, self.ev.from_version, "modelgate.rolled_back_at", stamp)
-        self.say(f"aliases: {PRODUCTION} -> v{v}, {PREVIOUS} -> {'v' + previous if previous and previous != v else 'none'}")
+        shown = "v" + previous if previous and previous != v else "none"
+        self.say(f"aliases: {PRODUCTION} -> v{v}, {PREVIOUS} -> {shown}")
 
     def step_tag(self) -> None:
         t = self.target
@@ -182,7 +183,8 @@ def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, 
                         override_reason=override, github="on" if github_on else "off")
         claim.acquire(audit, ev, settle_s)
         say(f"promoting {release.model_name} v{mv.version} ({mv.revision[:12]}) over "
-            f"{'v' + production.version if production else 'no production version'}; approved by {', '.join(approvers) or '-'}")
+            f"{'v' + production.version if production else 'no production version'}; "
+            f"approved by {', '.join(approvers) or '-'}")
     else:
         ev = resumable
         audit.set(ev, resumed_by=actor)

@@ -92,7 +92,7 @@ def to_console(report: dict[str, Any]) -> str:
             lines.append(line)
         widths = [max(len(r[i]) for r in rows + [COMPARISON_HEADER]) for i in range(len(COMPARISON_HEADER))]
         for row in [COMPARISON_HEADER] + rows:
-            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     for stage in report["stages"]:
         tail = stage["details"].get("log_tail")
         if tail:

@@ -21,11 +21,13 @@ header{color:#fff;padding:18px 24px;border-radius:8px}
 header h1{margin:0 0 4px;font-size:22px} header p{margin:0;opacity:.9}
 section{background:#fff;border:1px solid #d0d7de;border-radius:8px;margin:16px 0;padding:12px 18px}
 h2{font-size:16px;margin:6px 0 10px}
-table{border-collapse:collapse;width:100%;font-size:13px} th,td{border-bottom:1px solid #d8dee4;padding:4px 8px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{border-bottom:1px solid #d8dee4;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .passed,.pass{color:#1a7f37;font-weight:600} .failed,.fail,.rejected{color:#cf222e;font-weight:600}
 .inconclusive{color:#9a6700;font-weight:600} .error,.interrupted,.skipped{color:#6e7781;font-weight:600}
-pre{background:#f6f8fa;border:1px solid #d8dee4;border-radius:6px;padding:8px;white-space:pre-wrap;word-break:break-word;margin:4px 0 12px}
+pre{background:#f6f8fa;border:1px solid #d8dee4;border-radius:6px;padding:8px;white-space:pre-wrap;
+    word-break:break-word;margin:4px 0 12px}
 img.plot{max-width:100%;border:1px solid #d8dee4;border-radius:6px} code{font-size:12px}
 ul{margin:4px 0 8px 18px;padding:0}
 """
@@ -36,7 +38,8 @@ def _cell(value: Any, cls: str = "") -> str:
     return f'<td class="{cls}">{text}</td>' if cls else f"<td>{text}</td>"
 
 
-def _table(header: list[str], rows: list[list[str]], status_col: int | None = None, numeric: set[int] = frozenset()) -> str:
+def _table(header: list[str], rows: list[list[str]], status_col: int | None = None,
+           numeric: frozenset[int] = frozenset()) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = []
     for row in rows:
@@ -71,10 +74,12 @@ def render(report: dict[str, Any], *, report_path: Path | None = None, mlflow_ui
     parts = [f'<header style="background:{COLOR.get(verdict, "#6e7781")}"><h1>modelgate: '
              f"{escape(views.headline(report))}</h1><p>{escape(' · '.join(facts))}</p></header>"]
     if report.get("reasons"):
-        parts.append(_section("Why", "<ul>" + "".join(f"<li>{escape(str(r))}</li>" for r in report["reasons"]) + "</ul>"))
-    parts.append(_section("Stages", _table(["stage", "status", "time", "notes"],
-                                           [[s["name"], s["status"], f"{s['duration_s']:.1f}s", "; ".join(s["reasons"][:4])]
-                                            for s in report["stages"]], status_col=1, numeric={2})))
+        why = "".join(f"<li>{escape(str(r))}</li>" for r in report["reasons"])
+        parts.append(_section("Why", f"<ul>{why}</ul>"))
+    stage_rows = [[s["name"], s["status"], f"{s['duration_s']:.1f}s", "; ".join(s["reasons"][:4])]
+                  for s in report["stages"]]
+    parts.append(_section("Stages", _table(["stage", "status", "time", "notes"], stage_rows, status_col=1,
+                                           numeric=frozenset({2}))))
     rows = comparison_rows(report)
     if rows:
         line = _baseline_line(report)
@@ -84,7 +89,8 @@ def render(report: dict[str, Any], *, report_path: Path | None = None, mlflow_ui
     if cases:
         items = []
         for case in cases:
-            why = "".join(f"<li><b>{escape(exp)}</b>: {escape(reason)}" + (f" <code>at {escape(str(path))}</code>" if path else "")
+            why = "".join(f"<li><b>{escape(exp)}</b>: {escape(reason)}"
+                          + (f" <code>at {escape(str(path))}</code>" if path else "")
                           + "</li>" for exp, reason, path in case["failures"])
             crit = ' <span class="fail">critical</span>' if case["critical"] else ""
             items.append(f"<h3><code>{escape(case['key'])}</code>{crit}</h3><ul>{why}</ul><pre>{escape(case['output'])}</pre>")

@@ -68,7 +68,8 @@ def render(report: dict[str, Any], *, mlflow_ui: str | None = None, details_url:
         of = f" of {total}" if total else ""
         out += ["", f"### Failing prompt cases ({len(cases)}{of})", ""]
         for case in cases[:15]:
-            why = "; ".join(f"{exp}: {reason}" + (f" (at {path})" if path else "") for exp, reason, path in case["failures"])
+            why = "; ".join(f"{exp}: {reason}" + (f" (at {path})" if path else "")
+                            for exp, reason, path in case["failures"])
             crit = " **critical**" if case["critical"] else ""
             out += [f"**{inline(case['key'])}**{crit}: {inline(why)}", "", code_block(case["output"]), ""]
         if len(cases) > 15:

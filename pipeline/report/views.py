@@ -74,7 +74,8 @@ def load_summary(report: dict[str, Any]) -> list[str]:
     d = load["details"]
     lines = [f"degradation curve: {d.get('curve', {}).get('shape', '?')}"]
     base = d.get("baseline") or {}
-    lines.append(f"baseline comparison: {base.get('status', '?')}" + (f" ({base['reason']})" if base.get("reason") else ""))
+    why = f" ({base['reason']})" if base.get("reason") else ""
+    lines.append(f"baseline comparison: {base.get('status', '?')}{why}")
     if d.get("cost_per_1m_output_tokens") is not None:
         lines.append(f"cost: ${d['cost_per_1m_output_tokens']:.3f} per 1M output tokens at "
                      f"${d.get('price_per_hour', 0):g}/h")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 WAITING = ("vllm:num_requests_waiting",)
 RUNNING = ("vllm:num_requests_running",)
@@ -60,9 +60,11 @@ class Scraper:
         self._thread = threading.Thread(target=self._loop, name="metrics-scraper", daemon=True)
 
     def _scrape(self) -> None:
+        import httpx
+
         try:
             self.samples.append(parse(self.fetch()))
-        except Exception:  # a missed scrape is not worth failing the load test for; it is counted
+        except (OSError, ValueError, httpx.HTTPError):  # a missed scrape does not fail the load test; it is counted
             self.errors += 1
 
     def _loop(self) -> None:
@@ -71,7 +73,7 @@ class Scraper:
             self._scrape()
             self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - t0)))
 
-    def __enter__(self) -> "Scraper":
+    def __enter__(self) -> Scraper:
         self._thread.start()
         return self
 

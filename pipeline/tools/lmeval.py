@@ -339,7 +339,8 @@ def run_lmeval(
     if rc != 0:
         limits = f" (per-request timeout serving.request_timeout_s={timeout_s:g} s, {MAX_RETRIES} attempts)" \
             if timeout_s else ""
-        raise InfraError(f"lm-eval exited with {rc}{limits}; see {output_dir / 'lm_eval.log'}: " + " | ".join(tail[-5:]))
+        raise InfraError(f"lm-eval exited with {rc}{limits}; see {output_dir / 'lm_eval.log'}: "
+                         + " | ".join(tail[-5:]))
     new = sorted(set(raw_dir.rglob("results_*.json")) - before)
     if not new:
         raise InfraError(f"lm-eval wrote no results file under {raw_dir}")

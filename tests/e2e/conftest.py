@@ -15,7 +15,6 @@ import yaml
 from tests.conftest import REPO
 
 
-
 @pytest.fixture(scope="session")
 def demo_hub():
     """The demo hub's manifest: variant -> revision and file digests (idempotent: built once per machine)."""

@@ -8,9 +8,8 @@ import subprocess
 import pytest
 import yaml
 
-from pipeline.config.release import Serving
+from pipeline.config.release import Pin, Serving
 from pipeline.model.fetch import fetch
-from pipeline.config.release import Pin
 from pipeline.serving.vllm_server import VllmServer
 from tests.e2e.conftest import modelgate_cmd, write_demo_release
 from tests.e2e.test_gate_e2e import gate_env
@@ -64,7 +63,7 @@ def test_external_endpoint_serving_another_model_is_an_infra_error(staging, demo
     proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
                           env=external_env(staging, mlflow_server, tmp_path / "home"), timeout=600)
     assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
-    assert f"the server does not serve 'other@" in proc.stdout and staging.served_name in proc.stdout
+    assert "the server does not serve 'other@" in proc.stdout and staging.served_name in proc.stdout
 
 
 def test_staging_server_requires_its_api_key(staging):

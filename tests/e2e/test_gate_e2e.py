@@ -43,7 +43,8 @@ def test_gate_on_demo_pin_passes_and_is_recorded(demo_hub, mlflow_server, model_
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     revision = demo_hub["variants"]["instruct"]["revision"]
     served = f"chat@{revision[:12]}"
-    assert re.search(r"^\s+fetch\s+passed\s+[\d.]+s", out, re.M) and re.search(r"^\s+serve\s+passed\s+[\d.]+s", out, re.M)
+    assert re.search(r"^\s+fetch\s+passed\s+[\d.]+s", out, re.M)
+    assert re.search(r"^\s+serve\s+passed\s+[\d.]+s", out, re.M)
     assert "verdict: PASSED (exit 0)" in out
     run_id = re.search(r"^mlflow run: ([0-9a-f]{32})$", out, re.M).group(1)
     assert "vLLM ready after" in proc.stderr  # start-up progress is shown

@@ -137,7 +137,8 @@ def test_no_secret_reaches_output_files_or_mlflow(production, mlflow_server, tmp
     mv = client.get_model_version(MODEL, production["version"])
     texts = {"stdout": proc.stdout, "stderr": proc.stderr,
              "mlflow params": repr(run.data.params), "mlflow tags": repr(run.data.tags),
-             "mlflow metrics": repr(run.data.metrics), "model version": repr(mv.tags) + mv.source + (mv.description or "")}
+             "mlflow metrics": repr(run.data.metrics),
+             "model version": repr(mv.tags) + mv.source + (mv.description or "")}
     run_dir = Path(report["run_dir"])
     local = [p for p in run_dir.rglob("*") if p.is_file()]
     assert {"report.json", "report.md", "server.log", "items.json"} <= {p.name for p in local}
@@ -166,7 +167,8 @@ def test_degraded_variant_is_rejected_against_the_production_baseline(production
     failing = [name for name, m in rows.items() if m["verdict"] == "fail"]
     assert "format/pass" in failing
     for name in failing:  # each failing metric is named in the verdict's reasons
-        assert any(r.startswith(f"compare: {name}:") or f"compare: {name} " in r for r in report["reasons"]), report["reasons"]
+        named = [r for r in report["reasons"] if r.startswith(f"compare: {name}:") or f"compare: {name} " in r]
+        assert named, report["reasons"]
     assert rows["format/pass"]["delta"] < -0.15 and rows["format/pass"]["upper"] < -0.15
     assert compare_stage(report)["details"]["baseline"]["reevaluated"] is False
     assert vllm_processes() == []
@@ -186,7 +188,8 @@ def test_changed_evalset_reevaluates_the_baseline_on_the_same_items(production, 
     assert "re-evaluated in this gate" in proc.stdout
     assert "re-evaluating" in proc.stderr and proc.stderr.count("vLLM ready after") == 2
     rows = {m["name"]: m for m in compare_stage(report)["details"]["metrics"]}
-    assert rows["support_facts/exact_match"]["n"] == LIMIT and rows["support_facts/exact_match"]["baseline_mean"] is not None
+    facts = rows["support_facts/exact_match"]
+    assert facts["n"] == LIMIT and facts["baseline_mean"] is not None
     assert vllm_processes() == []
 
 

@@ -37,7 +37,7 @@ class Operation:
     template: str
     method: str
     path_params: dict[str, str]
-    spec: "Spec"
+    spec: Spec
 
     def example(self, status: str = "200") -> Any:
         """The description's own example response (a copy), completed with every property of the response
@@ -207,7 +207,7 @@ def _zero(schema: dict, depth: int) -> Any:
     return {"string": "", "integer": 0, "number": 0, "boolean": False, "array": []}.get(types[0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(name: str = DOTCOM) -> Spec:
     """The description `name` from @octokit/openapi, loaded once per process."""
     path = SPEC_DIR / name

@@ -64,7 +64,7 @@ class FakeGitHub:
     requests: list[Request] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
 
-    def start(self) -> "FakeGitHub":
+    def start(self) -> FakeGitHub:
         openapi.load()  # once per process; outside any request's timing
         fake = self
 
@@ -149,7 +149,8 @@ class FakeGitHub:
         if fault.kind == "ratelimit":
             return Reply(403, {"message": "API rate limit exceeded for user ID 1.",
                                "documentation_url": "https://docs.github.com/rest/rate-limit"},
-                         {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(math.ceil(time.time() + fault.reset_in))})
+                         {"x-ratelimit-remaining": "0",
+                          "x-ratelimit-reset": str(math.ceil(time.time() + fault.reset_in))})
         if fault.kind == "secondary":
             return Reply(429, {"message": "You have exceeded a secondary rate limit."},
                          {"retry-after": str(fault.retry_after)})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.gate.result import Status, StageResult
+from pipeline.gate.result import StageResult, Status
 
 MANAGERS = ["alice", "bob@example.com"]
 AUTHOR = "dev@example.com"

@@ -128,7 +128,8 @@ def test_bad_input(name, tmp_path, empty_store):
     argv = [fill(str(a), values, digests) for a in case["argv"]]
     proc = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=work, capture_output=True, text=True,
                           env=env, timeout=120)
-    shown = f"{name}: {case['about']}\nexit {proc.returncode}\nstdout: {proc.stdout[-1500:]}\nstderr: {proc.stderr[-3000:]}"
+    shown = (f"{name}: {case['about']}\nexit {proc.returncode}\nstdout: {proc.stdout[-1500:]}\n"
+             f"stderr: {proc.stderr[-3000:]}")
 
     assert proc.returncode == 2, shown
     assert "Traceback" not in proc.stderr + proc.stdout, shown

@@ -137,7 +137,8 @@ def test_signal_during_a_stage_exits_130_marks_it_interrupted_and_tears_down(tmp
     i = STAGE_NAMES.index(target)
     assert report["verdict"] == "interrupted" and report["exit_code"] == 130 and status[target] == "interrupted"
     assert report["stages"][i]["reasons"] == [f"interrupted by {sig.name}"]
-    assert all(status[n] == "passed" for n in STAGE_NAMES[:i]) and all(status[n] == "skipped" for n in STAGE_NAMES[i + 1:])
+    assert all(status[n] == "passed" for n in STAGE_NAMES[:i])
+    assert all(status[n] == "skipped" for n in STAGE_NAMES[i + 1:])
     assert recorded_runs(uri) == []  # an interrupted gate is never recorded, so it can never be promoted
     if pidfile.exists():  # the stand-in server started: it must be gone
         pid = int(pidfile.read_text())

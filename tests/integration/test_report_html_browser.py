@@ -52,7 +52,8 @@ def test_html_report_renders_in_chromium_without_console_errors(tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on("console",
+                    lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
             page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
             page.on("request", lambda r: requests.append(r.url))
             page.goto(page_file.as_uri())

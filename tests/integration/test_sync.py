@@ -16,9 +16,9 @@ import yaml
 
 from pipeline.config.release import load_release
 from pipeline.errors import InfraError
+from pipeline.gate.result import StageResult, Status
 from pipeline.gate.run import run_gate
 from pipeline.integrations import registry
-from pipeline.gate.result import Status, StageResult
 from tests.conftest import VALID_RELEASE
 from tests.mlflow_server import MlflowServer
 

@@ -3,14 +3,12 @@ never on a command line; registered as a secret so `redact` removes it; secrets 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from pipeline.util import secrets
 from pipeline.config.release import Serving
-from pipeline.tools import lmeval, servebench
 from pipeline.serving.vllm_server import Endpoint, VllmServer, build_command, server_env
+from pipeline.tools import lmeval, servebench
+from pipeline.util import secrets
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.errors import Conflict
 from pipeline.releasing import claim
 from pipeline.releasing.audit import IN_PROGRESS, LOST, PROMOTE, ROLLBACK, AuditEvent
-from pipeline.errors import Conflict
 
 
 class FakeLog:

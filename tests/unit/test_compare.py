@@ -2,12 +2,11 @@
 
 import pytest
 
-from pipeline.config.release import load_release
+from pipeline.config.release import Pin, load_release
 from pipeline.gate.context import GateContext
-from pipeline.integrations.registry import Baseline
-from pipeline.config.release import Pin
 from pipeline.gate.result import Status
 from pipeline.gate.stages import compare
+from pipeline.integrations.registry import Baseline
 from tests.conftest import VALID_RELEASE
 
 

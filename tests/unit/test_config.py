@@ -3,7 +3,7 @@ import copy
 import pytest
 
 from pipeline.config.release import load_release
-from pipeline.errors import ConfigError, EXIT_BAD_INPUT
+from pipeline.errors import EXIT_BAD_INPUT, ConfigError
 from tests.conftest import VALID_RELEASE
 
 

@@ -1,13 +1,13 @@
 import json
 import subprocess
+
 import pytest
 
 import pipeline.model.fetch as fetch_module
-from pipeline.model import sources
-
 from pipeline.config.release import Pin
-from pipeline.model.digests import digest_tree
 from pipeline.errors import DigestMismatch, PinError, UnsafeModel
+from pipeline.model import sources
+from pipeline.model.digests import digest_tree
 from pipeline.model.fetch import MARKER, fetch
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",

@@ -5,13 +5,13 @@ import json
 
 import pytest
 
-from pipeline.serving import prometheus as prommetrics
 from pipeline.checks import slo
 from pipeline.config.release import LoadSlo, load_release
 from pipeline.errors import ConfigError
-from pipeline.tools import servebench
-from pipeline.integrations.registry import Baseline
 from pipeline.gate.result import Status
+from pipeline.integrations.registry import Baseline
+from pipeline.serving import prometheus as prommetrics
+from pipeline.tools import servebench
 from tests.conftest import REPO, VALID_RELEASE
 
 METRICS_TEXT = (REPO / "tests/fixtures/vllm_metrics.txt").read_text()

@@ -91,7 +91,8 @@ def test_bad_suite_or_evalset_exits_2_before_anything_runs(tmp_path, capsys, sui
     if suite_text:
         (tmp_path / "prompts" / "bad.yaml").write_text(suite_text)
     config = tmp_path / "release.yaml"
-    config.write_text(RELEASE_TEXT.format(repo="hub", rev="a" * 40, old="ab" * 32) + "gates: " + repr(gates).replace("'", '"') + "\n")
+    config.write_text(RELEASE_TEXT.format(repo="hub", rev="a" * 40, old="ab" * 32)
+                      + "gates: " + repr(gates).replace("'", '"') + "\n")
     assert run_cli(["gate", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1
@@ -99,8 +100,8 @@ def test_bad_suite_or_evalset_exits_2_before_anything_runs(tmp_path, capsys, sui
 
 
 def test_report_command_renders_and_refuses_a_missing_file(tmp_path, capsys):
-    from tests.unit.test_report import sample_report
     from pipeline.report import document as reports
+    from tests.unit.test_report import sample_report
 
     path = reports.save(sample_report(tmp_path), tmp_path)
     assert run_cli(["report", str(path), "--format", "markdown"]) == 0

@@ -4,14 +4,15 @@ import json
 
 import pytest
 
-from pipeline.report import document as reports
 from pipeline.errors import InfraError
+from pipeline.report import document as reports
 
 
 def sample_report(tmp_path):
     return {
         "schema_version": 1, "gate_id": "g1", "model_name": "bot", "served_name": "chat@abc",
-        "candidate": {"source": "git", "repo": "hub", "revision": "a" * 40, "uri": "git://hub@" + "a" * 40, "files": {}},
+        "candidate": {"source": "git", "repo": "hub", "revision": "a" * 40, "uri": "git://hub@" + "a" * 40,
+                      "files": {}},
         "verdict": "rejected", "exit_code": 1, "reasons": ["compare: format/pass: worse <script>alert(1)</script>"],
         "stages": [
             {"name": "format", "status": "failed", "duration_s": 1.5, "metrics": {"pass_rate": 0.25},
@@ -29,9 +30,9 @@ def sample_report(tmp_path):
 def test_console_shows_stages_table_verdict_and_ends_with_the_run_id(tmp_path):
     text = reports.to_console(sample_report(tmp_path))
     lines = text.splitlines()
-    assert any(l.split()[:2] == ["format", "failed"] for l in lines)
+    assert any(line.split()[:2] == ["format", "failed"] for line in lines)
     assert "baseline: production v3 (bbbbbbbbbbbb), paired with its recorded per-item results" in text
-    row = next(l for l in lines if l.strip().startswith("format/pass"))
+    row = next(line for line in lines if line.strip().startswith("format/pass"))
     assert row.split() == ["format/pass", "0.750", "0.250", "-0.500", "[-0.700,", "-0.300]", "0.1", "0.5", "4", "fail"]
     assert "verdict: REJECTED (exit 1)" in text and "model version: bot v7" in text
     assert lines[-1] == "mlflow run: " + "r" * 32
@@ -41,7 +42,8 @@ def test_markdown_escapes_model_and_user_text(tmp_path):
     md = reports.to_markdown(sample_report(tmp_path))
     assert "<script>" not in md and "&lt;script&gt;" in md
     assert "**bold**" not in md and "\\|" in md
-    assert "| format/pass | 0\\.750 | 0\\.250 | \\-0\\.500 | \\[\\-0\\.700, \\-0\\.300\\] | 0\\.1 | 0\\.5 | 4 | fail |" in md
+    assert ("| format/pass | 0\\.750 | 0\\.250 | \\-0\\.500 | \\[\\-0\\.700, \\-0\\.300\\] | 0\\.1 | 0\\.5 | 4 | fail |"
+            in md)
 
 
 def _with_failing_output(tmp_path, output):

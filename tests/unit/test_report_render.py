@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from pipeline.report import document as reports
 from pipeline.cli import main
+from pipeline.report import document as reports
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "reports"

@@ -4,7 +4,7 @@ import pytest
 
 from pipeline import errors
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import Status, StageResult
+from pipeline.gate.result import StageResult, Status
 from pipeline.gate.runner import run_stages
 from pipeline.gate.verdict import decide
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.errors import EXIT_BAD_INPUT, ConfigError
 from pipeline.config.suite import PromptCase, Suite, load_suite, load_suites, suite_digest, suites_digest
+from pipeline.errors import EXIT_BAD_INPUT, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

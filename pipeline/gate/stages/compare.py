@@ -13,14 +13,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from pipeline.checks.stats import absolute_only, compare_metric
 from pipeline.config.release import Pin, Threshold
 from pipeline.gate.context import GateContext
+from pipeline.gate.result import StageResult, Status
+from pipeline.gate.stages import evals
+from pipeline.gate.stages import format as formatcheck
 from pipeline.model.fetch import fetch
 from pipeline.serving.vllm_server import VllmServer
 from pipeline.util.progress import progress_for
-from pipeline.gate.result import Status, StageResult
-from pipeline.checks.stats import absolute_only, compare_metric
-from pipeline.gate.stages import evals, format as formatcheck
 
 
 def thresholds(ctx: GateContext) -> dict[str, Threshold]:

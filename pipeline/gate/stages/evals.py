@@ -6,15 +6,15 @@ as an artifact because the baseline comparison pairs items by the hash of their 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pipeline.config.release import EvalsGate
-from pipeline.gate.context import GateContext
 from pipeline.errors import InfraError
+from pipeline.gate.context import GateContext
+from pipeline.gate.result import StageResult, Status
 from pipeline.tools.lmeval import LmEvalRun, evalset_digest, run_lmeval
 from pipeline.util.progress import progress_for
-from pipeline.gate.result import Status, StageResult
 
 
 def evaluate(base_url: str, served_name: str, tokenizer_dir: Path, cfg: EvalsGate, root: Path, out_dir: Path,
@@ -62,7 +62,8 @@ def run(ctx: GateContext) -> StageResult:
     names = metric_names(cfg, result)
     missing = [n for n in names if not result.scores(*n.split("/", 1))]
     if missing:
-        return StageResult("evals", Status.ERROR, reasons=[f"lm-eval produced no per-item values for {', '.join(missing)}"])
+        return StageResult("evals", Status.ERROR,
+                           reasons=[f"lm-eval produced no per-item values for {', '.join(missing)}"])
     ctx.items.update(item_values(result, names))
     ctx.digests["evalsets"] = evalset_digest(ctx.release.root / cfg.include_path, list(cfg.tasks))
     metrics = {}
@@ -73,7 +74,8 @@ def run(ctx: GateContext) -> StageResult:
     metrics.update(items=result.n_items, items_per_s=result.items_per_s, wall_time_s=result.wall_time_s)
     reasons = [f"{result.n_items} items in {result.wall_time_s:.0f}s ({result.items_per_s:.2f} items/s)"] + \
         [f"{t}: " + ", ".join(f"{k}={v:.3f}" for k, v in s.metrics.items()) for t, s in result.tasks.items()]
-    artifacts = {"items.jsonl": result.items_file, "lmeval_run.json": str(Path(result.items_file).with_name("lmeval_run.json"))}
+    artifacts = {"items.jsonl": result.items_file,
+                 "lmeval_run.json": str(Path(result.items_file).with_name("lmeval_run.json"))}
     log = Path(result.items_file).with_name("lm_eval.log")
     if log.exists():
         artifacts["lm_eval.log"] = str(log)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pipeline.gate.context import GateContext
+from pipeline.gate.result import StageResult, Status
 from pipeline.model.fetch import fetch
 from pipeline.util.progress import progress_for
-from pipeline.gate.result import Status, StageResult
 
 
 def run(ctx: GateContext) -> StageResult:

@@ -8,16 +8,16 @@ pass rates are compared with the baseline in the `compare` stage (item by item: 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from pipeline.serving.chat import ChatRequest, run_chats
-from pipeline.gate.context import GateContext
 from pipeline.checks.expectations import check_case
-from pipeline.util.progress import progress_for
-from pipeline.gate.result import Status, StageResult
 from pipeline.config.suite import Suite, load_suites, suites_digest
+from pipeline.gate.context import GateContext
+from pipeline.gate.result import StageResult, Status
+from pipeline.serving.chat import ChatRequest, run_chats
+from pipeline.util.progress import progress_for
 
 OUTPUT_KEEP_CHARS = 2000
 PASS_METRIC = "format/pass"  # the per-case pass/fail item values, compared with the baseline
@@ -46,7 +46,7 @@ def evaluate(base_url: str, served_name: str, suites: list[Suite], *, concurrenc
     responses = run_chats(base_url, served_name, requests, concurrency=concurrency, timeout_s=timeout_s,
                           progress=say, check_alive=check_alive, api_key=api_key)
     rows, items, critical_failed = [], {}, []
-    for (suite, case), resp in zip(cases, responses):
+    for (suite, case), resp in zip(cases, responses, strict=True):
         if resp.error:
             verdict = {"case_id": case.id, "passed": False, "critical": case.critical,
                        "failures": [{"expectation": "request", "reason": resp.error, "path": None}]}
@@ -90,7 +90,8 @@ def run(ctx: GateContext) -> StageResult:
         reasons.insert(0, f"critical case(s) failed: {', '.join(outcome.critical_failed)}")
     failing = [{"key": r["key"], "critical": r["critical"], "output": r["output"][:300],
                 "failures": r["failures"]} for r in outcome.cases if not r["passed"]]
-    metrics = {"pass_rate": outcome.pass_rate, "cases": len(outcome.items), "critical_failed": len(outcome.critical_failed),
+    metrics = {"pass_rate": outcome.pass_rate, "cases": len(outcome.items),
+               "critical_failed": len(outcome.critical_failed),
                **{f"pass_rate.{name}": rate for name, rate in outcome.per_suite.items()}}
     return StageResult("format", status, metrics=metrics, reasons=reasons,
                        artifacts={"cases.jsonl": str(outcome.cases_file)},

@@ -15,12 +15,12 @@ from typing import Any
 
 from pipeline.checks import slo as rules
 from pipeline.config.release import LoadGate
-from pipeline.gate.context import GateContext
 from pipeline.errors import InfraError
+from pipeline.gate.context import GateContext
+from pipeline.gate.result import StageResult, Status
+from pipeline.serving.prometheus import Scraper
 from pipeline.tools.servebench import BenchRequest, is_loopback, last_error, run_level
 from pipeline.util.progress import progress_for
-from pipeline.serving.prometheus import Scraper
-from pipeline.gate.result import Status, StageResult
 
 PLOT = "latency_vs_concurrency.png"
 
@@ -89,7 +89,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         ax.plot(x, [r.get(key, float("nan")) for r in rows], style, label=key)
     ax.set_xlabel("concurrent requests")
     ax.set_ylabel("latency (ms)")
-    ax.set_xticks(x, [f"{c}\n({r['level']})" for c, r in zip(x, rows)])
+    ax.set_xticks(x, [f"{c}\n({r['level']})" for c, r in zip(x, rows, strict=True)])
     ax2 = ax.twinx()
     ax2.plot(x, [r.get("output_throughput", float("nan")) for r in rows], "k*-.", label="output tok/s")
     ax2.set_ylabel("output tokens/s")

@@ -7,10 +7,10 @@ nothing is spawned and the probe checks that it serves the expected model name.
 from __future__ import annotations
 
 from pipeline.gate.context import GateContext
-from pipeline.serving.vllm_server import Endpoint, VllmServer
+from pipeline.gate.result import StageResult, Status
 from pipeline.serving.probe import probe
+from pipeline.serving.vllm_server import Endpoint, VllmServer
 from pipeline.util.progress import progress_for
-from pipeline.gate.result import Status, StageResult
 
 
 def external_api_key(serving) -> str | None:
