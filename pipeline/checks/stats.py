@@ -74,7 +74,7 @@ def clopper_pearson_bounds(k: int, n: int, alpha: float = 0.05) -> tuple[float, 
     return lower, upper
 
 
-def discordant_counts(cand: Sequence[bool], base: Sequence[bool]) -> tuple[int, int]:
+def discordant_counts(cand: Sequence[float], base: Sequence[float]) -> tuple[int, int]:
     """(b, c): b = items the baseline passed and the candidate failed, c = the reverse."""
     c_arr, b_arr = _paired(cand, base)
     if not np.all(np.isin(c_arr, (0.0, 1.0))) or not np.all(np.isin(b_arr, (0.0, 1.0))):
@@ -83,7 +83,7 @@ def discordant_counts(cand: Sequence[bool], base: Sequence[bool]) -> tuple[int, 
     return int(np.sum(base_pass & ~cand_pass)), int(np.sum(~base_pass & cand_pass))
 
 
-def mcnemar_exact_lower_bound(cand: Sequence[bool], base: Sequence[bool],
+def mcnemar_exact_lower_bound(cand: Sequence[float], base: Sequence[float],
                               alpha: float = 0.05) -> tuple[float, float, float]:
     """(delta, lower, upper) for the difference of paired pass rates, exact and conditional on discordant pairs.
 

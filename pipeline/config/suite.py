@@ -131,7 +131,7 @@ def suite_digest(suite: Suite) -> str:
 
     The description and the file's location are left out: editing them does not change any result.
     """
-    content = {"suite": suite.name, "cases": [asdict(c) for c in suite.cases]}
+    content: dict[str, Any] = {"suite": suite.name, "cases": [asdict(c) for c in suite.cases]}
     for case in content["cases"]:
         case["expect"].pop("json_schema_file")  # the inlined schema is what counts, not its file name
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

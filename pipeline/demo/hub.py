@@ -330,7 +330,7 @@ def publish_demo_hub(home: Path, progress: Callable[[str], None] = print, *,
     """
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    recipe = {"noise_scale": noise_scale, "seed": seed, "corrupt_keep_bytes": CORRUPT_KEEP_BYTES}
+    recipe: dict[str, object] = {"noise_scale": noise_scale, "seed": seed, "corrupt_keep_bytes": CORRUPT_KEEP_BYTES}
     if build_instruct is None:
         from pipeline.demo.convert import GGUF_SHA256
 

@@ -4,6 +4,7 @@ request (a Content-Security-Policy says so to the browser). Every value is escap
 from __future__ import annotations
 
 import base64
+from collections.abc import Collection
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def _cell(value: Any, cls: str = "") -> str:
 
 
 def _table(header: list[str], rows: list[list[str]], status_col: int | None = None,
-           numeric: frozenset[int] = frozenset()) -> str:
+           numeric: Collection[int] = ()) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = []
     for row in rows:
@@ -79,7 +80,7 @@ def render(report: dict[str, Any], *, report_path: Path | None = None, mlflow_ui
     stage_rows = [[s["name"], s["status"], f"{s['duration_s']:.1f}s", "; ".join(s["reasons"][:4])]
                   for s in report["stages"]]
     parts.append(_section("Stages", _table(["stage", "status", "time", "notes"], stage_rows, status_col=1,
-                                           numeric=frozenset({2}))))
+                                           numeric={2})))
     rows = comparison_rows(report)
     if rows:
         line = _baseline_line(report)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -94,7 +94,8 @@ class _TagLoader(yaml.SafeLoader):
     """SafeLoader that keeps ``!function mod.fn`` as a plain string instead of importing it."""
 
 
-_TagLoader.add_constructor("!function", lambda loader, node: _FunctionRef(loader.construct_scalar(node)))
+_TagLoader.add_constructor(
+    "!function", lambda loader, node: _FunctionRef(loader.construct_scalar(cast(yaml.ScalarNode, node))))
 
 
 class _FunctionRef(str):
@@ -174,7 +175,7 @@ def task_metrics(include_path: Path, task: str) -> set[str] | None:
         metric_list = merged.get("metric_list")
         if isinstance(metric_list, list):
             return {m["metric"] for m in metric_list if isinstance(m, dict) and isinstance(m.get("metric"), str)}
-        defaults = DEFAULT_METRICS.get(merged.get("output_type"))
+        defaults = DEFAULT_METRICS.get(str(merged.get("output_type")))
         return set(defaults) if defaults else None
     return None
 
@@ -184,7 +185,8 @@ def _index(include_path: Path) -> dict[str, list[Path]]:
     index: dict[str, list[Path]] = {}
     for path in sorted(Path(include_path).rglob("*.yaml")):
         cfg = _load_yaml(path)
-        names = [cfg.get("task")] if isinstance(cfg.get("task"), str) else []
+        task = cfg.get("task")
+        names: list[str] = [task] if isinstance(task, str) else []
         tags = cfg.get("tag") or []
         names += [tags] if isinstance(tags, str) else list(tags)
         for name in names:
@@ -269,9 +271,11 @@ def _stream(proc: subprocess.Popen, log_path: Path, progress: Callable[[str], An
     tail: list[str] = []
     last_pct: dict[str, int] = {}
     buf = b""
+    stream = proc.stdout
+    assert stream is not None, "the child was started with stdout=PIPE"
     with open(log_path, "wb") as log:
         while True:
-            chunk = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096)
+            chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
             if not chunk:
                 break
             log.write(chunk)
