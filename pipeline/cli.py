@@ -20,7 +20,7 @@ def _home(config: Path) -> Path:
     return Path(env).resolve() if env else config.resolve().parent / ".modelgate"
 
 
-def cmd_gate(args) -> int:
+def cmd_gate(args: argparse.Namespace) -> int:
     from pipeline.config.release import load_release
     from pipeline.gate.run import run_gate
     from pipeline.report import document as reports
@@ -33,7 +33,7 @@ def cmd_gate(args) -> int:
     return report["exit_code"]
 
 
-def cmd_lock(args) -> int:
+def cmd_lock(args: argparse.Namespace) -> int:
     from pipeline.model.lock import lock
     from pipeline.util.progress import progress_for
 
@@ -42,7 +42,7 @@ def cmd_lock(args) -> int:
     return 0
 
 
-def cmd_fetch(args) -> int:
+def cmd_fetch(args: argparse.Namespace) -> int:
     from pipeline.config.release import load_release
     from pipeline.model.fetch import fetch
     from pipeline.util.progress import progress_for
@@ -55,7 +55,7 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-def cmd_demo_init(args) -> int:
+def cmd_demo_init(args: argparse.Namespace) -> int:
     from pipeline.demo.hub import publish_demo_hub
     from pipeline.util.progress import progress_for
 
@@ -67,7 +67,7 @@ def cmd_demo_init(args) -> int:
     return 0
 
 
-def cmd_sync(args) -> int:
+def cmd_sync(args: argparse.Namespace) -> int:
     from pipeline.gate.sync import kept_run_dirs, sync_all
     from pipeline.util.progress import progress_for
 
@@ -83,7 +83,7 @@ def cmd_sync(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     import json
 
     from pipeline.report import document as reports
@@ -126,7 +126,7 @@ def _actor(args) -> str | None:
     return args.actor or os.environ.get("MODELGATE_ACTOR")
 
 
-def cmd_approve(args) -> int:
+def cmd_approve(args: argparse.Namespace) -> int:
     from pipeline.releasing.approval import approve
 
     release, uri = _store(args)
@@ -147,26 +147,26 @@ def _print_outcome(o) -> None:
               f"audit run {o.audit_run_id}" + ("; resumed" if o.resumed else ""))
 
 
-def cmd_promote(args) -> int:
+def cmd_promote(args: argparse.Namespace) -> int:
     from pipeline.releasing.promotion import promote
     from pipeline.util.progress import progress_for
 
     release, uri = _store(args)
     _print_outcome(promote(release, uri, args.version, _actor(args), override_reason=args.override_reason,
-                           say=progress_for("promote")))
+                           progress=progress_for("promote")))
     return 0
 
 
-def cmd_rollback(args) -> int:
+def cmd_rollback(args: argparse.Namespace) -> int:
     from pipeline.releasing.promotion import rollback
     from pipeline.util.progress import progress_for
 
     release, uri = _store(args)
-    _print_outcome(rollback(release, uri, args.to, _actor(args), args.reason, say=progress_for("rollback")))
+    _print_outcome(rollback(release, uri, args.to, _actor(args), args.reason, progress=progress_for("rollback")))
     return 0
 
 
-def cmd_history(args) -> int:
+def cmd_history(args: argparse.Namespace) -> int:
     import json
 
     from pipeline.releasing.history import timeline, to_text
@@ -177,7 +177,7 @@ def cmd_history(args) -> int:
     return 0
 
 
-def cmd_resolve(args) -> int:
+def cmd_resolve(args: argparse.Namespace) -> int:
     import json
 
     from pipeline.releasing.history import resolve
@@ -221,7 +221,7 @@ def _gate_report(path: Path) -> tuple[dict, str]:
         raise BadInput(f"not a gate report: field {exc} missing or of the wrong type", file=str(path)) from exc
 
 
-def cmd_github_comment(args) -> int:
+def cmd_github_comment(args: argparse.Namespace) -> int:
     from pipeline.report import document as reports
 
     data, markdown = _gate_report(args.report)
@@ -232,10 +232,12 @@ def cmd_github_comment(args) -> int:
     return 0
 
 
-def cmd_github_status(args) -> int:
+def cmd_github_status(args: argparse.Namespace) -> int:
     data, _ = _gate_report(args.report)
     github, client = _github(args)
-    state = github.STATE_FOR_VERDICT.get(data["verdict"])
+    from pipeline.gate.verdict import Verdict
+
+    state = github.STATE_FOR_VERDICT.get(Verdict(data["verdict"])) if data["verdict"] in set(Verdict) else None
     if state is None:
         raise BadInput(f"unknown gate verdict {data['verdict']!r}", file=str(args.report), path="verdict")
     reasons = data.get("reasons") or []
@@ -245,7 +247,7 @@ def cmd_github_status(args) -> int:
     return 0
 
 
-def cmd_github_approver(args) -> int:
+def cmd_github_approver(args: argparse.Namespace) -> int:
     from pipeline.errors import Refused
 
     _, client = _github(args)
@@ -385,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelgate: {kind}: {redact(exc.one_line())}", file=sys.stderr)
         tail = getattr(exc, "log_tail", "")
         if tail:
-            print(f"--- last lines of {exc.log_file} ---\n{redact(tail)}", file=sys.stderr)
+            print(f"--- last lines of {getattr(exc, 'log_file', None)} ---\n{redact(tail)}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a disk or file problem no stage caught: infrastructure, one line, exit 3
         from pipeline.errors import EXIT_INFRA

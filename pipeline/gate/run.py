@@ -23,7 +23,7 @@ from pipeline.gate.runner import Stage, run_stages
 from pipeline.gate.stages import compare, evals, fetch, serve
 from pipeline.gate.stages import format as formatcheck
 from pipeline.gate.stages import load as loadtest
-from pipeline.gate.verdict import decide
+from pipeline.gate.verdict import Verdict, decide
 from pipeline.integrations import registry, tracking
 from pipeline.report import document as reports
 from pipeline.util.progress import progress_for
@@ -183,7 +183,7 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     }
     redact_tree(run_dir)  # logs of the servers and tools: no secret value stays in a file we keep or upload
     save_report(report, run_dir)
-    if verdict == "interrupted":
+    if verdict == Verdict.INTERRUPTED:
         say(f"interrupted: partial report kept at {run_dir} (not recorded in MLflow)")
         return report
     items_file = run_dir / registry.ITEMS_ARTIFACT
@@ -262,7 +262,7 @@ def record(report: dict[str, Any], run_dir: Path, uri: str) -> None:
             uri, experiment, run_name=f"gate {report['served_name']}", params=params,
             metrics=metrics, tags=tags, artifacts=_artifacts(report, run_dir),
             artifact_root=root / "mlflow" / "artifacts",
-            on_run_id=embed, failed=report["verdict"] != "passed", run_id=report["tracking"].get("run_id"),
+            on_run_id=embed, failed=report["verdict"] != Verdict.PASSED, run_id=report["tracking"].get("run_id"),
             gate_id=report["gate_id"], timestamp_ms=_finished_ms(report))
         say(f"recorded as MLflow run {run_id}")
         version = registry.register_version(uri, model_name, pin, run_id, report["verdict"], digests,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import BadInput, InfraError
+from pipeline.gate.verdict import Verdict
 from pipeline.integrations import registry, tracking
 from pipeline.report import document as reports
 
@@ -81,7 +82,7 @@ def sync_run_dir(run_dir: Path, *, uri_override: str | None = None,
     run_dir = Path(run_dir).resolve()
     report = load_report(run_dir)
     gate_id = report["gate_id"]
-    if report["verdict"] == "interrupted":
+    if report["verdict"] == Verdict.INTERRUPTED:
         return Synced(run_dir, gate_id, "skipped", note="an interrupted gate is not recorded")
     if not (run_dir / registry.ITEMS_ARTIFACT).is_file():
         raise BadInput(f"{registry.ITEMS_ARTIFACT} is missing: the per-item results cannot be recorded",

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.release import Pin
+from pipeline.config.release import Pin, pin_source
 from pipeline.errors import InfraError
+from pipeline.gate.result import Status
 from pipeline.integrations.tracking import display_uri
 
 ITEMS_ARTIFACT = "items.json"
@@ -111,7 +112,7 @@ class BaselineStore:
                              f"{type(exc).__name__}") from exc
         tags = mv.tags or {}
         try:
-            pin = Pin(source=tags["modelgate.source"], repo=tags["modelgate.repo"],
+            pin = Pin(source=pin_source(tags["modelgate.source"]), repo=tags["modelgate.repo"],
                       revision=tags["modelgate.revision"], files=json.loads(tags["modelgate.files"]))
         except (KeyError, ValueError) as exc:
             raise InfraError(f"model version {model_name} v{mv.version} (alias {PRODUCTION}) was not registered "
@@ -138,7 +139,8 @@ def _load_details(client, run_id: str) -> dict[str, Any] | None:
     except (*_errors(), ValueError):
         return None
     stage = next((s for s in report.get("stages", []) if s.get("name") == "load"), None)
-    if not stage or stage.get("status") not in ("passed", "failed") or not stage.get("details", {}).get("levels"):
+    if not stage or stage.get("status") not in (Status.PASSED, Status.FAILED) \
+            or not stage.get("details", {}).get("levels"):
         return None
     return stage["details"]
 

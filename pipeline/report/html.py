@@ -8,12 +8,13 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from pipeline.gate.verdict import Verdict
 from pipeline.report import views
 from pipeline.report.document import COMPARISON_HEADER, _baseline_line, comparison_rows
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-COLOR = {"passed": "#1a7f37", "rejected": "#cf222e", "inconclusive": "#9a6700", "error": "#6e7781",
-         "interrupted": "#6e7781"}
+COLOR = {Verdict.PASSED: "#1a7f37", Verdict.REJECTED: "#cf222e", Verdict.INCONCLUSIVE: "#9a6700",
+         Verdict.ERROR: "#6e7781", Verdict.INTERRUPTED: "#6e7781"}
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
 main{max-width:1100px;margin:0 auto;padding:24px}

@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pipeline.gate.verdict import Verdict
 from pipeline.report import views
 from pipeline.report.document import COMPARISON_HEADER, _baseline_line, comparison_rows
 
-ICON = {"passed": "✅", "rejected": "❌", "inconclusive": "⚠️", "error": "🛑", "interrupted": "⏹️"}
+ICON = {Verdict.PASSED: "✅", Verdict.REJECTED: "❌", Verdict.INCONCLUSIVE: "⚠️", Verdict.ERROR: "🛑",
+        Verdict.INTERRUPTED: "⏹️"}
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 WJ = "\u2060"  # word joiner: invisible, breaks @mentions, #refs and autolinks

@@ -9,8 +9,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-VERDICT_WORD = {"passed": "PASSED", "rejected": "REJECTED", "inconclusive": "INCONCLUSIVE", "error": "ERROR",
-                "interrupted": "INTERRUPTED"}
 OUTPUT_LINES = 6  # first lines of a failing case's output shown
 OUTPUT_CHARS = 600
 LOAD_HEADER = ["level", "concurrency", "TTFT p50/p95/p99 ms", "e2e p50/p95/p99 ms", "output tok/s", "req/s",
@@ -22,7 +20,7 @@ def stage(report: dict[str, Any], name: str) -> dict[str, Any] | None:
 
 
 def headline(report: dict[str, Any]) -> str:
-    word = VERDICT_WORD.get(report["verdict"], report["verdict"].upper())
+    word = str(report["verdict"]).upper()
     version = (report.get("tracking") or {}).get("model_version")
     return f"{word}: {report['model_name']}" + (f" v{version}" if version else "") + f" (exit {report['exit_code']})"
 
