@@ -11,8 +11,12 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, Interrupted, ModelgateError
+
+if TYPE_CHECKING:
+    from pipeline.report.document import GateReport
 
 
 def _home(config: Path) -> Path:
@@ -23,14 +27,14 @@ def _home(config: Path) -> Path:
 def cmd_gate(args: argparse.Namespace) -> int:
     from pipeline.config.release import load_release
     from pipeline.gate.run import run_gate
-    from pipeline.report import document as reports
+    from pipeline.report import console
     from pipeline.util.secrets import redact
 
     release = load_release(args.config)
     report = run_gate(release, home=_home(args.config), run_dir=args.run_dir, tracking_uri=args.tracking_uri,
                       pr=args.pr, enforce_eager=args.enforce_eager, author=args.author)
-    print(redact(reports.to_console(report)))
-    return report["exit_code"]
+    print(redact(console.render(report)))
+    return report.exit_code
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
@@ -86,13 +90,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import json
 
-    from pipeline.report import document as reports
+    from pipeline.report import html
 
-    data, markdown = _gate_report(Path(args.path))
+    report, markdown = _gate_report(Path(args.path))
     if args.format == "json":
-        text = json.dumps(data, indent=2)
+        text = json.dumps(report.to_dict(), indent=2)
     elif args.format == "html":
-        text = reports.to_html(data, report_path=Path(args.path))
+        text = html.render(report, report_path=Path(args.path))
     else:
         text = markdown
     if args.output:
@@ -205,16 +209,17 @@ def _github(args):
     return github, github.client(repo, args.api_url)
 
 
-def _gate_report(path: Path) -> tuple[dict, str]:
-    """The report and its markdown rendering (rendering it also proves it has the fields we need)."""
+def _gate_report(path: Path) -> tuple[GateReport, str]:
+    """The report and its markdown rendering (rendering it also proves its details hold what we show)."""
     from pipeline.errors import InfraError
-    from pipeline.report import document as reports
+    from pipeline.report import markdown
+    from pipeline.report.document import GateReport
 
     if not path.is_file():
         raise BadInput("no such report file", file=str(path))
     try:
-        data = reports.load(path)
-        return data, reports.to_markdown(data)
+        report = GateReport.load(path)
+        return report, markdown.render(report)
     except (ValueError, InfraError, AttributeError) as exc:
         raise BadInput(f"not a gate report: {' '.join(str(exc).split())[:200]}", file=str(path)) from exc
     except (KeyError, TypeError) as exc:
@@ -222,26 +227,22 @@ def _gate_report(path: Path) -> tuple[dict, str]:
 
 
 def cmd_github_comment(args: argparse.Namespace) -> int:
-    from pipeline.report import document as reports
+    from pipeline.report import markdown as md
 
-    data, markdown = _gate_report(args.report)
+    report, markdown = _gate_report(args.report)
     if args.details_url:
-        markdown = reports.to_markdown(data, details_url=args.details_url)
+        markdown = md.render(report, details_url=args.details_url)
     github, client = _github(args)
     print(client.upsert_comment(args.pr, markdown, github.COMMENT_MARKER))
     return 0
 
 
 def cmd_github_status(args: argparse.Namespace) -> int:
-    data, _ = _gate_report(args.report)
+    report, _ = _gate_report(args.report)
     github, client = _github(args)
-    from pipeline.gate.verdict import Verdict
-
-    state = github.STATE_FOR_VERDICT.get(Verdict(data["verdict"])) if data["verdict"] in set(Verdict) else None
-    if state is None:
-        raise BadInput(f"unknown gate verdict {data['verdict']!r}", file=str(args.report), path="verdict")
-    reasons = data.get("reasons") or []
-    description = f"{data['verdict']}" + (f": {reasons[0]}" if reasons else "")
+    state = github.STATE_FOR_VERDICT[report.verdict]  # every verdict has one (a loaded report has a real verdict)
+    reasons = report.reasons
+    description = f"{report.verdict}" + (f": {reasons[0]}" if reasons else "")
     client.set_status(args.sha, state, github.STATUS_CONTEXT, description, args.target_url)
     print(f"{github.STATUS_CONTEXT}: {state} on {args.sha}")
     return 0

@@ -20,7 +20,9 @@ from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
 from pipeline.serving.prometheus import Scraper
 from pipeline.tools.servebench import BenchRequest, is_loopback, last_error, run_level
-from pipeline.util.progress import progress_for
+from pipeline.util.progress import Progress, progress_for
+
+NAME = "load"
 
 PLOT = "latency_vs_concurrency.png"
 
@@ -34,7 +36,7 @@ def vllm_version() -> str:
     return "not installed"
 
 
-def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, say) -> list[dict[str, Any]]:
+def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, progress: Progress) -> list[dict[str, Any]]:
     import httpx
 
     endpoint = ctx.endpoint
@@ -51,7 +53,7 @@ def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, say) -> list[dict[st
                                request_timeout_s=ctx.release.serving.request_timeout_s,
                                api_key=endpoint.api_key)
             name = rules.label(multiplier)
-            say(f"level {name}: concurrency {concurrency}, {req.num_prompts} requests "
+            progress(f"level {name}: concurrency {concurrency}, {req.num_prompts} requests "
                 f"({req.input_len} in / {req.output_len} out tokens)")
             try:
                 with Scraper(fetch) as scraper:
@@ -71,7 +73,7 @@ def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, say) -> list[dict[st
                                  f"load test: {last_error(out_dir / 'servebench.log')} (see load/servebench.log)")
             row["result_file"] = str(out_dir / f"bench_{name}.json")
             rows.append(row)
-            say(f"level {name}: {row['completed']}/{row['num_prompts']} completed, p95 TTFT "
+            progress(f"level {name}: {row['completed']}/{row['num_prompts']} completed, p95 TTFT "
                 f"{row.get('p95_ttft_ms', 0):.0f} ms, p95 e2e {row.get('p95_e2el_ms', 0):.0f} ms, "
                 f"{row.get('output_throughput', 0):.1f} output tok/s")
     return rows
@@ -135,13 +137,13 @@ def compare_baseline(ctx: GateContext, cfg: LoadGate, rows, fp) -> tuple[dict[st
 def run(ctx: GateContext) -> StageResult:
     cfg = ctx.release.load_gate
     if not cfg.enabled:
-        return StageResult("load", Status.SKIPPED, reasons=["not configured or disabled (gates.load)"])
+        return StageResult(NAME, Status.SKIPPED, reasons=["not configured or disabled (gates.load)"])
     if not is_loopback(ctx.endpoint.base_url):
-        return StageResult("load", Status.SKIPPED,
+        return StageResult(NAME, Status.SKIPPED,
                            reasons=[f"the load test only drives a loopback server, not {ctx.endpoint.base_url}"])
-    say = progress_for("load")
-    out_dir = ctx.run_dir / "load"
-    rows = measure(ctx, cfg, out_dir, say)
+    progress = progress_for(NAME)
+    out_dir = ctx.files.stage(NAME)
+    rows = measure(ctx, cfg, out_dir, progress)
     failures = [reason for row in rows for reason in rules.check_level(row, cfg.slo)]
     curve = rules.curve_shape(rows)
     fp = rules.fingerprint(vllm_version())
@@ -178,4 +180,4 @@ def run(ctx: GateContext) -> StageResult:
                "levels": rows, "curve": curve, "fingerprint": fp, "baseline": comparison,
                "price_per_hour": cfg.price_per_hour, "cost_per_1m_output_tokens": cost}
     reasons = (failures or ["every level within SLO"]) + notes
-    return StageResult("load", status, metrics=metrics, reasons=reasons, artifacts=artifacts, details=details)
+    return StageResult(NAME, status, metrics=metrics, reasons=reasons, artifacts=artifacts, details=details)
