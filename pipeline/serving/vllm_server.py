@@ -16,12 +16,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config.release import Serving
 from pipeline.errors import InfraError, ServerError
+from pipeline.util.progress import Progress
 
 LOG_TAIL_LINES = 40
 
@@ -116,7 +116,7 @@ class VllmServer:
     """
 
     def __init__(self, model_dir: Path, served_name: str, serving: Serving, log_file: Path, *,
-                 enforce_eager: bool | None = None, progress: Callable[[str], None] = print,
+                 enforce_eager: bool | None = None, progress: Progress = print,
                  env: dict[str, str] | None = None, api_key: str | None = None):
         from pipeline.util.secrets import new_api_key, register_secret_value
 
