@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.checks import slo as rules
 from pipeline.config.release import LoadGate
@@ -21,6 +21,9 @@ from pipeline.gate.result import StageResult, Status
 from pipeline.serving.prometheus import Scraper
 from pipeline.tools.servebench import BenchRequest, is_loopback, last_error, run_level
 from pipeline.util.progress import Progress, progress_for
+
+if TYPE_CHECKING:
+    import httpx
 
 NAME = "load"
 
@@ -105,7 +108,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     return path
 
 
-def _healthy(client, base_url: str) -> bool:
+def _healthy(client: httpx.Client, base_url: str) -> bool:
     import httpx
 
     try:
@@ -114,7 +117,8 @@ def _healthy(client, base_url: str) -> bool:
         return False
 
 
-def compare_baseline(ctx: GateContext, cfg: LoadGate, rows, fp) -> tuple[dict[str, Any], list[str]]:
+def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]],
+                     fp: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     baseline = ctx.baseline_store.production(ctx.release.model_name) if ctx.baseline_store else None
     if baseline is None:
         return {"status": "skipped", "reason": "no production version yet"}, []
