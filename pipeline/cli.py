@@ -11,8 +11,12 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, Interrupted, ModelgateError
+
+if TYPE_CHECKING:
+    from pipeline.report.document import GateReport
 
 
 def _home(config: Path) -> Path:
@@ -20,20 +24,20 @@ def _home(config: Path) -> Path:
     return Path(env).resolve() if env else config.resolve().parent / ".modelgate"
 
 
-def cmd_gate(args) -> int:
+def cmd_gate(args: argparse.Namespace) -> int:
     from pipeline.config.release import load_release
     from pipeline.gate.run import run_gate
-    from pipeline.report import document as reports
+    from pipeline.report import console
     from pipeline.util.secrets import redact
 
     release = load_release(args.config)
     report = run_gate(release, home=_home(args.config), run_dir=args.run_dir, tracking_uri=args.tracking_uri,
                       pr=args.pr, enforce_eager=args.enforce_eager, author=args.author)
-    print(redact(reports.to_console(report)))
-    return report["exit_code"]
+    print(redact(console.render(report)))
+    return report.exit_code
 
 
-def cmd_lock(args) -> int:
+def cmd_lock(args: argparse.Namespace) -> int:
     from pipeline.model.lock import lock
     from pipeline.util.progress import progress_for
 
@@ -42,7 +46,7 @@ def cmd_lock(args) -> int:
     return 0
 
 
-def cmd_fetch(args) -> int:
+def cmd_fetch(args: argparse.Namespace) -> int:
     from pipeline.config.release import load_release
     from pipeline.model.fetch import fetch
     from pipeline.util.progress import progress_for
@@ -55,7 +59,7 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-def cmd_demo_init(args) -> int:
+def cmd_demo_init(args: argparse.Namespace) -> int:
     from pipeline.demo.hub import publish_demo_hub
     from pipeline.util.progress import progress_for
 
@@ -67,7 +71,7 @@ def cmd_demo_init(args) -> int:
     return 0
 
 
-def cmd_sync(args) -> int:
+def cmd_sync(args: argparse.Namespace) -> int:
     from pipeline.gate.sync import kept_run_dirs, sync_all
     from pipeline.util.progress import progress_for
 
@@ -83,16 +87,16 @@ def cmd_sync(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     import json
 
-    from pipeline.report import document as reports
+    from pipeline.report import html
 
-    data, markdown = _gate_report(Path(args.path))
+    report, markdown = _gate_report(Path(args.path))
     if args.format == "json":
-        text = json.dumps(data, indent=2)
+        text = json.dumps(report.to_dict(), indent=2)
     elif args.format == "html":
-        text = reports.to_html(data, report_path=Path(args.path))
+        text = html.render(report, report_path=Path(args.path))
     else:
         text = markdown
     if args.output:
@@ -126,7 +130,7 @@ def _actor(args) -> str | None:
     return args.actor or os.environ.get("MODELGATE_ACTOR")
 
 
-def cmd_approve(args) -> int:
+def cmd_approve(args: argparse.Namespace) -> int:
     from pipeline.releasing.approval import approve
 
     release, uri = _store(args)
@@ -147,26 +151,26 @@ def _print_outcome(o) -> None:
               f"audit run {o.audit_run_id}" + ("; resumed" if o.resumed else ""))
 
 
-def cmd_promote(args) -> int:
+def cmd_promote(args: argparse.Namespace) -> int:
     from pipeline.releasing.promotion import promote
     from pipeline.util.progress import progress_for
 
     release, uri = _store(args)
     _print_outcome(promote(release, uri, args.version, _actor(args), override_reason=args.override_reason,
-                           say=progress_for("promote")))
+                           progress=progress_for("promote")))
     return 0
 
 
-def cmd_rollback(args) -> int:
+def cmd_rollback(args: argparse.Namespace) -> int:
     from pipeline.releasing.promotion import rollback
     from pipeline.util.progress import progress_for
 
     release, uri = _store(args)
-    _print_outcome(rollback(release, uri, args.to, _actor(args), args.reason, say=progress_for("rollback")))
+    _print_outcome(rollback(release, uri, args.to, _actor(args), args.reason, progress=progress_for("rollback")))
     return 0
 
 
-def cmd_history(args) -> int:
+def cmd_history(args: argparse.Namespace) -> int:
     import json
 
     from pipeline.releasing.history import timeline, to_text
@@ -177,7 +181,7 @@ def cmd_history(args) -> int:
     return 0
 
 
-def cmd_resolve(args) -> int:
+def cmd_resolve(args: argparse.Namespace) -> int:
     import json
 
     from pipeline.releasing.history import resolve
@@ -205,47 +209,46 @@ def _github(args):
     return github, github.client(repo, args.api_url)
 
 
-def _gate_report(path: Path) -> tuple[dict, str]:
-    """The report and its markdown rendering (rendering it also proves it has the fields we need)."""
+def _gate_report(path: Path) -> tuple[GateReport, str]:
+    """The report and its markdown rendering (rendering it also proves its details hold what we show)."""
     from pipeline.errors import InfraError
-    from pipeline.report import document as reports
+    from pipeline.report import markdown
+    from pipeline.report.document import GateReport
 
     if not path.is_file():
         raise BadInput("no such report file", file=str(path))
     try:
-        data = reports.load(path)
-        return data, reports.to_markdown(data)
+        report = GateReport.load(path)
+        return report, markdown.render(report)
     except (ValueError, InfraError, AttributeError) as exc:
         raise BadInput(f"not a gate report: {' '.join(str(exc).split())[:200]}", file=str(path)) from exc
     except (KeyError, TypeError) as exc:
         raise BadInput(f"not a gate report: field {exc} missing or of the wrong type", file=str(path)) from exc
 
 
-def cmd_github_comment(args) -> int:
-    from pipeline.report import document as reports
+def cmd_github_comment(args: argparse.Namespace) -> int:
+    from pipeline.report import markdown as md
 
-    data, markdown = _gate_report(args.report)
+    report, markdown = _gate_report(args.report)
     if args.details_url:
-        markdown = reports.to_markdown(data, details_url=args.details_url)
+        markdown = md.render(report, details_url=args.details_url)
     github, client = _github(args)
     print(client.upsert_comment(args.pr, markdown, github.COMMENT_MARKER))
     return 0
 
 
-def cmd_github_status(args) -> int:
-    data, _ = _gate_report(args.report)
+def cmd_github_status(args: argparse.Namespace) -> int:
+    report, _ = _gate_report(args.report)
     github, client = _github(args)
-    state = github.STATE_FOR_VERDICT.get(data["verdict"])
-    if state is None:
-        raise BadInput(f"unknown gate verdict {data['verdict']!r}", file=str(args.report), path="verdict")
-    reasons = data.get("reasons") or []
-    description = f"{data['verdict']}" + (f": {reasons[0]}" if reasons else "")
+    state = github.STATE_FOR_VERDICT[report.verdict]  # every verdict has one (a loaded report has a real verdict)
+    reasons = report.reasons
+    description = f"{report.verdict}" + (f": {reasons[0]}" if reasons else "")
     client.set_status(args.sha, state, github.STATUS_CONTEXT, description, args.target_url)
     print(f"{github.STATUS_CONTEXT}: {state} on {args.sha}")
     return 0
 
 
-def cmd_github_approver(args) -> int:
+def cmd_github_approver(args: argparse.Namespace) -> int:
     from pipeline.errors import Refused
 
     _, client = _github(args)
@@ -385,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelgate: {kind}: {redact(exc.one_line())}", file=sys.stderr)
         tail = getattr(exc, "log_tail", "")
         if tail:
-            print(f"--- last lines of {exc.log_file} ---\n{redact(tail)}", file=sys.stderr)
+            print(f"--- last lines of {getattr(exc, 'log_file', None)} ---\n{redact(tail)}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a disk or file problem no stage caught: infrastructure, one line, exit 3
         from pipeline.errors import EXIT_INFRA

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from pipeline.config.yamlio import load_yaml
 from pipeline.errors import ConfigError
@@ -22,12 +22,25 @@ DEFAULT_SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "MLF
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
+# the choices the JSON Schema (schemas/release.schema.json) enumerates; a unit test keeps the two equal
+PinSource = Literal["huggingface", "git"]
+ServingMode = Literal["spawn", "external"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+LoadPromptSource = Literal["random"]
+
+
+def pin_source(value: str) -> PinSource:
+    """A pin's source from untyped data (a report, a registry tag); ValueError when it is not one."""
+    if value not in get_args(PinSource):
+        raise ValueError(f"pin source {value!r} is not one of {', '.join(get_args(PinSource))}")
+    return cast(PinSource, value)
+
 
 @dataclass(frozen=True)
 class Pin:
     """A model at an exact commit, with the expected sha256 of every file (the lock)."""
 
-    source: str  # "huggingface" | "git"
+    source: PinSource
     repo: str  # HF repo id, git URL, or a path (relative paths are resolved against release.yaml)
     revision: str  # 40-hex commit
     files: dict[str, str] = field(default_factory=dict)
@@ -51,12 +64,12 @@ class Probe:
 
 @dataclass(frozen=True)
 class Serving:
-    mode: str = "spawn"
+    mode: ServingMode = "spawn"
     external_url: str | None = None
     api_key_env: str | None = None  # external mode: env var holding the endpoint's key (spawn: random per gate)
     host: str = "127.0.0.1"
     port: int | None = None  # None: a free port picked at start
-    dtype: str = "bfloat16"
+    dtype: Dtype = "bfloat16"
     max_model_len: int = 2048
     tensor_parallel_size: int = 1
     enforce_eager: bool = False
@@ -93,7 +106,7 @@ class EvalsGate:
 
 @dataclass(frozen=True)
 class LoadPrompts:
-    source: str = "random"  # vLLM's random dataset: token-exact input/output lengths, fixed seed
+    source: LoadPromptSource = "random"  # vLLM's random dataset: token-exact input/output lengths, fixed seed
     input_len: int = 128
     output_len: int = 64
     requests_per_concurrency: int = 8  # a level sends this x its concurrency requests
@@ -265,7 +278,7 @@ def load_release(path: str | Path) -> Release:
 
 def pin_from_dict(d: dict[str, Any]) -> Pin:
     return Pin(
-        source=d["source"],
+        source=pin_source(d["source"]),
         repo=d["repo"],
         revision=d["revision"],
         files=dict(sorted((d.get("files") or {}).items())),

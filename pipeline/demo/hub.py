@@ -36,6 +36,7 @@ from pathlib import Path
 
 from pipeline.demo.degrade import DEFAULT_NOISE_SCALE, DEFAULT_SEED, degrade_model_dir
 from pipeline.model.digests import digest_tree
+from pipeline.util.progress import Progress
 
 REPO_NAME = "SmolLM2-135M-Instruct"
 HF_REPO_ID = "modelgate-demo/SmolLM2-135M-Instruct"
@@ -230,7 +231,7 @@ def _zero_serialization_id(path: Path) -> None:
         raise RuntimeError(f"{path}: zip record {bad} is corrupt after zeroing the serialization id")
 
 
-def build_variants(instruct_dir: Path, work: Path, progress: Callable[[str], None] = print,
+def build_variants(instruct_dir: Path, work: Path, progress: Progress = print,
                    noise_scale: float = DEFAULT_NOISE_SCALE, seed: int = DEFAULT_SEED) -> dict[str, Path]:
     """Derive the degraded/corrupt/pickle model dirs from `instruct_dir` under `work`; map variant -> dir."""
     progress(f"demo hub: degrading weights (noise_scale={noise_scale}, seed={seed})")
@@ -273,7 +274,7 @@ def load_complete_manifest(home: Path, recipe: dict | None = None) -> dict | Non
 
 
 def publish_variants(home: Path, variant_dirs: dict[str, Path], build_dir: Path, recipe: dict,
-                     progress: Callable[[str], None] = print) -> dict:
+                     progress: Progress = print) -> dict:
     """Commit each variant dir, lay out the HF cache in `build_dir`, then move both under `home`.
 
     Returns the manifest, written last to `home/hub/manifest.json`.
@@ -320,7 +321,7 @@ def _convert_real_model(out_dir: Path) -> Path:
     return convert_gguf(find_gguf(), out_dir)
 
 
-def publish_demo_hub(home: Path, progress: Callable[[str], None] = print, *,
+def publish_demo_hub(home: Path, progress: Progress = print, *,
                      build_instruct: Callable[[Path], Path] | None = None,
                      noise_scale: float = DEFAULT_NOISE_SCALE, seed: int = DEFAULT_SEED) -> dict:
     """Build (or reuse) the demo hub under `home`; return its manifest.
@@ -330,7 +331,8 @@ def publish_demo_hub(home: Path, progress: Callable[[str], None] = print, *,
     """
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    recipe: dict[str, object] = {"noise_scale": noise_scale, "seed": seed, "corrupt_keep_bytes": CORRUPT_KEEP_BYTES}
+    recipe: dict[str, float | str | None] = {"noise_scale": noise_scale, "seed": seed,
+                                             "corrupt_keep_bytes": CORRUPT_KEEP_BYTES}
     if build_instruct is None:
         from pipeline.demo.convert import GGUF_SHA256
 

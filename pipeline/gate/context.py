@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.release import Release
+from pipeline.gate.rundir import RunDir
 from pipeline.util.secrets import new_api_key
 
 
@@ -29,3 +30,8 @@ class GateContext:
     baseline_store: Any = None  # integrations.tracking.BaselineStore (None: no baseline lookups)
     # the staging servers' API key: random per gate run, registered as a secret, never on a command line
     api_key: str = field(default_factory=new_api_key, repr=False)
+
+    @property
+    def files(self) -> RunDir:
+        """The named files of the run directory (report.json, server.log, a stage's folder)."""
+        return RunDir(self.run_dir)

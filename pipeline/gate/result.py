@@ -38,3 +38,10 @@ class StageResult:
             "artifacts": self.artifacts,
             "details": self.details,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageResult:
+        """A stage as a saved report holds it (KeyError/ValueError/TypeError when it is not one)."""
+        return cls(name=str(d["name"]), status=Status(d["status"]), metrics=dict(d.get("metrics") or {}),
+                   reasons=[str(r) for r in d.get("reasons") or []], artifacts=dict(d.get("artifacts") or {}),
+                   details=dict(d.get("details") or {}), duration_s=float(d.get("duration_s") or 0.0))

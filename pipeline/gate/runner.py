@@ -17,9 +17,11 @@ from collections.abc import Callable, Collection, Sequence
 from pipeline.errors import BadInput, Interrupted, ModelgateError, ServerError
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
+from pipeline.gate.rundir import SERVER_LOG
 from pipeline.util.progress import progress_for
 
-Stage = tuple[str, Callable[[GateContext], StageResult]]
+StageRun = Callable[[GateContext], StageResult]
+Stage = tuple[str, StageRun]  # (name, run): the name is the stage module's NAME (gate/run.py STAGES)
 STOPPING = (Status.FAILED, Status.ERROR, Status.INTERRUPTED)
 
 
@@ -33,8 +35,8 @@ def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collect
                 results.append(StageResult(name, Status.SKIPPED,
                                            reasons=[f"not run: stage {blocker.name} {blocker.status.value}"]))
                 continue
-            say = progress_for(name)
-            say("started")
+            progress = progress_for(name)
+            progress("started")
             t0 = time.monotonic()
             try:
                 result = run(ctx)
@@ -52,9 +54,9 @@ def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collect
                 if isinstance(exc, ServerError):
                     result.details["log_tail"] = exc.log_tail
                     if exc.log_file:
-                        result.artifacts["server.log"] = exc.log_file
+                        result.artifacts[SERVER_LOG] = exc.log_file
             result.name = name
             result.duration_s = time.monotonic() - t0
-            say(f"{result.status.value} in {result.duration_s:.1f}s")
+            progress(f"{result.status.value} in {result.duration_s:.1f}s")
             results.append(result)
     return results

@@ -15,16 +15,15 @@ Interrupted gates are never recorded (by design), so sync skips them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline.errors import BadInput, InfraError
+from pipeline.gate.rundir import REPORT_FILE, RunDir
+from pipeline.gate.verdict import Verdict
 from pipeline.integrations import registry, tracking
-from pipeline.report import document as reports
-
-REPORT_FILE = reports.REPORT_FILE
+from pipeline.report.document import GateReport
+from pipeline.util.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -41,70 +40,68 @@ class Synced:
         return f"{self.gate_id}: {self.status}{where}{': ' + self.note if self.note else ''}"
 
 
-def load_report(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / REPORT_FILE
+def load_report(run_dir: Path) -> GateReport:
+    """The gate report kept in `run_dir`; anything that is not one is bad input (exit 2)."""
+    path = RunDir(run_dir).report
     if not path.is_file():
-        raise BadInput("no gate report here (report.json missing)", file=str(run_dir))
+        raise BadInput(f"no gate report here ({REPORT_FILE} missing)", file=str(run_dir))
     try:
-        data = reports.load(path)
+        return GateReport.load(path)
     except (ValueError, InfraError) as exc:
-        raise BadInput(f"not a gate report: {' '.join(str(exc).split())[:200]}", file=str(path)) from exc
-    missing = [k for k in ("gate_id", "model_name", "candidate", "stages", "tracking", "verdict") if k not in data]
-    if missing:
-        raise BadInput(f"not a gate report: {', '.join(missing)} missing", file=str(path), path=missing[0])
-    return data
+        raise BadInput(f"not a gate report: {' '.join(str(exc).split())[:200]}", file=str(path),
+                       path=getattr(exc, "field", None)) from exc
 
 
-def tracking_uri(report: dict[str, Any], override: str | None) -> str:
+def tracking_uri(report: GateReport, override: str | None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else the store the gate tried (credentials are never stored
     in a report: a server that needs them needs the environment variable)."""
-    return override or os.environ.get("MLFLOW_TRACKING_URI") or report["tracking"]["uri"]
+    return override or os.environ.get("MLFLOW_TRACKING_URI") or report.tracking.uri
 
 
-def recorded(report: dict[str, Any], uri: str) -> bool:
+def recorded(report: GateReport, uri: str) -> bool:
     """True when the report's run and its model version both exist in the store at `uri`."""
-    info = report["tracking"]
-    if not info.get("run_id") or not info.get("model_version"):
+    info = report.tracking
+    if not info.run_id or not info.model_version:
         return False
     store = registry.Registry(uri)
-    run = store.run(info["run_id"])
+    run = store.run(info.run_id)
     if run is None or run.info.lifecycle_stage != "active":
         return False
-    version = store.version(report["model_name"], str(info["model_version"]))
-    return version is not None and version.run_id == info["run_id"]
+    version = store.version(report.model_name, str(info.model_version))
+    return version is not None and version.run_id == info.run_id
 
 
-def sync_run_dir(run_dir: Path, *, uri_override: str | None = None,
-                 progress: Callable[[str], None] = print) -> Synced:
+def sync_run_dir(run_dir: Path, *, uri_override: str | None = None, progress: Progress = print) -> Synced:
     from pipeline.gate.run import record
 
     run_dir = Path(run_dir).resolve()
+    files = RunDir(run_dir)
     report = load_report(run_dir)
-    gate_id = report["gate_id"]
-    if report["verdict"] == "interrupted":
+    gate_id = report.gate_id
+    if report.verdict == Verdict.INTERRUPTED:
         return Synced(run_dir, gate_id, "skipped", note="an interrupted gate is not recorded")
-    if not (run_dir / registry.ITEMS_ARTIFACT).is_file():
-        raise BadInput(f"{registry.ITEMS_ARTIFACT} is missing: the per-item results cannot be recorded",
+    if not files.items.is_file():
+        raise BadInput(f"{files.items.name} is missing: the per-item results cannot be recorded",
                        file=str(run_dir))
     uri = tracking_uri(report, uri_override)
     tracking.preflight(uri)
     if recorded(report, uri):
-        info = report["tracking"]
-        if info.get("error"):  # only the last step failed: the MLflow copy of the report is the stale one
+        info = report.tracking
+        run_id = info.run_id or ""  # set: recorded() checked it
+        if info.error:  # only the last step failed: the MLflow copy of the report is the stale one
             from pipeline.gate.run import save_report
 
-            info.pop("error")
-            save_report(report, run_dir)
-            tracking.upload(uri, info["run_id"], run_dir / REPORT_FILE)
-            tracking.upload(uri, info["run_id"], run_dir / "report.md")
-            return Synced(run_dir, gate_id, "recorded", info["run_id"], str(info["model_version"]),
+            save_report(report.with_tracking(error=None), run_dir)
+            tracking.upload(uri, run_id, files.report)
+            tracking.upload(uri, run_id, files.markdown)
+            return Synced(run_dir, gate_id, "recorded", run_id, str(info.model_version),
                           note="the report in MLflow was brought up to date")
-        return Synced(run_dir, gate_id, "already recorded", info["run_id"], str(info["model_version"]))
+        return Synced(run_dir, gate_id, "already recorded", run_id, str(info.model_version))
     progress(f"recording gate {gate_id} from {run_dir} in {tracking.display_uri(uri)}")
-    if tracking.display_uri(uri) != report["tracking"].get("uri"):
-        report["tracking"]["uri"] = tracking.display_uri(uri)
-    record(report, run_dir, uri)
-    return Synced(run_dir, gate_id, "recorded", report["tracking"]["run_id"], report["tracking"]["model_version"])
+    if tracking.display_uri(uri) != report.tracking.uri:
+        report = report.with_tracking(uri=tracking.display_uri(uri))
+    report = record(report, run_dir, uri)
+    return Synced(run_dir, gate_id, "recorded", report.tracking.run_id, report.tracking.model_version)
 
 
 def kept_run_dirs(root: Path) -> list[Path]:
@@ -113,7 +110,6 @@ def kept_run_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in runs.glob(f"*/{REPORT_FILE}")) if runs.is_dir() else []
 
 
-def sync_all(run_dirs: list[Path], *, uri_override: str | None = None,
-             progress: Callable[[str], None] = print) -> list[Synced]:
+def sync_all(run_dirs: list[Path], *, uri_override: str | None = None, progress: Progress = print) -> list[Synced]:
     """Sync each; an unreachable store stops at the first failure (the others would fail the same way)."""
     return [sync_run_dir(run_dir, uri_override=uri_override, progress=progress) for run_dir in run_dirs]

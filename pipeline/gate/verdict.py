@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import enum
+
 from pipeline.errors import EXIT_INCONCLUSIVE, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_PASSED, EXIT_REJECTED
 from pipeline.gate.result import StageResult, Status
 
+
+class Verdict(enum.StrEnum):
+    """The gate's verdict: the report's `verdict`, the MLflow tag `modelgate.verdict` (same strings)."""
+
+    PASSED = "passed"
+    REJECTED = "rejected"
+    INCONCLUSIVE = "inconclusive"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+
+
 # verdict -> exit code; the order is the precedence when stages disagree
-VERDICTS = {
-    "interrupted": EXIT_INTERRUPTED,
-    "error": EXIT_INFRA,
-    "rejected": EXIT_REJECTED,
-    "inconclusive": EXIT_INCONCLUSIVE,
-    "passed": EXIT_PASSED,
+VERDICTS: dict[Verdict, int] = {
+    Verdict.INTERRUPTED: EXIT_INTERRUPTED,
+    Verdict.ERROR: EXIT_INFRA,
+    Verdict.REJECTED: EXIT_REJECTED,
+    Verdict.INCONCLUSIVE: EXIT_INCONCLUSIVE,
+    Verdict.PASSED: EXIT_PASSED,
 }
 _FROM_STATUS = {
-    Status.INTERRUPTED: "interrupted",
-    Status.ERROR: "error",
-    Status.FAILED: "rejected",
-    Status.INCONCLUSIVE: "inconclusive",
+    Status.INTERRUPTED: Verdict.INTERRUPTED,
+    Status.ERROR: Verdict.ERROR,
+    Status.FAILED: Verdict.REJECTED,
+    Status.INCONCLUSIVE: Verdict.INCONCLUSIVE,
 }
 
 
-def decide(results: list[StageResult]) -> tuple[str, int, list[str]]:
+def decide(results: list[StageResult]) -> tuple[Verdict, int, list[str]]:
     """Return (verdict, exit code, reasons). No stage run at all, or only skips, is not a pass."""
     found = {_FROM_STATUS[r.status] for r in results if r.status in _FROM_STATUS}
     for verdict in VERDICTS:
@@ -30,5 +43,5 @@ def decide(results: list[StageResult]) -> tuple[str, int, list[str]]:
                        for reason in (r.reasons or [r.status.value])]
             return verdict, VERDICTS[verdict], reasons
     if not any(r.status == Status.PASSED for r in results):
-        return "error", EXIT_INFRA, ["no stage ran"]
-    return "passed", EXIT_PASSED, [f"{r.name}: passed" for r in results if r.status == Status.PASSED]
+        return Verdict.ERROR, EXIT_INFRA, ["no stage ran"]
+    return Verdict.PASSED, EXIT_PASSED, [f"{r.name}: passed" for r in results if r.status == Status.PASSED]

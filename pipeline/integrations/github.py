@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import BadInput
+from pipeline.gate.verdict import Verdict
 from pipeline.integrations.github_retry import Retry, call
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -28,8 +29,10 @@ COMMENT_MARKER = "<!-- modelgate:gate -->"
 STATUS_CONTEXT = "modelgate/gate"
 STATUS_STATES = ("success", "failure", "pending", "error")
 DEPLOYMENT_STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
-STATE_FOR_VERDICT = {"passed": "success", "rejected": "failure", "failed": "failure", "inconclusive": "pending",
-                     "error": "error", "interrupted": "error"}  # gate verdict -> commit status state
+# gate verdict -> commit status state
+STATE_FOR_VERDICT: dict[Verdict, str] = {Verdict.PASSED: "success", Verdict.REJECTED: "failure",
+                                         Verdict.INCONCLUSIVE: "pending", Verdict.ERROR: "error",
+                                         Verdict.INTERRUPTED: "error"}
 DESCRIPTION_MAX = 140  # GitHub's limit for commit and deployment status descriptions
 COMMENT_MAX = 65536  # GitHub's limit for a comment body
 API_VERSION = "2022-11-28"

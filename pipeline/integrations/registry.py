@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.release import Pin
+from pipeline.config.release import Pin, pin_source
 from pipeline.errors import InfraError
+from pipeline.gate.result import Status
+from pipeline.gate.rundir import ITEMS_FILE, REPORT_FILE
 from pipeline.integrations.tracking import display_uri
 
-ITEMS_ARTIFACT = "items.json"
-REPORT_ARTIFACT = "report.json"
 PRODUCTION = "production"
 CANDIDATE = "candidate"
 
@@ -111,7 +111,7 @@ class BaselineStore:
                              f"{type(exc).__name__}") from exc
         tags = mv.tags or {}
         try:
-            pin = Pin(source=tags["modelgate.source"], repo=tags["modelgate.repo"],
+            pin = Pin(source=pin_source(tags["modelgate.source"]), repo=tags["modelgate.repo"],
                       revision=tags["modelgate.revision"], files=json.loads(tags["modelgate.files"]))
         except (KeyError, ValueError) as exc:
             raise InfraError(f"model version {model_name} v{mv.version} (alias {PRODUCTION}) was not registered "
@@ -120,10 +120,10 @@ class BaselineStore:
                    if k.startswith("modelgate.digest.")}
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                path = client.download_artifacts(mv.run_id, ITEMS_ARTIFACT, tmp)
+                path = client.download_artifacts(mv.run_id, ITEMS_FILE, tmp)
                 items = json.loads(Path(path).read_text())["items"]
         except _errors() as exc:
-            raise InfraError(f"cannot read {ITEMS_ARTIFACT} of the production gate run {mv.run_id}: "
+            raise InfraError(f"cannot read {ITEMS_FILE} of the production gate run {mv.run_id}: "
                              f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from exc
         return Baseline(version=str(mv.version), run_id=mv.run_id, pin=pin, digests=digests, items=items,
                         load=_load_details(client, mv.run_id))
@@ -132,15 +132,17 @@ class BaselineStore:
 def _load_details(client, run_id: str) -> dict[str, Any] | None:
     """The baseline gate's load-test results from its report.json; None when absent or unreadable (older
     gates, load test skipped): the load comparison is then skipped, never the gate."""
+    from pipeline.report.document import GateReport
+
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            report = json.loads(Path(client.download_artifacts(run_id, REPORT_ARTIFACT, tmp)).read_text())
-    except (*_errors(), ValueError):
+            report = GateReport.load(Path(client.download_artifacts(run_id, REPORT_FILE, tmp)))
+    except (*_errors(), ValueError, InfraError):  # not JSON or not a gate report (ValueError), another schema
         return None
-    stage = next((s for s in report.get("stages", []) if s.get("name") == "load"), None)
-    if not stage or stage.get("status") not in ("passed", "failed") or not stage.get("details", {}).get("levels"):
+    stage = report.stage("load")
+    if not stage or stage.status not in (Status.PASSED, Status.FAILED) or not stage.details.get("levels"):
         return None
-    return stage["details"]
+    return stage.details
 
 
 def items_document(items: dict[str, dict[str, float]], digests: dict[str, str]) -> dict[str, Any]:

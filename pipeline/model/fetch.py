@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from pipeline.config.release import Pin
 from pipeline.errors import DigestMismatch, PinError
 from pipeline.model import safety, sources
 from pipeline.model.digests import digest_tree, sha256_file
+from pipeline.util.progress import Progress
 
 MARKER = ".modelgate-verified.json"
 
@@ -84,7 +84,7 @@ def _cached(target: Path, pin: Pin) -> ModelDir | None:
 
 
 def fetch(pin: Pin, location: str, home: Path, *, file: str, allowlist=(),
-          progress: Callable[[str], None] = print) -> ModelDir:
+          progress: Progress = print) -> ModelDir:
     """Return a verified local copy of `pin`; `location` is where the source lives (git URL/path or HF id)."""
     if not pin.files:
         raise PinError("the pin has no file digests (candidate.files is empty): run `modelgate lock` "
@@ -118,7 +118,7 @@ def fetch(pin: Pin, location: str, home: Path, *, file: str, allowlist=(),
 
 
 def download_unverified(pin: Pin, location: str, dest: Path, *, file: str,
-                        progress: Callable[[str], None] = print) -> dict[str, str]:
+                        progress: Progress = print) -> dict[str, str]:
     """For `modelgate lock`: download a revision and return the digest of every file it holds."""
     shutil.rmtree(dest, ignore_errors=True)
     sources.download(location, pin, dest, progress, file=file)

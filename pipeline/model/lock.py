@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config.release import build_release, load_yaml, revision_problem, validate
 from pipeline.errors import ConfigError, PinError
 from pipeline.model.fetch import download_unverified
+from pipeline.util.progress import Progress
 
 
 def _indent(line: str) -> int:
@@ -64,7 +64,7 @@ def rewrite_candidate(text: str, revision: str, files: dict[str, str], *, file: 
 
 
 def lock(config: Path, home: Path, revision: str | None = None,
-         progress: Callable[[str], None] = print) -> dict[str, str]:
+         progress: Progress = print) -> dict[str, str]:
     """Download the pin (at `revision` if given), hash every file, write candidate.files; returns the lock."""
     import yaml
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config.release import Pin
 from pipeline.errors import InfraError, PinError
+from pipeline.util.progress import Progress
 
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 
@@ -32,7 +32,7 @@ def _local_repo(location: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _archive_local(gitdir: str, pin: Pin, dest: Path, progress, *, file: str) -> None:
+def _archive_local(gitdir: str, pin: Pin, dest: Path, progress: Progress, *, file: str) -> None:
     """A repository on this filesystem: stream the commit's tree out with `git archive` (no pack built)."""
     if _git("--git-dir", gitdir, "cat-file", "-e", f"{pin.revision}^{{commit}}").returncode:
         raise PinError(f"commit {pin.revision} does not exist in {gitdir!r}", file=file, path="candidate.revision")
@@ -41,13 +41,14 @@ def _archive_local(gitdir: str, pin: Pin, dest: Path, progress, *, file: str) ->
     archive = subprocess.Popen(["git", "--git-dir", gitdir, "archive", "--format=tar", pin.revision],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, capture_output=True)
+    assert archive.stdout is not None and archive.stderr is not None  # both PIPE
     archive.stdout.close()
     err = archive.stderr.read().decode(errors="replace")
     if archive.wait() or untar.returncode:
         raise InfraError(f"git archive of {pin.revision} failed: {_last_line(err or untar.stderr.decode())}")
 
 
-def download_git(location: str, pin: Pin, dest: Path, progress: Callable[[str], None], *, file: str) -> None:
+def download_git(location: str, pin: Pin, dest: Path, progress: Progress, *, file: str) -> None:
     """Fetch exactly `pin.revision` from `location` and check its tree out into `dest` (without .git)."""
     local = _local_repo(location)
     if local:
@@ -91,7 +92,7 @@ def _refuse_lfs_pointers(dest: Path) -> None:
                                      "install git-lfs (`git lfs install`) on this runner")
 
 
-def download_huggingface(pin: Pin, dest: Path, progress: Callable[[str], None], *, file: str) -> None:
+def download_huggingface(pin: Pin, dest: Path, progress: Progress, *, file: str) -> None:
     """snapshot_download at the exact commit (honours HF_HUB_OFFLINE / HF_HUB_CACHE), then copy into dest."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -132,7 +133,7 @@ def download_huggingface(pin: Pin, dest: Path, progress: Callable[[str], None], 
             shutil.copyfile(real, target)
 
 
-def download(location: str, pin: Pin, dest: Path, progress: Callable[[str], None], *, file: str) -> None:
+def download(location: str, pin: Pin, dest: Path, progress: Progress, *, file: str) -> None:
     if pin.source == "git":
         download_git(location, pin, dest, progress, file=file)
     else:

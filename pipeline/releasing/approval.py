@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pipeline.config.release import Release
 from pipeline.errors import BadInput, Refused
+from pipeline.gate.verdict import Verdict
 from pipeline.integrations.registry import Registry
 from pipeline.integrations.tracking import param_key
 from pipeline.releasing.audit import APPROVE, COMPLETED, AuditLog
@@ -38,7 +39,7 @@ def approve(release: Release, uri: str, version_ref: str, actor: str | None, rea
     if actor.casefold() == author.casefold():
         raise Refused(f"{actor} authored {release.model_name} v{mv.version}: a change needs a release manager "
                       "other than its author to approve it")
-    if mv.verdict not in ("passed", "inconclusive"):
+    if mv.verdict not in (Verdict.PASSED, Verdict.INCONCLUSIVE):
         raise Refused(f"{release.model_name} v{mv.version}: its gate verdict is {mv.verdict!r}; there is "
                       "nothing to approve")
     check_untampered(reg, mv)

@@ -10,7 +10,7 @@ import json
 
 from pipeline.config.release import Release
 from pipeline.errors import BadInput, Refused
-from pipeline.gate.verdict import VERDICTS
+from pipeline.gate.verdict import VERDICTS, Verdict
 from pipeline.integrations.registry import ModelVersion, Registry
 from pipeline.integrations.tracking import param_key
 from pipeline.releasing.audit import AuditLog
@@ -83,7 +83,8 @@ def check_untampered(reg: Registry, mv: ModelVersion) -> dict:
         problems.append(f"file digests ({', '.join(changed) or 'unreadable'})")
     verdict = tags.get("modelgate.verdict")
     exit_code = run.data.metrics.get("gate.exit_code")
-    if verdict != run_tags.get("modelgate.verdict") or exit_code is None or VERDICTS.get(verdict) != int(exit_code):
+    expected_exit = VERDICTS.get(Verdict(verdict)) if verdict in set(Verdict) else None
+    if verdict != run_tags.get("modelgate.verdict") or exit_code is None or expected_exit != int(exit_code):
         problems.append(f"verdict {verdict!r} (gate run says {run_tags.get('modelgate.verdict')!r}, "
                         f"exit code {exit_code})")
     if problems:
@@ -95,9 +96,9 @@ def check_untampered(reg: Registry, mv: ModelVersion) -> dict:
 def check_gate_passed(mv: ModelVersion, override_reason: str | None) -> str | None:
     """Passed: fine. Inconclusive: only with a release manager's override reason (returned). Else refused."""
     where = f"{mv.model_name} v{mv.version}"
-    if mv.verdict == "passed":
+    if mv.verdict == Verdict.PASSED:
         return None
-    if mv.verdict == "inconclusive":
+    if mv.verdict == Verdict.INCONCLUSIVE:
         if override_reason and override_reason.strip():
             return override_reason.strip()
         raise Refused(f"{where}: its gate was inconclusive; promote it only with --override-reason, "
@@ -108,7 +109,7 @@ def check_gate_passed(mv: ModelVersion, override_reason: str | None) -> str | No
 def check_approvals(release: Release, audit: AuditLog, mv: ModelVersion) -> list[str]:
     """Distinct release managers other than the author who approved this version. Refused if too few."""
     author = mv.tags.get("modelgate.author", "unknown").casefold()
-    approvers = []
+    approvers: list[str] = []
     for ev in audit.approvals(release.model_name, mv.version):
         who = ev.actor.casefold()
         if release.promotion.is_manager(ev.actor) and who != author and who not in {a.casefold() for a in approvers}:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.config.release import Release
 from pipeline.errors import BadInput, Conflict, Refused
+from pipeline.gate.verdict import Verdict
 from pipeline.integrations.registry import PREVIOUS, PRODUCTION, ModelVersion, Registry
 from pipeline.releasing import claim
 from pipeline.releasing.audit import COMPLETED, PROMOTE, ROLLBACK, AuditEvent, AuditLog, now_iso
@@ -34,6 +34,7 @@ from pipeline.releasing.policy import (
     require_manager,
     resolve_version,
 )
+from pipeline.util.progress import Progress
 
 STEPS = ("aliases", "tag", "github")
 
@@ -66,15 +67,16 @@ class Operation:
     """One promote or rollback, resumable: holds what the steps need, all of it recorded on the audit run."""
 
     def __init__(self, release: Release, reg: Registry, audit: AuditLog, ev: AuditEvent, target: ModelVersion,
-                 say: Callable[[str], None]):
-        self.release, self.reg, self.audit, self.ev, self.target, self.say = release, reg, audit, ev, target, say
+                 progress: Progress):
+        self.release, self.reg, self.audit, self.ev, self.target = release, reg, audit, ev, target
+        self.progress = progress
         self.model = release.model_name
         self.notes: list[str] = []
 
     def run(self) -> None:
         for step in STEPS:
             if step in self.ev.steps:
-                self.say(f"{step}: already done (resuming)")
+                self.progress(f"{step}: already done (resuming)")
                 continue
             getattr(self, f"step_{step}")()
             self.audit.step_done(self.ev, step)
@@ -97,7 +99,7 @@ class Operation:
         if self.ev.event == ROLLBACK and self.ev.from_version:
             self.reg.set_version_tag(self.model, self.ev.from_version, "modelgate.rolled_back_at", stamp)
         shown = "v" + previous if previous and previous != v else "none"
-        self.say(f"aliases: {PRODUCTION} -> v{v}, {PREVIOUS} -> {shown}")
+        self.progress(f"aliases: {PRODUCTION} -> v{v}, {PREVIOUS} -> {shown}")
 
     def step_tag(self) -> None:
         t = self.target
@@ -113,13 +115,13 @@ class Operation:
         status = ensure_tag(repo_root(self.release.root), name, fields, actor=self.ev.actor,
                             target=params.get("repo_commit") or None, remote=self.release.promotion.git_remote)
         self.audit.set(self.ev, git_tag=name)
-        self.say(f"tag: {name} {status}" + (f", pushed to {self.release.promotion.git_remote}"
+        self.progress(f"tag: {name} {status}" + (f", pushed to {self.release.promotion.git_remote}"
                                              if self.release.promotion.git_remote else ""))
 
     def step_github(self) -> None:
         gh = self.release.promotion.github
         if gh is None or not os.environ.get("GITHUB_TOKEN"):
-            self.say("github: not configured (promotion.github), no deployment created")
+            self.progress("github: not configured (promotion.github), no deployment created")
             return
         from pipeline.integrations import github
 
@@ -129,13 +131,13 @@ class Operation:
         client = github.client(gh.repository, gh.api_url)
         payload = {"promotion_id": self.ev.tags.get("modelgate.promotion_id", self.ev.run_id), "model": self.model,
                    "version": t.version, "revision": t.revision, "action": self.ev.event}
-        dep = client.ensure_deployment(ref, gh.environment, payload,
+        dep = client.ensure_deployment(ref or "", gh.environment, payload,
                                        f"{self.ev.event} {self.model} v{t.version} ({t.revision[:12]})")
         client.deployment_status(dep, "success", f"{self.model} v{t.version} is production",
                                  environment_url=gh.environment_url)
         url = getattr(dep, "url", "") or getattr(dep, "html_url", "") or str(getattr(dep, "id", ""))
         self.audit.set(self.ev, deployment_url=url)
-        self.say(f"github: deployment {getattr(dep, 'id', '?')} to {gh.environment} ({gh.repository})")
+        self.progress(f"github: deployment {getattr(dep, 'id', '?')} to {gh.environment} ({gh.repository})")
 
 
 def _no_other_operation(audit: AuditLog, model: str, event: str) -> AuditEvent | None:
@@ -160,7 +162,7 @@ def _audit(release: Release, uri: str) -> AuditLog:
 
 
 def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, override_reason: str | None = None,
-            say: Callable[[str], None] = print, settle_s: float = 1.0) -> Outcome:
+            progress: Progress = print, settle_s: float = 1.0) -> Outcome:
     actor = require_manager(release, actor, "promote")
     github_on = _github_configured(release)
     repo_root(release.root)  # the version tag needs the team's git repository: fail before any change
@@ -182,15 +184,15 @@ def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, 
                         revision=mv.revision, gate_run_id=mv.run_id, approvers=",".join(approvers),
                         override_reason=override, github="on" if github_on else "off")
         claim.acquire(audit, ev, settle_s)
-        say(f"promoting {release.model_name} v{mv.version} ({mv.revision[:12]}) over "
+        progress(f"promoting {release.model_name} v{mv.version} ({mv.revision[:12]}) over "
             f"{'v' + production.version if production else 'no production version'}; "
             f"approved by {', '.join(approvers) or '-'}")
     else:
         ev = resumable
         audit.set(ev, resumed_by=actor)
-        say(f"resuming the interrupted promotion of v{mv.version} (audit run {ev.run_id}; done: "
+        progress(f"resuming the interrupted promotion of v{mv.version} (audit run {ev.run_id}; done: "
             f"{', '.join(ev.steps) or 'nothing'})")
-    Operation(release, reg, audit, ev, mv, say).run()
+    Operation(release, reg, audit, ev, mv, progress).run()
     return Outcome(PROMOTE, release.model_name, mv.version, ev.from_version or None, actor, ev.run_id,
                    steps=list(ev.steps), resumed=resumable is not None)
 
@@ -202,7 +204,7 @@ def _previous_before(audit: AuditLog, model: str, version: str) -> str:
 
 
 def rollback(release: Release, uri: str, to_ref: str | None, actor: str | None, reason: str | None, *,
-             say: Callable[[str], None] = print, settle_s: float = 1.0) -> Outcome:
+             progress: Progress = print, settle_s: float = 1.0) -> Outcome:
     actor = require_manager(release, actor, "roll back")
     if not reason or not reason.strip():
         raise BadInput("a rollback needs a reason (what went wrong)", path="--reason")
@@ -221,7 +223,7 @@ def rollback(release: Release, uri: str, to_ref: str | None, actor: str | None, 
                            notes=[f"v{target.version} is already production; nothing to do"])
         was_production = any(e.version == target.version for e in audit.events(release.model_name, state=COMPLETED)
                              if e.event in (PROMOTE, ROLLBACK))
-        if target.verdict != "passed" and not was_production:
+        if target.verdict != Verdict.PASSED and not was_production:
             raise Refused(f"{release.model_name} v{target.version}: gate verdict {target.verdict!r} and never "
                           "production: a rollback target must have passed a gate or have been production")
         previous_after = _previous_before(audit, release.model_name, target.version)
@@ -230,13 +232,13 @@ def rollback(release: Release, uri: str, to_ref: str | None, actor: str | None, 
                         promotion_id=uuid.uuid4().hex, revision=target.revision, gate_run_id=target.run_id,
                         github="on" if github_on else "off")
         claim.acquire(audit, ev, settle_s)
-        say(f"rolling back {release.model_name} from "
+        progress(f"rolling back {release.model_name} from "
             f"{'v' + production.version if production else 'no production version'} to v{target.version} "
             f"({target.revision[:12]})")
     else:
         ev = resumable
         audit.set(ev, resumed_by=actor)
-        say(f"resuming the interrupted rollback to v{target.version} (audit run {ev.run_id})")
-    Operation(release, reg, audit, ev, target, say).run()
+        progress(f"resuming the interrupted rollback to v{target.version} (audit run {ev.run_id})")
+    Operation(release, reg, audit, ev, target, progress).run()
     return Outcome(ROLLBACK, release.model_name, target.version, ev.from_version or None, actor, ev.run_id,
                    steps=list(ev.steps), resumed=resumable is not None)

@@ -1,124 +1,286 @@
-"""The gate report: one versioned JSON document, the single source of truth.
+"""The gate report: one typed, versioned document, the single source of truth.
 
-The console summary, the markdown (PR comment), MLflow's params/metrics/artifacts and `modelgate report`
-are all renderings of this dict. `schema_version` changes when a field changes meaning.
+`GateReport` is what a gate judged and how it was recorded; it saves itself as report.json and loads from
+it (the one loader). The console summary, the markdown (PR comment), the HTML page, MLflow's
+params/metrics/artifacts and `modelgate report` are all renderings of it. The JSON keeps the shape of
+schema_version 1; `schema_version` changes when a field changes meaning. Fields added since the first
+reports (`baseline_version`, `source_control.author`) stay absent when a report that lacked them is
+re-saved, so every report ever written loads and saves back the same.
+
+    report = GateReport.load(run_dir / "report.json")   # missing: OSError; not JSON: ValueError;
+                                                        # other schema_version: InfraError;
+                                                        # not a gate report: MalformedReport (a ValueError)
+    report.save(run_dir)                                # atomic, secrets redacted
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.release import Pin, PinSource, pin_from_dict, pin_source
 from pipeline.errors import InfraError
+from pipeline.gate.result import StageResult
+from pipeline.gate.rundir import REPORT_FILE, RunDir
+from pipeline.gate.verdict import VERDICTS, Verdict
 from pipeline.util.secrets import redact
 
 SCHEMA_VERSION = 1
-REPORT_FILE = "report.json"
+REQUIRED = ("gate_id", "model_name", "candidate", "stages", "tracking", "verdict")
 
 
-def save(report: dict[str, Any], run_dir: Path) -> Path:
-    """Write atomically (temp file + rename), secrets redacted. Disk errors are infrastructure errors."""
-    path = run_dir / REPORT_FILE
-    text = redact(json.dumps(report, indent=2, sort_keys=False, default=str))
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise InfraError(f"cannot write the gate report to {path}: {exc.strerror or exc}") from exc
-    return path
+class MalformedReport(ValueError):
+    """A JSON document of the right schema_version that is not a gate report; `field` names what is wrong."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
-def load(path: Path) -> dict[str, Any]:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise InfraError(f"{path}: report schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}")
-    return data
+@dataclass(frozen=True)
+class Candidate:
+    """The pin the gate judged, as the report records it (with its URI)."""
+
+    source: PinSource
+    repo: str
+    revision: str
+    uri: str
+    files: dict[str, str]
+
+    @classmethod
+    def of(cls, pin: Pin) -> Candidate:
+        return cls(source=pin.source, repo=pin.repo, revision=pin.revision, uri=pin.uri(), files=dict(pin.files))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Candidate:
+        return cls(source=pin_source(d["source"]), repo=str(d["repo"]), revision=str(d["revision"]),
+                   uri=str(d["uri"]), files=dict(d.get("files") or {}))
+
+    def pin(self) -> Pin:
+        return pin_from_dict(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "repo": self.repo, "revision": self.revision, "uri": self.uri,
+                "files": self.files}
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+@dataclass(frozen=True)
+class SourceControl:
+    """The repository the gate ran in: its commit, whether it was dirty, the PR and the change's author."""
+
+    commit: str
+    dirty: bool | None
+    pr: int | None
+    author: str | None = None  # absent in reports older than the self-approval check
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SourceControl:
+        return cls(commit=str(d["commit"]), dirty=d.get("dirty"), pr=d.get("pr"), author=d.get("author"))
+
+    def to_dict(self, with_author: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"commit": self.commit, "dirty": self.dirty, "pr": self.pr}
+        if with_author:
+            out["author"] = self.author
+        return out
 
 
-def _num(value: Any, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+@dataclass(frozen=True)
+class Environment:
+    """The versions the gate ran with (MLflow params `version.<name>`)."""
+
+    modelgate: str
+    vllm: str
+    lm_eval: str
+    mlflow: str
+    python: str
+    platform: str
+    cpu_count: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Environment:
+        return cls(**{f.name: str(d[f.name]) for f in dataclasses.fields(cls)})
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
 
 
-def comparison_rows(report: dict[str, Any]) -> list[list[str]]:
-    """The per-metric table: metric, baseline, candidate, delta, interval, margin, floor, n, verdict."""
-    rows = []
-    for stage in report["stages"]:
-        for m in stage["details"].get("metrics", []) if isinstance(stage["details"].get("metrics"), list) else []:
-            interval = "-" if m["lower"] is None else f"[{m['lower']:+.3f}, {m['upper']:+.3f}]"
-            rows.append([m["name"], _num(m["baseline_mean"]), _num(m["candidate_mean"]), _num(m["delta"], True),
-                         interval, "-" if m["margin"] is None else f"{m['margin']:g}",
-                         "-" if m["floor"] is None else f"{m['floor']:g}", str(m["n"]), m["verdict"]])
-    return rows
+@dataclass(frozen=True)
+class Tracking:
+    """Where the gate is recorded: the MLflow store (display form, no credentials), experiment, run, version.
+    `error` is the tracking failure that kept the report local (`modelgate sync` records it later)."""
+
+    uri: str
+    experiment: str
+    run_id: str | None = None
+    experiment_id: str | None = None
+    model_version: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Tracking:
+        return cls(uri=str(d.get("uri") or ""), experiment=str(d.get("experiment") or ""), run_id=d.get("run_id"),
+                   experiment_id=d.get("experiment_id"),
+                   model_version=None if d.get("model_version") is None else str(d["model_version"]),
+                   error=d.get("error"))
+
+    @property
+    def recorded(self) -> bool:
+        """The run and its model version were created (whether they still exist is the store's business)."""
+        return bool(self.run_id and self.model_version)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"uri": self.uri, "experiment": self.experiment, "run_id": self.run_id}
+        for key in ("experiment_id", "model_version", "error"):  # set once known, like the gate always wrote
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
-COMPARISON_HEADER = ["metric", "baseline", "candidate", "delta", "interval", "margin", "floor", "n", "verdict"]
+@dataclass(frozen=True)
+class GateReport:
+    gate_id: str
+    model_name: str
+    candidate: Candidate
+    verdict: Verdict
+    exit_code: int
+    stages: tuple[StageResult, ...]
+    tracking: Tracking
+    served_name: str | None = None
+    digests: dict[str, str] = field(default_factory=dict)
+    started_at: str = ""
+    finished_at: str = ""
+    reasons: tuple[str, ...] = ()
+    environment: Environment | None = None
+    source_control: SourceControl | None = None
+    # what production was when this gate judged the candidate: promotion refuses a stale gate
+    baseline_version: str | None = None
+    config_file: str | None = None
+    run_dir: str = ""
+    schema_version: int = SCHEMA_VERSION
+    # keys the loaded document did not hold (older reports): left out again when it is saved
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def stage(self, name: str) -> StageResult | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    @property
+    def pr(self) -> int | None:
+        return self.source_control.pr if self.source_control else None
+
+    @property
+    def author(self) -> str:
+        return (self.source_control.author if self.source_control else None) or "unknown"
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == Verdict.PASSED
+
+    def with_tracking(self, **changes: Any) -> GateReport:
+        return dataclasses.replace(self, tracking=dataclasses.replace(self.tracking, **changes))
+
+    # -- the JSON document ----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        src = self.source_control
+        out: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "gate_id": self.gate_id,
+            "model_name": self.model_name,
+            "candidate": self.candidate.to_dict(),
+            "served_name": self.served_name,
+            "digests": self.digests,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "verdict": self.verdict.value,
+            "exit_code": self.exit_code,
+            "reasons": list(self.reasons),
+            "stages": [s.to_dict() for s in self.stages],
+            "environment": self.environment.to_dict() if self.environment else None,
+            "source_control": src.to_dict(with_author="source_control.author" not in self.absent) if src else None,
+            "baseline_version": self.baseline_version,
+            "config_file": self.config_file,
+            "run_dir": self.run_dir,
+            "tracking": self.tracking.to_dict(),
+        }
+        return {k: v for k, v in out.items() if k not in self.absent}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> GateReport:
+        """The typed report from its JSON document; MalformedReport names the first missing or bad field."""
+        if not isinstance(data, dict):
+            raise MalformedReport(f"a JSON {type(data).__name__}, not an object")
+        missing = [k for k in REQUIRED if k not in data]
+        if missing:
+            raise MalformedReport(f"{', '.join(missing)} missing", field=missing[0])
+        absent = {k for k in ("served_name", "digests", "started_at", "finished_at", "exit_code", "reasons",
+                              "environment", "source_control", "baseline_version", "config_file", "run_dir")
+                  if k not in data}
+        current = "verdict"
+        try:
+            verdict = Verdict(data["verdict"])
+            current = "stages"
+            stages = tuple(StageResult.from_dict(s) for s in data["stages"])
+            current = "candidate"
+            candidate = Candidate.from_dict(data["candidate"])
+            current = "tracking"
+            tracking = Tracking.from_dict(data["tracking"])
+            current = "source_control"
+            src = data.get("source_control")
+            source_control = SourceControl.from_dict(src) if src else None
+            if src and "author" not in src:
+                absent.add("source_control.author")
+            current = "environment"
+            env = data.get("environment")
+            environment = Environment.from_dict(env) if env else None
+            current = "exit_code"
+            exit_code = int(data["exit_code"]) if "exit_code" in data else VERDICTS[verdict]
+            current = "reasons"
+            reasons = tuple(str(r) for r in data.get("reasons") or ())
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MalformedReport(f"field {current} is missing a part or of the wrong type ({exc})",
+                                  field=current) from exc
+        return cls(
+            schema_version=int(data.get("schema_version", SCHEMA_VERSION)), gate_id=str(data["gate_id"]),
+            model_name=str(data["model_name"]), candidate=candidate, served_name=data.get("served_name"),
+            digests=dict(data.get("digests") or {}), started_at=str(data.get("started_at") or ""),
+            finished_at=str(data.get("finished_at") or ""), verdict=verdict, exit_code=exit_code, reasons=reasons,
+            stages=stages, environment=environment, source_control=source_control,
+            baseline_version=data.get("baseline_version"), config_file=data.get("config_file"),
+            run_dir=str(data.get("run_dir") or ""), tracking=tracking, absent=frozenset(absent))
+
+    @classmethod
+    def load(cls, path: Path) -> GateReport:
+        """report.json -> GateReport. A missing file is an OSError, a file that is not JSON a ValueError, another
+        schema_version an InfraError, a JSON document that is not a gate report a MalformedReport."""
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SCHEMA_VERSION:
+            raise InfraError(f"{path}: report schema_version {version!r} is not {SCHEMA_VERSION}")
+        return cls.from_dict(data)
+
+    def save(self, run_dir: Path) -> Path:
+        """Write report.json atomically (temp file + rename), secrets redacted. Disk errors are infrastructure
+        errors."""
+        path = RunDir(run_dir).report
+        text = redact(json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str))
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise InfraError(f"cannot write the gate report to {path}: {exc.strerror or exc}") from exc
+        return path
 
 
-def _baseline_line(report: dict[str, Any]) -> str | None:
-    for stage in report["stages"]:
-        if stage["name"] == "compare" and "baseline" in stage["details"]:
-            base = stage["details"]["baseline"]
-            if base is None:
-                return "baseline: none (first release): absolute floors only"
-            how = f"re-evaluated in this gate ({', '.join(base['changed'])} changed)" if base["reevaluated"] \
-                else "paired with its recorded per-item results"
-            return f"baseline: production v{base['version']} ({base['revision'][:12]}), {how}"
-    return None
-
-
-def to_console(report: dict[str, Any]) -> str:
-    lines = [f"gate {report['gate_id']}  {report['model_name']}  {report['candidate']['uri']}"]
-    for stage in report["stages"]:
-        lines.append(f"  {stage['name']:<10} {stage['status']:<13} {stage['duration_s']:8.1f}s  "
-                     + "; ".join(stage["reasons"][:2]))
-    rows = comparison_rows(report)
-    if rows:
-        line = _baseline_line(report)
-        if line:
-            lines.append(line)
-        widths = [max(len(r[i]) for r in rows + [COMPARISON_HEADER]) for i in range(len(COMPARISON_HEADER))]
-        for row in [COMPARISON_HEADER] + rows:
-            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-    for stage in report["stages"]:
-        tail = stage["details"].get("log_tail")
-        if tail:
-            lines.append(f"--- {stage['name']}: last lines of the server log ---")
-            lines.extend("  | " + ln for ln in tail.splitlines())
-    lines.append(f"verdict: {report['verdict'].upper()} (exit {report['exit_code']})")
-    for reason in report["reasons"]:
-        lines.append(f"  - {reason}")
-    lines.append(f"report: {report['run_dir']}/{REPORT_FILE}")
-    tracking = report.get("tracking") or {}
-    if tracking.get("model_version"):
-        lines.append(f"model version: {report['model_name']} v{tracking['model_version']}")
-    run_id = tracking.get("run_id")
-    lines.append(f"mlflow run: {run_id}" if run_id else "mlflow run: (not recorded)")
-    return "\n".join(lines)
-
-
-def to_markdown(report: dict[str, Any], **links: Any) -> str:
-    """The PR comment / report.md (report_markdown.py); `mlflow_ui=`, `details_url=` add links."""
-    from pipeline.report.markdown import render
-
-    return render(report, **links)
-
-
-def to_html(report: dict[str, Any], report_path: Path | None = None, **links: Any) -> str:
-    """One self-contained page with the plots inline (report_html.py)."""
-    from pipeline.report.html import render
-
-    return render(report, report_path=report_path, **links)
+__all__ = ["REPORT_FILE", "SCHEMA_VERSION", "Candidate", "Environment", "GateReport", "MalformedReport",
+           "SourceControl", "Tracking"]

@@ -9,12 +9,14 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from pipeline.gate.verdict import Verdict
 from pipeline.report import views
-from pipeline.report.document import COMPARISON_HEADER, _baseline_line, comparison_rows
+from pipeline.report.document import GateReport
+from pipeline.report.views import COMPARISON_HEADER, baseline_line, comparison_rows
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-COLOR = {"passed": "#1a7f37", "rejected": "#cf222e", "inconclusive": "#9a6700", "error": "#6e7781",
-         "interrupted": "#6e7781"}
+COLOR = {Verdict.PASSED: "#1a7f37", Verdict.REJECTED: "#cf222e", Verdict.INCONCLUSIVE: "#9a6700",
+         Verdict.ERROR: "#6e7781", Verdict.INTERRUPTED: "#6e7781"}
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
 main{max-width:1100px;margin:0 auto;padding:24px}
@@ -63,58 +65,58 @@ def _img(path: Path | None, alt: str) -> str:
     return f'<img class="plot" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def render(report: dict[str, Any], *, report_path: Path | None = None, mlflow_ui: str | None = None,
+def render(report: GateReport, *, report_path: Path | None = None, mlflow_ui: str | None = None,
            details_url: str | None = None) -> str:
-    verdict = report["verdict"]
-    cand = report["candidate"]
-    src = report.get("source_control") or {}
-    facts = [f"candidate {cand['revision']} from {cand['repo']}", f"served as {report.get('served_name') or '-'}",
-             f"gate {report['gate_id']}", f"{report.get('started_at', '')[:19].replace('T', ' ')} UTC"]
-    if src.get("pr"):
-        facts.append(f"PR #{src['pr']}")
+    """One self-contained page with the plots inline; `report_path` finds the plot beside a moved report."""
+    verdict = report.verdict
+    cand = report.candidate
+    facts = [f"candidate {cand.revision} from {cand.repo}", f"served as {report.served_name or '-'}",
+             f"gate {report.gate_id}", f"{report.started_at[:19].replace('T', ' ')} UTC"]
+    if report.pr:
+        facts.append(f"PR #{report.pr}")
     parts = [f'<header style="background:{COLOR.get(verdict, "#6e7781")}"><h1>modelgate: '
              f"{escape(views.headline(report))}</h1><p>{escape(' · '.join(facts))}</p></header>"]
-    if report.get("reasons"):
-        why = "".join(f"<li>{escape(str(r))}</li>" for r in report["reasons"])
+    if report.reasons:
+        why = "".join(f"<li>{escape(str(r))}</li>" for r in report.reasons)
         parts.append(_section("Why", f"<ul>{why}</ul>"))
-    stage_rows = [[s["name"], s["status"], f"{s['duration_s']:.1f}s", "; ".join(s["reasons"][:4])]
-                  for s in report["stages"]]
+    stage_rows = [[s.name, s.status.value, f"{round(s.duration_s, 3):.1f}s", "; ".join(s.reasons[:4])]
+                  for s in report.stages]
     parts.append(_section("Stages", _table(["stage", "status", "time", "notes"], stage_rows, status_col=1,
                                            numeric={2})))
     rows = comparison_rows(report)
     if rows:
-        line = _baseline_line(report)
+        line = baseline_line(report)
         parts.append(_section("Quality against production", (f"<p>{escape(line)}</p>" if line else "") +
-                              _table(COMPARISON_HEADER, rows, status_col=8, numeric={1, 2, 3, 7})))
+                              _table(COMPARISON_HEADER, rows, status_col=8, numeric=frozenset({1, 2, 3, 7}))))
     cases, total = views.failing_cases(report)
     if cases:
         items = []
         for case in cases:
             why = "".join(f"<li><b>{escape(exp)}</b>: {escape(reason)}"
                           + (f" <code>at {escape(str(path))}</code>" if path else "")
-                          + "</li>" for exp, reason, path in case["failures"])
-            crit = ' <span class="fail">critical</span>' if case["critical"] else ""
-            items.append(f"<h3><code>{escape(case['key'])}</code>{crit}</h3><ul>{why}</ul><pre>{escape(case['output'])}</pre>")
+                          + "</li>" for exp, reason, path in case.failures)
+            crit = ' <span class="fail">critical</span>' if case.critical else ""
+            items.append(f"<h3><code>{escape(case.key)}</code>{crit}</h3><ul>{why}</ul>"
+                         f"<pre>{escape(case.output)}</pre>")
         of = f" of {total}" if total else ""
         parts.append(_section(f"Failing prompt cases ({len(cases)}{of})", "".join(items)))
     load = views.load_rows(report)
     if load:
         summary = "<ul>" + "".join(f"<li>{escape(s)}</li>" for s in views.load_summary(report)) + "</ul>"
-        parts.append(_section("Load test", _table(views.LOAD_HEADER, load, numeric={1, 4, 5}) + summary +
+        parts.append(_section("Load test", _table(views.LOAD_HEADER, load, numeric=frozenset({1, 4, 5})) + summary +
                               _img(views.plot_file(report, report_path), "latency versus concurrency")))
-    env = report.get("environment") or {}
-    if env:
+    if report.environment:
+        env = report.environment.to_dict()
         parts.append(_section("Environment", _table(["component", "version"], [[k, v] for k, v in env.items()])))
     links = views.mlflow_links(report, mlflow_ui)
     if details_url:
         links["workflow run"] = details_url
-    tracking = report.get("tracking") or {}
-    record = f"MLflow run {tracking.get('run_id')} in {tracking.get('experiment', '')}" if tracking.get("run_id") \
-        else "not recorded in MLflow"
+    tracking = report.tracking
+    record = f"MLflow run {tracking.run_id} in {tracking.experiment}" if tracking.run_id else "not recorded in MLflow"
     link_html = " · ".join(f'<a href="{escape(url)}">{escape(name)}</a>' for name, url in links.items()
                            if url.startswith(("https://", "http://")))
     parts.append(_section("Record", f"<p>{escape(record)}</p>" + (f"<p>{link_html}</p>" if link_html else "")))
-    title = escape(f"modelgate {verdict}: {report['model_name']} {cand['revision'][:12]}")
+    title = escape(f"modelgate {verdict}: {report.model_name} {cand.revision[:12]}")
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{title}</title>'

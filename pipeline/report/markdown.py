@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pipeline.gate.verdict import Verdict
 from pipeline.report import views
-from pipeline.report.document import COMPARISON_HEADER, _baseline_line, comparison_rows
+from pipeline.report.document import GateReport
+from pipeline.report.views import COMPARISON_HEADER, baseline_line, comparison_rows
 
-ICON = {"passed": "✅", "rejected": "❌", "inconclusive": "⚠️", "error": "🛑", "interrupted": "⏹️"}
+ICON = {Verdict.PASSED: "✅", Verdict.REJECTED: "❌", Verdict.INCONCLUSIVE: "⚠️", Verdict.ERROR: "🛑",
+        Verdict.INTERRUPTED: "⏹️"}
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 WJ = "\u2060"  # word joiner: invisible, breaks @mentions, #refs and autolinks
@@ -42,25 +45,25 @@ def _table(header: list[str], rows: list[list[str]], escape: bool = True) -> lis
         ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
 
 
-def render(report: dict[str, Any], *, mlflow_ui: str | None = None, details_url: str | None = None) -> str:
-    cand = report["candidate"]
-    out = [f"## {ICON.get(report['verdict'], '')} modelgate: {inline(views.headline(report))}", ""]
-    src = report.get("source_control") or {}
-    facts = [f"candidate `{cand['revision']}` from {inline(cand['repo'])}",
-             f"served as {inline(report.get('served_name') or '-')}", f"gate {inline(report['gate_id'])}"]
-    if src.get("pr"):
-        facts.append(f"PR \\#{WJ}{int(src['pr'])}")
+def render(report: GateReport, *, mlflow_ui: str | None = None, details_url: str | None = None) -> str:
+    """The PR comment / report.md; `mlflow_ui=`, `details_url=` add links."""
+    cand = report.candidate
+    out = [f"## {ICON.get(report.verdict, '')} modelgate: {inline(views.headline(report))}", ""]
+    facts = [f"candidate `{cand.revision}` from {inline(cand.repo)}",
+             f"served as {inline(report.served_name or '-')}", f"gate {inline(report.gate_id)}"]
+    if report.pr:
+        facts.append(f"PR \\#{WJ}{int(report.pr)}")
     out += [" · ".join(facts), ""]
-    if report.get("reasons"):
-        out += [f"- {inline(r)}" for r in report["reasons"][:12]] + [""]
+    if report.reasons:
+        out += [f"- {inline(r)}" for r in report.reasons[:12]] + [""]
 
     out += ["### Stages", ""]
     out += _table(["stage", "status", "time", "notes"],
-                  [[s["name"], s["status"], f"{s['duration_s']:.1f}s", "; ".join(s["reasons"][:3])]
-                   for s in report["stages"]])
+                  [[s.name, s.status.value, f"{round(s.duration_s, 3):.1f}s", "; ".join(s.reasons[:3])]
+                   for s in report.stages])
     rows = comparison_rows(report)
     if rows:
-        line = _baseline_line(report)
+        line = baseline_line(report)
         out += ["", "### Quality against production", ""] + ([inline(line), ""] if line else [])
         out += _table(COMPARISON_HEADER, rows)
     cases, total = views.failing_cases(report)
@@ -69,9 +72,9 @@ def render(report: dict[str, Any], *, mlflow_ui: str | None = None, details_url:
         out += ["", f"### Failing prompt cases ({len(cases)}{of})", ""]
         for case in cases[:15]:
             why = "; ".join(f"{exp}: {reason}" + (f" (at {path})" if path else "")
-                            for exp, reason, path in case["failures"])
-            crit = " **critical**" if case["critical"] else ""
-            out += [f"**{inline(case['key'])}**{crit}: {inline(why)}", "", code_block(case["output"]), ""]
+                            for exp, reason, path in case.failures)
+            crit = " **critical**" if case.critical else ""
+            out += [f"**{inline(case.key)}**{crit}: {inline(why)}", "", code_block(case.output), ""]
         if len(cases) > 15:
             out.append(f"… and {len(cases) - 15} more in the full report.")
     load = views.load_rows(report)
@@ -81,12 +84,12 @@ def render(report: dict[str, Any], *, mlflow_ui: str | None = None, details_url:
     links = views.mlflow_links(report, mlflow_ui)
     if details_url:
         links["full report and plots"] = details_url
-    tracking = report.get("tracking") or {}
+    tracking = report.tracking
     out += [""]
     if links:
         out.append(" · ".join(f"[{name}]({url})" for name, url in links.items()))
-    elif tracking.get("run_id"):
-        out.append(f"MLflow run `{tracking['run_id']}` in experiment {inline(tracking.get('experiment', ''))}")
+    elif tracking.run_id:
+        out.append(f"MLflow run `{tracking.run_id}` in experiment {inline(tracking.experiment)}")
     else:
-        out.append("Not recorded in MLflow" + (f": {inline(tracking['error'])}" if tracking.get("error") else "."))
+        out.append("Not recorded in MLflow" + (f": {inline(tracking.error)}" if tracking.error else "."))
     return "\n".join(out) + "\n"

@@ -1,48 +1,89 @@
-"""Views of the gate report that every rendering shares (markdown PR comment, HTML page, console).
+"""Views of the gate report that every rendering shares (console, markdown PR comment, HTML page).
 
-Each view reads the report dict only, so the renderings cannot disagree; they differ in escaping and layout.
+Each view reads the GateReport only, so the renderings cannot disagree; they differ in escaping and layout.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-VERDICT_WORD = {"passed": "PASSED", "rejected": "REJECTED", "inconclusive": "INCONCLUSIVE", "error": "ERROR",
-                "interrupted": "INTERRUPTED"}
+from pipeline.report.document import GateReport
+
 OUTPUT_LINES = 6  # first lines of a failing case's output shown
 OUTPUT_CHARS = 600
 LOAD_HEADER = ["level", "concurrency", "TTFT p50/p95/p99 ms", "e2e p50/p95/p99 ms", "output tok/s", "req/s",
                "failed", "queue max", "KV cache max"]
+COMPARISON_HEADER = ["metric", "baseline", "candidate", "delta", "interval", "margin", "floor", "n", "verdict"]
 
 
-def stage(report: dict[str, Any], name: str) -> dict[str, Any] | None:
-    return next((s for s in report.get("stages", []) if s.get("name") == name), None)
+@dataclass(frozen=True)
+class FailingCase:
+    """A failing prompt case as shown: its key, whether it is critical, the first lines of its output and
+    each failed expectation as (expectation, reason, path)."""
+
+    key: str
+    critical: bool
+    output: str
+    failures: list[tuple[str, str, str | None]]
 
 
-def headline(report: dict[str, Any]) -> str:
-    word = VERDICT_WORD.get(report["verdict"], report["verdict"].upper())
-    version = (report.get("tracking") or {}).get("model_version")
-    return f"{word}: {report['model_name']}" + (f" v{version}" if version else "") + f" (exit {report['exit_code']})"
+def headline(report: GateReport) -> str:
+    version = report.tracking.model_version
+    return f"{report.verdict.upper()}: {report.model_name}" + (f" v{version}" if version else "") + \
+        f" (exit {report.exit_code})"
 
 
-def failing_cases(report: dict[str, Any]) -> tuple[list[dict[str, Any]], int | None]:
-    """[(key, critical, first lines of output, [(expectation, reason, path)])], and the number of cases run."""
-    fmt = stage(report, "format")
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def comparison_rows(report: GateReport) -> list[list[str]]:
+    """The per-metric table: metric, baseline, candidate, delta, interval, margin, floor, n, verdict."""
+    rows = []
+    for stage in report.stages:
+        metrics = stage.details.get("metrics")
+        for m in metrics if isinstance(metrics, list) else []:
+            interval = "-" if m["lower"] is None else f"[{m['lower']:+.3f}, {m['upper']:+.3f}]"
+            rows.append([m["name"], _num(m["baseline_mean"]), _num(m["candidate_mean"]), _num(m["delta"], True),
+                         interval, "-" if m["margin"] is None else f"{m['margin']:g}",
+                         "-" if m["floor"] is None else f"{m['floor']:g}", str(m["n"]), m["verdict"]])
+    return rows
+
+
+def baseline_line(report: GateReport) -> str | None:
+    """What the comparison was made against, in one line (None: no comparison ran)."""
+    for stage in report.stages:
+        if stage.name == "compare" and "baseline" in stage.details:
+            base = stage.details["baseline"]
+            if base is None:
+                return "baseline: none (first release): absolute floors only"
+            how = f"re-evaluated in this gate ({', '.join(base['changed'])} changed)" if base["reevaluated"] \
+                else "paired with its recorded per-item results"
+            return f"baseline: production v{base['version']} ({base['revision'][:12]}), {how}"
+    return None
+
+
+def failing_cases(report: GateReport) -> tuple[list[FailingCase], int | None]:
+    """The format stage's failing cases, and the number of cases run."""
+    fmt = report.stage("format")
     if not fmt:
         return [], None
     out = []
-    for case in fmt["details"].get("failing_cases", []):
+    for case in fmt.details.get("failing_cases", []):
         text = str(case.get("output") or "")
         lines = text.splitlines()[:OUTPUT_LINES]
         shown = "\n".join(lines)[:OUTPUT_CHARS]
         cut = shown != text
-        out.append({"key": case.get("key", "?"), "critical": bool(case.get("critical")),
-                    "output": shown + ("\n…" if cut else ""),
-                    "failures": [(f.get("expectation", "?"), str(f.get("reason", "")), f.get("path"))
-                                 for f in case.get("failures", [])]})
-    total = fmt["metrics"].get("cases")
+        out.append(FailingCase(key=case.get("key", "?"), critical=bool(case.get("critical")),
+                               output=shown + ("\n…" if cut else ""),
+                               failures=[(f.get("expectation", "?"), str(f.get("reason", "")), f.get("path"))
+                                         for f in case.get("failures", [])]))
+    total = fmt.metrics.get("cases")
     return out, int(total) if isinstance(total, (int, float)) else None
 
 
@@ -51,12 +92,12 @@ def _triple(row: dict[str, Any], what: str) -> str:
     return " / ".join("-" if v is None else f"{v:.0f}" for v in vals)
 
 
-def load_rows(report: dict[str, Any]) -> list[list[str]]:
-    load = stage(report, "load")
-    if not load or not load["details"].get("levels"):
+def load_rows(report: GateReport) -> list[list[str]]:
+    load = report.stage("load")
+    if not load or not load.details.get("levels"):
         return []
     rows = []
-    for r in load["details"]["levels"]:
+    for r in load.details["levels"]:
         server = r.get("server") or {}
         kv = server.get("max_kv_cache_usage")
         rows.append([str(r.get("level")), str(r.get("concurrency")), _triple(r, "ttft"), _triple(r, "e2el"),
@@ -67,11 +108,11 @@ def load_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def load_summary(report: dict[str, Any]) -> list[str]:
-    load = stage(report, "load")
-    if not load or not load["details"].get("levels"):
+def load_summary(report: GateReport) -> list[str]:
+    load = report.stage("load")
+    if not load or not load.details.get("levels"):
         return []
-    d = load["details"]
+    d = load.details
     lines = [f"degradation curve: {d.get('curve', {}).get('shape', '?')}"]
     base = d.get("baseline") or {}
     why = f" ({base['reason']})" if base.get("reason") else ""
@@ -82,12 +123,12 @@ def load_summary(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def plot_file(report: dict[str, Any], report_path: Path | None = None) -> Path | None:
+def plot_file(report: GateReport, report_path: Path | None = None) -> Path | None:
     """The load test's latency plot, where the report says it is or beside the report (a downloaded run dir)."""
-    load = stage(report, "load")
+    load = report.stage("load")
     if not load:
         return None
-    for name, path in (load.get("artifacts") or {}).items():
+    for name, path in load.artifacts.items():
         if not name.endswith(".png"):
             continue
         candidates = [Path(path)]
@@ -99,17 +140,18 @@ def plot_file(report: dict[str, Any], report_path: Path | None = None) -> Path |
     return None
 
 
-def mlflow_links(report: dict[str, Any], ui_url: str | None = None) -> dict[str, str]:
+def mlflow_links(report: GateReport, ui_url: str | None = None) -> dict[str, str]:
     """Links into the MLflow UI when its address is known (MODELGATE_MLFLOW_UI_URL)."""
     ui = (ui_url or os.environ.get("MODELGATE_MLFLOW_UI_URL") or "").rstrip("/")
-    tracking = report.get("tracking") or {}
-    run_id, exp_id = tracking.get("run_id"), tracking.get("experiment_id")
+    tracking = report.tracking
+    run_id, exp_id = tracking.run_id, tracking.experiment_id
     if not ui or not run_id or not exp_id:
         return {}
     run = f"{ui}/#/experiments/{exp_id}/runs/{run_id}"
     links = {"MLflow run": run}
-    if plot_file(report) is not None or (stage(report, "load") or {}).get("artifacts"):
+    load = report.stage("load")
+    if plot_file(report) is not None or (load is not None and load.artifacts):
         links["load plot"] = f"{run}/artifacts/stages/load/latency_vs_concurrency.png"
-    if tracking.get("model_version"):
-        links["model version"] = f"{ui}/#/models/{report['model_name']}/versions/{tracking['model_version']}"
+    if tracking.model_version:
+        links["model version"] = f"{ui}/#/models/{report.model_name}/versions/{tracking.model_version}"
     return links

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.util.progress import Progress
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -58,7 +60,7 @@ def _one(client, served_name: str, req: ChatRequest, retries: int) -> ChatRespon
 
 
 def run_chats(base_url: str, served_name: str, requests: Sequence[ChatRequest], *, concurrency: int,
-              timeout_s: float, retries: int = 2, progress: Callable[[str], None] = print,
+              timeout_s: float, retries: int = 2, progress: Progress = print,
               check_alive: Callable[[], None] | None = None, api_key: str | None = None) -> list[ChatResponse]:
     """All requests, `concurrency` at a time; results in request order. Progress every ~10%.
     `api_key` is sent as a bearer token (the staging server's per-gate key)."""

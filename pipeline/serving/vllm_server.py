@@ -16,12 +16,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config.release import Serving
 from pipeline.errors import InfraError, ServerError
+from pipeline.util.progress import Progress
 
 LOG_TAIL_LINES = 40
 
@@ -34,6 +34,7 @@ class Endpoint:
     pid: int | None
     command: tuple[str, ...] = ()
     api_key: str | None = field(default=None, repr=False)  # sent as `Authorization: Bearer`; never logged
+    request_timeout_s: float = 120.0  # per request to this endpoint (serving.request_timeout_s)
 
     def headers(self) -> dict[str, str]:
         return auth_headers(self.api_key)
@@ -115,7 +116,7 @@ class VllmServer:
     """
 
     def __init__(self, model_dir: Path, served_name: str, serving: Serving, log_file: Path, *,
-                 enforce_eager: bool | None = None, progress: Callable[[str], None] = print,
+                 enforce_eager: bool | None = None, progress: Progress = print,
                  env: dict[str, str] | None = None, api_key: str | None = None):
         from pipeline.util.secrets import new_api_key, register_secret_value
 
@@ -155,18 +156,22 @@ class VllmServer:
         log.close()
         base_url = f"http://{self.serving.host}:{port}"
         self.endpoint = Endpoint(base_url=base_url, served_name=self.served_name, log_file=self.log_file,
-                                 pid=self.proc.pid, command=tuple(cmd), api_key=self.api_key)
+                                 pid=self.proc.pid, command=tuple(cmd), api_key=self.api_key,
+                                 request_timeout_s=self.serving.request_timeout_s)
         self._wait_healthy(base_url)
         return self.endpoint
 
     def _wait_healthy(self, base_url: str) -> None:
         import httpx
 
+        proc = self.proc
+        if proc is None:
+            raise InfraError("vLLM was not started")
         start = time.monotonic()
         deadline = start + self.serving.startup_timeout_s
         next_note = start + 10
         while True:
-            code = self.proc.poll()
+            code = proc.poll()
             if code is not None:
                 raise ServerError(f"vLLM exited with code {code} during start-up",
                                   log_tail=log_tail(self.log_file), log_file=str(self.log_file))

@@ -73,7 +73,7 @@ def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED,
     release = load_release(config)
     report = run_gate(release, home=config.parent / ".modelgate", tracking_uri=uri, author=author,
                       stages=(("format", _stage(verdict, 0.9 if verdict == Status.PASSED else 0.4)),))
-    return report["tracking"]["model_version"]
+    return report.tracking.model_version
 
 
 def modelgate(config: Path, uri: str, *args: str, **env: str) -> subprocess.CompletedProcess:

@@ -33,7 +33,7 @@ def make_client(fake, api_url=None, token=None, retry=FAST, timeout_s=0.5, repo=
 def write_report(tmp_path: Path, verdict: str = "passed", reasons=("evals: passed",)) -> Path:
     report = {"schema_version": 1, "gate_id": "g1", "model_name": "support-bot", "verdict": verdict,
               "exit_code": 0, "reasons": list(reasons), "served_name": "support-bot@0123456",
-              "candidate": {"repo": "hub/model", "revision": SHA, "uri": "git:hub/model@" + SHA},
+              "candidate": {"source": "git", "repo": "hub/model", "revision": SHA, "uri": "git:hub/model@" + SHA},
               "stages": [{"name": "evals", "status": "passed", "duration_s": 1.5, "reasons": [], "details": {},
                           "metrics": {"accuracy": 0.91}}],
               "run_dir": str(tmp_path), "tracking": {"run_id": "abc123", "experiment": "support-bot"}}
@@ -73,7 +73,7 @@ def test_comment_marker_is_found_beyond_the_first_page(github_fake):
     assert any(r.query.get("page") == ["2"] for r in github_fake.requests)
 
 
-@pytest.mark.parametrize("verdict, state", [("passed", "success"), ("rejected", "failure"), ("failed", "failure"),
+@pytest.mark.parametrize("verdict, state", [("passed", "success"), ("rejected", "failure"),
                                             ("inconclusive", "pending"), ("error", "error"),
                                             ("interrupted", "error")])
 def test_status_from_each_verdict(github_fake, tmp_path, monkeypatch, capsys, verdict, state):
@@ -88,6 +88,15 @@ def test_status_from_each_verdict(github_fake, tmp_path, monkeypatch, capsys, ve
     assert (status["state"], status["context"]) == (state, "modelgate/gate")
     assert len(status["description"]) == 140 and status["description"].startswith(verdict)
     assert status["target_url"] == "https://ci.example/run/1"
+
+
+def test_status_of_a_verdict_no_gate_produces_is_bad_input(github_fake, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GITHUB_TOKEN", github_fake.token)
+    monkeypatch.setenv("GITHUB_API_URL", github_fake.url)
+    report = write_report(tmp_path, "failed")
+    assert cli.main(["github", "status", "--repo", FAKE_REPO, "--sha", SHA, "--report", str(report)]) == 2
+    assert "not a gate report" in capsys.readouterr().err
+    assert github_fake.state.statuses_for(FAKE_REPO, SHA) == []
 
 
 def test_deployment_is_idempotent_by_promotion_id(github_fake):

@@ -185,7 +185,8 @@ def test_interrupted_and_missing_reports(tmp_path, server):
     run_dir = tmp_path / "runs" / "x"
     run_dir.mkdir(parents=True)
     (run_dir / "report.json").write_text(json.dumps({
-        "schema_version": 1, "gate_id": "x", "model_name": "m", "candidate": {}, "stages": [],
+        "schema_version": 1, "gate_id": "x", "model_name": "m", "stages": [],
+        "candidate": {"source": "git", "repo": "hub/m", "revision": "a" * 40, "uri": "git://hub/m@" + "a" * 40},
         "tracking": {"uri": server.uri}, "verdict": "interrupted"}))
     assert sync.sync_run_dir(run_dir, progress=lambda m: None).status == "skipped"
     missing = sync_cli("--run-dir", str(tmp_path / "nowhere"), uri=server.uri)

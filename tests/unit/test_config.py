@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.config.release import load_release
 from pipeline.errors import EXIT_BAD_INPUT, ConfigError
-from tests.conftest import VALID_RELEASE
+from tests.conftest import REPO, VALID_RELEASE
 
 
 def variant(**changes):
@@ -86,3 +86,18 @@ def test_quality_gates_run_only_when_configured(write_release):
     assert gated.format_gate.enabled and gated.format_gate.prompts_dir == "prompts"
     assert gated.format_gate.pass_rate.margin == 0.05
     assert gated.evals_gate.enabled and gated.evals_gate.metrics["t/acc"].floor == 0.5
+
+
+def test_typed_choices_equal_the_json_schema_enums():
+    import json
+    from typing import get_args
+
+    from pipeline.config import release as rel
+
+    schema = json.loads((REPO / "pipeline/config/schemas/release.schema.json").read_text())
+    props = schema["properties"]
+    assert list(get_args(rel.ServingMode)) == props["serving"]["properties"]["mode"]["enum"]
+    assert list(get_args(rel.Dtype)) == props["serving"]["properties"]["dtype"]["enum"]
+    assert list(get_args(rel.PinSource)) == schema["$defs"]["pin"]["properties"]["source"]["enum"]
+    assert list(get_args(rel.LoadPromptSource)) == \
+        props["gates"]["properties"]["load"]["properties"]["prompts"]["properties"]["source"]["enum"]

@@ -213,12 +213,18 @@ class FakeClient:
 def test_baseline_load_details_come_from_its_report_and_absence_is_tolerated():
     from pipeline.integrations.registry import _load_details
 
+    def report(*stages):
+        return {"schema_version": 1, "gate_id": "g", "model_name": "m", "verdict": "passed",
+                "candidate": {"source": "git", "repo": "r", "revision": "a" * 40, "uri": "git://r@" + "a" * 40},
+                "tracking": {"uri": "u", "experiment": "e", "run_id": "r1"}, "stages": list(stages)}
+
     details = {"levels": [row()], "fingerprint": {"cpu_count": 2}}
-    report = {"stages": [{"name": "serve", "status": "passed", "details": {}},
-                         {"name": "load", "status": "passed", "details": details}]}
-    assert _load_details(FakeClient(report), "r1")["fingerprint"] == {"cpu_count": 2}
-    skipped = {"stages": [{"name": "load", "status": "skipped", "details": {}}]}
+    passed = report({"name": "serve", "status": "passed", "details": {}},
+                    {"name": "load", "status": "passed", "details": details})
+    assert _load_details(FakeClient(passed), "r1")["fingerprint"] == {"cpu_count": 2}
+    skipped = report({"name": "load", "status": "skipped", "details": {}})
     assert _load_details(FakeClient(skipped), "r1") is None
+    assert _load_details(FakeClient({"stages": passed["stages"]}), "r1") is None  # not a gate report
     assert _load_details(FakeClient(None), "r1") is None
     assert _load_details(FakeClient("not json"), "r1") is None
 

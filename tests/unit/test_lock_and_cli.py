@@ -100,10 +100,9 @@ def test_bad_suite_or_evalset_exits_2_before_anything_runs(tmp_path, capsys, sui
 
 
 def test_report_command_renders_and_refuses_a_missing_file(tmp_path, capsys):
-    from pipeline.report import document as reports
     from tests.unit.test_report import sample_report
 
-    path = reports.save(sample_report(tmp_path), tmp_path)
+    path = sample_report(tmp_path).save(tmp_path)
     assert run_cli(["report", str(path), "--format", "markdown"]) == 0
     assert "modelgate: REJECTED: bot v7" in capsys.readouterr().out
     assert run_cli(["report", str(tmp_path / "nope.json")]) == 2

@@ -1,14 +1,22 @@
 """The report is one document; console and markdown are renderings of it."""
 
+import dataclasses
 import json
+import shutil
 
 import pytest
 
 from pipeline.errors import InfraError
-from pipeline.report import document as reports
+from pipeline.gate.result import Status
+from pipeline.gate.verdict import Verdict
+from pipeline.report import console, html, markdown
+from pipeline.report.document import GateReport, MalformedReport
+from tests.conftest import REPO
+
+FIXTURES = REPO / "tests" / "fixtures" / "reports"
 
 
-def sample_report(tmp_path):
+def sample_document(tmp_path):
     return {
         "schema_version": 1, "gate_id": "g1", "model_name": "bot", "served_name": "chat@abc",
         "candidate": {"source": "git", "repo": "hub", "revision": "a" * 40, "uri": "git://hub@" + "a" * 40,
@@ -27,8 +35,12 @@ def sample_report(tmp_path):
     }
 
 
+def sample_report(tmp_path):
+    return GateReport.from_dict(sample_document(tmp_path))
+
+
 def test_console_shows_stages_table_verdict_and_ends_with_the_run_id(tmp_path):
-    text = reports.to_console(sample_report(tmp_path))
+    text = console.render(sample_report(tmp_path))
     lines = text.splitlines()
     assert any(line.split()[:2] == ["format", "failed"] for line in lines)
     assert "baseline: production v3 (bbbbbbbbbbbb), paired with its recorded per-item results" in text
@@ -39,7 +51,7 @@ def test_console_shows_stages_table_verdict_and_ends_with_the_run_id(tmp_path):
 
 
 def test_markdown_escapes_model_and_user_text(tmp_path):
-    md = reports.to_markdown(sample_report(tmp_path))
+    md = markdown.render(sample_report(tmp_path))
     assert "<script>" not in md and "&lt;script&gt;" in md
     assert "**bold**" not in md and "\\|" in md
     assert ("| format/pass | 0\\.750 | 0\\.250 | \\-0\\.500 | \\[\\-0\\.700, \\-0\\.300\\] | 0\\.1 | 0\\.5 | 4 | fail |"
@@ -47,12 +59,12 @@ def test_markdown_escapes_model_and_user_text(tmp_path):
 
 
 def _with_failing_output(tmp_path, output):
-    report = sample_report(tmp_path)
-    report["stages"][0]["details"]["failing_cases"] = [
+    data = sample_document(tmp_path)
+    data["stages"][0]["details"]["failing_cases"] = [
         {"key": "support/x", "critical": True, "output": output,
          "failures": [{"expectation": "json_schema", "reason": "'order_id' is a required property", "path": "$"}]}]
-    report["stages"][0]["metrics"]["cases"] = 4
-    return report
+    data["stages"][0]["metrics"]["cases"] = 4
+    return GateReport.from_dict(data)
 
 
 INJECTIONS = [
@@ -67,7 +79,7 @@ INJECTIONS = [
 def test_pr_comment_neutralises_model_output(tmp_path, output):
     from pipeline.report.markdown import code_block
 
-    md = reports.to_markdown(_with_failing_output(tmp_path, output))
+    md = markdown.render(_with_failing_output(tmp_path, output))
     assert "### Failing prompt cases (1 of 4)" in md and "**support/x** **critical**" in md
     block = code_block(output)
     assert block in md  # shown verbatim, inside a fence longer than any backtick run in it
@@ -88,27 +100,60 @@ def test_inline_text_cannot_mention_link_or_open_html():
 
 def test_html_report_is_self_contained_and_escaped(tmp_path):
     report = _with_failing_output(tmp_path, "<script>alert(1)</script>")
-    html = reports.to_html(report)
-    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "Content-Security-Policy" in html and "http://" not in html.split("</head>")[1]
-    assert "modelgate: REJECTED: bot v7 (exit 1)" in html
+    page = html.render(report)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Content-Security-Policy" in page and "http://" not in page.split("</head>")[1]
+    assert "modelgate: REJECTED: bot v7 (exit 1)" in page
 
 
 def test_save_is_atomic_redacts_secrets_and_loads_back(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_supersecretvalue")
     report = sample_report(tmp_path)
-    report["reasons"].append("token hf_supersecretvalue leaked")
-    path = reports.save(report, tmp_path)
+    report = dataclasses.replace(report, reasons=(*report.reasons, "token hf_supersecretvalue leaked"))
+    path = report.save(tmp_path)
     assert "hf_supersecretvalue" not in path.read_text()
-    assert reports.load(path)["reasons"][-1] == "token *** leaked"
+    assert GateReport.load(path).reasons[-1] == "token *** leaked"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
     path.write_text(json.dumps({"schema_version": 99}))
     with pytest.raises(InfraError, match="schema_version 99"):
-        reports.load(path)
+        GateReport.load(path)
 
 
 def test_unwritable_run_dir_is_an_infra_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(InfraError, match="cannot write the gate report"):
-        reports.save(sample_report(tmp_path), blocker / "run")
+        sample_report(tmp_path).save(blocker / "run")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.iterdir()))
+def test_reports_written_by_earlier_gates_load_and_save_back_the_same(tmp_path, name):
+    original = FIXTURES / name / "report.json"
+    report = GateReport.load(original)
+    assert report.verdict in set(Verdict) and all(isinstance(s.status, Status) for s in report.stages)
+    saved = report.save(tmp_path)
+    assert json.loads(saved.read_text()) == json.loads(original.read_text())
+    assert saved.read_text() == original.read_text()  # byte for byte: same keys, same order
+    assert GateReport.load(saved) == report
+
+
+def test_a_report_without_its_fields_or_with_an_unknown_verdict_is_malformed(tmp_path):
+    data = sample_document(tmp_path)
+    with pytest.raises(MalformedReport, match="gate_id missing") as info:
+        GateReport.from_dict({k: v for k, v in data.items() if k != "gate_id"})
+    assert info.value.field == "gate_id"
+    with pytest.raises(MalformedReport, match="verdict"):
+        GateReport.from_dict({**data, "verdict": "failed"})
+    with pytest.raises(MalformedReport, match="stages"):
+        GateReport.from_dict({**data, "stages": [{"name": "x", "status": "bogus"}]})
+    with pytest.raises(MalformedReport):
+        GateReport.from_dict([1, 2])
+
+
+def test_recording_updates_only_the_tracking_part(tmp_path):
+    shutil.copytree(FIXTURES / "passed-no-load", tmp_path / "run")
+    report = GateReport.load(tmp_path / "run" / "report.json").with_tracking(error="down", model_version=None)
+    again = GateReport.load(report.save(tmp_path / "run"))
+    assert again.tracking.error == "down" and again.tracking.model_version is None
+    assert "model_version" not in json.loads((tmp_path / "run" / "report.json").read_text())["tracking"]
+    assert dataclasses.replace(again, tracking=report.tracking) == report

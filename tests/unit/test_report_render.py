@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from pipeline.cli import main
-from pipeline.report import document as reports
+from pipeline.report import html, markdown
+from pipeline.report.document import GateReport
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "reports"
@@ -23,7 +24,7 @@ def fixture(tmp_path, name):
 
 def test_pr_comment_of_a_rejected_gate_starts_with_the_verdict_then_tables_cases_and_load(tmp_path, monkeypatch):
     monkeypatch.delenv("MODELGATE_MLFLOW_UI_URL", raising=False)
-    md = reports.to_markdown(reports.load(fixture(tmp_path, "rejected-load")))
+    md = markdown.render(GateReport.load(fixture(tmp_path, "rejected-load")))
     first = md.splitlines()[0]
     assert "REJECTED" in first and "smollm2\\-support v1" in first and "\\(exit 1\\)" in first
     assert "candidate `fa5d7cc5017a9eaeb5a0eb3da8093c69a19796ec`" in md
@@ -35,7 +36,7 @@ def test_pr_comment_of_a_rejected_gate_starts_with_the_verdict_then_tables_cases
 
 def test_mlflow_ui_url_turns_the_run_id_into_links(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELGATE_MLFLOW_UI_URL", "https://mlflow.example.com/")
-    md = reports.to_markdown(reports.load(fixture(tmp_path, "rejected-load")))
+    md = markdown.render(GateReport.load(fixture(tmp_path, "rejected-load")))
     run = "https://mlflow.example.com/#/experiments/1/runs/cabe2541fbb545aab66e6d271f758696"
     assert f"[MLflow run]({run})" in md
     assert f"[load plot]({run}/artifacts/stages/load/latency_vs_concurrency.png)" in md
@@ -43,24 +44,24 @@ def test_mlflow_ui_url_turns_the_run_id_into_links(tmp_path, monkeypatch):
 
 
 def test_passed_gate_without_load_has_no_load_section(tmp_path):
-    data = reports.load(fixture(tmp_path, "passed-no-load"))
-    md = reports.to_markdown(data)
+    data = GateReport.load(fixture(tmp_path, "passed-no-load"))
+    md = markdown.render(data)
     assert md.splitlines()[0].startswith("## ✅ modelgate: PASSED: smollm2\\-support v1 \\(exit 0\\)")
     assert "### Load test" not in md
-    html = reports.to_html(data)
-    assert "PASSED" in html and "data:image/png" not in html
+    page = html.render(data)
+    assert "PASSED" in page and "data:image/png" not in page
 
 
 def test_html_inlines_the_plot_beside_a_moved_report_or_says_it_is_missing(tmp_path):
     path = fixture(tmp_path, "rejected-load")
-    data = reports.load(path)
-    html = reports.to_html(data, report_path=path)  # found in the run dir beside the report
-    assert '<img class="plot"' in html and "src=\"data:image/png;base64,iVBORw0KGgo" in html
-    assert "http://" not in html and "https://" not in html  # nothing fetched, no link without a UI URL
+    data = GateReport.load(path)
+    page = html.render(data, report_path=path)  # found in the run dir beside the report
+    assert '<img class="plot"' in page and "src=\"data:image/png;base64,iVBORw0KGgo" in page
+    assert "http://" not in page and "https://" not in page  # nothing fetched, no link without a UI URL
     (path.parent / "load" / "latency_vs_concurrency.png").unlink()
-    load = next(s for s in data["stages"] if s["name"] == "load")
-    load["artifacts"]["latency_vs_concurrency.png"] = str(tmp_path / "gone" / "latency_vs_concurrency.png")
-    assert "plot not available" in reports.to_html(data, report_path=path)
+    load = data.stage("load")
+    load.artifacts["latency_vs_concurrency.png"] = str(tmp_path / "gone" / "latency_vs_concurrency.png")
+    assert "plot not available" in html.render(data, report_path=path)
 
 
 @pytest.mark.parametrize("fmt", ["markdown", "json", "html"])

@@ -95,3 +95,18 @@ def test_quality_stages_still_run_after_a_rejection_but_not_after_an_error(ctx):
     results = run_stages(ctx, [("format", stage(raises=errors.InfraError("down")))] + stages[1:],
                          after_failure=("evals",))
     assert [r.status for r in results] == [Status.ERROR, Status.SKIPPED, Status.SKIPPED] and ran == []
+
+
+def test_every_verdict_has_a_commit_status_state_and_nothing_else_does():
+    from pipeline.gate.verdict import VERDICTS, Verdict
+    from pipeline.integrations.github import STATE_FOR_VERDICT, STATUS_STATES
+
+    assert set(STATE_FOR_VERDICT) == set(Verdict) == set(VERDICTS)
+    assert set(STATE_FOR_VERDICT.values()) <= set(STATUS_STATES)
+
+
+def test_verdicts_are_the_strings_reports_and_mlflow_tags_hold():
+    from pipeline.gate.verdict import Verdict
+
+    assert [str(v) for v in Verdict] == ["passed", "rejected", "inconclusive", "error", "interrupted"]
+    assert decide([StageResult("a", Status.FAILED)])[0] == "rejected"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 from pipeline.checks.stats import absolute_only, compare_metric
 from pipeline.config.release import Pin, Threshold
@@ -21,11 +22,13 @@ from pipeline.gate.stages import evals
 from pipeline.gate.stages import format as formatcheck
 from pipeline.model.fetch import fetch
 from pipeline.serving.vllm_server import VllmServer
-from pipeline.util.progress import progress_for
+from pipeline.util.progress import Progress, progress_for
+
+NAME = "compare"
 
 
 def thresholds(ctx: GateContext) -> dict[str, Threshold]:
-    out = {}
+    out: dict[str, Threshold] = {}
     if formatcheck.PASS_METRIC in ctx.items:
         out[formatcheck.PASS_METRIC] = ctx.release.format_gate.pass_rate
     for name in ctx.items:
@@ -34,56 +37,56 @@ def thresholds(ctx: GateContext) -> dict[str, Threshold]:
     return out
 
 
-def reevaluate(ctx: GateContext, pin: Pin, say) -> dict[str, dict[str, float]]:
+def reevaluate(ctx: GateContext, pin: Pin, progress: Progress) -> dict[str, dict[str, float]]:
     """Fetch, serve and evaluate the baseline pin on the candidate's suites and evalsets (one boot)."""
     release = ctx.release
     model_dir = fetch(pin, release.repo_location(pin), ctx.home, file=f"{release.path} (production baseline)",
-                      allowlist=release.remote_code_allowlist, progress=say)
-    out_dir = ctx.run_dir / "baseline"
-    server = VllmServer(model_dir.path, release.served_name(pin), release.serving, out_dir / "server.log",
-                        enforce_eager=ctx.enforce_eager, progress=say, api_key=ctx.api_key)
+                      allowlist=release.remote_code_allowlist, progress=progress)
+    files = ctx.files.baseline
+    server = VllmServer(model_dir.path, release.served_name(pin), release.serving, files.server_log,
+                        enforce_eager=ctx.enforce_eager, progress=progress, api_key=ctx.api_key)
     items: dict[str, dict[str, float]] = {}
     with server as endpoint:
         if formatcheck.PASS_METRIC in ctx.items:
-            cfg = release.format_gate
-            outcome = formatcheck.evaluate(endpoint.base_url, endpoint.served_name, formatcheck.suites_for(ctx),
-                                           concurrency=cfg.concurrency, timeout_s=release.serving.request_timeout_s,
-                                           out_dir=out_dir / "format", say=say, check_alive=server.check_alive,
-                                           api_key=endpoint.api_key)
+            outcome = formatcheck.evaluate(endpoint, formatcheck.suites_for(ctx),
+                                           concurrency=release.format_gate.concurrency,
+                                           out_dir=files.stage(formatcheck.NAME), progress=progress,
+                                           check_alive=server.check_alive)
             items[formatcheck.PASS_METRIC] = outcome.items
         eval_metrics = [n for n in ctx.items if n != formatcheck.PASS_METRIC]
         if eval_metrics:
-            run = evals.evaluate(endpoint.base_url, endpoint.served_name, model_dir.path, release.evals_gate,
-                                 release.root, out_dir / "evals", say, api_key=endpoint.api_key,
-                                 timeout_s=release.serving.request_timeout_s)
+            run = evals.evaluate(endpoint, model_dir.path, release.evals_gate, release.root,
+                                 files.stage(evals.NAME), progress)
             items.update(evals.item_values(run, eval_metrics))
     return items
 
 
 def run(ctx: GateContext) -> StageResult:
-    say = progress_for("compare")
+    progress = progress_for(NAME)
     if not ctx.items:
-        return StageResult("compare", Status.SKIPPED, reasons=["no quality metrics to compare"])
+        return StageResult(NAME, Status.SKIPPED, reasons=["no quality metrics to compare"])
     limits = thresholds(ctx)
     alpha = ctx.release.alpha
     baseline = ctx.baseline_store.production(ctx.release.model_name) if ctx.baseline_store else None
-    details: dict = {"alpha": alpha}
+    details: dict[str, Any] = {"alpha": alpha}
     if baseline is None:
-        say("no production version yet: absolute floors only")
+        progress("no production version yet: absolute floors only")
         details["baseline"] = None
         comparisons = [absolute_only(name, list(ctx.items[name].values()), limits[name].floor) for name in limits]
     else:
-        stale = {k: (baseline.digests.get(k), v) for k, v in ctx.digests.items() if baseline.digests.get(k) != v}
+        stale: dict[str, tuple[str | None, str] | None] = {
+            k: (baseline.digests.get(k), v) for k, v in ctx.digests.items() if baseline.digests.get(k) != v}
         stale.update({f"{n} (not recorded for the baseline)": None for n in ctx.items if n not in baseline.items})
         details["baseline"] = {"version": baseline.version, "run_id": baseline.run_id,
                                "revision": baseline.pin.revision, "reevaluated": bool(stale),
                                "changed": sorted(stale)}
         if stale:
-            say(f"{', '.join(sorted(stale))} changed since production v{baseline.version} was gated: "
+            progress(f"{', '.join(sorted(stale))} changed since production v{baseline.version} was gated: "
                 f"re-evaluating {baseline.pin.short} on the same items")
-            base_items = reevaluate(ctx, baseline.pin, say)
+            base_items = reevaluate(ctx, baseline.pin, progress)
         else:
-            say(f"pairing with production v{baseline.version} ({baseline.pin.short}) recorded in run {baseline.run_id}")
+            progress(f"pairing with production v{baseline.version} ({baseline.pin.short}) recorded in run "
+                     f"{baseline.run_id}")
             base_items = baseline.items
         comparisons = []
         for name, limit in limits.items():
@@ -95,21 +98,21 @@ def run(ctx: GateContext) -> StageResult:
                                               limit.margin, limit.floor, "binary", alpha=alpha))
     rows = [c.to_dict() for c in comparisons]
     details["metrics"] = rows
-    table = write_table(rows, ctx.run_dir / "compare" / "comparison.csv")
+    table = write_table(rows, ctx.files.stage(NAME) / "comparison.csv")
     verdicts = {c.verdict for c in comparisons}
     status = Status.FAILED if "fail" in verdicts else Status.INCONCLUSIVE if "inconclusive" in verdicts \
         else Status.PASSED
     reasons = [reason for c in comparisons for reason in c.reasons
                if status == Status.PASSED or c.verdict != "pass"]
     reasons = list(dict.fromkeys(reasons))  # the no-baseline note once, not per metric
-    metrics = {}
+    metrics: dict[str, float] = {}
     for c in comparisons:
         key = c.name.replace("/", ".")
         for field in ("candidate_mean", "baseline_mean", "delta", "lower", "upper"):
             value = getattr(c, field)
             if value is not None:
                 metrics[f"{key}.{field}"] = value
-    return StageResult("compare", status, metrics=metrics, reasons=reasons, details=details,
+    return StageResult(NAME, status, metrics=metrics, reasons=reasons, details=details,
                        artifacts={"comparison.csv": str(table)})
 
 
@@ -117,7 +120,7 @@ TABLE_COLUMNS = ("name", "baseline_mean", "candidate_mean", "delta", "lower", "u
                  "verdict", "method", "p_value")
 
 
-def write_table(rows: list[dict], path: Path) -> Path:
+def write_table(rows: list[dict[str, Any]], path: Path) -> Path:
     """The per-metric comparison as CSV: the table artifact of the MLflow run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:

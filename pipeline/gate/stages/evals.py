@@ -6,27 +6,31 @@ as an artifact because the baseline comparison pairs items by the hash of their 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.config.release import EvalsGate
 from pipeline.errors import InfraError
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
+from pipeline.serving.vllm_server import Endpoint
 from pipeline.tools.lmeval import LmEvalRun, evalset_digest, run_lmeval
-from pipeline.util.progress import progress_for
+from pipeline.util.progress import Progress, progress_for
+
+NAME = "evals"
 
 
-def evaluate(base_url: str, served_name: str, tokenizer_dir: Path, cfg: EvalsGate, root: Path, out_dir: Path,
-             say: Callable[[str], None], api_key: str | None = None, timeout_s: float | None = None) -> LmEvalRun:
-    return run_lmeval(base_url, served_name, tokenizer_dir, list(cfg.tasks), root / cfg.include_path, out_dir,
-                      num_concurrent=cfg.num_concurrent, limit=cfg.limit, progress=say, api_key=api_key,
-                      timeout_s=timeout_s)
+def evaluate(endpoint: Endpoint, tokenizer_dir: Path, cfg: EvalsGate, root: Path, out_dir: Path,
+             progress: Progress) -> LmEvalRun:
+    """lm-eval's tasks of `cfg` (evalsets under `root`) against `endpoint`; its files in `out_dir`."""
+    return run_lmeval(endpoint.base_url, endpoint.served_name, tokenizer_dir, list(cfg.tasks), root / cfg.include_path,
+                      out_dir, num_concurrent=cfg.num_concurrent, limit=cfg.limit, progress=progress,
+                      api_key=endpoint.api_key, timeout_s=endpoint.request_timeout_s)
 
 
-def item_values(run: LmEvalRun, metric_names) -> dict[str, dict[str, float]]:
+def item_values(run: LmEvalRun, metric_names: Iterable[str]) -> dict[str, dict[str, float]]:
     """'task/metric' -> {doc_hash: value}, for the configured metrics."""
-    out = {}
+    out: dict[str, dict[str, float]] = {}
     for name in metric_names:
         task, metric = name.split("/", 1)
         out[name] = run.scores(task, metric)
@@ -37,7 +41,7 @@ def metric_names(cfg: EvalsGate, run: LmEvalRun | None = None) -> list[str]:
     """The configured metrics, or (none configured) every per-item metric lm-eval produced."""
     if cfg.metrics:
         return list(cfg.metrics)
-    names = set()
+    names: set[str] = set()
     for item in (run.items if run else []):
         names.update(f"{item['task']}/{k}" for k, v in item.items()
                      if k not in ("task", "doc_id", "doc_hash", "item_id") and isinstance(v, float))
@@ -47,12 +51,10 @@ def metric_names(cfg: EvalsGate, run: LmEvalRun | None = None) -> list[str]:
 def run(ctx: GateContext) -> StageResult:
     cfg = ctx.release.evals_gate
     if not cfg.enabled:
-        return StageResult("evals", Status.SKIPPED, reasons=["no tasks configured (gates.evals.tasks)"])
-    say = progress_for("evals")
+        return StageResult(NAME, Status.SKIPPED, reasons=["no tasks configured (gates.evals.tasks)"])
     try:
-        result = evaluate(ctx.endpoint.base_url, ctx.endpoint.served_name, ctx.model_dir.path, cfg,
-                          ctx.release.root, ctx.run_dir / "evals", say, api_key=ctx.endpoint.api_key,
-                          timeout_s=ctx.release.serving.request_timeout_s)
+        result = evaluate(ctx.endpoint, ctx.model_dir.path, cfg, ctx.release.root, ctx.files.stage(NAME),
+                          progress_for(NAME))
     except InfraError:
         if ctx.server is not None:
             ctx.server.check_alive()  # "vLLM died" (with its log tail) explains lm-eval's failure better
@@ -62,11 +64,11 @@ def run(ctx: GateContext) -> StageResult:
     names = metric_names(cfg, result)
     missing = [n for n in names if not result.scores(*n.split("/", 1))]
     if missing:
-        return StageResult("evals", Status.ERROR,
+        return StageResult(NAME, Status.ERROR,
                            reasons=[f"lm-eval produced no per-item values for {', '.join(missing)}"])
     ctx.items.update(item_values(result, names))
     ctx.digests["evalsets"] = evalset_digest(ctx.release.root / cfg.include_path, list(cfg.tasks))
-    metrics = {}
+    metrics: dict[str, float] = {}
     for task, scores in result.tasks.items():
         for metric, value in scores.metrics.items():
             if isinstance(value, (int, float)):
@@ -79,7 +81,7 @@ def run(ctx: GateContext) -> StageResult:
     log = Path(result.items_file).with_name("lm_eval.log")
     if log.exists():
         artifacts["lm_eval.log"] = str(log)
-    return StageResult("evals", Status.PASSED, metrics=metrics, reasons=reasons, artifacts=artifacts,
+    return StageResult(NAME, Status.PASSED, metrics=metrics, reasons=reasons, artifacts=artifacts,
                        details={"evalset_digest": ctx.digests["evalsets"],
                                 "tasks": {t: s.metrics for t, s in result.tasks.items()},
                                 "lm_eval_version": result.lm_eval_version, "command": result.command,

@@ -7,16 +7,18 @@ from pipeline.gate.result import StageResult, Status
 from pipeline.model.fetch import fetch
 from pipeline.util.progress import progress_for
 
+NAME = "fetch"
+
 
 def run(ctx: GateContext) -> StageResult:
     release = ctx.release
     pin = release.candidate
     model_dir = fetch(pin, release.repo_location(pin), ctx.home, file=str(release.path),
-                      allowlist=release.remote_code_allowlist, progress=progress_for("fetch"))
+                      allowlist=release.remote_code_allowlist, progress=progress_for(NAME))
     ctx.model_dir = model_dir
     size = sum((model_dir.path / name).stat().st_size for name in model_dir.files)
     return StageResult(
-        name="fetch", status=Status.PASSED,
+        name=NAME, status=Status.PASSED,
         metrics={"files": len(model_dir.files), "bytes": size, "cache_hit": int(model_dir.cache_hit)},
         reasons=[f"{len(model_dir.files)} file(s) verified at {pin.revision}"
                  + (" (cache hit)" if model_dir.cache_hit else "")],

@@ -11,14 +11,17 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.checks.expectations import check_case
 from pipeline.config.suite import Suite, load_suites, suites_digest
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
 from pipeline.serving.chat import ChatRequest, run_chats
-from pipeline.util.progress import progress_for
+from pipeline.serving.vllm_server import Endpoint
+from pipeline.util.progress import Progress, progress_for
 
+NAME = "format"
 OUTPUT_KEEP_CHARS = 2000
 PASS_METRIC = "format/pass"  # the per-case pass/fail item values, compared with the baseline
 
@@ -26,7 +29,7 @@ PASS_METRIC = "format/pass"  # the per-case pass/fail item values, compared with
 @dataclass(frozen=True)
 class FormatOutcome:
     items: dict[str, float]  # "suite/case_id" -> 1.0 passed / 0.0 failed
-    cases: list[dict]
+    cases: list[dict[str, Any]]
     pass_rate: float
     per_suite: dict[str, float]
     critical_failed: list[str]
@@ -37,15 +40,19 @@ def suites_for(ctx: GateContext) -> list[Suite]:
     return load_suites(ctx.release.root / ctx.release.format_gate.prompts_dir)
 
 
-def evaluate(base_url: str, served_name: str, suites: list[Suite], *, concurrency: int, timeout_s: float,
-             out_dir: Path, say: Callable[[str], None], check_alive=None, api_key: str | None = None) -> FormatOutcome:
+def evaluate(endpoint: Endpoint, suites: list[Suite], *, concurrency: int, out_dir: Path, progress: Progress,
+             check_alive: Callable[[], None] | None = None) -> FormatOutcome:
+    """Every case of `suites` against `endpoint`; cases.jsonl in `out_dir`."""
     cases = [(suite, case) for suite in suites for case in suite.cases]
     requests = [ChatRequest(f"{suite.name}/{case.id}", case.messages_payload(), case.sampling.to_request())
                 for suite, case in cases]
-    say(f"{len(requests)} case(s) from {len(suites)} suite(s), concurrency {concurrency}")
-    responses = run_chats(base_url, served_name, requests, concurrency=concurrency, timeout_s=timeout_s,
-                          progress=say, check_alive=check_alive, api_key=api_key)
-    rows, items, critical_failed = [], {}, []
+    progress(f"{len(requests)} case(s) from {len(suites)} suite(s), concurrency {concurrency}")
+    responses = run_chats(endpoint.base_url, endpoint.served_name, requests, concurrency=concurrency,
+                          timeout_s=endpoint.request_timeout_s, progress=progress, check_alive=check_alive,
+                          api_key=endpoint.api_key)
+    rows: list[dict[str, Any]] = []
+    items: dict[str, float] = {}
+    critical_failed: list[str] = []
     for (suite, case), resp in zip(cases, responses, strict=True):
         if resp.error:
             verdict = {"case_id": case.id, "passed": False, "critical": case.critical,
@@ -61,7 +68,7 @@ def evaluate(base_url: str, served_name: str, suites: list[Suite], *, concurrenc
     out_dir.mkdir(parents=True, exist_ok=True)
     cases_file = out_dir / "cases.jsonl"
     cases_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    per_suite = {}
+    per_suite: dict[str, float] = {}
     for suite in suites:
         values = [items[f"{suite.name}/{c.id}"] for c in suite.cases]
         per_suite[suite.name] = sum(values) / len(values) if values else 0.0
@@ -72,14 +79,12 @@ def evaluate(base_url: str, served_name: str, suites: list[Suite], *, concurrenc
 def run(ctx: GateContext) -> StageResult:
     cfg = ctx.release.format_gate
     if not cfg.enabled:
-        return StageResult("format", Status.SKIPPED, reasons=["not configured or disabled (gates.format)"])
-    say = progress_for("format")
+        return StageResult(NAME, Status.SKIPPED, reasons=["not configured or disabled (gates.format)"])
     suites = suites_for(ctx)
     if not suites:
-        return StageResult("format", Status.SKIPPED, reasons=[f"no suites in {cfg.prompts_dir}/"])
-    outcome = evaluate(ctx.endpoint.base_url, ctx.endpoint.served_name, suites, concurrency=cfg.concurrency,
-                       timeout_s=ctx.release.serving.request_timeout_s, out_dir=ctx.run_dir / "format", say=say,
-                       check_alive=ctx.server.check_alive if ctx.server else None, api_key=ctx.endpoint.api_key)
+        return StageResult(NAME, Status.SKIPPED, reasons=[f"no suites in {cfg.prompts_dir}/"])
+    outcome = evaluate(ctx.endpoint, suites, concurrency=cfg.concurrency, out_dir=ctx.files.stage(NAME),
+                       progress=progress_for(NAME), check_alive=ctx.server.check_alive if ctx.server else None)
     ctx.items[PASS_METRIC] = outcome.items
     ctx.digests["suites"] = suites_digest(suites)
     passed = int(sum(outcome.items.values()))
@@ -90,10 +95,10 @@ def run(ctx: GateContext) -> StageResult:
         reasons.insert(0, f"critical case(s) failed: {', '.join(outcome.critical_failed)}")
     failing = [{"key": r["key"], "critical": r["critical"], "output": r["output"][:300],
                 "failures": r["failures"]} for r in outcome.cases if not r["passed"]]
-    metrics = {"pass_rate": outcome.pass_rate, "cases": len(outcome.items),
+    metrics: dict[str, float] = {"pass_rate": outcome.pass_rate, "cases": len(outcome.items),
                "critical_failed": len(outcome.critical_failed),
                **{f"pass_rate.{name}": rate for name, rate in outcome.per_suite.items()}}
-    return StageResult("format", status, metrics=metrics, reasons=reasons,
+    return StageResult(NAME, status, metrics=metrics, reasons=reasons,
                        artifacts={"cases.jsonl": str(outcome.cases_file)},
                        details={"suites_digest": ctx.digests["suites"], "per_suite": outcome.per_suite,
                                 "failing_cases": failing})

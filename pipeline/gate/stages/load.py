@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.checks import slo as rules
 from pipeline.config.release import LoadGate
@@ -20,7 +20,12 @@ from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
 from pipeline.serving.prometheus import Scraper
 from pipeline.tools.servebench import BenchRequest, is_loopback, last_error, run_level
-from pipeline.util.progress import progress_for
+from pipeline.util.progress import Progress, progress_for
+
+if TYPE_CHECKING:
+    import httpx
+
+NAME = "load"
 
 PLOT = "latency_vs_concurrency.png"
 
@@ -34,7 +39,7 @@ def vllm_version() -> str:
     return "not installed"
 
 
-def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, say) -> list[dict[str, Any]]:
+def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, progress: Progress) -> list[dict[str, Any]]:
     import httpx
 
     endpoint = ctx.endpoint
@@ -51,7 +56,7 @@ def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, say) -> list[dict[st
                                request_timeout_s=ctx.release.serving.request_timeout_s,
                                api_key=endpoint.api_key)
             name = rules.label(multiplier)
-            say(f"level {name}: concurrency {concurrency}, {req.num_prompts} requests "
+            progress(f"level {name}: concurrency {concurrency}, {req.num_prompts} requests "
                 f"({req.input_len} in / {req.output_len} out tokens)")
             try:
                 with Scraper(fetch) as scraper:
@@ -71,7 +76,7 @@ def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, say) -> list[dict[st
                                  f"load test: {last_error(out_dir / 'servebench.log')} (see load/servebench.log)")
             row["result_file"] = str(out_dir / f"bench_{name}.json")
             rows.append(row)
-            say(f"level {name}: {row['completed']}/{row['num_prompts']} completed, p95 TTFT "
+            progress(f"level {name}: {row['completed']}/{row['num_prompts']} completed, p95 TTFT "
                 f"{row.get('p95_ttft_ms', 0):.0f} ms, p95 e2e {row.get('p95_e2el_ms', 0):.0f} ms, "
                 f"{row.get('output_throughput', 0):.1f} output tok/s")
     return rows
@@ -103,7 +108,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     return path
 
 
-def _healthy(client, base_url: str) -> bool:
+def _healthy(client: httpx.Client, base_url: str) -> bool:
     import httpx
 
     try:
@@ -112,7 +117,8 @@ def _healthy(client, base_url: str) -> bool:
         return False
 
 
-def compare_baseline(ctx: GateContext, cfg: LoadGate, rows, fp) -> tuple[dict[str, Any], list[str]]:
+def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]],
+                     fp: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     baseline = ctx.baseline_store.production(ctx.release.model_name) if ctx.baseline_store else None
     if baseline is None:
         return {"status": "skipped", "reason": "no production version yet"}, []
@@ -135,13 +141,13 @@ def compare_baseline(ctx: GateContext, cfg: LoadGate, rows, fp) -> tuple[dict[st
 def run(ctx: GateContext) -> StageResult:
     cfg = ctx.release.load_gate
     if not cfg.enabled:
-        return StageResult("load", Status.SKIPPED, reasons=["not configured or disabled (gates.load)"])
+        return StageResult(NAME, Status.SKIPPED, reasons=["not configured or disabled (gates.load)"])
     if not is_loopback(ctx.endpoint.base_url):
-        return StageResult("load", Status.SKIPPED,
+        return StageResult(NAME, Status.SKIPPED,
                            reasons=[f"the load test only drives a loopback server, not {ctx.endpoint.base_url}"])
-    say = progress_for("load")
-    out_dir = ctx.run_dir / "load"
-    rows = measure(ctx, cfg, out_dir, say)
+    progress = progress_for(NAME)
+    out_dir = ctx.files.stage(NAME)
+    rows = measure(ctx, cfg, out_dir, progress)
     failures = [reason for row in rows for reason in rules.check_level(row, cfg.slo)]
     curve = rules.curve_shape(rows)
     fp = rules.fingerprint(vllm_version())
@@ -178,4 +184,4 @@ def run(ctx: GateContext) -> StageResult:
                "levels": rows, "curve": curve, "fingerprint": fp, "baseline": comparison,
                "price_per_hour": cfg.price_per_hour, "cost_per_1m_output_tokens": cost}
     reasons = (failures or ["every level within SLO"]) + notes
-    return StageResult("load", status, metrics=metrics, reasons=reasons, artifacts=artifacts, details=details)
+    return StageResult(NAME, status, metrics=metrics, reasons=reasons, artifacts=artifacts, details=details)

@@ -6,14 +6,18 @@ nothing is spawned and the probe checks that it serves the expected model name.
 
 from __future__ import annotations
 
+from pipeline.config.release import Serving
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
+from pipeline.gate.rundir import SERVER_LOG
 from pipeline.serving.probe import probe
 from pipeline.serving.vllm_server import Endpoint, VllmServer
 from pipeline.util.progress import progress_for
 
+NAME = "serve"
 
-def external_api_key(serving) -> str | None:
+
+def external_api_key(serving: Serving) -> str | None:
     """An external endpoint keeps its own key: the value of serving.api_key_env (checked by the gate's input
     check), registered as a secret; None when the endpoint needs none."""
     import os
@@ -29,21 +33,23 @@ def external_api_key(serving) -> str | None:
 
 def run(ctx: GateContext) -> StageResult:
     release = ctx.release
-    say = progress_for("serve")
+    progress = progress_for(NAME)
     served_name = release.served_name(release.candidate)
     serving = release.serving
     if serving.mode == "external":
-        endpoint = Endpoint(base_url=serving.external_url.rstrip("/").removesuffix("/v1"),
-                            served_name=served_name, log_file=None, pid=None, api_key=external_api_key(serving))
+        url = serving.external_url or ""  # set: the config requires it in external mode
+        endpoint = Endpoint(base_url=url.rstrip("/").removesuffix("/v1"),
+                            served_name=served_name, log_file=None, pid=None, api_key=external_api_key(serving),
+                            request_timeout_s=serving.request_timeout_s)
     else:
-        server = VllmServer(ctx.model_dir.path, served_name, serving, ctx.run_dir / "server.log",
-                            enforce_eager=ctx.enforce_eager, progress=say, api_key=ctx.api_key)
+        server = VllmServer(ctx.model_dir.path, served_name, serving, ctx.files.server_log,
+                            enforce_eager=ctx.enforce_eager, progress=progress, api_key=ctx.api_key)
         # registered before start so an interrupt during start-up still tears it down
         ctx.cleanup.callback(server.stop)
         ctx.server = server
         endpoint = server.start()
     ctx.endpoint = endpoint
-    say(f"smoke probe: chat + streamed completion on {served_name}")
+    progress(f"smoke probe: chat + streamed completion on {served_name}")
     try:
         result = probe(endpoint.base_url, served_name, serving.probe.prompt, serving.probe.max_tokens,
                        timeout_s=serving.request_timeout_s, api_key=endpoint.api_key)
@@ -51,10 +57,10 @@ def run(ctx: GateContext) -> StageResult:
         if ctx.server is not None:
             ctx.server.check_alive()  # a dead server is the better explanation
         raise
-    say(f"probe answered in {result.chat_latency_s:.2f}s; streamed TTFT {result.stream_ttft_s * 1000:.0f} ms")
-    artifacts = {"server.log": str(endpoint.log_file)} if endpoint.log_file else {}
+    progress(f"probe answered in {result.chat_latency_s:.2f}s; streamed TTFT {result.stream_ttft_s * 1000:.0f} ms")
+    artifacts = {SERVER_LOG: str(endpoint.log_file)} if endpoint.log_file else {}
     return StageResult(
-        name="serve", status=Status.PASSED,
+        name=NAME, status=Status.PASSED,
         metrics={"probe_chat_latency_s": result.chat_latency_s, "probe_ttft_s": result.stream_ttft_s,
                  "probe_stream_total_s": result.stream_total_s},
         reasons=[f"{served_name} answered a chat and a streamed completion"],

@@ -1,0 +1,36 @@
+"""The gate report as the console summary `modelgate gate` prints: stages, comparison, verdict, where it is."""
+
+from __future__ import annotations
+
+from pipeline.gate.rundir import REPORT_FILE
+from pipeline.report.document import GateReport
+from pipeline.report.views import COMPARISON_HEADER, baseline_line, comparison_rows
+
+
+def render(report: GateReport) -> str:
+    lines = [f"gate {report.gate_id}  {report.model_name}  {report.candidate.uri}"]
+    for stage in report.stages:
+        lines.append(f"  {stage.name:<10} {stage.status.value:<13} {round(stage.duration_s, 3):8.1f}s  "
+                     + "; ".join(stage.reasons[:2]))
+    rows = comparison_rows(report)
+    if rows:
+        line = baseline_line(report)
+        if line:
+            lines.append(line)
+        widths = [max(len(r[i]) for r in rows + [COMPARISON_HEADER]) for i in range(len(COMPARISON_HEADER))]
+        for row in [COMPARISON_HEADER] + rows:
+            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    for stage in report.stages:
+        tail = stage.details.get("log_tail")
+        if tail:
+            lines.append(f"--- {stage.name}: last lines of the server log ---")
+            lines.extend("  | " + ln for ln in tail.splitlines())
+    lines.append(f"verdict: {report.verdict.upper()} (exit {report.exit_code})")
+    for reason in report.reasons:
+        lines.append(f"  - {reason}")
+    lines.append(f"report: {report.run_dir}/{REPORT_FILE}")
+    if report.tracking.model_version:
+        lines.append(f"model version: {report.model_name} v{report.tracking.model_version}")
+    run_id = report.tracking.run_id
+    lines.append(f"mlflow run: {run_id}" if run_id else "mlflow run: (not recorded)")
+    return "\n".join(lines)
