@@ -81,11 +81,6 @@ def new_gate_id(release: Release) -> str:
     return f"{stamp}-{release.candidate.revision[:8]}-{uuid.uuid4().hex[:4]}"
 
 
-def resolve_tracking_uri(release: Release, override: str | None) -> str:
-    return override or os.environ.get("MLFLOW_TRACKING_URI") or release.tracking_uri or \
-        tracking.default_uri(release.root)
-
-
 def check_inputs(release: Release) -> None:
     """Bad suites, evalsets or metric names are bad input (exit 2) before any server starts."""
     from pipeline.config.release import ConfigError
@@ -133,7 +128,7 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     register_secret_env(release.secret_env)
     check_inputs(release)
     say = progress_for("gate")
-    uri = resolve_tracking_uri(release, tracking_uri)
+    uri = tracking.resolve_uri(tracking_uri, configured=release.tracking_uri, root=release.root)
     say(f"tracking store: {tracking.display_uri(uri)}")
     tracking.preflight(uri)
     production_at_start = registry.Registry(uri).by_alias(release.model_name, registry.PRODUCTION)

@@ -14,7 +14,6 @@ Interrupted gates are never recorded (by design), so sync skips them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +54,6 @@ def load_report(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def tracking_uri(report: dict[str, Any], override: str | None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the store the gate tried (credentials are never stored
-    in a report: a server that needs them needs the environment variable)."""
-    return override or os.environ.get("MLFLOW_TRACKING_URI") or report["tracking"]["uri"]
-
-
 def recorded(report: dict[str, Any], uri: str) -> bool:
     """True when the report's run and its model version both exist in the store at `uri`."""
     info = report["tracking"]
@@ -86,7 +79,8 @@ def sync_run_dir(run_dir: Path, *, uri_override: str | None = None,
     if not (run_dir / registry.ITEMS_ARTIFACT).is_file():
         raise BadInput(f"{registry.ITEMS_ARTIFACT} is missing: the per-item results cannot be recorded",
                        file=str(run_dir))
-    uri = tracking_uri(report, uri_override)
+    # the store the gate tried, unless --tracking-uri or $MLFLOW_TRACKING_URI (which carries any credentials)
+    uri = tracking.resolve_uri(uri_override, configured=report["tracking"]["uri"], root=None)
     tracking.preflight(uri)
     if recorded(report, uri):
         info = report["tracking"]

@@ -1,8 +1,9 @@
 """MLflow: where the tracking store is, whether it answers, and writing one gate as one MLflow run.
 
 Default store: an embedded sqlite file `mlflow/mlflow.db` beside release.yaml, artifacts in
-`mlflow/artifacts/`. `MLFLOW_TRACKING_URI` (or --tracking-uri, or release.yaml tracking.uri) points it at a
-team server. MLflow exceptions are mapped to InfraError here, at the boundary.
+`mlflow/artifacts/`. --tracking-uri, `MLFLOW_TRACKING_URI` or release.yaml tracking.uri points it at a team
+server (`resolve_uri` is the one place that decides). MLflow exceptions are mapped to InfraError here, at the
+boundary.
 """
 
 from __future__ import annotations
@@ -13,11 +14,28 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pipeline.errors import InfraError
+from pipeline.errors import BadInput, InfraError
 
 
 def default_uri(root: Path) -> str:
     return f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def resolve_uri(override: str | None, *, configured: str | None, root: Path | None) -> str:
+    """The tracking store a command works on, first found wins:
+
+    1. `override`: the command's --tracking-uri;
+    2. $MLFLOW_TRACKING_URI (credentials belong here: they are never written to release.yaml or a report);
+    3. `configured`: release.yaml's tracking.uri (gate, release commands), or the store a kept report
+       recorded (sync);
+    4. the embedded default beside release.yaml (`root`/mlflow/mlflow.db), when `root` is given.
+    """
+    uri = override or os.environ.get("MLFLOW_TRACKING_URI") or configured
+    if uri:
+        return uri
+    if root is None:
+        raise BadInput("no MLflow tracking store named: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    return default_uri(root)
 
 
 def display_uri(uri: str) -> str:
