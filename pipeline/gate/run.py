@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from pipeline.gate.stages import load as loadtest
 from pipeline.gate.verdict import decide
 from pipeline.integrations import registry, tracking
 from pipeline.report import document as reports
+from pipeline.util.git import git
 from pipeline.util.progress import progress_for
 from pipeline.util.secrets import redact, redact_tree, register_secret_env
 from pipeline.util.versions import installed_version
@@ -53,19 +53,21 @@ def environment() -> dict[str, str]:
     }
 
 
-def source_control(root: Path) -> dict[str, Any]:
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-        return out.stdout.strip() if out.returncode == 0 else ""
+def _git_output(root: Path, *args: str) -> str:
+    """git's answer about the repository holding release.yaml; "" when it has none (not a repository)."""
+    out = git(*args, cwd=root, check=False)
+    return out.stdout.strip() if out.returncode == 0 else ""
 
-    commit = git("rev-parse", "HEAD")
-    return {"commit": commit or "unknown", "dirty": bool(git("status", "--porcelain")) if commit else None}
+
+def source_control(root: Path) -> dict[str, Any]:
+    commit = _git_output(root, "rev-parse", "HEAD")
+    dirty = bool(_git_output(root, "status", "--porcelain")) if commit else None
+    return {"commit": commit or "unknown", "dirty": dirty}
 
 
 def git_author(root: Path) -> str:
     """The author of the change being gated: the HEAD commit's author email (CI passes --author instead)."""
-    out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%ae"], capture_output=True, text=True)
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    return _git_output(root, "log", "-1", "--format=%ae") or "unknown"
 
 
 def baseline_version(results, production_at_start) -> str | None:
