@@ -96,7 +96,7 @@ class AuditLog:
         return self._exp_id
 
     def open(self, event: str, model_name: str, version: str, actor: str, *, state: str = IN_PROGRESS,
-             reason: str = "", **extra: str) -> AuditEvent:
+             reason: str = "", **extra: str | None) -> AuditEvent:
         """Create an audit run; `state` completed finishes it at once (approvals)."""
         tags = {T + "kind": "audit", T + "event": event, T + "model_name": model_name, T + "version": str(version),
                 T + "actor": actor, T + "at": now_iso(), T + "reason": reason, T + "state": state,
