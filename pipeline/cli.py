@@ -115,13 +115,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _store(args):
     """release.yaml and the tracking store a release command works on (checked before anything changes)."""
     from pipeline.config.release import load_release
-    from pipeline.gate.run import resolve_tracking_uri
     from pipeline.integrations import tracking
     from pipeline.util.secrets import register_secret_env
 
     release = load_release(args.config)
     register_secret_env(release.secret_env)
-    uri = resolve_tracking_uri(release, args.tracking_uri)
+    uri = tracking.resolve_uri(args.tracking_uri, configured=release.tracking_uri, root=release.root)
     tracking.preflight(uri)
     return release, uri
 
@@ -264,6 +263,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"modelgate: error: {message} (see `{self.prog} --help`)\n")
 
 
+# the precedence of integrations.tracking.resolve_uri
+TRACKING_URI_HELP = ("MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then release.yaml tracking.uri, "
+                     "then mlflow/mlflow.db)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="modelgate", description="Evaluation-gated release pipeline for self-hosted LLMs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -278,8 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--author", help="who authored the change (a release manager cannot approve their own); "
                       "default: $MODELGATE_AUTHOR, then the HEAD commit's author email")
     gate.add_argument("--run-dir", type=Path, help="where the local report goes (default: runs/<gate id>)")
-    gate.add_argument("--tracking-uri",
-                      help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then mlflow/mlflow.db)")
+    gate.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     gate.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
                       help="override serving.enforce_eager (faster start, slower decode)")
     gate.set_defaults(func=cmd_gate)
@@ -299,8 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def release_cmd(name, help_text, func):
         p = with_config(sub.add_parser(name, help=help_text))
-        p.add_argument("--tracking-uri",
-                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then mlflow/mlflow.db)")
+        p.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
         p.set_defaults(func=func)
         return p
 

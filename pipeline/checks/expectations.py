@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.config.suite import PromptCase
+from pipeline.util.jsonpath import json_path
 
 FENCED_MODES = ("allow", "require", "forbid")
 _FENCE_RE = re.compile(r"\A```[ \t]*(?:json|JSON)?[ \t]*\n?(?P<body>.*?)\s*```\Z", re.DOTALL)
@@ -109,19 +110,6 @@ def looks_like_refusal(text: str) -> bool:
     """True when the start of `text` declines the request (keyword heuristic, see REFUSAL_PATTERNS)."""
     head = text.strip()[:REFUSAL_WINDOW].replace("\u2019", "'").replace("\u2018", "'")
     return _REFUSAL_RE.search(head) is not None
-
-
-def json_path(parts) -> str:
-    """deque(['items', 0, 'qty']) -> '$.items[0].qty'."""
-    out = "$"
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(part)):
-            out += f".{part}"
-        else:
-            out += f"[{json.dumps(str(part))}]"
-    return out
 
 
 def check_case(case: PromptCase, output_text: str, finish_reason: str | None = None) -> CaseVerdict:

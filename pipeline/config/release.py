@@ -16,6 +16,7 @@ from typing import Any, Literal, cast, get_args
 
 from pipeline.config.yamlio import load_yaml
 from pipeline.errors import ConfigError
+from pipeline.util.jsonpath import format_path
 
 DEFAULT_SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "MLFLOW_TRACKING_PASSWORD",
                       "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY")
@@ -210,17 +211,9 @@ def release_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
-def json_path(parts) -> str:
-    """['serving', 'extra_args', 2] -> 'serving.extra_args[2]'."""
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def _describe(error) -> tuple[str, str]:
     """A jsonschema ValidationError -> (path, human message)."""
-    path = json_path(error.absolute_path)
+    path = format_path(error.absolute_path, empty="(top level)")
     validator = error.validator
     if validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))

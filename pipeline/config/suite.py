@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline.config.yamlio import load_yaml
 from pipeline.errors import ConfigError
+from pipeline.util.jsonpath import format_path
 
 DEFAULT_MAX_TOKENS = 256
 SUITE_SUFFIXES = (".yaml", ".yml")
@@ -165,13 +166,9 @@ def _case_label(data: Any, index: int) -> str:
 def _where(data: Any, parts: Iterable[Any]) -> str:
     """['cases', 3, 'expect', 'regex'] -> 'cases[id=foo].expect.regex'."""
     parts = list(parts)
-    out = ""
-    for i, part in enumerate(parts):
-        if isinstance(part, int):
-            out = _case_label(data, part) if parts[:i] == ["cases"] else f"{out}[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
+    if len(parts) > 1 and parts[0] == "cases" and isinstance(parts[1], int):
+        return format_path(parts[2:], root=_case_label(data, parts[1]))
+    return format_path(parts, empty="(top level)")
 
 
 def _describe(error) -> str:
@@ -287,7 +284,7 @@ def _resolve_schema(value: dict[str, Any], prompts_dir: Path, file: str,
     try:
         validator_for(value, default=Draft202012Validator).check_schema(value)
     except SchemaError as exc:
-        inner = "/".join(map(str, exc.absolute_path)) or "(root)"
+        inner = format_path(exc.absolute_path, style="pointer", empty="(root)")
         source = f" in $file {ref!r}" if ref else ""
         raise ConfigError(f"invalid JSON Schema{source} at {inner}: {' '.join(exc.message.split())[:200]}",
                           file=file, path=where) from exc

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.util.jsonpath import format_path
 
 
 def _duplicate(node, parts: list, seen: set[int]):
@@ -38,13 +39,6 @@ def _duplicate(node, parts: list, seen: set[int]):
     return None
 
 
-def _dotted(parts) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def load_yaml(path: Path) -> Any:
     """Parse a YAML file safely. A repeated key is a ConfigError naming its full path (`serving.dtype`)."""
     import yaml
@@ -66,7 +60,7 @@ def load_yaml(path: Path) -> Any:
                 parts, key_node, first = found
                 raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key {parts[-1]!r} (first on line "
                                   f"{first.start_mark.line + 1}; YAML would silently keep only the last one)",
-                                  file=str(path), path=_dotted(parts))
+                                  file=str(path), path=format_path(parts))
             return loader.construct_document(node)
         finally:
             loader.dispose()

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import tempfile
 import zipfile
 import zlib
@@ -37,6 +36,8 @@ from pathlib import Path
 from pipeline.demo.degrade import DEFAULT_NOISE_SCALE, DEFAULT_SEED, degrade_model_dir
 from pipeline.model.digests import digest_tree
 from pipeline.util.progress import Progress
+from pipeline.util.git import GitError
+from pipeline.util.git import git as run_git
 
 REPO_NAME = "SmolLM2-135M-Instruct"
 HF_REPO_ID = "modelgate-demo/SmolLM2-135M-Instruct"
@@ -70,23 +71,14 @@ _GIT_OPTS = ("-c", "core.autocrlf=false", "-c", "core.hooksPath=/dev/null", "-c"
 # --------------------------------------------------------------------------- git
 
 def git(repo: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> str:
-    """Run `git --git-dir=repo ARGS` with the fixed identity/config; return stripped stdout."""
-    full_env = {**os.environ, **GIT_ENV, **(env or {})}
-    proc = subprocess.run(
-        ["git", *_GIT_OPTS, f"--git-dir={repo}", *args],
-        input=input, env=full_env, capture_output=True, text=True, check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc.stdout.strip()
+    """Run `git --git-dir=repo ARGS` with the fixed identity/config; return stripped stdout (GitError on
+    failure)."""
+    return run_git(*_GIT_OPTS, f"--git-dir={repo}", *args, input=input, env={**GIT_ENV, **(env or {})}).stdout.strip()
 
 
 def init_bare_repo(repo: Path, initial_branch: str = VARIANTS[0]) -> Path:
     """Create an empty bare repository whose HEAD points at `initial_branch`."""
-    subprocess.run(
-        ["git", *_GIT_OPTS, "init", "--quiet", "--bare", f"--initial-branch={initial_branch}", str(repo)],
-        env={**os.environ, **GIT_ENV}, check=True, capture_output=True,
-    )
+    run_git(*_GIT_OPTS, "init", "--quiet", "--bare", f"--initial-branch={initial_branch}", str(repo), env=GIT_ENV)
     return repo
 
 
@@ -117,7 +109,7 @@ def branch_heads(repo: Path) -> dict[str, str]:
         return {}
     try:
         out = git(repo, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads")
-    except RuntimeError:
+    except GitError:
         return {}
     return dict(line.split(" ", 1) for line in out.splitlines() if line)
 

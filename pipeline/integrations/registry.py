@@ -17,6 +17,7 @@ from pipeline.config.release import Pin, pin_source
 from pipeline.errors import InfraError
 from pipeline.gate.result import Status
 from pipeline.gate.rundir import ITEMS_FILE, REPORT_FILE
+from pipeline.integrations.mlflow_errors import error_types, is_not_found, mlflow_errors
 from pipeline.integrations.tracking import display_uri
 
 PRODUCTION = "production"
@@ -39,17 +40,6 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def _errors():
-    from mlflow.exceptions import MlflowException
-
-    try:
-        import requests
-
-        return (MlflowException, requests.RequestException, OSError)
-    except ImportError:  # pragma: no cover
-        return (MlflowException, OSError)
-
-
 def version_tags(pin: Pin, run_id: str, verdict: str, digests: dict[str, str], author: str = "unknown",
                  baseline_version: str | None = None) -> dict[str, str]:
     return {"modelgate.source": pin.source, "modelgate.repo": pin.repo, "modelgate.revision": pin.revision,
@@ -65,7 +55,7 @@ def register_version(uri: str, model_name: str, pin: Pin, run_id: str, verdict: 
     Resumable: a version already created from `run_id` (a record interrupted after it) is reused, not doubled."""
     from mlflow.exceptions import MlflowException
 
-    try:
+    with mlflow_errors(f"registering {model_name} in MLflow at {display_uri(uri)} failed"):
         client = _client(uri)
         try:
             client.get_registered_model(model_name)
@@ -79,9 +69,6 @@ def register_version(uri: str, model_name: str, pin: Pin, run_id: str, verdict: 
                                              description=f"{pin.uri()} gate verdict: {verdict}")
         client.set_registered_model_alias(model_name, CANDIDATE, mv.version)
         return str(mv.version)
-    except _errors() as exc:
-        raise InfraError(f"registering {model_name} in MLflow at {display_uri(uri)} failed: "
-                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
 
 
 def version_of_run(client, model_name: str, run_id: str):
@@ -97,19 +84,15 @@ class BaselineStore:
         self.uri = uri
 
     def production(self, model_name: str) -> Baseline | None:
-        from mlflow.exceptions import MlflowException
-
-        client = _client(self.uri)
-        try:
-            mv = client.get_model_version_by_alias(model_name, PRODUCTION)
-        except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
-                return None
-            raise InfraError(f"reading alias {PRODUCTION!r} of {model_name}: {exc}") from exc
-        except _errors() as exc:
-            raise InfraError(f"MLflow at {display_uri(self.uri)} unreachable while reading the baseline: "
-                             f"{type(exc).__name__}") from exc
-        tags = mv.tags or {}
+        registry = Registry(self.uri)
+        mv = registry.by_alias(model_name, PRODUCTION)
+        if mv is None:
+            return None
+        if mv.run_id is None:
+            raise InfraError(f"model version {model_name} v{mv.version} (alias {PRODUCTION}) was not registered "
+                             "by modelgate: it names no gate run")
+        client = registry.client
+        tags = mv.tags
         try:
             pin = Pin(source=pin_source(tags["modelgate.source"]), repo=tags["modelgate.repo"],
                       revision=tags["modelgate.revision"], files=json.loads(tags["modelgate.files"]))
@@ -118,13 +101,10 @@ class BaselineStore:
                              f"by modelgate: tag {exc} missing or invalid") from exc
         digests = {k.removeprefix("modelgate.digest."): v for k, v in tags.items()
                    if k.startswith("modelgate.digest.")}
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = client.download_artifacts(mv.run_id, ITEMS_FILE, tmp)
-                items = json.loads(Path(path).read_text())["items"]
-        except _errors() as exc:
-            raise InfraError(f"cannot read {ITEMS_FILE} of the production gate run {mv.run_id}: "
-                             f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from exc
+        with mlflow_errors(f"cannot read {ITEMS_FILE} of the production gate run {mv.run_id}", detail=200), \
+                tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(mv.run_id, ITEMS_FILE, tmp)
+            items = json.loads(Path(path).read_text())["items"]
         return Baseline(version=str(mv.version), run_id=mv.run_id, pin=pin, digests=digests, items=items,
                         load=_load_details(client, mv.run_id))
 
@@ -134,10 +114,11 @@ def _load_details(client, run_id: str) -> dict[str, Any] | None:
     gates, load test skipped): the load comparison is then skipped, never the gate."""
     from pipeline.report.document import GateReport
 
-    try:
+    unreadable: tuple[type[BaseException], ...] = (*error_types(), ValueError, InfraError)
+    try:  # not JSON or not a gate report (ValueError), another schema version (InfraError)
         with tempfile.TemporaryDirectory() as tmp:
             report = GateReport.load(Path(client.download_artifacts(run_id, REPORT_FILE, tmp)))
-    except (*_errors(), ValueError, InfraError):  # not JSON or not a gate report (ValueError), another schema
+    except unreadable:
         return None
     stage = report.stage("load")
     if not stage or stage.status not in (Status.PASSED, Status.FAILED) or not stage.details.get("levels"):
@@ -179,11 +160,6 @@ def _to_version(mv) -> ModelVersion:
                         created_ms=int(mv.creation_timestamp or 0))
 
 
-def _not_found(exc) -> bool:
-    code = str(getattr(exc, "error_code", ""))
-    return "RESOURCE_DOES_NOT_EXIST" in code or "not found" in str(exc).lower()
-
-
 class Registry:
     """The MLflow model registry calls promotion, rollback and history make, with MLflow's exceptions mapped:
     a missing version/alias is None, anything else is an InfraError."""
@@ -195,16 +171,13 @@ class Registry:
     def _call(self, what: str, fn, *args, missing_ok: bool = False, **kwargs):
         from mlflow.exceptions import MlflowException
 
-        try:
-            return fn(*args, **kwargs)
-        except MlflowException as exc:
-            if missing_ok and _not_found(exc):
-                return None
-            raise InfraError(f"MLflow at {display_uri(self.uri)}: {what} failed: "
-                             f"{' '.join(str(exc).split())[:300]}") from exc
-        except _errors() as exc:
-            raise InfraError(f"MLflow at {display_uri(self.uri)} unreachable: {what} failed "
-                             f"({type(exc).__name__})") from exc
+        with mlflow_errors(f"MLflow at {display_uri(self.uri)}: {what} failed"):
+            try:
+                return fn(*args, **kwargs)
+            except MlflowException as exc:
+                if missing_ok and is_not_found(exc):
+                    return None
+                raise
 
     def model_exists(self, name: str) -> bool:
         return self._call(f"reading model {name}", self.client.get_registered_model, name, missing_ok=True) is not None

@@ -1,23 +1,43 @@
 """MLflow: where the tracking store is, whether it answers, and writing one gate as one MLflow run.
 
 Default store: an embedded sqlite file `mlflow/mlflow.db` beside release.yaml, artifacts in
-`mlflow/artifacts/`. `MLFLOW_TRACKING_URI` (or --tracking-uri, or release.yaml tracking.uri) points it at a
-team server. MLflow exceptions are mapped to InfraError here, at the boundary.
+`mlflow/artifacts/`. --tracking-uri, `MLFLOW_TRACKING_URI` or release.yaml tracking.uri points it at a team
+server (`resolve_uri` is the one place that decides). MLflow exceptions are mapped to InfraError here, at the
+boundary.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pipeline.errors import InfraError
+from pipeline.errors import BadInput, InfraError
+from pipeline.integrations.mlflow_errors import mlflow_errors
 
 
 def default_uri(root: Path) -> str:
     return f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def resolve_uri(override: str | None, *, configured: str | None, root: Path | None) -> str:
+    """The tracking store a command works on, first found wins:
+
+    1. `override`: the command's --tracking-uri;
+    2. $MLFLOW_TRACKING_URI (credentials belong here: they are never written to release.yaml or a report);
+    3. `configured`: release.yaml's tracking.uri (gate, release commands), or the store a kept report
+       recorded (sync);
+    4. the embedded default beside release.yaml (`root`/mlflow/mlflow.db), when `root` is given.
+    """
+    uri = override or os.environ.get("MLFLOW_TRACKING_URI") or configured
+    if uri:
+        return uri
+    if root is None:
+        raise BadInput("no MLflow tracking store named: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    return default_uri(root)
 
 
 def display_uri(uri: str) -> str:
@@ -102,59 +122,51 @@ def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, An
     `timestamp_ms` (MLflow skips an identical metric) and artifacts overwrite themselves, so doing it twice
     changes nothing."""
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     import mlflow
 
-    try:
-        import requests
-
-        network_errors: tuple[type[BaseException], ...] = (MlflowException, requests.RequestException, OSError)
-    except ImportError:  # pragma: no cover
-        network_errors = (MlflowException, OSError)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is the gate summary
     # until every param, metric and artifact is in, the run does not say "passed" (a half-recorded run is no pass)
     verdict = tags.get(VERDICT_TAG)
     pending = {**tags, VERDICT_TAG: RECORDING} if verdict is not None else tags
     client = None
-    try:
-        mlflow.set_tracking_uri(uri)
-        client = MlflowClient(tracking_uri=uri)
-        exp_id = _experiment_id(client, experiment, artifact_root if uri.startswith("sqlite:") else None)
-        run = _existing_run(client, exp_id, run_id, gate_id)
-        if run is None:
-            run = client.create_run(exp_id, run_name=run_name, tags=pending)
-        else:
-            exp_id = run.info.experiment_id
-            client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in sorted(pending.items())])
-        run_id = run.info.run_id
-        if on_run_id:
-            on_run_id(exp_id, run_id)
-        import time
+    # the store is unreachable: no use marking the run (the verdict tag says recording)
+    with mlflow_errors(f"recording to MLflow at {display_uri(uri)} failed"):
+        try:
+            mlflow.set_tracking_uri(uri)
+            client = MlflowClient(tracking_uri=uri)
+            exp_id = _experiment_id(client, experiment, artifact_root if uri.startswith("sqlite:") else None)
+            run = _existing_run(client, exp_id, run_id, gate_id)
+            if run is None:
+                run = client.create_run(exp_id, run_name=run_name, tags=pending)
+            else:
+                exp_id = run.info.experiment_id
+                client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in sorted(pending.items())])
+            run_id = run.info.run_id
+            if on_run_id:
+                on_run_id(exp_id, run_id)
+            import time
 
-        now = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
-        param_list = [Param(param_key(k), str(v)[:6000]) for k, v in sorted(params.items())]
-        metric_list = [Metric(param_key(k), float(v), now, 0) for k, v in sorted(metrics.items())]
-        for i in range(0, max(len(param_list), len(metric_list)), 100):
-            client.log_batch(run_id, metrics=metric_list[i:i + 100], params=param_list[i:i + 100])
-        for path, dest in artifacts:
-            if path.exists():
-                try:
-                    client.log_artifact(run_id, str(path), artifact_path=dest)
-                except OSError as exc:  # a full or unwritable artifact store: say which file and where
-                    raise InfraError(f"recording to MLflow at {display_uri(uri)} failed: cannot store {path} in "
-                                     f"{run.info.artifact_uri}/{dest or ''}: {exc.strerror or exc}") from exc
-        if verdict is not None:
-            client.set_tag(run_id, VERDICT_TAG, verdict)
-        client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
-        return exp_id, run_id
-    except InfraError:  # the store answers but cannot take an artifact: end the run FAILED
-        _mark_failed(client, run_id)
-        raise
-    except network_errors as exc:  # the store is unreachable: no use marking the run (the verdict tag says recording)
-        message = " ".join(str(exc).split())[:300]
-        raise InfraError(f"recording to MLflow at {display_uri(uri)} failed: {type(exc).__name__}: {message}") from exc
+            now = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+            param_list = [Param(param_key(k), str(v)[:6000]) for k, v in sorted(params.items())]
+            metric_list = [Metric(param_key(k), float(v), now, 0) for k, v in sorted(metrics.items())]
+            for i in range(0, max(len(param_list), len(metric_list)), 100):
+                client.log_batch(run_id, metrics=metric_list[i:i + 100], params=param_list[i:i + 100])
+            for path, dest in artifacts:
+                if path.exists():
+                    try:
+                        client.log_artifact(run_id, str(path), artifact_path=dest)
+                    except OSError as exc:  # a full or unwritable artifact store: say which file and where
+                        raise InfraError(f"recording to MLflow at {display_uri(uri)} failed: cannot store {path} in "
+                                         f"{run.info.artifact_uri}/{dest or ''}: {exc.strerror or exc}") from exc
+            if verdict is not None:
+                client.set_tag(run_id, VERDICT_TAG, verdict)
+            client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+            return exp_id, run_id
+        except InfraError:  # the store answers but cannot take an artifact: end the run FAILED
+            _mark_failed(client, run_id)
+            raise
 
 
 def _mark_failed(client, run_id: str | None) -> None:
@@ -169,16 +181,34 @@ def _mark_failed(client, run_id: str | None) -> None:
 
 def upload(uri: str, run_id: str, path: Path, artifact_path: str | None = None) -> None:
     """Upload (or replace) one artifact of an existing run."""
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    try:
-        import requests
-
-        errors: tuple[type[BaseException], ...] = (MlflowException, requests.RequestException, OSError)
-    except ImportError:  # pragma: no cover
-        errors = (MlflowException, OSError)
-    try:
+    with mlflow_errors(f"uploading {path.name} to MLflow run {run_id} failed", detail=0):
         MlflowClient(tracking_uri=uri).log_artifact(run_id, str(path), artifact_path=artifact_path)
-    except errors as exc:
-        raise InfraError(f"uploading {path.name} to MLflow run {run_id} failed: {type(exc).__name__}") from exc
+
+
+@dataclass(frozen=True)
+class GateRun:
+    """A recorded gate run as history reads it (no MLflow object leaves this module)."""
+
+    run_id: str
+    start_ms: int
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+
+def gate_runs(uri: str, experiment: str, model_name: str) -> list[GateRun]:
+    """Every gate run of `model_name` in `experiment` (at most 5000); [] when the experiment does not exist."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    with mlflow_errors(f"MLflow at {display_uri(uri)}: reading gate runs failed", detail=0):
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        runs = client.search_runs([exp.experiment_id], max_results=5000,
+                                  filter_string=f"tags.`modelgate.kind` = 'gate' and "
+                                                f"tags.`modelgate.model_name` = '{model_name}'")
+    return [GateRun(run_id=r.info.run_id, start_ms=int(r.info.start_time or 0), tags=dict(r.data.tags),
+                    params=dict(r.data.params), metrics=dict(r.data.metrics)) for r in runs]

@@ -13,13 +13,17 @@ from pathlib import Path
 from pipeline.config.release import Pin
 from pipeline.errors import InfraError, PinError
 from pipeline.util.progress import Progress
+from pipeline.util.git import git, git_stream, reason
 
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 
 
-def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "0"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "0"}
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    """A git call whose failure the caller classifies (a missing commit is the pin's fault, bad input)."""
+    return git(*args, check=False, env=_GIT_ENV)
 
 
 def _local_repo(location: str) -> str | None:
@@ -38,14 +42,14 @@ def _archive_local(gitdir: str, pin: Pin, dest: Path, progress: Progress, *, fil
         raise PinError(f"commit {pin.revision} does not exist in {gitdir!r}", file=file, path="candidate.revision")
     progress(f"git archive {gitdir} {pin.revision}")
     dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.Popen(["git", "--git-dir", gitdir, "archive", "--format=tar", pin.revision],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    archive = git_stream("--git-dir", gitdir, "archive", "--format=tar", pin.revision)
+    assert archive.stdout is not None and archive.stderr is not None  # both are pipes
     untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, capture_output=True)
     assert archive.stdout is not None and archive.stderr is not None  # both PIPE
     archive.stdout.close()
     err = archive.stderr.read().decode(errors="replace")
     if archive.wait() or untar.returncode:
-        raise InfraError(f"git archive of {pin.revision} failed: {_last_line(err or untar.stderr.decode())}")
+        raise InfraError(f"git archive of {pin.revision} failed: {reason(err or untar.stderr.decode())}")
 
 
 def download_git(location: str, pin: Pin, dest: Path, progress: Progress, *, file: str) -> None:
@@ -67,7 +71,7 @@ def download_git(location: str, pin: Pin, dest: Path, progress: Progress, *, fil
             # some servers refuse a fetch by sha; fall back to every ref, then look for the commit
             got = _git("--git-dir", str(gitdir), "fetch", "--quiet", location, "+refs/*:refs/remotes/origin/*")
             if got.returncode:
-                raise PinError(f"cannot fetch from git repository {location!r}: {_last_line(got.stderr)}",
+                raise PinError(f"cannot fetch from git repository {location!r}: {reason(got.stderr)}",
                                file=file, path="candidate.repo")
         exists = _git("--git-dir", str(gitdir), "cat-file", "-e", f"{pin.revision}^{{commit}}")
         if exists.returncode:
@@ -77,7 +81,7 @@ def download_git(location: str, pin: Pin, dest: Path, progress: Progress, *, fil
         out = _git("--git-dir", str(gitdir), "--work-tree", str(dest), "checkout", "--quiet", "--force",
                    pin.revision, "--", ".")
         if out.returncode:
-            raise InfraError(f"git checkout of {pin.revision} failed: {_last_line(out.stderr)}")
+            raise InfraError(f"git checkout of {pin.revision} failed: {reason(out.stderr)}")
     finally:
         shutil.rmtree(gitdir, ignore_errors=True)
     _refuse_lfs_pointers(dest)
@@ -119,7 +123,7 @@ def download_huggingface(pin: Pin, dest: Path, progress: Progress, *, file: str)
         raise InfraError(f"{pin.repo}@{pin.revision} is not in the local HF cache and the hub "
                          f"cannot be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!s})") from exc
     except HfHubHTTPError as exc:
-        raise InfraError(f"Hugging Face Hub error for {pin.repo}: {_last_line(str(exc))}") from exc
+        raise InfraError(f"Hugging Face Hub error for {pin.repo}: {reason(str(exc))}") from exc
     dest.mkdir(parents=True, exist_ok=True)
     for src in sorted(snapshot.rglob("*")):
         if src.is_dir() or ".cache" in src.relative_to(snapshot).parts:
@@ -139,9 +143,3 @@ def download(location: str, pin: Pin, dest: Path, progress: Progress, *, file: s
     else:
         download_huggingface(pin, dest, progress, file=file)
 
-
-def _last_line(text: str) -> str:
-    """git's reason: its (last) `fatal:` line, else its last line ("...and the repository exists." says nothing)."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
-    return (fatal or lines or ["(no output)"])[-1]

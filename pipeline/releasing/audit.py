@@ -9,10 +9,11 @@ facts (`modelgate.event`, `.version`, `.from_version`, `.actor`, `.reason`, ...)
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import InfraError
+from pipeline.integrations.mlflow_errors import mlflow_errors
 from pipeline.integrations.tracking import display_uri
 
 APPROVE, PROMOTE, ROLLBACK = "approve", "promote", "rollback"
@@ -78,20 +79,9 @@ class AuditLog:
         self.artifact_root = artifact_root
         self._exp_id: str | None = None
 
-    def _guard(self, what: str, fn, *args, **kwargs):
-        from mlflow.exceptions import MlflowException
-
-        try:
-            import requests
-
-            errors: tuple[type[BaseException], ...] = (MlflowException, requests.RequestException, OSError)
-        except ImportError:  # pragma: no cover
-            errors = (MlflowException, OSError)
-        try:
+    def _guard(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with mlflow_errors(f"MLflow at {display_uri(self.uri)}: {what} failed", detail=200):
             return fn(*args, **kwargs)
-        except errors as exc:
-            raise InfraError(f"MLflow at {display_uri(self.uri)}: {what} failed: "
-                             f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from exc
 
     def experiment_id(self, create: bool = True) -> str | None:
         if self._exp_id is None:

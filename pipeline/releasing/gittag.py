@@ -6,31 +6,21 @@ one that names another revision is an error, never overwritten. Pushing to a rem
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 from pipeline.errors import BadInput, InfraError, Refused
-
-
-def _git(root: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
-    if check and proc.returncode != 0:
-        raise InfraError(f"git {args[0]} in {root} failed: {' '.join(proc.stderr.split())[:300]}")
-    return proc
+from pipeline.util.git import git, is_valid_tag_name
 
 
 def tag_name(fmt: str, model: str, version: str, file: str = "release.yaml") -> str:
     name = fmt.format(model=model, version=version)
-    ok = subprocess.run(["git", "check-ref-format", f"refs/tags/{name}"], capture_output=True).returncode == 0
-    if not ok:
+    if not is_valid_tag_name(name):
         raise BadInput(f"{name!r} is not a valid git tag name", file=file, path="promotion.tag_format")
     return name
 
 
 def repo_root(root: Path) -> Path:
-    proc = _git(root, "rev-parse", "--show-toplevel", check=False)
+    proc = git("rev-parse", "--show-toplevel", cwd=root, check=False)
     if proc.returncode != 0:
         raise InfraError(f"{root} is not inside a git repository: the version tag cannot be written")
     return Path(proc.stdout.strip())
@@ -43,7 +33,7 @@ def tag_message(name: str, fields: dict[str, str]) -> str:
 
 def existing(root: Path, name: str) -> str | None:
     """The annotated tag's message, None if there is no such tag."""
-    proc = _git(root, "for-each-ref", f"refs/tags/{name}", "--format=%(objecttype) %(contents)", check=False)
+    proc = git("for-each-ref", f"refs/tags/{name}", "--format=%(objecttype) %(contents)", cwd=root, check=False)
     return proc.stdout if proc.stdout.strip() else None
 
 
@@ -59,18 +49,18 @@ def ensure_tag(root: Path, name: str, fields: dict[str, str], *, actor: str, tar
                           "it is never moved: delete it by hand if it is wrong")
         status = "exists"
     else:
-        exists = bool(target) and _git(root, "cat-file", "-e", f"{target}^{{commit}}", check=False).returncode == 0
+        exists = bool(target) and git("cat-file", "-e", f"{target}^{{commit}}", cwd=root,
+                                     check=False).returncode == 0
         commit = target if exists else "HEAD"
         email = actor if "@" in actor else f"{actor}@users.noreply.modelgate"
         ident = {"GIT_COMMITTER_NAME": actor, "GIT_COMMITTER_EMAIL": email}
-        proc = subprocess.run(["git", "-C", str(root), "tag", "-a", name, commit, "-F", "-"],
-                              input=tag_message(name, fields),
-                              capture_output=True, text=True, env={**os.environ, **ident})
+        proc = git("tag", "-a", name, commit or "HEAD", "-F", "-", cwd=root, check=False,
+                   input=tag_message(name, fields), env=ident)
         if proc.returncode != 0:
             if existing(root, name) is not None:  # a racing run made it between our look and our write
                 return ensure_tag(root, name, fields, actor=actor, target=target, remote=remote)
             raise InfraError(f"git tag {name} failed: {' '.join(proc.stderr.split())[:300]}")
         status = "created"
     if remote:
-        _git(root, "push", "--quiet", remote, f"refs/tags/{name}")
+        git("push", "--quiet", remote, f"refs/tags/{name}", cwd=root)
     return status

@@ -10,9 +10,9 @@ import datetime as dt
 from typing import Any
 
 from pipeline.config.release import Release
-from pipeline.errors import BadInput, InfraError
+from pipeline.errors import BadInput
 from pipeline.integrations.registry import CANDIDATE, PREVIOUS, PRODUCTION, Registry
-from pipeline.integrations.tracking import display_uri
+from pipeline.integrations.tracking import display_uri, gate_runs
 from pipeline.releasing import claim
 from pipeline.releasing.audit import AuditLog, as_dict
 
@@ -32,35 +32,19 @@ def _key_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return keep
 
 
-def gate_runs(uri: str, release: Release) -> list[Any]:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        exp = client.get_experiment_by_name(release.tracking_experiment)
-        if exp is None:
-            return []
-        return list(client.search_runs([exp.experiment_id], max_results=5000,
-                                       filter_string=f"tags.`modelgate.kind` = 'gate' and "
-                                                     f"tags.`modelgate.model_name` = '{release.model_name}'"))
-    except (MlflowException, OSError) as exc:
-        raise InfraError(f"MLflow at {display_uri(uri)}: reading gate runs failed: {type(exc).__name__}") from exc
-
-
 def timeline(release: Release, uri: str) -> dict[str, Any]:
     reg = Registry(uri)
     audit = AuditLog(uri, release.audit_experiment)
     versions = reg.versions(release.model_name) if reg.model_exists(release.model_name) else []
     version_of_run = {v.run_id: v.version for v in versions}
     entries: list[dict[str, Any]] = []
-    for run in gate_runs(uri, release):
-        tags = run.data.tags
-        entries.append({"ms": run.info.start_time, "at": _iso(run.info.start_time), "event": "gate",
-                        "version": version_of_run.get(run.info.run_id), "revision": tags.get("modelgate.revision"),
+    for run in gate_runs(uri, release.tracking_experiment, release.model_name):
+        tags = run.tags
+        entries.append({"ms": run.start_ms, "at": _iso(run.start_ms), "event": "gate",
+                        "version": version_of_run.get(run.run_id), "revision": tags.get("modelgate.revision"),
                         "verdict": tags.get("modelgate.verdict"), "actor": tags.get("modelgate.author"),
-                        "pr": run.data.params.get("pr") or None, "gate_id": tags.get("modelgate.gate_id"),
-                        "run_id": run.info.run_id, "metrics": _key_metrics(run.data.metrics)})
+                        "pr": run.params.get("pr") or None, "gate_id": tags.get("modelgate.gate_id"),
+                        "run_id": run.run_id, "metrics": _key_metrics(run.metrics)})
     for ev in audit.events(release.model_name):
         entries.append({"ms": ev.start_ms, **as_dict(ev)})
     entries.sort(key=lambda e: e.pop("ms"))

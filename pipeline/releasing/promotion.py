@@ -161,6 +161,36 @@ def _audit(release: Release, uri: str) -> AuditLog:
     return AuditLog(uri, release.audit_experiment, release.root / "mlflow" / "artifacts")
 
 
+def _operate(release: Release, reg: Registry, audit: AuditLog, kind: str, target: ModelVersion, actor: str,
+             progress: Progress, settle_s: float, *,
+             begin: Callable[[ModelVersion | None], tuple[AuditEvent, str]],
+             resuming: Callable[[AuditEvent], str]) -> Outcome:
+    """What promote and rollback share once the target is known: nothing to do when it is production already;
+    else `begin` (the operation's own checks, its audit run opened; returns it and the progress line) and the claim,
+    or the interrupted operation on the same target resumed; then the steps, and the outcome."""
+    production = reg.by_alias(release.model_name, PRODUCTION)
+    resumable = claim.find_resumable(audit, release.model_name, kind, target.version)
+    check_untampered(reg, target)
+    if resumable is None:
+        if production and production.version == target.version:
+            return Outcome(kind, release.model_name, target.version, None, actor, None, noop=True,
+                           notes=[f"v{target.version} is already production; nothing to do"])
+        ev, message = begin(production)
+        claim.acquire(audit, ev, settle_s)
+        progress(message)
+    else:
+        ev = resumable
+        audit.set(ev, resumed_by=actor)
+        progress(resuming(ev))
+    Operation(release, reg, audit, ev, target, progress).run()
+    return Outcome(kind, release.model_name, target.version, ev.from_version or None, actor, ev.run_id,
+                   steps=list(ev.steps), resumed=resumable is not None)
+
+
+def _was(production: ModelVersion | None) -> str:
+    return "v" + production.version if production else "no production version"
+
+
 def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, override_reason: str | None = None,
             progress: Progress = print, settle_s: float = 1.0) -> Outcome:
     actor = require_manager(release, actor, "promote")
@@ -169,13 +199,8 @@ def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, 
     reg, audit = Registry(uri), _audit(release, uri)
     _no_other_operation(audit, release.model_name, PROMOTE)
     mv = resolve_version(reg, release, version_ref)
-    production = reg.by_alias(release.model_name, PRODUCTION)
-    resumable = claim.find_resumable(audit, release.model_name, PROMOTE, mv.version)
-    check_untampered(reg, mv)
-    if resumable is None:
-        if production and production.version == mv.version:
-            return Outcome(PROMOTE, release.model_name, mv.version, None, actor, None, noop=True,
-                           notes=[f"v{mv.version} is already production; nothing to do"])
+
+    def begin(production: ModelVersion | None) -> tuple[AuditEvent, str]:
         override = check_gate_passed(mv, override_reason)
         approvers = check_approvals(release, audit, mv)
         check_not_stale(mv, production)
@@ -183,18 +208,12 @@ def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, 
                         from_version=production.version if production else "", promotion_id=uuid.uuid4().hex,
                         revision=mv.revision, gate_run_id=mv.run_id, approvers=",".join(approvers),
                         override_reason=override, github="on" if github_on else "off")
-        claim.acquire(audit, ev, settle_s)
-        progress(f"promoting {release.model_name} v{mv.version} ({mv.revision[:12]}) over "
-            f"{'v' + production.version if production else 'no production version'}; "
-            f"approved by {', '.join(approvers) or '-'}")
-    else:
-        ev = resumable
-        audit.set(ev, resumed_by=actor)
-        progress(f"resuming the interrupted promotion of v{mv.version} (audit run {ev.run_id}; done: "
-            f"{', '.join(ev.steps) or 'nothing'})")
-    Operation(release, reg, audit, ev, mv, progress).run()
-    return Outcome(PROMOTE, release.model_name, mv.version, ev.from_version or None, actor, ev.run_id,
-                   steps=list(ev.steps), resumed=resumable is not None)
+        return ev, (f"promoting {release.model_name} v{mv.version} ({mv.revision[:12]}) over {_was(production)}; "
+                    f"approved by {', '.join(approvers) or '-'}")
+
+    return _operate(release, reg, audit, PROMOTE, mv, actor, progress, settle_s, begin=begin,
+                    resuming=lambda ev: f"resuming the interrupted promotion of v{mv.version} (audit run "
+                                        f"{ev.run_id}; done: {', '.join(ev.steps) or 'nothing'})")
 
 
 def _previous_before(audit: AuditLog, model: str, version: str) -> str:
@@ -208,37 +227,28 @@ def rollback(release: Release, uri: str, to_ref: str | None, actor: str | None, 
     actor = require_manager(release, actor, "roll back")
     if not reason or not reason.strip():
         raise BadInput("a rollback needs a reason (what went wrong)", path="--reason")
+    why = reason.strip()
     github_on = _github_configured(release)
     repo_root(release.root)
     reg, audit = Registry(uri), _audit(release, uri)
     pending = _no_other_operation(audit, release.model_name, ROLLBACK)
     # a bare re-run resumes an interrupted rollback: `previous` may already have moved
     target = resolve_version(reg, release, to_ref or (pending.version if pending else PREVIOUS), "--to")
-    production = reg.by_alias(release.model_name, PRODUCTION)
-    resumable = claim.find_resumable(audit, release.model_name, ROLLBACK, target.version)
-    check_untampered(reg, target)
-    if resumable is None:
-        if production and production.version == target.version:
-            return Outcome(ROLLBACK, release.model_name, target.version, None, actor, None, noop=True,
-                           notes=[f"v{target.version} is already production; nothing to do"])
+
+    def begin(production: ModelVersion | None) -> tuple[AuditEvent, str]:
         was_production = any(e.version == target.version for e in audit.events(release.model_name, state=COMPLETED)
                              if e.event in (PROMOTE, ROLLBACK))
         if target.verdict != Verdict.PASSED and not was_production:
             raise Refused(f"{release.model_name} v{target.version}: gate verdict {target.verdict!r} and never "
                           "production: a rollback target must have passed a gate or have been production")
         previous_after = _previous_before(audit, release.model_name, target.version)
-        ev = audit.open(ROLLBACK, release.model_name, target.version, actor, reason=reason.strip(),
+        ev = audit.open(ROLLBACK, release.model_name, target.version, actor, reason=why,
                         from_version=production.version if production else "", previous_after=previous_after,
                         promotion_id=uuid.uuid4().hex, revision=target.revision, gate_run_id=target.run_id,
                         github="on" if github_on else "off")
-        claim.acquire(audit, ev, settle_s)
-        progress(f"rolling back {release.model_name} from "
-            f"{'v' + production.version if production else 'no production version'} to v{target.version} "
-            f"({target.revision[:12]})")
-    else:
-        ev = resumable
-        audit.set(ev, resumed_by=actor)
-        progress(f"resuming the interrupted rollback to v{target.version} (audit run {ev.run_id})")
-    Operation(release, reg, audit, ev, target, progress).run()
-    return Outcome(ROLLBACK, release.model_name, target.version, ev.from_version or None, actor, ev.run_id,
-                   steps=list(ev.steps), resumed=resumable is not None)
+        return ev, (f"rolling back {release.model_name} from {_was(production)} to v{target.version} "
+                    f"({target.revision[:12]})")
+
+    return _operate(release, reg, audit, ROLLBACK, target, actor, progress, settle_s, begin=begin,
+                    resuming=lambda ev: f"resuming the interrupted rollback to v{target.version} (audit run "
+                                        f"{ev.run_id})")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.util.progress import Progress
+from pipeline.serving.auth import auth_headers
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def run_chats(base_url: str, served_name: str, requests: Sequence[ChatRequest], 
     step = max(1, len(requests) // 10)
     pool = ThreadPoolExecutor(max_workers=concurrency)
     try:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = auth_headers(api_key)
         with httpx.Client(base_url=base_url, timeout=timeout_s, limits=limits, headers=headers) as client:
             for resp in pool.map(lambda r: _one(client, served_name, r, retries), requests):
                 done.append(resp)

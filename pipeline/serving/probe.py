@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from pipeline.errors import InfraError
+from pipeline.serving.auth import auth_headers
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,6 @@ class ProbeResult:
     stream_ttft_s: float
     stream_total_s: float
     stream_chunks: int
-
-
-def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def probe(base_url: str, served_name: str, prompt: str, max_tokens: int, *, timeout_s: float = 120.0,
@@ -51,7 +48,7 @@ def _probe_once(base_url: str, served_name: str, prompt: str, max_tokens: int, t
                 api_key: str | None) -> ProbeResult:
     import httpx
 
-    headers = _headers(api_key)
+    headers = auth_headers(api_key)
     try:
         with httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers) as client:
             models = client.get("/v1/models")

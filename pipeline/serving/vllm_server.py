@@ -22,6 +22,8 @@ from pathlib import Path
 from pipeline.config.release import Serving
 from pipeline.errors import InfraError, ServerError
 from pipeline.util.progress import Progress
+from pipeline.serving.auth import auth_headers
+from pipeline.util.procgroup import stop_group
 
 LOG_TAIL_LINES = 40
 
@@ -38,10 +40,6 @@ class Endpoint:
 
     def headers(self) -> dict[str, str]:
         return auth_headers(self.api_key)
-
-
-def auth_headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def port_for(serving) -> int:
@@ -202,31 +200,6 @@ class VllmServer:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        pgid = proc.pid  # start_new_session: the group id is the leader's pid
         if proc.poll() is None:
             self.progress(f"stopping vLLM (pid {proc.pid})")
-        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
-            if not _group_alive(pgid):
-                break
-            time.sleep(0.5)
-            if not _group_alive(pgid):
-                break
-        proc.poll()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+        stop_group(proc, grace_s, first=signal.SIGTERM, kill_wait_s=5.0, linger_s=0.5)

