@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.config.release import load_release
 from pipeline.errors import EXIT_BAD_INPUT, ConfigError
-from tests.conftest import VALID_RELEASE
+from tests.support.releases import VALID_RELEASE
 
 
 def variant(**changes):

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.report import document as reports
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "reports"
 
