@@ -125,7 +125,9 @@ def test_signal_during_a_stage_exits_130_marks_it_interrupted_and_tears_down(tmp
     assert all(status[n] == "passed" for n in STAGE_NAMES[:i])
     assert all(status[n] == "skipped" for n in STAGE_NAMES[i + 1:])
     assert recorded_runs(uri) == []  # an interrupted gate is never recorded, so it can never be promoted
-    if pidfile.exists():  # the stand-in server started: it must be gone
+    # the stand-in server is started by `serve`: from then on it exists, and it must be gone
+    assert pidfile.exists() == (i >= STAGE_NAMES.index("serve")), "the serve stand-in did not run as it should"
+    if pidfile.exists():
         pid = int(pidfile.read_text())
         assert wait_for(lambda: not alive(pid), timeout_s=5), f"the serve stage's child {pid} survived {sig.name}"
 
