@@ -1,12 +1,10 @@
 """The repository's own release.yaml pins exactly what `modelgate demo init` publishes on this machine."""
 
-import subprocess
-
 import pytest
 
 from pipeline.config.release import load_release
-from tests.conftest import REPO
-from tests.e2e.conftest import modelgate_cmd
+from tests.support import cli
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +18,8 @@ def test_release_yaml_pins_the_demo_hub_instruct_commit(demo_hub):
 
 
 def test_demo_init_is_idempotent_and_prints_the_variants(demo_hub):
-    out = subprocess.run(modelgate_cmd("demo", "init", "--config", str(REPO / "release.yaml")), capture_output=True,
-                         text=True, timeout=600, check=True).stdout
+    proc = cli.run_subprocess("demo", "init", "--config", str(REPO / "release.yaml"), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
     for name in ("instruct", "degraded", "corrupt", "pickle"):
         assert f"{name:<10} {demo_hub['variants'][name]['revision']}" in out

@@ -3,16 +3,13 @@ deployment) instead of spawning vLLM. Here that endpoint is a real vLLM server s
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-import yaml
 
 from pipeline.config.release import Pin, Serving
 from pipeline.model.fetch import fetch
 from pipeline.serving.vllm_server import VllmServer
-from tests.e2e.conftest import modelgate_cmd, write_demo_release
-from tests.e2e.test_gate_e2e import gate_env
+from tests.support import cli
+from tests.support.releases import DEMO_MODEL, write_demo_release
 
 pytestmark = pytest.mark.e2e
 
@@ -34,23 +31,14 @@ def staging(demo_hub, tmp_path_factory):
 KEY_ENV = "STAGING_API_KEY"
 
 
-def external_env(staging, mlflow_uri, home):
-    """The external endpoint's own key comes from the variable release.yaml names (serving.api_key_env)."""
-    return {**gate_env(mlflow_uri, home), KEY_ENV: staging.api_key}
-
-
 def external_release(directory, demo_hub, url, prefix="chat"):
-    path = write_demo_release(directory, demo_hub, mode="external", external_url=url, api_key_env=KEY_ENV)
-    data = yaml.safe_load(path.read_text())
-    data["model"]["served_name_prefix"] = prefix
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_demo_release(directory, demo_hub, model={"name": DEMO_MODEL, "served_name_prefix": prefix},
+                              serving={"mode": "external", "external_url": url, "api_key_env": KEY_ENV})
 
 
 def test_external_endpoint_is_probed_not_spawned(staging, demo_hub, mlflow_server, tmp_path):
     config = external_release(tmp_path / "team", demo_hub, staging.base_url + "/v1")
-    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
-                          env=external_env(staging, mlflow_server, tmp_path / "home"), timeout=600)
+    proc = cli.run_gate(config, mlflow_server, tmp_path / "home", env={KEY_ENV: staging.api_key}, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert staging.api_key not in proc.stdout + proc.stderr
     assert "starting vLLM" not in proc.stderr
@@ -60,8 +48,7 @@ def test_external_endpoint_is_probed_not_spawned(staging, demo_hub, mlflow_serve
 
 def test_external_endpoint_serving_another_model_is_an_infra_error(staging, demo_hub, mlflow_server, tmp_path):
     config = external_release(tmp_path / "team", demo_hub, staging.base_url, prefix="other")
-    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
-                          env=external_env(staging, mlflow_server, tmp_path / "home"), timeout=600)
+    proc = cli.run_gate(config, mlflow_server, tmp_path / "home", env={KEY_ENV: staging.api_key}, timeout=600)
     assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
     assert "the server does not serve 'other@" in proc.stdout and staging.served_name in proc.stdout
 
@@ -83,9 +70,6 @@ def test_staging_server_requires_its_api_key(staging):
 
 def test_external_endpoint_without_its_key_is_bad_input(staging, demo_hub, mlflow_server, tmp_path):
     config = external_release(tmp_path / "team", demo_hub, staging.base_url)
-    env = gate_env(mlflow_server, tmp_path / "home")
-    env.pop(KEY_ENV, None)
-    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
-                          env=env, timeout=300)
+    proc = cli.run_gate(config, mlflow_server, tmp_path / "home", env={KEY_ENV: None}, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(f"modelgate: error: {config}: serving.api_key_env: ")

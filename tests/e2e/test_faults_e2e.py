@@ -15,19 +15,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import REPO
-from tests.e2e.conftest import modelgate_cmd, vllm_processes, write_demo_release
-from tests.e2e.test_gate_e2e import gate_env
-from tests.e2e.test_load_e2e import our_vllm_processes
+from tests.support import cli
+from tests.support.processes import gate_processes, vllm_processes
+from tests.support.releases import copy_project_inputs, write_demo_release
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 MODEL = "smollm2-faults-test"
@@ -35,80 +32,46 @@ STAGES = ["fetch", "serve", "format", "evals", "compare", "load"]
 SMALL_LOAD = {"peak_concurrency": 1, "levels": [1], "prompts": {"requests_per_concurrency": 2}}
 
 
-@pytest.fixture(scope="module")
-def model_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("modelgate-home")
-
-
 def release(team: Path, manifest, gates, **serving) -> Path:
     """release.yaml for the demo pin with `gates`; the prompt suites and evalsets they name copied beside it."""
-    path = write_demo_release(team, manifest, **serving)
-    data = yaml.safe_load(path.read_text())
-    data["model"]["name"] = MODEL
-    data["gates"] = gates
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    if "format" in gates:
-        shutil.copytree(REPO / "prompts", team / "prompts", ignore=shutil.ignore_patterns("README.md"))
-    if "evals" in gates:
-        shutil.copytree(REPO / "evalsets", team / "evalsets", ignore=shutil.ignore_patterns("__pycache__"))
+    path = write_demo_release(team, manifest, model=MODEL, gates=gates, serving=serving)
+    copy_project_inputs(team, *[name for gate, name in (("format", "prompts"), ("evals", "evalsets")) if gate in gates])
     return path
 
 
-def our_processes(home) -> list[str]:
-    """Every process a gate of this test started (vLLM, lm-eval, the serving benchmark): their environment
-    carries the test's MODELGATE_HOME."""
-    marker = f"MODELGATE_HOME={home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if state != "Z":
-            found.append(f"{entry.name} {args[:200]}")
-    return found
-
-
 def no_processes_left(home, within_s: float = 20.0) -> list[str]:
-    deadline = time.monotonic() + within_s
-    while (left := our_processes(home)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return left
+    """The gate's processes still alive after waiting up to `within_s` for them to go."""
+    wait_for(lambda: not gate_processes(home), within_s)
+    return gate_processes(home)
 
 
 class Gate:
-    """`modelgate gate` as a subprocess whose stderr progress lines are read until a marker shows up."""
+    """`modelgate gate` as a child whose stderr progress lines are read as they come (see waiting.Watched)."""
 
     def __init__(self, config: Path, mlflow_uri: str, home, run_dir: Path):
         self.run_dir = run_dir
-        self.proc = subprocess.Popen(modelgate_cmd("gate", "--config", str(config), "--run-dir", str(run_dir)),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=gate_env(mlflow_uri, home))
-        self.seen: list[str] = []
+        self.home = home
+        self.watched = cli.start("gate", "--config", str(config), "--run-dir", str(run_dir),
+                                 env=cli.gate_env(mlflow_uri, home))
+        self.proc = self.watched.proc
 
     def wait_for(self, *markers: str, timeout_s: float = 600) -> None:
-        """Read progress lines until each marker has been seen, in order."""
-        deadline = time.monotonic() + timeout_s
-        for marker in markers:
-            for line in self.proc.stderr:
-                self.seen.append(line)
-                if marker in line or time.monotonic() > deadline:
-                    break
-            assert any(marker in line for line in self.seen), f"never saw {marker!r}:\n" + "".join(self.seen)
+        """Wait until progress lines hold each marker, in order."""
+        self.watched.wait_for_line(*markers, timeout_s=timeout_s)
+
+    def wait_for_process(self, mark: str, timeout_s: float = 120) -> None:
+        """Wait until one of the gate's processes has `mark` in its command line (lm_eval, the benchmark)."""
+        assert wait_for(lambda: any(mark in p for p in gate_processes(self.home)), timeout_s), \
+            f"no {mark} process within {timeout_s} s: {gate_processes(self.home)}\n" + "".join(self.watched.err)
 
     def finish(self, timeout_s: float = 600) -> tuple[int, str, str, dict]:
-        out, err = self.proc.communicate(timeout=timeout_s)
+        code, out, err = self.watched.finish(timeout_s)
         report = json.loads((self.run_dir / "report.json").read_text())  # kept locally in every case
-        return self.proc.returncode, out, "".join(self.seen) + err, report
+        return code, out, err, report
 
 
 def the_server(home) -> int:
-    servers = [line for line in our_vllm_processes(home) if "vllm.entrypoints.openai.api_server" in line]
+    servers = [line for line in vllm_processes(home) if "vllm.entrypoints.openai.api_server" in line]
     assert len(servers) == 1, servers
     return int(servers[0].split()[0])
 
@@ -149,7 +112,7 @@ def assert_server_death(code, out, err, report, stage, mlflow_uri, home):
     assert [r.info.run_id for r in runs] == [report["tracking"]["run_id"]]
     assert runs[0].data.tags["modelgate.verdict"] == "error" and runs[0].info.status == "FAILED"
     assert no_processes_left(home) == []
-    assert our_vllm_processes(home) == [] and vllm_processes() == []
+    assert vllm_processes(home) == [] and vllm_processes() == []
 
 
 def assert_interrupted(code, out, err, report, stage, signame, mlflow_uri, home):
@@ -164,7 +127,7 @@ def assert_interrupted(code, out, err, report, stage, signame, mlflow_uri, home)
     assert "verdict: INTERRUPTED (exit 130)" in out and "mlflow run: (not recorded)" in out
     assert mlflow_runs_of(mlflow_uri, report) == []  # never recorded, so never promotable
     assert no_processes_left(home) == []
-    assert our_vllm_processes(home) == [] and vllm_processes() == []
+    assert vllm_processes(home) == [] and vllm_processes() == []
 
 
 # ---------------------------------------------------------------- vLLM dies mid-stage
@@ -175,7 +138,7 @@ def test_server_killed_during_evals(demo_hub, mlflow_server, model_home, tmp_pat
                        "metrics": {"support_intent/acc": {"floor": 0.1}}}, "load": SMALL_LOAD}
     gate = Gate(release(tmp_path / "team", demo_hub, gates), mlflow_server, model_home, tmp_path / "run")
     gate.wait_for("evals: started", "lm-eval:")
-    time.sleep(3)
+    gate.wait_for_process("lm_eval")  # lm-eval is running against the server: kill the server under it
     os.kill(the_server(model_home), signal.SIGKILL)
     code, out, err, report = gate.finish()
     assert_server_death(code, out, err, report, "evals", mlflow_server, model_home)
@@ -187,7 +150,7 @@ def test_server_killed_during_the_load_test(demo_hub, mlflow_server, model_home,
                       "prompts": {"input_len": 64, "output_len": 256, "requests_per_concurrency": 6}}}
     gate = Gate(release(tmp_path / "team", demo_hub, gates), mlflow_server, model_home, tmp_path / "run")
     gate.wait_for("load: started", "load: level")
-    time.sleep(4)
+    gate.wait_for_process("vllm.benchmarks.serve")  # the serving benchmark is running: kill the server under it
     os.kill(the_server(model_home), signal.SIGKILL)
     code, out, err, report = gate.finish()
     assert_server_death(code, out, err, report, "load", mlflow_server, model_home)
@@ -214,7 +177,7 @@ def test_startup_timeout_is_exit_3_names_the_timeout_and_kills_the_server(demo_h
     runs = mlflow_runs_of(mlflow_server, report)
     assert len(runs) == 1 and runs[0].data.tags["modelgate.verdict"] == "error" and runs[0].info.status == "FAILED"
     assert no_processes_left(model_home) == []
-    assert our_vllm_processes(model_home) == [] and vllm_processes() == []
+    assert vllm_processes(model_home) == [] and vllm_processes() == []
     # corrupt weights and a taken serving.port: test_gate_e2e.py and tests/integration/test_faults.py
 
 
@@ -224,8 +187,7 @@ def test_startup_timeout_is_exit_3_names_the_timeout_and_kills_the_server(demo_h
 def test_sigterm_during_format(demo_hub, mlflow_server, model_home, tmp_path):
     gates = {"format": {"concurrency": 2, "pass_rate": {"floor": 0.1}}, "load": SMALL_LOAD}
     gate = Gate(release(tmp_path / "team", demo_hub, gates), mlflow_server, model_home, tmp_path / "run")
-    gate.wait_for("format: started", "case(s) from")
-    time.sleep(2)
+    gate.wait_for("format: started", "case(s) from", "answered")  # the first cases answered, more in flight
     gate.proc.send_signal(signal.SIGTERM)
     code, out, err, report = gate.finish(timeout_s=180)
     assert_interrupted(code, out, err, report, "format", "SIGTERM", mlflow_server, model_home)
@@ -235,8 +197,7 @@ def test_sigint_during_evals(demo_hub, mlflow_server, model_home, tmp_path):
     gates = {"evals": {"tasks": ["support_intent"], "num_concurrent": 2, "limit": 60}, "load": SMALL_LOAD}
     gate = Gate(release(tmp_path / "team", demo_hub, gates), mlflow_server, model_home, tmp_path / "run")
     gate.wait_for("evals: started", "lm-eval:")
-    time.sleep(3)  # lm-eval is running: it must go with the server
-    assert any("lm_eval" in p for p in our_processes(model_home)), our_processes(model_home)
+    gate.wait_for_process("lm_eval")  # lm-eval is running: it must go with the server
     gate.proc.send_signal(signal.SIGINT)
     code, out, err, report = gate.finish(timeout_s=180)
     assert_interrupted(code, out, err, report, "evals", "SIGINT", mlflow_server, model_home)
@@ -247,7 +208,7 @@ def test_sigterm_during_the_load_test(demo_hub, mlflow_server, model_home, tmp_p
                       "prompts": {"input_len": 64, "output_len": 256, "requests_per_concurrency": 6}}}
     gate = Gate(release(tmp_path / "team", demo_hub, gates), mlflow_server, model_home, tmp_path / "run")
     gate.wait_for("load: started", "load: level")
-    time.sleep(4)  # the serving benchmark is running: it must go with the server
+    gate.wait_for_process("vllm.benchmarks.serve")  # the serving benchmark is running: it must go with the server
     gate.proc.send_signal(signal.SIGTERM)
     code, out, err, report = gate.finish(timeout_s=180)
     assert_interrupted(code, out, err, report, "load", "SIGTERM", mlflow_server, model_home)

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
-import time
 
 import pytest
 
-from tests.e2e.conftest import modelgate_cmd, vllm_processes, write_demo_release
+from tests.support import cli
+from tests.support.cli import gate_env
+from tests.support.processes import vllm_processes
+from tests.support.releases import write_demo_release
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def model_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("modelgate-home")
-
-
-def gate_env(mlflow_uri: str, home) -> dict[str, str]:
-    return {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "MODELGATE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
 
 
 def runs_of(uri: str, experiment: str):
@@ -37,8 +29,7 @@ def test_gate_on_demo_pin_passes_and_is_recorded(demo_hub, mlflow_server, model_
     from mlflow.tracking import MlflowClient
 
     config = write_demo_release(tmp_path / "team", demo_hub)
-    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config), "--pr", "17"), capture_output=True,
-                          text=True, env=gate_env(mlflow_server, model_home), timeout=900)
+    proc = cli.run_gate(config, mlflow_server, model_home, "--pr", "17", timeout=900)
     out = proc.stdout
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     revision = demo_hub["variants"]["instruct"]["revision"]
@@ -72,8 +63,7 @@ def test_gate_on_demo_pin_passes_and_is_recorded(demo_hub, mlflow_server, model_
 
 def test_corrupt_weights_fail_serve_with_exit_3_and_log_tail(demo_hub, mlflow_server, model_home, tmp_path):
     config = write_demo_release(tmp_path / "team", demo_hub, variant="corrupt")
-    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
-                          env=gate_env(mlflow_server, model_home), timeout=900)
+    proc = cli.run_gate(config, mlflow_server, model_home, timeout=900)
     assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
     assert re.search(r"^\s+serve\s+error\s", proc.stdout, re.M)
     assert "vLLM exited with code" in proc.stdout
@@ -93,8 +83,7 @@ def test_tampered_lock_exits_2_without_touching_mlflow(demo_hub, mlflow_server, 
     files["config.json"] = "0" * 64
     config = write_demo_release(tmp_path / "team", manifest)
     before = len(runs_of(mlflow_server, "modelgate/smollm2-support-test"))
-    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
-                          env=gate_env(mlflow_server, model_home), timeout=300)
+    proc = cli.run_gate(config, mlflow_server, model_home, timeout=300)
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith("modelgate: error: ") and str(config) in err and "candidate.files.config.json" in err
@@ -105,22 +94,20 @@ def test_tampered_lock_exits_2_without_touching_mlflow(demo_hub, mlflow_server, 
 
 def test_sigint_during_server_start_exits_130_and_leaves_no_server(demo_hub, mlflow_server, model_home, tmp_path):
     config = write_demo_release(tmp_path / "team", demo_hub)
-    proc = subprocess.Popen(modelgate_cmd("gate", "--config", str(config)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=gate_env(mlflow_server, model_home))
-    seen = []
-    deadline = time.monotonic() + 300
-    for line in proc.stderr:  # wait until the server process exists
-        seen.append(line)
-        if "starting vLLM" in line or time.monotonic() > deadline:
-            break
-    started = time.monotonic()
-    while not vllm_processes() and proc.poll() is None and time.monotonic() - started < 60:
-        time.sleep(0.5)
-    assert vllm_processes(), "".join(seen)
-    time.sleep(2)  # the server is importing vLLM: interrupt while it starts, not before it exists
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out + err
+    run_dir = tmp_path / "run"
+    gate = cli.start("gate", "--config", str(config), "--run-dir", str(run_dir),
+                     env=gate_env(mlflow_server, model_home))
+    gate.wait_for_line("starting vLLM", timeout_s=300)
+    assert wait_for(vllm_processes, timeout_s=60), "".join(gate.err)
+    # the server has begun to log (beyond the command line the gate writes first) and is not ready yet:
+    # interrupt it while it starts, not before it exists
+    log = run_dir / "server.log"
+    assert wait_for(lambda: log.exists() and len(log.read_text(errors="replace").splitlines()) > 1,
+                    timeout_s=120), "".join(gate.err)
+    assert "vLLM ready after" not in "".join(gate.err)
+    gate.proc.send_signal(signal.SIGINT)
+    code, out, err = gate.finish(timeout_s=120)
+    assert code == 130, out + err
     assert re.search(r"^\s+serve\s+interrupted", out, re.M)
     assert "verdict: INTERRUPTED (exit 130)" in out
     assert vllm_processes() == []
@@ -128,8 +115,7 @@ def test_sigint_during_server_start_exits_130_and_leaves_no_server(demo_hub, mlf
 
 def test_pickle_variant_is_refused_with_exit_2(demo_hub, mlflow_server, model_home, tmp_path):
     config = write_demo_release(tmp_path / "team", demo_hub, variant="pickle")
-    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
-                          env=gate_env(mlflow_server, model_home), timeout=300)
+    proc = cli.run_gate(config, mlflow_server, model_home, timeout=300)
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith("modelgate: error: ") and "candidate.files" in err and "pytorch_model.bin refused" in err

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 
 import pytest
-import yaml
 
-from tests.e2e.conftest import modelgate_cmd, vllm_processes, write_demo_release
-from tests.e2e.test_gate_e2e import gate_env
+from tests.support import cli
+from tests.support.processes import vllm_processes
+from tests.support.releases import write_demo_release
 
 pytestmark = pytest.mark.e2e
 
@@ -20,39 +19,11 @@ SMALL_LOAD = {"peak_concurrency": 1, "levels": [1, 2],
               "price_per_hour": 0.10}
 
 
-@pytest.fixture(scope="module")
-def model_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("modelgate-home")
-
-
-def our_vllm_processes(home) -> list[str]:
-    """vLLM processes started by this test's gates (their environment carries its MODELGATE_HOME); another
-    checkout's test run may have its own servers up on the same machine."""
-    mine = []
-    for line in vllm_processes():
-        try:
-            environ = open(f"/proc/{line.split()[0]}/environ", "rb").read().split(b"\0")
-        except OSError:
-            continue  # gone meanwhile
-        if f"MODELGATE_HOME={home}".encode() in environ:
-            mine.append(line)
-    return mine
-
-
-def release_with_load(directory, manifest, load) -> str:
-    path = write_demo_release(directory, manifest)
-    data = yaml.safe_load(path.read_text())
-    data["gates"] = {"load": load}
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return str(path)
-
-
 def test_load_stage_passes_and_lands_in_mlflow(demo_hub, mlflow_server, model_home, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    config = release_with_load(tmp_path / "team", demo_hub, SMALL_LOAD)
-    proc = subprocess.run(modelgate_cmd("gate", "--config", config), capture_output=True, text=True,
-                          env=gate_env(mlflow_server, model_home), timeout=900)
+    config = write_demo_release(tmp_path / "team", demo_hub, gates={"load": SMALL_LOAD})
+    proc = cli.run_gate(config, mlflow_server, model_home)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     assert re.search(r"^\s+load\s+passed\s", proc.stdout, re.M)
     assert proc.stderr.count("starting vLLM") == 1  # the load test reuses the gate's one server
@@ -74,15 +45,14 @@ def test_load_stage_passes_and_lands_in_mlflow(demo_hub, mlflow_server, model_ho
     assert load["details"]["curve"]["shape"] in ("gradual", "cliff")
     assert load["details"]["levels"][0]["server"]["scrapes"] >= 1
     assert load["details"]["fingerprint"]["cpu_count"] >= 1
-    assert our_vllm_processes(model_home) == []
+    assert vllm_processes(model_home) == []
 
 
 def test_impossible_slo_rejects_with_exit_1_naming_the_slo(demo_hub, mlflow_server, model_home, tmp_path):
     tight = {**SMALL_LOAD, "levels": [1], "slo": {"p95_e2el_ms": 1}}
-    config = release_with_load(tmp_path / "team", demo_hub, tight)
-    proc = subprocess.run(modelgate_cmd("gate", "--config", config), capture_output=True, text=True,
-                          env=gate_env(mlflow_server, model_home), timeout=900)
+    config = write_demo_release(tmp_path / "team", demo_hub, gates={"load": tight})
+    proc = cli.run_gate(config, mlflow_server, model_home)
     assert proc.returncode == 1, proc.stdout + proc.stderr[-4000:]
     assert re.search(r"^\s+load\s+failed\s", proc.stdout, re.M)
     assert re.search(r"load 1x: p95_e2el_ms \d+ > SLO 1", proc.stdout)
-    assert our_vllm_processes(model_home) == []
+    assert vllm_processes(model_home) == []

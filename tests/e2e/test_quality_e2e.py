@@ -4,18 +4,15 @@ production baseline recorded in a real MLflow server."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import REPO
-from tests.e2e.conftest import modelgate_cmd, vllm_processes, write_demo_release
-from tests.e2e.test_gate_e2e import gate_env
+from tests.support import cli
+from tests.support.git import commit_all, git
+from tests.support.processes import vllm_processes
+from tests.support.releases import copy_project_inputs, write_demo_release
 
 pytestmark = pytest.mark.e2e
 MODEL = "smollm2-quality-test"
@@ -33,49 +30,32 @@ FAKE_SECRETS = {
 def team(tmp_path_factory, demo_hub):
     """A team repository: the project's prompts/ and evalsets/, and a release.yaml with quality gates."""
     root = tmp_path_factory.mktemp("team")
-    shutil.copytree(REPO / "prompts", root / "prompts")
-    shutil.copytree(REPO / "evalsets", root / "evalsets", ignore=shutil.ignore_patterns("__pycache__"))
-    git(root, "init", "--quiet")
-    git(root, "add", ".")
-    git(root, "commit", "--quiet", "-m", "team repository")
+    copy_project_inputs(root, "prompts", "evalsets")
+    commit_all(root, "team repository")
     return root
 
 
-def git(root, *args):
-    ident = {"GIT_AUTHOR_NAME": "dev", "GIT_AUTHOR_EMAIL": "dev@example.com", "GIT_COMMITTER_NAME": "dev",
-             "GIT_COMMITTER_EMAIL": "dev@example.com"}
-    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
-                          env={**os.environ, **ident}).stdout.strip()
-
-
-def write_release(team, manifest, variant):
-    path = write_demo_release(team, manifest, variant)
-    data = yaml.safe_load(path.read_text())
-    data["model"]["name"] = MODEL
-    data["promotion"] = {"release_managers": ["alice", "bob"], "approvals_required": 1}
-    data["security"] = {"secret_env": ["SUPPORT_DB_PASSWORD"]}
-    data["gates"] = {
-        "format": {"concurrency": 4, "pass_rate": {"floor": 0.5, "margin": 0.15}},
-        "evals": {"tasks": ["support_intent", "support_facts"], "num_concurrent": 4, "limit": LIMIT,
-                  "metrics": {"support_intent/acc": {"floor": 0.3, "margin": 0.15},
-                              "support_facts/exact_match": {"floor": 0.2, "margin": 0.15}}},
-    }
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+GATES = {
+    "format": {"concurrency": 4, "pass_rate": {"floor": 0.5, "margin": 0.15}},
+    "evals": {"tasks": ["support_intent", "support_facts"], "num_concurrent": 4, "limit": LIMIT,
+              "metrics": {"support_intent/acc": {"floor": 0.3, "margin": 0.15},
+                          "support_facts/exact_match": {"floor": 0.2, "margin": 0.15}}},
+}
 
 
 def gate(team, manifest, variant, mlflow_uri, home):
-    config = write_release(team, manifest, variant)
-    proc = subprocess.run(modelgate_cmd("gate", "--config", str(config)), capture_output=True, text=True,
-                          env=secret_env(mlflow_uri, home), timeout=1500)
+    config = write_demo_release(team, manifest, variant, model=MODEL, gates=GATES,
+                                promotion={"release_managers": ["alice", "bob"], "approvals_required": 1},
+                                security={"secret_env": ["SUPPORT_DB_PASSWORD"]})
+    proc = cli.run_gate(config, mlflow_uri, home, env=secret_env(), timeout=1500)
     report_path = re.search(r"^report: (.+)$", proc.stdout, re.M)
     report = json.loads(open(report_path.group(1)).read()) if report_path else None
     return proc, report
 
 
-def secret_env(mlflow_uri, home):
+def secret_env():
     # the test MLflow server ignores credentials; the client still sends them (basic auth) on every call
-    return {**gate_env(mlflow_uri, home), **FAKE_SECRETS, "MLFLOW_TRACKING_USERNAME": "leakcheck-user"}
+    return {**FAKE_SECRETS, "MLFLOW_TRACKING_USERNAME": "leakcheck-user"}
 
 
 def compare_stage(report):
@@ -95,8 +75,8 @@ def production(team, demo_hub, mlflow_server, tmp_path_factory):
 
 
 def release_cmd(team, mlflow_uri, home, *args, expect=0):
-    proc = subprocess.run(modelgate_cmd(*args, "--config", str(team / "release.yaml")), capture_output=True,
-                          text=True, env=gate_env(mlflow_uri, home), timeout=120)
+    proc = cli.run_subprocess(*args, "--config", str(team / "release.yaml"), env=cli.gate_env(mlflow_uri, home),
+                              timeout=120)
     assert proc.returncode == expect, proc.stdout + proc.stderr
     return proc
 

@@ -1,2 +1,2 @@
 """Integration tests: real local servers (MLflow, a GitHub-like API) and real git, no vLLM.
-The `mlflow_server` fixture lives in tests/conftest.py (one server per session)."""
+Their fixtures (`mlflow_server`, `github_fake`) are in tests/support/fixtures.py."""

@@ -8,17 +8,18 @@ and the path inside it; no traceback; no MLflow run (a fresh sqlite store stays 
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.support import cli
+from tests.support.git import GIT_ENV, git
+from tests.support.model_repo import TINY_MODEL, ModelRepo, build_model_repo
+from tests.support.processes import scan
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "bad_inputs"
 CASES = sorted(p.parent.name for p in CORPUS.glob("*/case.yaml"))
@@ -26,36 +27,16 @@ CASE_KEYS = {"about", "argv", "model_repo", "env", "expect"}
 EXPECT_KEYS = {"file", "path", "contains"}
 PLACEHOLDER = re.compile(r"@@([A-Z0-9_]+)(?::([^@]+))?@@")
 
-# the tiny model every `model_repo` case starts from; a case adds, overrides or removes files
-BASE_MODEL = {
-    "config.json": '{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8}\n',
-    "tokenizer_config.json": '{"model_max_length": 128}\n',
-    "model.safetensors": "not really tensors, but bytes with a digest\n",
-}
-GIT_ENV = {"GIT_AUTHOR_NAME": "corpus", "GIT_AUTHOR_EMAIL": "corpus@example.invalid",
-           "GIT_COMMITTER_NAME": "corpus", "GIT_COMMITTER_EMAIL": "corpus@example.invalid",
-           "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}
+# the corpus's children run git with no user config and no HOME
+CORPUS_ENV = {**GIT_ENV, "HOME": "/nonexistent"}
 
 
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, capture_output=True,
-                         text=True, env={**os.environ, **GIT_ENV}, check=True)
-    return out.stdout.strip()
-
-
-def build_model_repo(path: Path, spec: dict) -> tuple[str, dict[str, str]]:
-    files = {**BASE_MODEL, **(spec.get("files") or {})}
+def build_case_model(path: Path, spec: dict) -> ModelRepo:
+    """TINY_MODEL with the case's files added or overridden and its `remove` list taken out, committed."""
+    files = {**TINY_MODEL, **(spec.get("files") or {})}
     for name in spec.get("remove") or []:
         files.pop(name)
-    path.mkdir(parents=True)
-    for name, content in files.items():
-        (path / name).parent.mkdir(parents=True, exist_ok=True)
-        (path / name).write_text(content)
-    git(path, "init", "--quiet")
-    git(path, "add", "-A")
-    git(path, "commit", "--quiet", "-m", "model")
-    digests = {name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name in files}
-    return git(path, "rev-parse", "HEAD"), digests
+    return build_model_repo(path, files)
 
 
 def fill(text: str, values: dict[str, str], digests: dict[str, str]) -> str:
@@ -78,21 +59,6 @@ def empty_store(tmp_path_factory) -> Path:
     return db
 
 
-def vllm_pids(marker: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            args = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in environ and (b"vllm" in args or b"VLLM::" in args):
-            found.append(entry.name)
-    return found
-
-
 def test_corpus_is_big_enough_and_well_formed():
     assert len(CASES) >= 40, CASES
     for name in CASES:
@@ -111,7 +77,8 @@ def test_bad_input(name, tmp_path, empty_store):
               "REVISION": "0123456789abcdef0123456789abcdef01234567"}
     digests: dict[str, str] = {}
     if case.get("model_repo") is not None:
-        values["REVISION"], digests = build_model_repo(work / "hub" / "model", case["model_repo"])
+        model = build_case_model(work / "hub" / "model", case["model_repo"])
+        values["REVISION"], digests = model.revision, model.digests
     for path in [p for p in work.rglob("*") if p.is_file() and "hub" not in p.relative_to(work).parts]:
         text = path.read_text()
         if "@@" in text:
@@ -119,15 +86,11 @@ def test_bad_input(name, tmp_path, empty_store):
     git(work, "init", "--quiet")  # the team repository: no version tag may appear in it
     store = tmp_path / "mlflow.db"
     shutil.copy(empty_store, store)
-    marker = f"MODELGATE_CORPUS_CASE={name}-{os.getpid()}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "MODELGATE_HOME": str(tmp_path / "home"),
-           "MODELGATE_CORPUS_CASE": marker.split("=", 1)[1], **GIT_ENV,
-           **{k: fill(str(v), values, digests) for k, v in (case.get("env") or {}).items()}}
-    for unset in [k for k, v in (case.get("env") or {}).items() if v is None]:
-        env.pop(unset)
+    home = tmp_path / "home"  # this case's only: the leftover check below looks for processes carrying it
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store}", "MODELGATE_HOME": str(home), **CORPUS_ENV,
+           **{k: None if v is None else fill(str(v), values, digests) for k, v in (case.get("env") or {}).items()}}
     argv = [fill(str(a), values, digests) for a in case["argv"]]
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=work, capture_output=True, text=True,
-                          env=env, timeout=120)
+    proc = cli.run_subprocess(*argv, cwd=work, env=env, timeout=120)
     shown = (f"{name}: {case['about']}\nexit {proc.returncode}\nstdout: {proc.stdout[-1500:]}\n"
              f"stderr: {proc.stderr[-3000:]}")
 
@@ -159,4 +122,4 @@ def test_bad_input(name, tmp_path, empty_store):
     if (work / "hub" / "model").is_dir():
         assert git(work / "hub" / "model", "tag", "--list") == "", shown
     assert "starting vLLM" not in proc.stderr and not list(work.rglob("server.log")), shown
-    assert vllm_pids(marker) == [], shown
+    assert scan(MODELGATE_HOME=str(home)) == {}, shown  # no process of this case is left (vLLM or any)

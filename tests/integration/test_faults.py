@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,8 +30,11 @@ import pytest
 import yaml
 
 from pipeline.gate.run import STAGES
-from tests.conftest import REPO, VALID_RELEASE
-from tests.integration.test_bad_inputs import build_model_repo
+from tests.support import cli
+from tests.support.model_repo import TINY_MODEL, build_model_repo
+from tests.support.processes import alive
+from tests.support.releases import copy_project_inputs, write_release
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 STAGE_NAMES = [name for name, _ in STAGES]
@@ -57,7 +58,7 @@ def make(name):
             open(pidfile, "w").write(str(proc.pid))
         if name == target and mode == "block":
             print("BLOCKING in " + name, file=sys.stderr, flush=True)
-            time.sleep(600)
+            time.sleep(600)  # until the signal under test arrives (it raises out of the sleep)
         if name == target and mode == "write":
             (ctx.run_dir / name).mkdir(parents=True, exist_ok=True)
             (ctx.run_dir / name / "big.bin").write_bytes(b"x" * 4_000_000)
@@ -74,23 +75,13 @@ sys.exit(cli.main(sys.argv[4:]))
 
 
 def start(tmp_path, target, mode, run_dir, model="support-bot"):
-    config = tmp_path / "release.yaml"
-    config.write_text(yaml.safe_dump({**VALID_RELEASE, "model": {"name": model}}))
+    """The gate with stand-in stages as a child (see HARNESS); (watched child, tracking URI, pid file)."""
+    config = write_release(tmp_path, model=model)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     pidfile = tmp_path / "child.pid"
-    proc = subprocess.Popen([sys.executable, "-c", HARNESS, target, str(pidfile), mode, "gate", "--config", str(config),
-                             "--run-dir", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    return proc, uri, pidfile
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    gate = cli.start("gate", "--config", str(config), "--run-dir", str(run_dir), env={"MLFLOW_TRACKING_URI": uri},
+                     python=["-c", HARNESS, target, str(pidfile), mode])
+    return gate, uri, pidfile
 
 
 def recorded_runs(uri):
@@ -119,17 +110,11 @@ def last_error_line(err: str) -> str:
 @pytest.mark.parametrize("target", STAGE_NAMES)
 def test_signal_during_a_stage_exits_130_marks_it_interrupted_and_tears_down(tmp_path, target, sig):
     run_dir = tmp_path / "run"
-    proc, uri, pidfile = start(tmp_path, target, "block", run_dir)
-    seen = []
-    deadline = time.monotonic() + 120
-    for line in proc.stderr:
-        seen.append(line)
-        if f"BLOCKING in {target}" in line or time.monotonic() > deadline:
-            break
-    assert any(f"BLOCKING in {target}" in line for line in seen), "".join(seen)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, out + err
+    gate, uri, pidfile = start(tmp_path, target, "block", run_dir)
+    gate.wait_for_line(f"BLOCKING in {target}", timeout_s=120)
+    gate.proc.send_signal(sig)
+    code, out, err = gate.finish(timeout_s=60)
+    assert code == 130, out + err
     assert "Traceback" not in err, err
     assert "verdict: INTERRUPTED (exit 130)" in out and "mlflow run: (not recorded)" in out
     report = json.loads((run_dir / "report.json").read_text())  # the partial report is kept
@@ -140,13 +125,11 @@ def test_signal_during_a_stage_exits_130_marks_it_interrupted_and_tears_down(tmp
     assert all(status[n] == "passed" for n in STAGE_NAMES[:i])
     assert all(status[n] == "skipped" for n in STAGE_NAMES[i + 1:])
     assert recorded_runs(uri) == []  # an interrupted gate is never recorded, so it can never be promoted
-    if pidfile.exists():  # the stand-in server started: it must be gone
+    # the stand-in server is started by `serve`: from then on it exists, and it must be gone
+    assert pidfile.exists() == (i >= STAGE_NAMES.index("serve")), "the serve stand-in did not run as it should"
+    if pidfile.exists():
         pid = int(pidfile.read_text())
-        for _ in range(50):
-            if not alive(pid):
-                break
-            time.sleep(0.1)
-        assert not alive(pid), f"the serve stage's child {pid} survived {sig.name}"
+        assert wait_for(lambda: not alive(pid), timeout_s=5), f"the serve stage's child {pid} survived {sig.name}"
 
 
 # ---------------------------------------------------------------- unwritable run directory, full disk
@@ -155,9 +138,9 @@ def test_signal_during_a_stage_exits_130_marks_it_interrupted_and_tears_down(tmp
 def test_unwritable_run_dir_is_exit_3_and_names_the_path(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the run directory should go")
-    proc, uri, _ = start(tmp_path, "none", "pass", blocker / "run")
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 3, out + err
+    gate, uri, _ = start(tmp_path, "none", "pass", blocker / "run")
+    code, out, err = gate.finish(timeout_s=120)
+    assert code == 3, out + err
     last = last_error_line(err)
     assert last.startswith("modelgate: InfraError:") and str(blocker / "run") in last and "Not a directory" in last
     assert recorded_runs(uri) == []
@@ -195,9 +178,9 @@ def fill(mount: Path) -> None:
 
 def test_full_disk_under_a_stage_fails_closed_with_exit_3(tmp_path, tiny_disk):
     disk = tiny_disk(tmp_path / "tiny")
-    proc, uri, _ = start(tmp_path, "format", "write", disk / "run")
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 3, out + err
+    gate, uri, _ = start(tmp_path, "format", "write", disk / "run")
+    code, out, err = gate.finish(timeout_s=120)
+    assert code == 3, out + err
     last = last_error_line(err)
     assert "No space left on device" in last and str(disk / "run" / "report.json") in last, last
     assert recorded_runs(uri) == []  # the report could not be kept, so nothing is recorded either
@@ -206,9 +189,9 @@ def test_full_disk_under_a_stage_fails_closed_with_exit_3(tmp_path, tiny_disk):
 def test_full_disk_for_the_report_is_exit_3_naming_the_path(tmp_path, tiny_disk):
     disk = tiny_disk(tmp_path / "tiny")
     fill(disk)
-    proc, uri, _ = start(tmp_path, "none", "pass", disk / "run")
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 3, out + err
+    gate, uri, _ = start(tmp_path, "none", "pass", disk / "run")
+    code, out, err = gate.finish(timeout_s=120)
+    assert code == 3, out + err
     last = last_error_line(err)
     assert last == f"modelgate: InfraError: cannot write the gate report to {disk / 'run' / 'report.json'}: " \
                    "No space left on device", last
@@ -221,9 +204,9 @@ def test_full_mlflow_artifact_store_is_exit_3_and_nothing_is_recorded_as_passed(
     store = tiny_disk(tmp_path / "mlflow" / "artifacts")  # where a sqlite store beside release.yaml keeps artifacts
     fill(store)
     run_dir = tmp_path / "run"
-    proc, uri, _ = start(tmp_path, "format", "artifact", run_dir, model="full-store")
-    out, err = proc.communicate(timeout=180)
-    assert proc.returncode == 3, out + err
+    gate, uri, _ = start(tmp_path, "format", "artifact", run_dir, model="full-store")
+    code, out, err = gate.finish(timeout_s=180)
+    assert code == 3, out + err
     last = last_error_line(err)
     assert last.startswith("modelgate: InfraError: recording to MLflow at sqlite:///"), last
     assert f"cannot store {run_dir / 'report.json'} in file://{store}/" in last and "No space left on device" in last
@@ -314,8 +297,7 @@ HANG_KEY = "hanging-staging-key-0123456789"
 
 @pytest.fixture(scope="module")
 def tokenizer_repo(tmp_path_factory):
-    path = tmp_path_factory.mktemp("hub") / "model"
-    return path, *build_model_repo(path, {"files": tiny_tokenizer_files()})
+    return build_model_repo(tmp_path_factory.mktemp("hub") / "model", {**TINY_MODEL, **tiny_tokenizer_files()})
 
 
 def hanging_gate(tmp_path, tokenizer_repo, hang_from: int, gates: dict):
@@ -339,20 +321,17 @@ def hanging_gate(tmp_path, tokenizer_repo, hang_from: int, gates: dict):
                 {"id": f"c{i}", "messages": [{"role": "user", "content": f"Say {i}"}], "expect": {"max_chars": 50}}
                 for i in range(3)]}))
         if "evals" in gates:
-            shutil.copytree(REPO / "evalsets", tmp_path / "evalsets", ignore=shutil.ignore_patterns("__pycache__"))
-        config = tmp_path / "release.yaml"
-        config.write_text(yaml.safe_dump({
-            "schema_version": 1, "model": {"name": "hang-test"},
-            "candidate": {"source": "git", "repo": str(repo), "revision": revision, "files": digests},
-            "serving": {"mode": "external", "external_url": f"http://127.0.0.1:{server.server_address[1]}/v1",
-                        "api_key_env": HANG_KEY_ENV, "request_timeout_s": 1},
-            "gates": gates,
-        }))
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            copy_project_inputs(tmp_path, "evalsets")
+        config = write_release(
+            tmp_path, model="hang-test", gates=gates,
+            candidate={"source": "git", "repo": str(repo), "revision": revision, "files": digests},
+            serving={"mode": "external", "external_url": f"http://127.0.0.1:{server.server_address[1]}/v1",
+                     "api_key_env": HANG_KEY_ENV, "request_timeout_s": 1})
+        env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
                "MODELGATE_HOME": str(tmp_path / "home"), HANG_KEY_ENV: HANG_KEY}
         t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "pipeline", "gate", "--config", str(config), "--run-dir",
-                               str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=400)
+        proc = cli.run_subprocess("gate", "--config", str(config), "--run-dir", str(tmp_path / "run"), env=env,
+                                  timeout=400)
         took = time.monotonic() - t0
     finally:
         Handler.release.set()
@@ -420,21 +399,18 @@ def test_endpoint_hanging_at_the_load_test(tmp_path, tokenizer_repo):
 
 
 def test_taken_port_is_exit_3_naming_it_before_vllm_starts(tmp_path):
-    revision, digests = build_model_repo(tmp_path / "hub" / "model", {})
+    _, revision, digests = build_model_repo(tmp_path / "hub" / "model")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = tmp_path / "release.yaml"
-        config.write_text(yaml.safe_dump({
-            "schema_version": 1, "model": {"name": "port-test"},
-            "candidate": {"source": "git", "repo": "hub/model", "revision": revision, "files": digests},
-            "serving": {"port": port, "enforce_eager": True},
-        }))
+        config = write_release(
+            tmp_path, model="port-test", serving={"port": port, "enforce_eager": True},
+            candidate={"source": "git", "repo": "hub/model", "revision": revision, "files": digests})
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MODELGATE_HOME": str(tmp_path / "home")}
-        proc = subprocess.run([sys.executable, "-m", "pipeline", "gate", "--config", str(config), "--run-dir",
-                               str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=300)
+        env = {"MLFLOW_TRACKING_URI": uri, "MODELGATE_HOME": str(tmp_path / "home")}
+        proc = cli.run_subprocess("gate", "--config", str(config), "--run-dir", str(tmp_path / "run"), env=env,
+                                  timeout=300)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     serve = stage_of(report, "serve")

@@ -1,13 +1,10 @@
-"""The GitHub integration against the fake GitHub (tests/ghfake), which checks every request against GitHub's
+"""The GitHub integration against the fake GitHub (tests/support/ghfake), which checks every request against GitHub's
 OpenAPI description; the `github_fake` fixture fails a test whose calls broke it."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,9 +15,10 @@ from pipeline import cli
 from pipeline.errors import BadInput, GitHubError
 from pipeline.integrations import github
 from pipeline.integrations.github_retry import Retry
-from tests.ghfake.fixtures import FAKE_REPO
+from tests.support import cli as modelgate_cli
+from tests.support.ghfake.fixtures import FAKE_REPO
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
 SHA = "0123456789abcdef0123456789abcdef01234567"
 FAST = Retry(attempts=3, base_delay_s=0.01, max_wait_s=2.0)
 
@@ -303,12 +301,9 @@ def test_the_token_never_appears_in_errors_or_logs(github_fake, monkeypatch, cap
 
 
 def run_cli(*args, env=None):
-    full = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    for key in ("GITHUB_TOKEN", "GITHUB_REPOSITORY", "GITHUB_API_URL"):
-        if env is None or key not in env:
-            full.pop(key, None)
-    return subprocess.run([sys.executable, "-m", "pipeline", "github", *args], capture_output=True, text=True,
-                          env=full, cwd=ROOT, timeout=60)
+    """`modelgate github <args>` as a child with no GitHub variables but those in `env`."""
+    unset = {key: None for key in ("GITHUB_TOKEN", "GITHUB_REPOSITORY", "GITHUB_API_URL")}
+    return modelgate_cli.run_subprocess("github", *args, env={**unset, **(env or {})}, cwd=REPO, timeout=60)
 
 
 def test_cli_comment_posts_then_updates(github_fake, tmp_path):

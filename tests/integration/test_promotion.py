@@ -8,7 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.gate.result import Status
-from tests.integration.releasing import AUTHOR, git, make_team, modelgate, record_gate, revision
+from tests.support.git import AUTHOR, git
+from tests.support.team import alias, approve, make_team, model_of, modelgate, promote, record_gate, revision
 
 pytestmark = pytest.mark.integration
 
@@ -17,24 +18,6 @@ pytestmark = pytest.mark.integration
 def team(tmp_path, request):
     model = "it-" + request.node.name.replace("_", "-")[:60]
     return make_team(tmp_path / "team", model)
-
-
-def model_of(config):
-    import yaml
-
-    return yaml.safe_load(config.read_text())["model"]["name"]
-
-
-def alias(uri, model, name):
-    """The version an alias points at; None only when the alias is not set (any other MLflow error is raised)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return MlflowClient(tracking_uri=uri).get_model_version_by_alias(model, name).version
-    except MlflowException as exc:
-        if "not found" in str(exc):
-            return None
-        raise
 
 
 def test_approved_passed_version_is_promoted_with_alias_tag_and_audit(team, mlflow_server):
@@ -59,14 +42,6 @@ def test_approved_passed_version_is_promoted_with_alias_tag_and_audit(team, mlfl
     proc = modelgate(team, uri, "history", "--json")
     events = [(e["event"], e.get("version"), e.get("actor")) for e in json.loads(proc.stdout)["events"]]
     assert events == [("gate", v1, AUTHOR), ("approve", v1, "alice"), ("promote", v1, "bob@example.com")]
-
-
-def approve(team, uri, version, actor="alice", reason="checked the report"):
-    return modelgate(team, uri, "approve", "--version", version, "--actor", actor, "--reason", reason)
-
-
-def promote(team, uri, version, actor="alice", *extra):
-    return modelgate(team, uri, "promote", "--version", version, "--actor", actor, *extra)
 
 
 def audit_runs(uri, model):

@@ -4,7 +4,6 @@ the interrupted one, state stays consistent, exactly one of two racing operation
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,8 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.releasing.promotion import STEPS
-from tests.integration.releasing import git, make_team, modelgate, record_gate
-from tests.integration.test_promotion import alias, approve, model_of, promote
+from tests.support import cli
+from tests.support.ghfake.fixtures import FAKE_REPO
+from tests.support.git import git
+from tests.support.team import alias, approve, make_team, model_of, modelgate, promote, record_gate, revision_of
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +34,9 @@ sys.exit(cli.main(sys.argv[2:]))
 
 
 def killed_promote(team, uri, version, step, actor="alice"):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     return subprocess.run([sys.executable, "-c", KILL_BEFORE, step, "promote", "--version", version,
-                           "--actor", actor, "--config", str(team)], capture_output=True, text=True, env=env,
-                          timeout=120)
+                           "--actor", actor, "--config", str(team)], capture_output=True, text=True,
+                          env=cli.child_env({"MLFLOW_TRACKING_URI": uri}), timeout=120)
 
 
 @pytest.fixture
@@ -93,11 +93,10 @@ def test_two_promotions_at_once_exactly_one_wins(team, mlflow_server):
     v2 = record_gate(team, uri, 2)
     for v in (v1, v2):
         approve(team, uri, v)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    procs = [subprocess.Popen([sys.executable, "-m", "pipeline", "promote", "--version", v, "--actor", "alice",
-                               "--config", str(team)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=env) for v in (v1, v2)]
-    results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
+    env = {"MLFLOW_TRACKING_URI": uri}
+    procs = [cli.start("promote", "--version", v, "--actor", "alice", "--config", str(team), env=env)
+             for v in (v1, v2)]
+    results = [p.finish(timeout_s=120) for p in procs]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 6], results
     winner = (v1, v2)[[code for code, _, _ in results].index(0)]
@@ -121,14 +120,13 @@ def test_promotion_racing_a_rollback_exactly_one_wins(team, mlflow_server):
     assert promote(team, uri, v2).returncode == 0
     v3 = record_gate(team, uri, 3)
     approve(team, uri, v3)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    base = [sys.executable, "-m", "pipeline"]
-    procs = [subprocess.Popen(base + args + ["--config", str(team)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env)
+    env = {"MLFLOW_TRACKING_URI": uri}
+    procs = [cli.start(*args, "--config", str(team), env=env)
              for args in (["promote", "--version", v3, "--actor", "alice"],
                           ["rollback", "--actor", "bob@example.com", "--reason", "latency"])]
-    codes = [p.wait(timeout=120) for p in procs]
-    assert sorted(codes) == [0, 6], [p.stderr.read() for p in procs]
+    results = [p.finish(timeout_s=120) for p in procs]
+    codes = [code for code, _, _ in results]
+    assert sorted(codes) == [0, 6], results
     expected = v3 if codes[0] == 0 else v1
     assert alias(uri, model, "production") == expected
     _, doc = promote_events(uri, team)
@@ -138,8 +136,6 @@ def test_promotion_racing_a_rollback_exactly_one_wins(team, mlflow_server):
 
 
 def test_github_failure_leaves_a_resumable_promotion_and_one_deployment(tmp_path, mlflow_server, github_fake):
-    from tests.ghfake.fixtures import FAKE_REPO
-
     uri = mlflow_server
     team = make_team(tmp_path / "team", "it-github-deploy", github={"repository": FAKE_REPO,
                                                                      "api_url": github_fake.url,
@@ -183,8 +179,3 @@ def test_github_failure_leaves_a_resumable_promotion_and_one_deployment(tmp_path
 
 SECRETS = {"HF_TOKEN": "hf_fakeSecretForPromotionTest123", "MLFLOW_TRACKING_PASSWORD": "mlflowFakePassword987"}
 
-
-def revision_of(config):
-    import yaml
-
-    return yaml.safe_load(config.read_text())["candidate"]["revision"]

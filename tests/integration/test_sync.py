@@ -6,23 +6,19 @@ The gate runs in-process with stand-in stages (no vLLM): what is under test is t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline.config.release import load_release
 from pipeline.errors import InfraError
 from pipeline.gate.result import StageResult, Status
 from pipeline.gate.run import run_gate
 from pipeline.integrations import registry
-from tests.conftest import VALID_RELEASE
-from tests.mlflow_server import MlflowServer
-
-VENV_BIN = Path(sys.executable).parent
+from tests.support import cli
+from tests.support.mlflow_server import MlflowServer
+from tests.support.releases import write_release
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +37,7 @@ def _fail_fast_mlflow_client(monkeypatch):
 
 
 def make_release(root: Path, model: str):
-    root.mkdir(parents=True, exist_ok=True)
-    data = json.loads(json.dumps(VALID_RELEASE))
-    data["model"]["name"] = model
-    path = root / "release.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return load_release(path)
+    return load_release(write_release(root, model=model))
 
 
 def stand_in_stages(on_evals=None):
@@ -78,9 +69,8 @@ def store_state(uri: str, model: str):
 
 
 def sync_cli(*args: str, uri: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    return subprocess.run([sys.executable, "-m", "pipeline", "sync", *args], capture_output=True, text=True,
-                          env=env, timeout=180, cwd=cwd)
+    return cli.run_subprocess("sync", *args, env={"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
+                              timeout=180, cwd=cwd)
 
 
 def test_report_kept_while_tracking_is_down_is_synced_once(server, tmp_path):

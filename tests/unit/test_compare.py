@@ -7,7 +7,7 @@ from pipeline.gate.context import GateContext
 from pipeline.gate.result import Status
 from pipeline.gate.stages import compare
 from pipeline.integrations.registry import Baseline
-from tests.conftest import VALID_RELEASE
+from tests.support.releases import VALID_RELEASE
 
 
 class Store:

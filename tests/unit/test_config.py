@@ -4,7 +4,8 @@ import pytest
 
 from pipeline.config.release import load_release
 from pipeline.errors import EXIT_BAD_INPUT, ConfigError
-from tests.conftest import REPO, VALID_RELEASE
+from tests.support.paths import REPO
+from tests.support.releases import VALID_RELEASE
 
 
 def variant(**changes):

@@ -1,5 +1,4 @@
 import json
-import subprocess
 
 import pytest
 
@@ -9,23 +8,7 @@ from pipeline.errors import DigestMismatch, PinError, UnsafeModel
 from pipeline.model import sources
 from pipeline.model.digests import digest_tree
 from pipeline.model.fetch import MARKER, fetch
-
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com", "PATH": "/usr/bin:/bin"}
-
-
-def make_repo(root, files: dict[str, bytes]):
-    """A real git repository holding `files` at one commit; returns (path, sha, digests)."""
-    root.mkdir(parents=True)
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "model"]):
-        subprocess.run(["git", *args], cwd=root, check=True, env=GIT_ENV)
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                         check=True).stdout.strip()
-    return root, sha, digest_tree(root)
-
+from tests.support.model_repo import build_model_repo
 
 MODEL = {"config.json": b'{"architectures": ["LlamaForCausalLM"]}', "model.safetensors": b"\0" * 4096,
          "tokenizer/tokenizer.json": b"{}"}
@@ -33,12 +16,12 @@ MODEL = {"config.json": b'{"architectures": ["LlamaForCausalLM"]}', "model.safet
 
 @pytest.fixture
 def repo(tmp_path):
-    return make_repo(tmp_path / "hub", MODEL)
+    return build_model_repo(tmp_path / "hub", MODEL)
 
 
 def test_fetch_verifies_every_file_and_caches(repo, tmp_path, monkeypatch):
     path, sha, digests = repo
-    assert set(digests) == set(MODEL)  # .git is not part of the model
+    assert set(digests) == set(MODEL) and digest_tree(path) == digests  # .git is not part of the model
     pin = Pin("git", str(path), sha, digests)
     got = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
     assert not got.cache_hit
@@ -99,7 +82,7 @@ def test_empty_lock_is_refused(repo, tmp_path):
 
 
 def test_pickle_weights_refused_unless_allowed(tmp_path):
-    path, sha, digests = make_repo(tmp_path / "hub", {"config.json": b"{}", "pytorch_model.bin": b"PK"})
+    path, sha, digests = build_model_repo(tmp_path / "hub", {"config.json": b"{}", "pytorch_model.bin": b"PK"})
     with pytest.raises(UnsafeModel, match="pytorch_model.bin refused"):
         fetch(Pin("git", str(path), sha, digests), str(path), tmp_path / "h", file="r.yaml", progress=lambda m: None)
     ok = fetch(Pin("git", str(path), sha, digests, allow_pickle=True), str(path), tmp_path / "h", file="r.yaml",
@@ -109,7 +92,7 @@ def test_pickle_weights_refused_unless_allowed(tmp_path):
 
 def test_remote_code_refused_unless_allowlisted(tmp_path):
     config = json.dumps({"auto_map": {"AutoModelForCausalLM": "modeling_x.XModel"}}).encode()
-    path, sha, digests = make_repo(tmp_path / "hub", {"config.json": config, "modeling_x.py": b"import os"})
+    path, sha, digests = build_model_repo(tmp_path / "hub", {"config.json": config, "modeling_x.py": b"import os"})
     with pytest.raises(UnsafeModel, match="needs remote code"):
         fetch(Pin("git", str(path), sha, digests), str(path), tmp_path / "h", file="r.yaml", progress=lambda m: None)
     trusting = Pin("git", str(path), sha, digests, trust_remote_code=True)

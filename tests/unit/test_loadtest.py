@@ -12,7 +12,8 @@ from pipeline.gate.result import Status
 from pipeline.integrations.registry import Baseline
 from pipeline.serving import prometheus as prommetrics
 from pipeline.tools import servebench
-from tests.conftest import REPO, VALID_RELEASE
+from tests.support.paths import REPO
+from tests.support.releases import VALID_RELEASE
 
 METRICS_TEXT = (REPO / "tests/fixtures/vllm_metrics.txt").read_text()
 

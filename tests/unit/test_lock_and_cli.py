@@ -7,7 +7,8 @@ import yaml
 from pipeline.cli import main
 from pipeline.config.release import load_release
 from pipeline.model.lock import rewrite_candidate
-from tests.unit.test_fetch import MODEL, make_repo
+from tests.support.model_repo import build_model_repo
+from tests.support.reports import sample_report
 
 RELEASE_TEXT = """\
 # the team's release file
@@ -36,7 +37,7 @@ def test_rewrite_keeps_comments_and_other_blocks():
 
 
 def test_lock_command_writes_digests_of_the_commit(tmp_path, capsys):
-    path, sha, digests = make_repo(tmp_path / "hub", MODEL)
+    path, sha, digests = build_model_repo(tmp_path / "hub")
     config = tmp_path / "release.yaml"
     config.write_text(RELEASE_TEXT.format(repo="hub", rev="main", old="0" * 64))
     assert main(["lock", "--config", str(config), "--revision", sha]) == 0
@@ -100,7 +101,6 @@ def test_bad_suite_or_evalset_exits_2_before_anything_runs(tmp_path, capsys, sui
 
 
 def test_report_command_renders_and_refuses_a_missing_file(tmp_path, capsys):
-    from tests.unit.test_report import sample_report
 
     path = sample_report(tmp_path).save(tmp_path)
     assert run_cli(["report", str(path), "--format", "markdown"]) == 0

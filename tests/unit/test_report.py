@@ -11,32 +11,10 @@ from pipeline.gate.result import Status
 from pipeline.gate.verdict import Verdict
 from pipeline.report import console, html, markdown
 from pipeline.report.document import GateReport, MalformedReport
-from tests.conftest import REPO
+from tests.support.paths import REPO
+from tests.support.reports import sample_document, sample_report
 
 FIXTURES = REPO / "tests" / "fixtures" / "reports"
-
-
-def sample_document(tmp_path):
-    return {
-        "schema_version": 1, "gate_id": "g1", "model_name": "bot", "served_name": "chat@abc",
-        "candidate": {"source": "git", "repo": "hub", "revision": "a" * 40, "uri": "git://hub@" + "a" * 40,
-                      "files": {}},
-        "verdict": "rejected", "exit_code": 1, "reasons": ["compare: format/pass: worse <script>alert(1)</script>"],
-        "stages": [
-            {"name": "format", "status": "failed", "duration_s": 1.5, "metrics": {"pass_rate": 0.25},
-             "reasons": ["1/4 cases passed | **bold**"], "artifacts": {}, "details": {}},
-            {"name": "compare", "status": "failed", "duration_s": 0.1, "metrics": {}, "reasons": [], "artifacts": {},
-             "details": {"baseline": {"version": "3", "revision": "b" * 40, "reevaluated": False, "changed": []},
-                         "metrics": [{"name": "format/pass", "baseline_mean": 0.75, "candidate_mean": 0.25,
-                                      "delta": -0.5, "lower": -0.7, "upper": -0.3, "margin": 0.1, "floor": 0.5,
-                                      "n": 4, "verdict": "fail"}]}},
-        ],
-        "run_dir": str(tmp_path), "tracking": {"run_id": "r" * 32, "experiment": "e", "model_version": "7"},
-    }
-
-
-def sample_report(tmp_path):
-    return GateReport.from_dict(sample_document(tmp_path))
 
 
 def test_console_shows_stages_table_verdict_and_ends_with_the_run_id(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.report import html, markdown
 from pipeline.report.document import GateReport
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "reports"
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import jsonschema
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / ".tools/node_modules/@octokit/openapi/generated"
+from tests.support.paths import REPO
+
+SPEC_DIR = REPO / ".tools/node_modules/@octokit/openapi/generated"
 DOTCOM = "api.github.com.json"
 GHES = "ghes-3.19.json"
 

@@ -1,4 +1,4 @@
-"""pytest fixtures for the fake GitHub (imported by tests/conftest.py).
+"""pytest fixtures for the fake GitHub (registered by tests/conftest.py).
 
 `github_fake_server`: one server per session. `github_fake`: the same server, emptied for each test, with
 the repository `acme/support-bot`; after the test it asserts the pipeline made no request that GitHub's

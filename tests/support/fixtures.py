@@ -1,0 +1,54 @@
+"""pytest fixtures shared by the test suites (registered by tests/conftest.py through `pytest_plugins`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import processes, releases
+from tests.support.mlflow_server import MlflowServer
+from tests.support.paths import REPO
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server (sqlite backend, proxied artifacts) on 127.0.0.1, one per session: its URI."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
+    yield server.uri
+    server.stop()
+
+
+@pytest.fixture
+def write_release(tmp_path):
+    """write_release(data or text, name="release.yaml") -> path of a release.yaml in the test's tmp_path."""
+
+    def write(data, name: str = "release.yaml") -> Path:
+        return releases.write_release(tmp_path, data, name=name)
+
+    return write
+
+
+@pytest.fixture(scope="module")
+def model_home(tmp_path_factory):
+    """A MODELGATE_HOME (model cache) shared by the gates of one test module."""
+    return tmp_path_factory.mktemp("modelgate-home")
+
+
+@pytest.fixture(scope="session")
+def demo_hub():
+    """The demo hub's manifest: variant -> revision and file digests (idempotent: built once per machine)."""
+    from pipeline.demo.hub import publish_demo_hub
+
+    home = Path(os.environ.get("MODELGATE_HOME", REPO / ".modelgate"))
+    return publish_demo_hub(home, progress=lambda m: print(f"[demo hub] {m}", file=sys.stderr))
+
+
+@pytest.fixture
+def no_new_vllm_before():
+    """Marks the vLLM processes alive before the test, so `processes.vllm_processes()` lists only new ones."""
+    processes.remember_present_vllm()
+    yield

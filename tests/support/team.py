@@ -1,0 +1,102 @@
+"""A team repository for release tests: release.yaml in a real git repo (with a bare remote) naming its release
+managers, and gates recorded through the real `run_gate` + `record` path into a real MLflow server, with
+stand-in stages (the promotion rules read what a gate recorded; how the stages judged is tested elsewhere)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from pipeline.gate.result import StageResult, Status
+from tests.support.cli import run_in_process
+from tests.support.git import AUTHOR, git
+from tests.support.releases import write_release
+
+MANAGERS = ["alice", "bob@example.com"]
+
+
+def revision(n: int) -> str:
+    return hashlib.sha1(f"model revision {n}".encode()).hexdigest()
+
+
+def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None = None) -> Path:
+    """A git repository holding release.yaml, with a bare `origin` the version tags are pushed to."""
+    root.mkdir(parents=True, exist_ok=True)
+    remote = root.parent / f"{root.name}-origin.git"
+    subprocess.run(["git", "init", "--quiet", "--bare", str(remote)], check=True)
+    git(root, "init", "--quiet")
+    git(root, "remote", "add", "origin", str(remote))
+    config = write_release(
+        root, model=model, serving=None,
+        candidate={"source": "git", "repo": "hub/model", "revision": revision(1),
+                   "files": {"config.json": "a" * 64, "model.safetensors": "b" * 64}},
+        promotion={"release_managers": MANAGERS, "approvals_required": approvals, "git_remote": "origin",
+                   **({"github": github} if github else {})})
+    git(root, "add", "release.yaml")
+    git(root, "commit", "--quiet", "-m", "release.yaml")
+    return config
+
+
+def model_of(config: Path) -> str:
+    return yaml.safe_load(config.read_text())["model"]["name"]
+
+
+def revision_of(config: Path) -> str:
+    return yaml.safe_load(config.read_text())["candidate"]["revision"]
+
+
+def set_candidate(config: Path, n: int) -> None:
+    data = yaml.safe_load(config.read_text())
+    data["candidate"]["revision"] = revision(n)
+    data["candidate"]["files"]["model.safetensors"] = hashlib.sha256(f"weights {n}".encode()).hexdigest()
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    git(config.parent, "commit", "--quiet", "--allow-empty", "-am", f"pin revision {n}")
+
+
+def _stage(status: Status, metric: float):
+    def run(ctx):
+        return StageResult("format", status, metrics={"pass_rate": metric},
+                           reasons=[] if status == Status.PASSED else [f"stand-in stage {status.value}"])
+    return run
+
+
+def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED, author: str = AUTHOR) -> str:
+    """Pin revision n, run the gate machinery with one stand-in stage, return the registered version."""
+    from pipeline.config.release import load_release
+    from pipeline.gate.run import run_gate
+
+    set_candidate(config, n)
+    release = load_release(config)
+    report = run_gate(release, home=config.parent / ".modelgate", tracking_uri=uri, author=author,
+                      stages=(("format", _stage(verdict, 0.9 if verdict == Status.PASSED else 0.4)),))
+    return report.tracking.model_version
+
+
+def modelgate(config: Path, uri: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`modelgate <args> --config <config>` in this process against the tracking server `uri`."""
+    return run_in_process(*args, "--config", str(config),
+                          env={"MLFLOW_TRACKING_URI": uri, "MODELGATE_ACTOR": None, **env})
+
+
+def approve(config: Path, uri: str, version: str, actor: str = "alice", reason: str = "checked the report"):
+    return modelgate(config, uri, "approve", "--version", version, "--actor", actor, "--reason", reason)
+
+
+def promote(config: Path, uri: str, version: str, actor: str = "alice", *extra: str):
+    return modelgate(config, uri, "promote", "--version", version, "--actor", actor, *extra)
+
+
+def alias(uri: str, model: str, name: str) -> str | None:
+    """The version an alias points at; None only when the alias is not set (any other MLflow error is raised)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri=uri).get_model_version_by_alias(model, name).version
+    except MlflowException as exc:
+        if "not found" in str(exc):
+            return None
+        raise

@@ -1,0 +1,62 @@
+"""The test suite's own layout: helpers live in tests/support/, and no test module imports another test module
+or a conftest.py (pytest loads those itself; importing them runs them twice and ties tests together)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.support.paths import REPO
+
+TESTS = REPO / "tests"
+
+
+def python_sources() -> list[Path]:
+    """Every Python file under tests/ but the bad-input corpus (data, not code)."""
+    return sorted(p for p in TESTS.rglob("*.py") if "corpus" not in p.relative_to(TESTS).parts)
+
+
+def imported_modules(source: str, package: str) -> list[tuple[int, str]]:
+    """(line, dotted module) of every import in `source`; relative imports resolved against `package`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*parent, *([base] if base else [])])
+            # `from tests import conftest` imports the module tests.conftest
+            found += [(node.lineno, f"{base}.{alias.name}" if base == "tests" else base) for alias in node.names]
+    return found
+
+
+def forbidden_imports(path: Path, source: str | None = None) -> list[str]:
+    """`file:line: imports module` for each import of a tests.* module outside tests.support."""
+    package = ".".join(path.relative_to(REPO).parts[:-1])
+    found = imported_modules(path.read_text() if source is None else source, package)
+    return [f"{path.relative_to(REPO)}:{line}: imports {module}" for line, module in found
+            if (module == "tests" or module.startswith("tests."))
+            and not (module == "tests.support" or module.startswith("tests.support."))]
+
+
+def test_only_tests_support_is_imported_from_tests():
+    sources = python_sources()
+    assert any(p.name == "conftest.py" for p in sources) and len(sources) > 30  # the walk finds the suite
+    problems = [problem for path in sources for problem in forbidden_imports(path)]
+    assert problems == [], "import helpers from tests.support, not from test modules or conftest.py:\n" + \
+        "\n".join(problems)
+
+
+def test_the_check_catches_each_form_of_import():
+    module = TESTS / "e2e" / "test_example.py"
+    lines = ["import tests.conftest", "from tests.e2e.test_gate_e2e import gate_env",
+             "from tests.integration.releasing import git", "from tests import conftest", "from . import conftest",
+             "from .test_load_e2e import SMALL_LOAD", "import tests.unit.test_fetch as f"]
+    allowed = ["from tests.support import cli", "from tests.support.releases import write_release",
+               "import tests.support.processes", "from pipeline import cli", "import os"]
+    found = forbidden_imports(module, "\n".join(lines + allowed))
+    assert [f.split(": imports ")[1] for f in found] == [
+        "tests.conftest", "tests.e2e.test_gate_e2e", "tests.integration.releasing", "tests.conftest",
+        "tests.e2e", "tests.e2e.test_load_e2e", "tests.unit.test_fetch"]
