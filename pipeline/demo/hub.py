@@ -35,9 +35,9 @@ from pathlib import Path
 
 from pipeline.demo.degrade import DEFAULT_NOISE_SCALE, DEFAULT_SEED, degrade_model_dir
 from pipeline.model.digests import digest_tree
-from pipeline.util.progress import Progress
 from pipeline.util.git import GitError
 from pipeline.util.git import git as run_git
+from pipeline.util.progress import Progress
 
 REPO_NAME = "SmolLM2-135M-Instruct"
 HF_REPO_ID = "modelgate-demo/SmolLM2-135M-Instruct"

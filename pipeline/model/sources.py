@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pipeline.config.release import Pin
 from pipeline.errors import InfraError, PinError
-from pipeline.util.progress import Progress
 from pipeline.util.git import git, git_stream, reason
+from pipeline.util.progress import Progress
 
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.util.progress import Progress
 from pipeline.serving.auth import auth_headers
+from pipeline.util.progress import Progress
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from pipeline.config.release import Serving
 from pipeline.errors import InfraError, ServerError
-from pipeline.util.progress import Progress
 from pipeline.serving.auth import auth_headers
 from pipeline.util.procgroup import stop_group
+from pipeline.util.progress import Progress
 
 LOG_TAIL_LINES = 40
 
