@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 
 import pytest
@@ -41,24 +42,78 @@ def test_fetch_verifies_every_file_and_caches(repo, tmp_path, monkeypatch):
     assert set(digests) == set(MODEL)  # .git is not part of the model
     pin = Pin("git", str(path), sha, digests)
     got = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
-    assert not got.cache_hit
+    assert not got.cache_hit and got.verification is None  # hashed while it was verified
     assert digest_tree(got.path, exclude=(".git", MARKER)) == digests
     assert not (got.path / ".git").exists()
-    # a cache hit downloads nothing and hashes nothing: a stat() per file
+    # the cache is read-only on disk
+    assert all(((got.path / name).stat().st_mode & 0o777) == 0o444 for name in digests)
+    assert (got.path.stat().st_mode & 0o777) == 0o555
+    # a cache hit downloads nothing, but hashes every file again (a gate never serves bytes it did not hash)
     monkeypatch.setattr(sources, "download", lambda *a, **k: pytest.fail("downloaded again"))
-    monkeypatch.setattr(fetch_module, "sha256_file", lambda *a: pytest.fail("hashed again"))
+    hashed = []
+    real = fetch_module.sha256_file
+    monkeypatch.setattr(fetch_module, "sha256_file", lambda p: hashed.append(p) or real(p))
     again = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
     assert again.cache_hit and again.path == got.path
+    assert sorted(hashed) == sorted(got.path / name for name in digests)
+    assert again.verified() is not None and again.verification.bytes == sum(map(len, MODEL.values()))
 
 
-def test_tampered_cache_is_rehashed_and_refetched(repo, tmp_path):
+def test_changed_cache_file_is_exit_2_naming_it_even_with_size_and_mtime_kept(repo, tmp_path):
+    """One byte changed in a verified cache file, size and mtime restored: the ctime gives it away at once."""
     path, sha, digests = repo
     pin = Pin("git", str(path), sha, digests)
     got = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
-    (got.path / "model.safetensors").write_bytes(b"\1" * 4096)
-    again = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
-    assert not again.cache_hit
-    assert digest_tree(again.path, exclude=(MARKER,))["model.safetensors"] == digests["model.safetensors"]
+    target = got.path / "model.safetensors"
+    before = target.stat()
+    target.chmod(0o644)
+    target.write_bytes(b"\1" + b"\0" * 4095)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert target.stat().st_size == before.st_size and target.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(DigestMismatch, match="'model.safetensors' in the model cache changed since it was verified") \
+            as info:
+        fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    assert info.value.exit_code == 2 and info.value.path == "candidate.files.model.safetensors"
+
+
+def test_background_hash_catches_a_change_the_marker_hides(repo, tmp_path):
+    """Even with the marker rewritten to vouch for changed bytes, the gate's own hash (in the background, while
+    vLLM boots) finds them before any result counts."""
+    path, sha, digests = repo
+    pin = Pin("git", str(path), sha, digests)
+    got = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    target = got.path / "model.safetensors"
+    target.chmod(0o644)
+    target.write_bytes(b"\2" * 4096)
+    marker = json.loads((got.path / MARKER).read_text())
+    st = target.stat()
+    marker["stats"]["model.safetensors"] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    (got.path / MARKER).chmod(0o644)
+    (got.path / MARKER).write_text(json.dumps(marker))
+    hit = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None, background=True)
+    assert hit.cache_hit and hit.verification is not None
+    with pytest.raises(DigestMismatch, match="changed since it was verified"):
+        hit.verified()
+
+
+def test_a_source_that_lost_the_pinned_commit_is_refused_even_on_a_cache_hit(repo, tmp_path):
+    """The cache is keyed by content, not by source: a hit never skips asking the source for the commit."""
+    path, sha, digests = repo
+    pin = Pin("git", str(path), sha, digests)
+    fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    other, other_sha, _ = make_repo(tmp_path / "other", {"README.md": b"another model"})
+    with pytest.raises(PinError, match=f"commit {sha} does not exist in") as info:
+        fetch(pin, str(other), tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    assert info.value.exit_code == 2
+    url = other.resolve().as_uri()
+    with pytest.raises(PinError, match=f"commit {sha} does not exist in '{url}'"):
+        fetch(Pin("git", url, sha, digests), url, tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    # the original repository rewritten so that the commit is gone (a force-push, a gc)
+    subprocess.run(["git", "commit", "-q", "--amend", "-m", "rewritten"], cwd=path, check=True, env=GIT_ENV)
+    subprocess.run(["git", "reflog", "expire", "--expire=now", "--all"], cwd=path, check=True)
+    subprocess.run(["git", "gc", "-q", "--prune=now"], cwd=path, check=True)
+    with pytest.raises(PinError, match="does not exist"):
+        fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
 
 
 def test_digest_mismatch_names_the_file(repo, tmp_path):
