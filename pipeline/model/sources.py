@@ -184,7 +184,8 @@ def _confirm_huggingface(pin: Pin, *, file: str) -> None:
         from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
         try:
-            info = HfApi(token=os.environ.get("HF_TOKEN") or None).model_info(pin.repo, revision=pin.revision)
+            api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None)
+            info = api.model_info(pin.repo, revision=pin.revision)
         except RevisionNotFoundError as exc:
             raise PinError(f"Hugging Face repo {pin.repo!r} does not serve revision {pin.revision}", file=file,
                            path="candidate.revision") from exc

@@ -206,3 +206,57 @@ def test_huggingface_source_offline_from_hf_cache_layout(tmp_path, monkeypatch):
     with pytest.raises(InfraError, match="not in the local HF cache"):
         fetch(Pin("huggingface", "acme/support-model", "d" * 40, digests), "acme/support-model", tmp_path / "home",
               file="release.yaml", progress=lambda m: None)
+
+
+def test_huggingface_source_confirms_the_revision_and_its_file_list_online(tmp_path, monkeypatch):
+    """Online, the Hub is asked for the revision's file list (no weights): a revision it does not serve, or one
+    with another file list, is bad input. The Hub here is a local server answering like huggingface.co's API."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sha = "a" * 40
+    served = {"acme/m": {sha: sorted(MODEL)}, "acme/other": {sha: ["config.json"]}}
+    asked = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def do_GET(self):  # /api/models/<org>/<name>/revision/<rev>
+            asked.append(self.path)
+            parts = self.path.split("?")[0].strip("/").split("/")
+            repo, rev = "/".join(parts[2:4]), parts[5] if len(parts) > 5 else ""
+            files = served.get(repo, {}).get(rev)
+            if files is None:
+                code = "RevisionNotFound" if repo in served else "RepoNotFound"
+                body = json.dumps({"error": code}).encode()
+                self.send_response(404)
+                self.send_header("X-Error-Code", code)
+            else:
+                body = json.dumps({"id": repo, "sha": rev, "siblings": [{"rfilename": f} for f in files]}).encode()
+                self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from huggingface_hub import constants
+
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read once at import; the suite runs offline
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        digests = {name: "0" * 64 for name in MODEL}
+        sources.confirm_revision("acme/m", Pin("huggingface", "acme/m", sha, digests), file="r.yaml")
+        assert asked and all(p.startswith(f"/api/models/acme/m/revision/{sha}") for p in asked)
+        with pytest.raises(PinError, match=f"does not serve revision {'b' * 40}") as info:
+            sources.confirm_revision("acme/m", Pin("huggingface", "acme/m", "b" * 40, digests), file="r.yaml")
+        assert info.value.exit_code == 2
+        with pytest.raises(PinError, match="serves a different file list than the lock"):
+            sources.confirm_revision("acme/other", Pin("huggingface", "acme/other", sha, digests), file="r.yaml")
+        with pytest.raises(PinError, match="repository 'acme/gone' not found"):
+            sources.confirm_revision("acme/gone", Pin("huggingface", "acme/gone", sha, digests), file="r.yaml")
+    finally:
+        server.shutdown()
