@@ -1,22 +1,29 @@
 """Fetch a pin into the local model cache and verify every file against the lock.
 
 The cache lives under `<home>/models/<key>/`, where key is a digest of the revision and the locked file
-digests. A directory is trusted again only through its marker file, which records each file's sha256, size
-and mtime: a fetch of an already-verified pin is a stat() per file (well under a second), and a file touched
-since verification is hashed again.
+digests (content-addressed: the same bytes from two sources are one entry). It is read-only on disk. An entry
+is used again only through its marker file, which records each file's sha256, size, mtime, inode and ctime: a
+file whose identity moved is hashed at once (different bytes: exit 2, "changed since it was verified"), and
+every file is hashed again on every fetch anyway (in the background during a gate, overlapped with the vLLM
+boot), so a gate never serves bytes it has not hashed itself. Before the cache is looked at, the source is asked
+whether it still serves the pinned revision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import threading
+import time
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config.release import Pin
-from pipeline.errors import DigestMismatch, PinError
+from pipeline.errors import DigestMismatch, InfraError, PinError
 from pipeline.model import safety, sources
 from pipeline.model.digests import digest_tree, sha256_file
 from pipeline.util.progress import Progress
@@ -30,6 +37,12 @@ class ModelDir:
     pin: Pin
     files: dict[str, str]  # relative path -> verified sha256
     cache_hit: bool
+    # a cache hit's background re-hash (None: every byte was hashed while fetching); wait before results count
+    verification: Verification | None = None
+
+    def verified(self) -> float | None:
+        """Wait for the background hash (seconds it took), raising DigestMismatch if a file changed."""
+        return self.verification.wait() if self.verification else None
 
 
 def cache_key(pin: Pin) -> str:
@@ -53,52 +66,89 @@ def compare_digests(expected: dict[str, str], actual: dict[str, str], *, file: s
                              file=file, path="candidate.files")
 
 
-def _stats(root: Path, names) -> dict[str, list[int]]:
+def _stats(root: Path, names: Iterable[str]) -> dict[str, list[int]]:
+    """What a file's identity on disk is, besides its bytes: size, mtime, inode and ctime. An edit that keeps
+    size and mtime (``touch -d``) still changes the ctime; replacing the file changes the inode."""
     out = {}
     for name in names:
         st = (root / name).stat()
-        out[name] = [st.st_size, st.st_mtime_ns]
+        out[name] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
     return out
 
 
-def _cached(target: Path, pin: Pin) -> ModelDir | None:
+def _set_read_only(root: Path) -> None:
+    """The verified cache is read-only on disk (files 0444, directories 0555): an ordinary write fails."""
+    for path in sorted(root.rglob("*"), reverse=True):
+        path.chmod(0o555 if path.is_dir() and not path.is_symlink() else 0o444)
+    root.chmod(0o555)
+
+
+def _remove(path: Path) -> None:
+    """rmtree for a read-only cache entry (directories need their write bit back first)."""
+    if not path.exists():
+        return
+    for d in [path, *(p for p in path.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        with contextlib.suppress(OSError):
+            d.chmod(0o755)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def changed_since_verified(name: str, target: Path, expected: str, actual: str, *, file: str) -> DigestMismatch:
+    return DigestMismatch(f"{name!r} in the model cache changed since it was verified: sha256 {actual[:16]}... "
+                          f"is not the locked {expected[:16]}... (remove {target} to fetch it again)",
+                          file=file, path=f"candidate.files.{name}")
+
+
+def _cached(target: Path, pin: Pin, *, file: str) -> bool:
+    """The cache entry, if its marker vouches for exactly this pin and file list. A file whose size, mtime, inode
+    or ctime moved since verification is hashed now: different bytes are a DigestMismatch (exit 2)."""
     marker = target / MARKER
     try:
         data = json.loads(marker.read_text())
     except (OSError, ValueError):
-        return None
+        return False
     if data.get("revision") != pin.revision or data.get("files") != pin.files:
-        return None
+        return False
+    present = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()} - {MARKER}
+    if present != set(pin.files):
+        return False  # a file deleted or added since: fetch again rather than serve it
     try:
         stats = _stats(target, pin.files)
     except OSError:
-        return None
-    changed = [n for n in pin.files if stats[n] != data.get("stats", {}).get(n)]
-    for name in changed:  # touched since verification: hash again rather than trust
-        if sha256_file(target / name) != pin.files[name]:
-            return None
-    present = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()} - {MARKER}
-    if present != set(pin.files):
-        return None
-    return ModelDir(path=target, pin=pin, files=dict(pin.files), cache_hit=True)
+        return False
+    for name in (n for n in pin.files if stats[n] != data.get("stats", {}).get(n)):
+        actual = sha256_file(target / name)
+        if actual != pin.files[name]:
+            raise changed_since_verified(name, target, pin.files[name], actual, file=file)
+    return True
 
 
-def fetch(pin: Pin, location: str, home: Path, *, file: str, allowlist=(),
-          progress: Progress = print) -> ModelDir:
-    """Return a verified local copy of `pin`; `location` is where the source lives (git URL/path or HF id)."""
+def fetch(pin: Pin, location: str, home: Path, *, file: str, allowlist: Collection[str] = (),
+          progress: Progress = print, background: bool = False) -> ModelDir:
+    """Return a verified local copy of `pin`; `location` is where the source lives (git URL/path or HF id).
+
+    The source is asked first, every time, whether it still serves the pinned revision (a cache hit never skips
+    it). Every byte is hashed in this call: a fresh download is hashed as it is verified; a cache hit is hashed
+    again, in a background thread when `background` (the gate overlaps it with the vLLM boot and waits for
+    `ModelDir.verification` before any result counts), else before returning."""
     if not pin.files:
         raise PinError("the pin has no file digests (candidate.files is empty): run `modelgate lock` "
                        "to record the sha256 of every file of this revision", file=file, path="candidate.files")
     safety.check_file_list(pin, pin.files, file=file)
     safety.check_remote_code(pin, None, allowlist, file=file)
+    sources.confirm_revision(location, pin, file=file)
     models = home / "models"
     target = models / cache_key(pin)
-    hit = _cached(target, pin)
-    if hit:
-        progress(f"cache hit: {pin.short} already verified at {target}")
-        return hit
+    if _cached(target, pin, file=file):
+        verification = Verification(target, pin.files, file=file)
+        progress(f"cache hit: {pin.short} at {target}; hashing every file again "
+                 + ("in the background" if background else "now"))
+        verification.start()
+        if not background:
+            verification.wait()
+        return ModelDir(path=target, pin=pin, files=dict(pin.files), cache_hit=True, verification=verification)
     staging = models / f".staging-{target.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    _remove(staging)
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
         sources.download(location, pin, staging, progress, file=file)
@@ -107,19 +157,63 @@ def fetch(pin: Pin, location: str, home: Path, *, file: str, allowlist=(),
         safety.check_file_list(pin, actual, file=file)
         compare_digests(pin.files, actual, file=file)
         safety.check_remote_code(pin, staging, allowlist, file=file)
+        (staging / MARKER).write_text(json.dumps({"revision": pin.revision, "repo": pin.repo, "files": pin.files},
+                                                 indent=1, sort_keys=True))
+        _set_read_only(staging)
         marker = {"revision": pin.revision, "repo": pin.repo, "files": pin.files,
-                  "stats": _stats(staging, pin.files)}
+                  "stats": _stats(staging, pin.files)}  # after chmod: the ctime it will keep
+        (staging / MARKER).chmod(0o644)
         (staging / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
-        shutil.rmtree(target, ignore_errors=True)
+        (staging / MARKER).chmod(0o444)
+        _remove(target)
         os.replace(staging, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
     return ModelDir(path=target, pin=pin, files=dict(pin.files), cache_hit=False)
+
+
+class Verification:
+    """Hash every file of a cache entry against the lock in a thread; `wait()` returns the seconds it took or
+    raises the DigestMismatch it found (naming the file, "changed since it was verified")."""
+
+    def __init__(self, root: Path, files: dict[str, str], *, file: str):
+        self.root, self.files, self.file = root, dict(files), file
+        self.bytes = sum((root / name).stat().st_size for name in files)
+        self.seconds: float | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="modelgate-verify", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        try:
+            for name, expected in sorted(self.files.items()):
+                actual = sha256_file(self.root / name)
+                if actual != expected:
+                    raise changed_since_verified(name, self.root, expected, actual, file=self.file)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            self._error = exc
+        self.seconds = time.monotonic() - t0
+
+    def wait(self) -> float:
+        self._thread.join()
+        if isinstance(self._error, OSError):
+            raise InfraError(f"cannot read the model cache at {self.root}: {self._error}") from self._error
+        if self._error is not None:
+            raise self._error
+        assert self.seconds is not None
+        return self.seconds
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes / 1e9 / self.seconds if self.seconds else 0.0
 
 
 def download_unverified(pin: Pin, location: str, dest: Path, *, file: str,
                         progress: Progress = print) -> dict[str, str]:
     """For `modelgate lock`: download a revision and return the digest of every file it holds."""
-    shutil.rmtree(dest, ignore_errors=True)
+    _remove(dest)
     sources.download(location, pin, dest, progress, file=file)
     return digest_tree(dest)

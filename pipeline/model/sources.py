@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from pipeline.config.release import Pin
@@ -135,6 +136,74 @@ def download_huggingface(pin: Pin, dest: Path, progress: Progress, *, file: str)
             os.link(real, target)  # same filesystem: no copy of the weights
         except OSError:
             shutil.copyfile(real, target)
+
+
+def confirm_revision(location: str, pin: Pin, *, file: str) -> None:
+    """Ask the source, cheaply, whether it still serves `pin.revision` (no weights are downloaded): a source that
+    does not is bad input (PinError, exit 2) naming the repository and the revision."""
+    if pin.source == "git":
+        _confirm_git(location, pin, file=file)
+    else:
+        _confirm_huggingface(pin, file=file)
+
+
+def _confirm_git(location: str, pin: Pin, *, file: str) -> None:
+    local = _local_repo(location)
+    if local:
+        if _git("--git-dir", local, "cat-file", "-e", f"{pin.revision}^{{commit}}").returncode:
+            raise PinError(f"commit {pin.revision} does not exist in {location!r}", file=file,
+                           path="candidate.revision")
+        return
+    with tempfile.TemporaryDirectory(prefix="modelgate-confirm-") as tmp:  # trees only: no blob is fetched
+        gitdir = str(Path(tmp) / "probe.git")
+        if _git("init", "--quiet", "--bare", gitdir).returncode:
+            raise InfraError(f"git init failed in {tmp}")
+        got = _git("--git-dir", gitdir, "fetch", "--quiet", "--depth", "1", "--filter=blob:none", location,
+                   pin.revision)
+        if got.returncode == 0:
+            return
+        refs = _git("ls-remote", location)  # servers that refuse a fetch by sha: a ref must point at it
+        if refs.returncode:
+            raise PinError(f"cannot fetch from git repository {location!r}: {reason(refs.stderr)}",
+                           file=file, path="candidate.repo")
+        if not any(line.split("\t", 1)[0] == pin.revision for line in refs.stdout.splitlines()):
+            raise PinError(f"commit {pin.revision} does not exist in {location!r} ({reason(got.stderr)})",
+                           file=file, path="candidate.revision")
+
+
+def _confirm_huggingface(pin: Pin, *, file: str) -> None:
+    """Online: the revision resolves for that repo id with the locked file list. Offline (HF_HUB_OFFLINE): the
+    local HF cache is the source, and it must hold that snapshot."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    if offline:
+        from huggingface_hub import constants
+
+        cache = Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
+        snapshot = cache / f"models--{pin.repo.replace('/', '--')}" / "snapshots" / pin.revision
+        if not snapshot.is_dir():
+            raise InfraError(f"{pin.repo}@{pin.revision} is not in the local HF cache {cache} and the hub "
+                             f"cannot be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!s})")
+        served = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}
+    else:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+        try:
+            api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None)
+            info = api.model_info(pin.repo, revision=pin.revision)
+        except RevisionNotFoundError as exc:
+            raise PinError(f"Hugging Face repo {pin.repo!r} does not serve revision {pin.revision}", file=file,
+                           path="candidate.revision") from exc
+        except RepositoryNotFoundError as exc:
+            raise PinError(f"repository {pin.repo!r} not found (or no access)", file=file,
+                           path="candidate.repo") from exc
+        except HfHubHTTPError as exc:
+            raise InfraError(f"Hugging Face Hub error for {pin.repo}: {reason(str(exc))}") from exc
+        served = {s.rfilename for s in info.siblings or []}
+    if served != set(pin.files):
+        diff = sorted(served ^ set(pin.files))
+        raise PinError(f"{pin.repo}@{pin.revision} serves a different file list than the lock "
+                       f"({', '.join(diff[:5])}{', ...' if len(diff) > 5 else ''})", file=file, path="candidate.files")
 
 
 def download(location: str, pin: Pin, dest: Path, progress: Progress, *, file: str) -> None:

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -8,6 +9,7 @@ from pipeline.errors import DigestMismatch, PinError, UnsafeModel
 from pipeline.model import sources
 from pipeline.model.digests import digest_tree
 from pipeline.model.fetch import MARKER, fetch
+from tests.support.git import git
 from tests.support.model_repo import build_model_repo
 
 MODEL = {"config.json": b'{"architectures": ["LlamaForCausalLM"]}', "model.safetensors": b"\0" * 4096,
@@ -24,24 +26,78 @@ def test_fetch_verifies_every_file_and_caches(repo, tmp_path, monkeypatch):
     assert set(digests) == set(MODEL) and digest_tree(path) == digests  # .git is not part of the model
     pin = Pin("git", str(path), sha, digests)
     got = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
-    assert not got.cache_hit
+    assert not got.cache_hit and got.verification is None  # hashed while it was verified
     assert digest_tree(got.path, exclude=(".git", MARKER)) == digests
     assert not (got.path / ".git").exists()
-    # a cache hit downloads nothing and hashes nothing: a stat() per file
+    # the cache is read-only on disk
+    assert all(((got.path / name).stat().st_mode & 0o777) == 0o444 for name in digests)
+    assert (got.path.stat().st_mode & 0o777) == 0o555
+    # a cache hit downloads nothing, but hashes every file again (a gate never serves bytes it did not hash)
     monkeypatch.setattr(sources, "download", lambda *a, **k: pytest.fail("downloaded again"))
-    monkeypatch.setattr(fetch_module, "sha256_file", lambda *a: pytest.fail("hashed again"))
+    hashed = []
+    real = fetch_module.sha256_file
+    monkeypatch.setattr(fetch_module, "sha256_file", lambda p: hashed.append(p) or real(p))
     again = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
     assert again.cache_hit and again.path == got.path
+    assert sorted(hashed) == sorted(got.path / name for name in digests)
+    assert again.verified() is not None and again.verification.bytes == sum(map(len, MODEL.values()))
 
 
-def test_tampered_cache_is_rehashed_and_refetched(repo, tmp_path):
+def test_changed_cache_file_is_exit_2_naming_it_even_with_size_and_mtime_kept(repo, tmp_path):
+    """One byte changed in a verified cache file, size and mtime restored: the ctime gives it away at once."""
     path, sha, digests = repo
     pin = Pin("git", str(path), sha, digests)
     got = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
-    (got.path / "model.safetensors").write_bytes(b"\1" * 4096)
-    again = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
-    assert not again.cache_hit
-    assert digest_tree(again.path, exclude=(MARKER,))["model.safetensors"] == digests["model.safetensors"]
+    target = got.path / "model.safetensors"
+    before = target.stat()
+    target.chmod(0o644)
+    target.write_bytes(b"\1" + b"\0" * 4095)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert target.stat().st_size == before.st_size and target.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(DigestMismatch, match="'model.safetensors' in the model cache changed since it was verified") \
+            as info:
+        fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    assert info.value.exit_code == 2 and info.value.path == "candidate.files.model.safetensors"
+
+
+def test_background_hash_catches_a_change_the_marker_hides(repo, tmp_path):
+    """Even with the marker rewritten to vouch for changed bytes, the gate's own hash (in the background, while
+    vLLM boots) finds them before any result counts."""
+    path, sha, digests = repo
+    pin = Pin("git", str(path), sha, digests)
+    got = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    target = got.path / "model.safetensors"
+    target.chmod(0o644)
+    target.write_bytes(b"\2" * 4096)
+    marker = json.loads((got.path / MARKER).read_text())
+    st = target.stat()
+    marker["stats"]["model.safetensors"] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    (got.path / MARKER).chmod(0o644)
+    (got.path / MARKER).write_text(json.dumps(marker))
+    hit = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None, background=True)
+    assert hit.cache_hit and hit.verification is not None
+    with pytest.raises(DigestMismatch, match="changed since it was verified"):
+        hit.verified()
+
+
+def test_a_source_that_lost_the_pinned_commit_is_refused_even_on_a_cache_hit(repo, tmp_path):
+    """The cache is keyed by content, not by source: a hit never skips asking the source for the commit."""
+    path, sha, digests = repo
+    pin = Pin("git", str(path), sha, digests)
+    fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    other = build_model_repo(tmp_path / "other", {"README.md": b"another model"}).path
+    with pytest.raises(PinError, match=f"commit {sha} does not exist in") as info:
+        fetch(pin, str(other), tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    assert info.value.exit_code == 2
+    url = other.resolve().as_uri()
+    with pytest.raises(PinError, match=f"commit {sha} does not exist in '{url}'"):
+        fetch(Pin("git", url, sha, digests), url, tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    # the original repository rewritten so that the commit is gone (a force-push, a gc)
+    git(path, "commit", "-q", "--amend", "-m", "rewritten")
+    git(path, "reflog", "expire", "--expire=now", "--all")
+    git(path, "gc", "-q", "--prune=now")
+    with pytest.raises(PinError, match="does not exist"):
+        fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
 
 
 def test_digest_mismatch_names_the_file(repo, tmp_path):
@@ -134,3 +190,57 @@ def test_huggingface_source_offline_from_hf_cache_layout(tmp_path, monkeypatch):
     with pytest.raises(InfraError, match="not in the local HF cache"):
         fetch(Pin("huggingface", "acme/support-model", "d" * 40, digests), "acme/support-model", tmp_path / "home",
               file="release.yaml", progress=lambda m: None)
+
+
+def test_huggingface_source_confirms_the_revision_and_its_file_list_online(tmp_path, monkeypatch):
+    """Online, the Hub is asked for the revision's file list (no weights): a revision it does not serve, or one
+    with another file list, is bad input. The Hub here is a local server answering like huggingface.co's API."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sha = "a" * 40
+    served = {"acme/m": {sha: sorted(MODEL)}, "acme/other": {sha: ["config.json"]}}
+    asked = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def do_GET(self):  # /api/models/<org>/<name>/revision/<rev>
+            asked.append(self.path)
+            parts = self.path.split("?")[0].strip("/").split("/")
+            repo, rev = "/".join(parts[2:4]), parts[5] if len(parts) > 5 else ""
+            files = served.get(repo, {}).get(rev)
+            if files is None:
+                code = "RevisionNotFound" if repo in served else "RepoNotFound"
+                body = json.dumps({"error": code}).encode()
+                self.send_response(404)
+                self.send_header("X-Error-Code", code)
+            else:
+                body = json.dumps({"id": repo, "sha": rev, "siblings": [{"rfilename": f} for f in files]}).encode()
+                self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from huggingface_hub import constants
+
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read once at import; the suite runs offline
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        digests = {name: "0" * 64 for name in MODEL}
+        sources.confirm_revision("acme/m", Pin("huggingface", "acme/m", sha, digests), file="r.yaml")
+        assert asked and all(p.startswith(f"/api/models/acme/m/revision/{sha}") for p in asked)
+        with pytest.raises(PinError, match=f"does not serve revision {'b' * 40}") as info:
+            sources.confirm_revision("acme/m", Pin("huggingface", "acme/m", "b" * 40, digests), file="r.yaml")
+        assert info.value.exit_code == 2
+        with pytest.raises(PinError, match="serves a different file list than the lock"):
+            sources.confirm_revision("acme/other", Pin("huggingface", "acme/other", sha, digests), file="r.yaml")
+        with pytest.raises(PinError, match="repository 'acme/gone' not found"):
+            sources.confirm_revision("acme/gone", Pin("huggingface", "acme/gone", sha, digests), file="r.yaml")
+    finally:
+        server.shutdown()

@@ -6,13 +6,15 @@ nothing is spawned and the probe checks that it serves the expected model name.
 
 from __future__ import annotations
 
+import time
+
 from pipeline.config.release import Serving
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
 from pipeline.gate.rundir import SERVER_LOG
 from pipeline.serving.probe import probe
 from pipeline.serving.vllm_server import Endpoint, VllmServer
-from pipeline.util.progress import progress_for
+from pipeline.util.progress import Progress, progress_for
 
 NAME = "serve"
 
@@ -29,6 +31,21 @@ def external_api_key(serving: Serving) -> str | None:
     key = os.environ.get(serving.api_key_env) or None
     register_secret_value(key)
     return key
+
+
+def verify_model_bytes(ctx: GateContext, progress: Progress) -> dict[str, float]:
+    """Wait for the background hash of a cached model (started by the fetch stage, overlapped with the boot):
+    no result counts before every byte being served was hashed in this run. A changed file raises
+    DigestMismatch (exit 2). Returns the hashing metrics (seconds, GB/s, and how long the gate waited)."""
+    verification = ctx.model_dir.verification if ctx.model_dir is not None else None
+    if verification is None:
+        return {}
+    t0 = time.monotonic()
+    seconds = verification.wait()
+    waited = time.monotonic() - t0
+    progress(f"model bytes hashed again: {verification.bytes / 1e9:.2f} GB in {seconds:.1f}s "
+        f"({verification.gb_per_s:.2f} GB/s; waited {waited:.1f}s after the boot)")
+    return {"hash_s": seconds, "hash_gb_per_s": verification.gb_per_s, "hash_wait_s": waited}
 
 
 def run(ctx: GateContext) -> StageResult:
@@ -49,6 +66,7 @@ def run(ctx: GateContext) -> StageResult:
         ctx.server = server
         endpoint = server.start()
     ctx.endpoint = endpoint
+    hashing = verify_model_bytes(ctx, progress)
     progress(f"smoke probe: chat + streamed completion on {served_name}")
     try:
         result = probe(endpoint.base_url, served_name, serving.probe.prompt, serving.probe.max_tokens,
@@ -62,7 +80,7 @@ def run(ctx: GateContext) -> StageResult:
     return StageResult(
         name=NAME, status=Status.PASSED,
         metrics={"probe_chat_latency_s": result.chat_latency_s, "probe_ttft_s": result.stream_ttft_s,
-                 "probe_stream_total_s": result.stream_total_s},
+                 "probe_stream_total_s": result.stream_total_s, **hashing},
         reasons=[f"{served_name} answered a chat and a streamed completion"],
         artifacts=artifacts,
         details={"served_name": served_name, "base_url": endpoint.base_url, "mode": serving.mode,
