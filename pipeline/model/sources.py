@@ -5,10 +5,12 @@ Each source downloads one pin into an empty directory and nothing else; verifica
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.config.release import Pin
@@ -100,31 +102,12 @@ def _refuse_lfs_pointers(dest: Path) -> None:
 def download_huggingface(pin: Pin, dest: Path, progress: Progress, *, file: str) -> None:
     """snapshot_download at the exact commit (honours HF_HUB_OFFLINE / HF_HUB_CACHE), then copy into dest."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     progress(f"huggingface snapshot_download {pin.repo}@{pin.revision}")
-    try:
-        # read the environment now: huggingface_hub reads it once, at import time
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    with _hub_errors(pin, file=file):
         snapshot = Path(snapshot_download(repo_id=pin.repo, revision=pin.revision,
                                           cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-                                          local_files_only=offline, token=os.environ.get("HF_TOKEN") or None))
-    except RevisionNotFoundError as exc:
-        raise PinError(f"revision {pin.revision} not found in {pin.repo!r}", file=file,
-                       path="candidate.revision") from exc
-    except RepositoryNotFoundError as exc:
-        raise PinError(f"repository {pin.repo!r} not found (or no access)", file=file,
-                       path="candidate.repo") from exc
-    except LocalEntryNotFoundError as exc:
-        raise InfraError(f"{pin.repo}@{pin.revision} is not in the local HF cache and the hub "
-                         f"cannot be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!s})") from exc
-    except HfHubHTTPError as exc:
-        raise InfraError(f"Hugging Face Hub error for {pin.repo}: {reason(str(exc))}") from exc
+                                          local_files_only=_offline(), token=os.environ.get("HF_TOKEN") or None))
     dest.mkdir(parents=True, exist_ok=True)
     for src in sorted(snapshot.rglob("*")):
         if src.is_dir() or ".cache" in src.relative_to(snapshot).parts:
@@ -174,36 +157,60 @@ def _confirm_git(location: str, pin: Pin, *, file: str) -> None:
 def _confirm_huggingface(pin: Pin, *, file: str) -> None:
     """Online: the revision resolves for that repo id with the locked file list. Offline (HF_HUB_OFFLINE): the
     local HF cache is the source, and it must hold that snapshot."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-    if offline:
+    if _offline():
         from huggingface_hub import constants
 
         cache = Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
         snapshot = cache / f"models--{pin.repo.replace('/', '--')}" / "snapshots" / pin.revision
         if not snapshot.is_dir():
-            raise InfraError(f"{pin.repo}@{pin.revision} is not in the local HF cache {cache} and the hub "
-                             f"cannot be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!s})")
+            raise _not_in_local_cache(pin)
         served = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}
     else:
         from huggingface_hub import HfApi
-        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-        try:
+        with _hub_errors(pin, file=file):
             api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None)
             info = api.model_info(pin.repo, revision=pin.revision)
-        except RevisionNotFoundError as exc:
-            raise PinError(f"Hugging Face repo {pin.repo!r} does not serve revision {pin.revision}", file=file,
-                           path="candidate.revision") from exc
-        except RepositoryNotFoundError as exc:
-            raise PinError(f"repository {pin.repo!r} not found (or no access)", file=file,
-                           path="candidate.repo") from exc
-        except HfHubHTTPError as exc:
-            raise InfraError(f"Hugging Face Hub error for {pin.repo}: {reason(str(exc))}") from exc
         served = {s.rfilename for s in info.siblings or []}
     if served != set(pin.files):
         diff = sorted(served ^ set(pin.files))
         raise PinError(f"{pin.repo}@{pin.revision} serves a different file list than the lock "
                        f"({', '.join(diff[:5])}{', ...' if len(diff) > 5 else ''})", file=file, path="candidate.files")
+
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE read now (huggingface_hub reads it once, at import time)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def _not_in_local_cache(pin: Pin) -> InfraError:
+    return InfraError(f"{pin.repo}@{pin.revision} is not in the local HF cache and the hub cannot be reached "
+                      f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!s})")
+
+
+@contextlib.contextmanager
+def _hub_errors(pin: Pin, *, file: str) -> Iterator[None]:
+    """The Hub's errors named once: a revision or repository it does not serve is the pin's fault (bad input,
+    exit 2); an unreachable Hub, or an offline cache without the snapshot, is the environment's (exit 3)."""
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except RevisionNotFoundError as exc:
+        raise PinError(f"revision {pin.revision} not found in {pin.repo!r}", file=file,
+                       path="candidate.revision") from exc
+    except RepositoryNotFoundError as exc:
+        raise PinError(f"repository {pin.repo!r} not found (or no access)", file=file,
+                       path="candidate.repo") from exc
+    except LocalEntryNotFoundError as exc:
+        raise _not_in_local_cache(pin) from exc
+    except HfHubHTTPError as exc:
+        raise InfraError(f"Hugging Face Hub error for {pin.repo}: {reason(str(exc))}") from exc
 
 
 def download(location: str, pin: Pin, dest: Path, progress: Progress, *, file: str) -> None:

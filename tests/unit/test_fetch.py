@@ -235,7 +235,7 @@ def test_huggingface_source_confirms_the_revision_and_its_file_list_online(tmp_p
         digests = {name: "0" * 64 for name in MODEL}
         sources.confirm_revision("acme/m", Pin("huggingface", "acme/m", sha, digests), file="r.yaml")
         assert asked and all(p.startswith(f"/api/models/acme/m/revision/{sha}") for p in asked)
-        with pytest.raises(PinError, match=f"does not serve revision {'b' * 40}") as info:
+        with pytest.raises(PinError, match=f"revision {'b' * 40} not found in 'acme/m'") as info:
             sources.confirm_revision("acme/m", Pin("huggingface", "acme/m", "b" * 40, digests), file="r.yaml")
         assert info.value.exit_code == 2
         with pytest.raises(PinError, match="serves a different file list than the lock"):
