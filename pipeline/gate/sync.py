@@ -58,7 +58,7 @@ def recorded(report: GateReport, uri: str) -> bool:
         return False
     store = registry.Registry(uri)
     run = store.run(info.run_id)
-    if run is None or run.info.lifecycle_stage != "active":
+    if run is None or not run.active:
         return False
     version = store.version(report.model_name, str(info.model_version))
     return version is not None and version.run_id == info.run_id

@@ -12,11 +12,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.errors import BadInput, InfraError
 from pipeline.integrations.mlflow_errors import mlflow_errors
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 
 def default_uri(root: Path) -> str:
@@ -189,13 +192,20 @@ def upload(uri: str, run_id: str, path: Path, artifact_path: str | None = None) 
 
 @dataclass(frozen=True)
 class GateRun:
-    """A recorded gate run as history reads it (no MLflow object leaves this module)."""
+    """A recorded run as the rest of the code reads it (no MLflow object leaves integrations/)."""
 
     run_id: str
     start_ms: int
     tags: dict[str, str]
     params: dict[str, str]
     metrics: dict[str, float]
+    active: bool = True  # False once deleted (MLflow's lifecycle_stage "deleted")
+
+    @classmethod
+    def from_mlflow(cls, run: Run) -> GateRun:
+        return cls(run_id=run.info.run_id, start_ms=int(run.info.start_time or 0), tags=dict(run.data.tags),
+                   params=dict(run.data.params), metrics=dict(run.data.metrics),
+                   active=run.info.lifecycle_stage == "active")
 
 
 def gate_runs(uri: str, experiment: str, model_name: str) -> list[GateRun]:
@@ -210,5 +220,4 @@ def gate_runs(uri: str, experiment: str, model_name: str) -> list[GateRun]:
         runs = client.search_runs([exp.experiment_id], max_results=5000,
                                   filter_string=f"tags.`modelgate.kind` = 'gate' and "
                                                 f"tags.`modelgate.model_name` = '{model_name}'")
-    return [GateRun(run_id=r.info.run_id, start_ms=int(r.info.start_time or 0), tags=dict(r.data.tags),
-                    params=dict(r.data.params), metrics=dict(r.data.metrics)) for r in runs]
+    return [GateRun.from_mlflow(r) for r in runs]

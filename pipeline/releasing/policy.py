@@ -67,7 +67,7 @@ def check_untampered(reg: Registry, mv: ModelVersion) -> dict:
     run = reg.run(mv.run_id)
     if run is None:
         raise Refused(f"{where}: its gate run {mv.run_id} no longer exists in MLflow")
-    params, run_tags = run.data.params, run.data.tags
+    params, run_tags = run.params, run.tags
     problems = []
     for key in ("revision", "repo", "source"):
         if tags.get(f"modelgate.{key}") != params.get(key):
@@ -82,7 +82,7 @@ def check_untampered(reg: Registry, mv: ModelVersion) -> dict:
                          {k for k, v in (files or {}).items() if recorded.get(param_key(k)) != v})
         problems.append(f"file digests ({', '.join(changed) or 'unreadable'})")
     verdict = tags.get("modelgate.verdict")
-    exit_code = run.data.metrics.get("gate.exit_code")
+    exit_code = run.metrics.get("gate.exit_code")
     expected_exit = VERDICTS.get(Verdict(verdict)) if verdict in set(Verdict) else None
     if verdict != run_tags.get("modelgate.verdict") or exit_code is None or expected_exit != int(exit_code):
         problems.append(f"verdict {verdict!r} (gate run says {run_tags.get('modelgate.verdict')!r}, "

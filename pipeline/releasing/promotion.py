@@ -106,7 +106,7 @@ class Operation:
         t = self.target
         name = tag_name(self.release.promotion.tag_format, self.model, t.version, str(self.release.path))
         run = self.reg.run(t.run_id) if t.run_id else None
-        params = run.data.params if run else {}
+        params = run.params if run else {}
         fields = {"model": self.model, "version": t.version, "revision": t.revision, "source": t.source,
                   "gate_run_id": t.run_id or "", "verdict": t.verdict,
                   "approved_by": self.ev.tags.get("modelgate.approvers", "") or "-",
@@ -128,7 +128,7 @@ class Operation:
 
         t = self.target
         run = self.reg.run(t.run_id) if t.run_id else None
-        ref = (run.data.params.get("repo_commit") if run else None) or self.ev.tags.get("modelgate.git_tag")
+        ref = (run.params.get("repo_commit") if run else None) or self.ev.tags.get("modelgate.git_tag")
         client = github.client(gh.repository, gh.api_url)
         payload = {"promotion_id": self.ev.tags.get("modelgate.promotion_id", self.ev.run_id), "model": self.model,
                    "version": t.version, "revision": t.revision, "action": self.ev.event}
