@@ -10,12 +10,17 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, NoReturn
 
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, Interrupted, ModelgateError
 
 if TYPE_CHECKING:
+    from pipeline.config.release import Release
+    from pipeline.integrations.github import GitHubClient
+    from pipeline.releasing.promotion import Outcome
     from pipeline.report.document import GateReport
 
 
@@ -112,7 +117,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(args):
+def _store(args: argparse.Namespace) -> tuple[Release, str]:
     """release.yaml and the tracking store a release command works on (checked before anything changes)."""
     from pipeline.config.release import load_release
     from pipeline.integrations import tracking
@@ -125,7 +130,7 @@ def _store(args):
     return release, uri
 
 
-def _actor(args) -> str | None:
+def _actor(args: argparse.Namespace) -> str | None:
     return args.actor or os.environ.get("MODELGATE_ACTOR")
 
 
@@ -141,7 +146,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_outcome(o) -> None:
+def _print_outcome(o: Outcome) -> None:
     for note in o.notes:
         print(note)
     if not o.noop:
@@ -198,7 +203,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _github(args):
+def _github(args: argparse.Namespace) -> tuple[ModuleType, GitHubClient]:
     """A GitHub client for --repo/--api-url (defaults: $GITHUB_REPOSITORY, $GITHUB_API_URL); token: GITHUB_TOKEN."""
     from pipeline.integrations import github
 
@@ -259,7 +264,7 @@ def cmd_github_approver(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, like every other bad input
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other bad input
         self.exit(EXIT_BAD_INPUT, f"modelgate: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -272,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="modelgate", description="Evaluation-gated release pipeline for self-hosted LLMs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def with_config(p):
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, default=Path("release.yaml"),
                        help="release.yaml (default: ./release.yaml)")
         return p
@@ -300,13 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--home", help="where the hub goes (default: $MODELGATE_HOME or .modelgate/)")
     init.set_defaults(func=cmd_demo_init)
 
-    def release_cmd(name, help_text, func):
+    def release_cmd(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
         p = with_config(sub.add_parser(name, help=help_text))
         p.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
         p.set_defaults(func=func)
         return p
 
-    def acting(p):
+    def acting(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--actor", help="who is acting (a release manager in release.yaml; default $MODELGATE_ACTOR)")
         return p
 
@@ -342,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     gh = sub.add_parser("github", help="GitHub: the gate's PR comment and commit status, run approvers")
     gh_sub = gh.add_subparsers(dest="github_command", required=True, parser_class=_Parser)
 
-    def on_github(p):
+    def on_github(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--repo", help="owner/name (default: $GITHUB_REPOSITORY)")
         p.add_argument("--api-url", help="API base, e.g. https://HOST/api/v3 for GitHub Enterprise "
                        "(default: $GITHUB_API_URL, then https://api.github.com)")
@@ -364,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(signum, frame):
+def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
     raise Interrupted("SIGTERM")
 
 

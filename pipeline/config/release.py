@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from pipeline.config.yamlio import load_yaml
 from pipeline.errors import ConfigError
 from pipeline.util.jsonpath import format_path
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 DEFAULT_SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "MLFLOW_TRACKING_PASSWORD",
                       "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY")
@@ -211,7 +214,7 @@ def release_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
-def _describe(error) -> tuple[str, str]:
+def _describe(error: ValidationError) -> tuple[str, str]:
     """A jsonschema ValidationError -> (path, human message)."""
     path = format_path(error.absolute_path, empty="(top level)")
     validator = error.validator

@@ -19,11 +19,14 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config.yamlio import load_yaml
 from pipeline.errors import ConfigError
 from pipeline.util.jsonpath import format_path
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 DEFAULT_MAX_TOKENS = 256
 SUITE_SUFFIXES = (".yaml", ".yml")
@@ -171,7 +174,7 @@ def _where(data: Any, parts: Iterable[Any]) -> str:
     return format_path(parts, empty="(top level)")
 
 
-def _describe(error) -> str:
+def _describe(error: ValidationError) -> str:
     v = error.validator
     if v == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))

@@ -7,13 +7,17 @@ line and column.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
 from pipeline.util.jsonpath import format_path
 
+if TYPE_CHECKING:
+    import yaml
 
-def _duplicate(node, parts: list, seen: set[int]):
+
+def _duplicate(node: yaml.Node, parts: list[str | int],
+               seen: set[int]) -> tuple[list[str | int], yaml.Node, yaml.Node] | None:
     """The first repeated mapping key under `node`: (path parts, key node, first key node), else None."""
     import yaml
 

@@ -17,12 +17,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 from pipeline.errors import BadInput
 from pipeline.gate.verdict import Verdict
 from pipeline.integrations.github_retry import Retry, call
+
+if TYPE_CHECKING:
+    import github3
+    from github3.repos.deployment import Deployment as GhDeployment
+    from github3.repos.repo import Repository
+
+T = TypeVar("T")
 
 DEFAULT_API_URL = "https://api.github.com"
 COMMENT_MARKER = "<!-- modelgate:gate -->"
@@ -62,7 +70,7 @@ class Approval:
     comment: str
 
 
-def _session(api_url: str, token: str, timeout_s: float):
+def _session(api_url: str, token: str, timeout_s: float) -> github3.GitHub:
     import github3
 
     api = api_url.rstrip("/")
@@ -90,15 +98,15 @@ class GitHubClient:
         self.retry = retry or Retry.from_env()
         self._token = token
         self._gh = _session(self.api_url, token, timeout_s)
-        self._repo = None
+        self._repo: Repository | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"<GitHubClient {self.repository} at {self.api_url}>"
 
-    def _call(self, name: str, fn):
+    def _call(self, name: str, fn: Callable[[], T]) -> T:
         return call(f"{name} on {self.repository}", fn, self.retry, secret=self._token)
 
-    def _repository(self):
+    def _repository(self) -> Repository:
         if self._repo is None:
             self._repo = self._gh.repository(self.owner, self.name)
         return self._repo
@@ -192,7 +200,7 @@ class GitHubClient:
         return self._call(f"environment_approvals(run {run_id})", run)
 
 
-def _payload(value) -> dict:
+def _payload(value: object) -> dict[str, Any]:
     if isinstance(value, str):
         try:
             value = json.loads(value or "{}")
@@ -201,11 +209,19 @@ def _payload(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _deployment(dep, *, created: bool) -> Deployment:
+def _deployment(dep: GhDeployment, *, created: bool) -> Deployment:
     return Deployment(id=dep.id, url=dep.url, statuses_url=dep.statuses_url, environment=dep.environment,
                       ref=dep.ref, sha=dep.sha, payload=_payload(dep.payload), created=created)
 
 
-def client(repository: str, api_url: str | None = None, token: str | None = None, **kwargs) -> GitHubClient:
+class ClientOptions(TypedDict, total=False):
+    """The keyword-only options of GitHubClient that `client` passes on."""
+
+    retry: Retry | None
+    timeout_s: float
+
+
+def client(repository: str, api_url: str | None = None, token: str | None = None,
+           **kwargs: Unpack[ClientOptions]) -> GitHubClient:
     """A client for `repository`; api_url defaults to $GITHUB_API_URL, then api.github.com."""
     return GitHubClient(repository, api_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL, token, **kwargs)

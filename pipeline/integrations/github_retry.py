@@ -14,10 +14,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pipeline.errors import BadInput, GitHubError
 from pipeline.util.secrets import redact
+
+if TYPE_CHECKING:
+    import requests
+    from github3.exceptions import GitHubException
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,7 +51,7 @@ class Retry:
                 from exc
 
 
-def _rate_limit_wait(resp) -> float | None:
+def _rate_limit_wait(resp: requests.Response | None) -> float | None:
     """Seconds GitHub asks us to wait, or None when the answer is not rate limiting."""
     if resp is None or resp.status_code not in (403, 429):
         return None
@@ -62,7 +66,7 @@ def _rate_limit_wait(resp) -> float | None:
     return 0.0 if resp.status_code == 429 else None
 
 
-def _answer(exc) -> tuple[int | None, str, float | None]:
+def _answer(exc: GitHubException) -> tuple[int | None, str, float | None]:
     """(status, what GitHub answered, wait if retryable else None) for a github3 exception."""
     from github3 import exceptions as gh
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.config.release import Pin, pin_source
 from pipeline.errors import InfraError
@@ -19,6 +20,12 @@ from pipeline.gate.result import Status
 from pipeline.gate.rundir import ITEMS_FILE, REPORT_FILE
 from pipeline.integrations.mlflow_errors import error_types, is_not_found, mlflow_errors
 from pipeline.integrations.tracking import GateRun, display_uri
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion as MlflowModelVersion
+    from mlflow.tracking import MlflowClient
+
+T = TypeVar("T")
 
 PRODUCTION = "production"
 CANDIDATE = "candidate"
@@ -34,7 +41,7 @@ class Baseline:
     load: dict[str, Any] | None = None  # the `load` stage details of its gate report (None: not recorded)
 
 
-def _client(uri: str):
+def _client(uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -71,7 +78,7 @@ def register_version(uri: str, model_name: str, pin: Pin, run_id: str, verdict: 
         return str(mv.version)
 
 
-def version_of_run(client, model_name: str, run_id: str):
+def version_of_run(client: MlflowClient, model_name: str, run_id: str) -> MlflowModelVersion | None:
     """The model version registered from gate run `run_id`, or None."""
     found = client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'")
     return min(found, key=lambda mv: int(mv.version)) if found else None
@@ -109,7 +116,7 @@ class BaselineStore:
                         load=_load_details(client, mv.run_id))
 
 
-def _load_details(client, run_id: str) -> dict[str, Any] | None:
+def _load_details(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
     """The baseline gate's load-test results from its report.json; None when absent or unreadable (older
     gates, load test skipped): the load comparison is then skipped, never the gate."""
     from pipeline.report.document import GateReport
@@ -154,8 +161,8 @@ class ModelVersion:
         return self.tags.get("modelgate.revision", "")
 
 
-def _to_version(mv) -> ModelVersion:
-    return ModelVersion(model_name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
+def _to_version(mv: MlflowModelVersion) -> ModelVersion:
+    return ModelVersion(model_name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source or "",
                         tags=dict(mv.tags or {}), aliases=tuple(getattr(mv, "aliases", None) or ()),
                         created_ms=int(mv.creation_timestamp or 0))
 
@@ -168,7 +175,7 @@ class Registry:
         self.uri = uri
         self.client = _client(uri)
 
-    def _call(self, what: str, fn, *args, missing_ok: bool = False, **kwargs):
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, missing_ok: bool = False, **kwargs: Any) -> T | None:
         from mlflow.exceptions import MlflowException
 
         with mlflow_errors(f"MLflow at {display_uri(self.uri)}: {what} failed"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from pipeline.integrations.mlflow_errors import mlflow_errors
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 
 def default_uri(root: Path) -> str:
@@ -84,7 +86,7 @@ def param_key(key: str) -> str:
     return _PARAM_KEY.sub("_", key)[:250]
 
 
-def _experiment_id(client, name: str, artifact_root: Path | None) -> str:
+def _experiment_id(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -92,14 +94,14 @@ def _experiment_id(client, name: str, artifact_root: Path | None) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def find_gate_run(client, experiment_id: str, gate_id: str):
+def find_gate_run(client: MlflowClient, experiment_id: str, gate_id: str) -> Run | None:
     """The run recorded for `gate_id` (tag modelgate.gate_id), or None."""
     found = client.search_runs([experiment_id], filter_string=f"tags.`modelgate.gate_id` = '{gate_id}'",
                                max_results=1)
     return found[0] if found else None
 
 
-def _existing_run(client, exp_id: str, run_id: str | None, gate_id: str | None):
+def _existing_run(client: MlflowClient, exp_id: str, run_id: str | None, gate_id: str | None) -> Run | None:
     from mlflow.exceptions import MlflowException
 
     if run_id:
@@ -115,8 +117,8 @@ def _existing_run(client, exp_id: str, run_id: str | None, gate_id: str | None):
 
 def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, Any], metrics: dict[str, float],
                tags: dict[str, str], artifacts: list[tuple[Path, str | None]], artifact_root: Path | None,
-               on_run_id=None, failed: bool = False, run_id: str | None = None, gate_id: str | None = None,
-               timestamp_ms: int | None = None) -> tuple[str, str]:
+               on_run_id: Callable[[str, str], None] | None = None, failed: bool = False, run_id: str | None = None,
+               gate_id: str | None = None, timestamp_ms: int | None = None) -> tuple[str, str]:
     """Create one finished run; returns (experiment_id, run_id). `on_run_id(experiment_id, run_id)` is called as soon as
     the run exists (the report embeds it before it is uploaded).
 
@@ -172,7 +174,7 @@ def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, An
             raise
 
 
-def _mark_failed(client, run_id: str | None) -> None:
+def _mark_failed(client: MlflowClient | None, run_id: str | None) -> None:
     """Best effort: a run whose recording broke off ends FAILED, not RUNNING (`modelgate sync` completes it)."""
     if client is None or not run_id:
         return

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from pipeline.config.release import PICKLE_SUFFIXES, Pin
 from pipeline.errors import UnsafeModel
 
 
-def pickle_files(names) -> list[str]:
+def pickle_files(names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if n.lower().endswith(PICKLE_SUFFIXES))
 
 
-def check_file_list(pin: Pin, names, *, file: str) -> None:
+def check_file_list(pin: Pin, names: Iterable[str], *, file: str) -> None:
     """Refuse pickle weight files unless the pin sets allow_pickle: loading a pickle runs arbitrary code."""
     found = pickle_files(names)
     if found and not pin.allow_pickle:
@@ -33,7 +34,7 @@ def needs_remote_code(model_dir: Path) -> bool:
     return isinstance(data, dict) and bool(data.get("auto_map"))
 
 
-def check_remote_code(pin: Pin, model_dir: Path | None, allowlist, *, file: str) -> None:
+def check_remote_code(pin: Pin, model_dir: Path | None, allowlist: Collection[str], *, file: str) -> None:
     if pin.trust_remote_code and pin.repo not in allowlist:
         raise UnsafeModel(
             f"trust_remote_code is refused for {pin.repo!r}: it is not in security.remote_code_allowlist "

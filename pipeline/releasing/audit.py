@@ -11,10 +11,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline.integrations.mlflow_errors import mlflow_errors
 from pipeline.integrations.tracking import display_uri
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 APPROVE, PROMOTE, ROLLBACK = "approve", "promote", "rollback"
 IN_PROGRESS, COMPLETED, LOST = "in-progress", "completed", "lost"
@@ -58,7 +62,7 @@ class AuditEvent:
     tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_run(cls, run) -> AuditEvent:
+    def from_run(cls, run: Run) -> AuditEvent:
         tags = dict(run.data.tags)
         return cls(run_id=run.info.run_id, event=tags.get(T + "event", "?"), model_name=tags.get(T + "model_name", ""),
                    version=tags.get(T + "version", ""), actor=tags.get(T + "actor", ""), at=tags.get(T + "at", ""),
@@ -70,7 +74,7 @@ class AuditEvent:
 class AuditLog:
     """Reads and writes audit runs. MLflow errors become InfraError (exit 3) at this boundary."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root=None):
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri

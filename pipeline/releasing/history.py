@@ -77,7 +77,7 @@ def to_text(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _v(version) -> str:
+def _v(version: str | None) -> str:
     return f"v{version}" if version else "-"
 
 

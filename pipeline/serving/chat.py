@@ -11,10 +11,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.serving.auth import auth_headers
 from pipeline.util.progress import Progress
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class ChatResponse:
     no_answer: bool = False  # the endpoint never answered (timeouts, refused) after the retries
 
 
-def _one(client, served_name: str, req: ChatRequest, retries: int) -> ChatResponse:
+def _one(client: httpx.Client, served_name: str, req: ChatRequest, retries: int) -> ChatResponse:
     import httpx
 
     body = {"model": served_name, "messages": req.messages, **req.params}

@@ -77,7 +77,7 @@ class Scraper:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
         self._scrape()  # the final counter values

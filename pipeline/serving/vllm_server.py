@@ -42,7 +42,7 @@ class Endpoint:
         return auth_headers(self.api_key)
 
 
-def port_for(serving) -> int:
+def port_for(serving: Serving) -> int:
     """serving.port when set (refused at once if taken: vLLM would only fail after importing for seconds),
     else a free port."""
     if serving.port is None:
@@ -137,7 +137,7 @@ class VllmServer:
             self.stop()
             raise
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def start(self) -> Endpoint:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets as _random
+from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.config.release import DEFAULT_SECRET_ENV
@@ -19,7 +20,7 @@ MIN_SECRET_LEN = 6  # shorter values would redact ordinary words
 REDACT_MAX_BYTES = 256 * 1024 * 1024  # files larger than this are not scanned
 
 
-def register_secret_env(names) -> None:
+def register_secret_env(names: Iterable[str]) -> None:
     """Add the names from release.yaml's security.secret_env."""
     _extra_names.update(names)
 
