@@ -19,7 +19,7 @@ from pipeline.errors import InfraError
 from pipeline.gate.result import Status
 from pipeline.gate.rundir import ITEMS_FILE, REPORT_FILE
 from pipeline.integrations.mlflow_errors import error_types, is_not_found, mlflow_errors
-from pipeline.integrations.tracking import GateRun, display_uri
+from pipeline.integrations.tracking import RunRecord, display_uri
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion as MlflowModelVersion
@@ -214,7 +214,7 @@ class Registry:
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self._call(f"tagging {name} v{version}", self.client.set_model_version_tag, name, str(version), key, value)
 
-    def run(self, run_id: str) -> GateRun | None:
+    def run(self, run_id: str) -> RunRecord | None:
         """The run, typed; None when it does not exist."""
         run = self._call(f"reading run {run_id}", self.client.get_run, run_id, missing_ok=True)
-        return GateRun.from_mlflow(run) if run is not None else None
+        return RunRecord.from_mlflow(run) if run is not None else None

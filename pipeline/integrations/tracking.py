@@ -193,7 +193,7 @@ def upload(uri: str, run_id: str, path: Path, artifact_path: str | None = None) 
 
 
 @dataclass(frozen=True)
-class GateRun:
+class RunRecord:
     """A recorded run as the rest of the code reads it (no MLflow object leaves integrations/)."""
 
     run_id: str
@@ -204,13 +204,13 @@ class GateRun:
     active: bool = True  # False once deleted (MLflow's lifecycle_stage "deleted")
 
     @classmethod
-    def from_mlflow(cls, run: Run) -> GateRun:
+    def from_mlflow(cls, run: Run) -> RunRecord:
         return cls(run_id=run.info.run_id, start_ms=int(run.info.start_time or 0), tags=dict(run.data.tags),
                    params=dict(run.data.params), metrics=dict(run.data.metrics),
                    active=run.info.lifecycle_stage == "active")
 
 
-def gate_runs(uri: str, experiment: str, model_name: str) -> list[GateRun]:
+def gate_runs(uri: str, experiment: str, model_name: str) -> list[RunRecord]:
     """Every gate run of `model_name` in `experiment` (at most 5000); [] when the experiment does not exist."""
     from mlflow.tracking import MlflowClient
 
@@ -222,4 +222,4 @@ def gate_runs(uri: str, experiment: str, model_name: str) -> list[GateRun]:
         runs = client.search_runs([exp.experiment_id], max_results=5000,
                                   filter_string=f"tags.`modelgate.kind` = 'gate' and "
                                                 f"tags.`modelgate.model_name` = '{model_name}'")
-    return [GateRun.from_mlflow(r) for r in runs]
+    return [RunRecord.from_mlflow(r) for r in runs]

@@ -9,16 +9,12 @@ facts (`modelgate.event`, `.version`, `.from_version`, `.actor`, `.reason`, ...)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pipeline.integrations.mlflow_errors import mlflow_errors
-from pipeline.integrations.tracking import display_uri
-
-if TYPE_CHECKING:
-    from mlflow.entities import Run
+from pipeline.integrations.runstore import RunStore
+from pipeline.integrations.tracking import RunRecord
 
 APPROVE, PROMOTE, ROLLBACK = "approve", "promote", "rollback"
 IN_PROGRESS, COMPLETED, LOST = "in-progress", "completed", "lost"
@@ -62,42 +58,22 @@ class AuditEvent:
     tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_run(cls, run: Run) -> AuditEvent:
-        tags = dict(run.data.tags)
-        return cls(run_id=run.info.run_id, event=tags.get(T + "event", "?"), model_name=tags.get(T + "model_name", ""),
+    def from_record(cls, run: RunRecord) -> AuditEvent:
+        tags = dict(run.tags)
+        return cls(run_id=run.run_id, event=tags.get(T + "event", "?"), model_name=tags.get(T + "model_name", ""),
                    version=tags.get(T + "version", ""), actor=tags.get(T + "actor", ""), at=tags.get(T + "at", ""),
-                   start_ms=int(run.info.start_time or 0), reason=tags.get(T + "reason", ""),
+                   start_ms=run.start_ms, reason=tags.get(T + "reason", ""),
                    state=tags.get(T + "state", COMPLETED), from_version=tags.get(T + "from_version", ""),
                    steps=tuple(s for s in tags.get(T + "steps", "").split(",") if s), tags=tags)
 
 
 class AuditLog:
-    """Reads and writes audit runs. MLflow errors become InfraError (exit 3) at this boundary."""
+    """Reads and writes audit runs (through RunStore: MLflow errors become InfraError, exit 3, there)."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
-        from mlflow.tracking import MlflowClient
-
         self.uri = uri
         self.experiment = experiment
-        self.client = MlflowClient(tracking_uri=uri)
-        self.artifact_root = artifact_root
-        self._exp_id: str | None = None
-
-    def _guard(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        with mlflow_errors(f"MLflow at {display_uri(self.uri)}: {what} failed", detail=200):
-            return fn(*args, **kwargs)
-
-    def experiment_id(self, create: bool = True) -> str | None:
-        if self._exp_id is None:
-            exp = self._guard("reading the audit experiment", self.client.get_experiment_by_name, self.experiment)
-            if exp is not None:
-                self._exp_id = exp.experiment_id
-            elif create:
-                location = self.artifact_root.resolve().as_uri() if self.artifact_root and \
-                    self.uri.startswith("sqlite:") else None
-                self._exp_id = self._guard("creating the audit experiment", self.client.create_experiment,
-                                           self.experiment, artifact_location=location)
-        return self._exp_id
+        self.store = RunStore(uri, experiment, artifact_root)
 
     def open(self, event: str, model_name: str, version: str, actor: str, *, state: str = IN_PROGRESS,
              reason: str = "", **extra: str | None) -> AuditEvent:
@@ -106,15 +82,13 @@ class AuditLog:
                 T + "actor": actor, T + "at": now_iso(), T + "reason": reason, T + "state": state,
                 T + "via": where_from(),
                 **{T + k: str(v) for k, v in extra.items() if v is not None}}
-        run = self._guard("recording an audit event", self.client.create_run, self.experiment_id(),
-                          run_name=f"{event} {model_name} v{version} by {actor}", tags=tags)
-        if state != IN_PROGRESS:
-            self._guard("finishing an audit event", self.client.set_terminated, run.info.run_id, "FINISHED")
-        return AuditEvent.from_run(self._guard("reading an audit event", self.client.get_run, run.info.run_id))
+        run = self.store.create("recording an audit event", f"{event} {model_name} v{version} by {actor}", tags,
+                                finished=state != IN_PROGRESS)
+        return AuditEvent.from_record(run)
 
     def set(self, ev: AuditEvent, **values: str) -> None:
         for key, value in values.items():
-            self._guard(f"updating audit run {ev.run_id}", self.client.set_tag, ev.run_id, T + key, str(value))
+            self.store.set_tag(f"updating audit run {ev.run_id}", ev.run_id, T + key, str(value))
             ev.tags[T + key] = str(value)
 
     def step_done(self, ev: AuditEvent, step: str) -> None:
@@ -125,15 +99,11 @@ class AuditLog:
     def finish(self, ev: AuditEvent, state: str) -> None:
         self.set(ev, state=state, finished_at=now_iso())
         ev.state = state
-        self._guard("finishing an audit event", self.client.set_terminated, ev.run_id,
-                    "FINISHED" if state == COMPLETED else "KILLED")
+        self.store.terminate("finishing an audit event", ev.run_id, "FINISHED" if state == COMPLETED else "KILLED")
 
     def events(self, model_name: str, *, event: str | None = None, version: str | None = None,
                state: str | None = None) -> list[AuditEvent]:
         """Matching events, oldest first."""
-        exp_id = self.experiment_id(create=False)
-        if exp_id is None:
-            return []
         clauses = [f"tags.`{T}model_name` = '{model_name}'", f"tags.`{T}kind` = 'audit'"]
         if event:
             clauses.append(f"tags.`{T}event` = '{event}'")
@@ -141,20 +111,11 @@ class AuditLog:
             clauses.append(f"tags.`{T}version` = '{version}'")
         if state:
             clauses.append(f"tags.`{T}state` = '{state}'")
-        runs, token = [], None
-        while True:
-            page = self._guard("searching the audit trail", self.client.search_runs, [exp_id],
-                               filter_string=" and ".join(clauses), max_results=1000, page_token=token,
-                               order_by=["attributes.start_time ASC"])
-            runs.extend(page)
-            token = page.token
-            if not token:
-                break
-        out = [AuditEvent.from_run(r) for r in runs]
-        return sorted(out, key=lambda e: (e.start_ms, e.run_id))
+        runs = self.store.search("searching the audit trail", " and ".join(clauses))
+        return sorted((AuditEvent.from_record(r) for r in runs), key=lambda e: (e.start_ms, e.run_id))
 
     def get(self, run_id: str) -> AuditEvent:
-        return AuditEvent.from_run(self._guard("reading an audit event", self.client.get_run, run_id))
+        return AuditEvent.from_record(self.store.get("reading an audit event", run_id))
 
     def approvals(self, model_name: str, version: str) -> list[AuditEvent]:
         return self.events(model_name, event=APPROVE, version=version)
