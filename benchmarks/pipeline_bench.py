@@ -74,19 +74,19 @@ def eval_vs_saturation(config: Path, enforce_eager: bool, tmp: Path, concurrency
     with VllmServer(model_dir.path, served, release.serving, tmp / "server.log", enforce_eager=enforce_eager or None,
                     progress=say) as endpoint:
         def counters() -> tuple[float, float, float]:
-            m = parse(httpx.get(f"{endpoint.base_url}/metrics", timeout=10).text)
+            m = parse(httpx.get(f"{endpoint.base_url}/metrics", headers=endpoint.headers(), timeout=10).text)
             return (m.get("vllm:prompt_tokens_total", 0.0), m.get("vllm:generation_tokens_total", 0.0),
                     m.get("vllm:request_success_total", 0.0))
 
         before, t0 = counters(), time.monotonic()
-        evals.evaluate(endpoint.base_url, served, model_dir.path, release.evals_gate, release.root, tmp / "evals",
-                       say)
+        evals.evaluate(endpoint, model_dir.path, release.evals_gate, release.root, tmp / "evals", say)
         eval_s = time.monotonic() - t0
         prompt, generated, requests = (b - a for a, b in zip(before, counters(), strict=True))
         # saturate the same server with the evals' own mix: their mean prompt and output lengths
         in_len, out_len = max(1, round(prompt / max(requests, 1))), max(1, round(generated / max(requests, 1)))
         req = BenchRequest(endpoint.base_url, served, str(model_dir.path), concurrency=concurrency,
-                           num_prompts=concurrency * 8, input_len=in_len, output_len=out_len, seed=0)
+                           num_prompts=concurrency * 8, input_len=in_len, output_len=out_len, seed=0,
+                           request_timeout_s=release.serving.request_timeout_s, api_key=endpoint.api_key)
         result = run_level(req, tmp / "bench", "saturated.json", tmp / "bench.log")
     eval_tps = (prompt + generated) / eval_s
     sat = result["total_token_throughput"]
