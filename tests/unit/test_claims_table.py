@@ -1,0 +1,36 @@
+"""The README's claims table names only tests that exist: it cannot drift from the suite."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from tests.support.paths import REPO
+
+NAMED = re.compile(r"`(tests/[\w/]+\.py)::(test_\w+)`")
+
+
+def claims_section() -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index("## Claims and the tests that prove them")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def defined_tests(path: str) -> set[str]:
+    tree = ast.parse((REPO / path).read_text())
+    return {node.name for node in tree.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")}
+
+
+def test_every_test_the_claims_table_names_exists():
+    named = NAMED.findall(claims_section())
+    assert len(named) >= 40, named  # the table is read, not empty
+    missing = [f"{path}::{name}" for path, name in named
+               if not (REPO / path).is_file() or name not in defined_tests(path)]
+    assert missing == []
+
+
+def test_every_exit_code_of_the_readme_has_a_row():
+    rows = claims_section()
+    for code in (0, 1, 2, 3, 4, 5, 6, 130):
+        assert re.search(rf"^\| exit {code}:", rows, re.M), f"no claim row for exit {code}"
