@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import cli
-from tests.support.processes import gate_processes, vllm_processes
+from tests.support.processes import gate_processes, scan, vllm_processes
 from tests.support.releases import copy_project_inputs, write_demo_release
 from tests.support.waiting import wait_for
 
@@ -60,9 +60,13 @@ class Gate:
         self.watched.wait_for_line(*markers, timeout_s=timeout_s)
 
     def wait_for_process(self, mark: str, timeout_s: float = 120) -> None:
-        """Wait until one of the gate's processes has `mark` in its command line (lm_eval, the benchmark)."""
-        assert wait_for(lambda: any(mark in p for p in gate_processes(self.home)), timeout_s), \
-            f"no {mark} process within {timeout_s} s: {gate_processes(self.home)}\n" + "".join(self.watched.err)
+        """Wait until one of the gate's processes has `mark` in its whole command line (lm_eval, the benchmark,
+        whose `python -c` prelude is long); at the deadline the gate is stopped and the test fails."""
+        def running() -> bool:
+            return any(mark in args for args in scan(MODELGATE_HOME=str(self.home)).values())
+
+        if not wait_for(running, timeout_s):
+            self.watched.give_up(f"no {mark} process within {timeout_s} s: {gate_processes(self.home)}")
 
     def finish(self, timeout_s: float = 600) -> tuple[int, str, str, dict]:
         code, out, err = self.watched.finish(timeout_s)

@@ -62,15 +62,15 @@ class Watched:
                 try:
                     got = self._err_lines.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
-                    self._give_up(f"no stderr line with {marker!r} within {timeout_s:.0f} s")
+                    self.give_up(f"no stderr line with {marker!r} within {timeout_s:.0f} s")
                 if got is None:
-                    self._give_up(f"stderr ended before a line with {marker!r}")
+                    self.give_up(f"stderr ended before a line with {marker!r}")
                 line = got
                 if marker in line:
                     break
         return line
 
-    def _give_up(self, why: str) -> NoReturn:
+    def give_up(self, why: str) -> NoReturn:
         self.proc.terminate()
         pytest.fail(f"{why}; stderr so far:\n" + "".join(self.err))
 
