@@ -9,7 +9,17 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.gate.result import Status
 from tests.support.git import AUTHOR, git
-from tests.support.team import alias, approve, make_team, model_of, modelgate, promote, record_gate, revision
+from tests.support.team import (
+    alias,
+    approve,
+    make_team,
+    model_of,
+    modelgate,
+    promote,
+    record_gate,
+    released,
+    revision,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -119,12 +129,7 @@ def test_rollback_restores_previous_in_seconds_and_is_recorded(team, mlflow_serv
     import time
 
     uri, model = mlflow_server, model_of(team)
-    v1 = record_gate(team, uri, 1)
-    approve(team, uri, v1)
-    assert promote(team, uri, v1).returncode == 0
-    v2 = record_gate(team, uri, 2)
-    approve(team, uri, v2)
-    assert promote(team, uri, v2).returncode == 0
+    v1, v2 = released(team, uri, 1), released(team, uri, 2)
     assert (alias(uri, model, "production"), alias(uri, model, "previous")) == (v2, v1)
     t0 = time.monotonic()
     proc = modelgate(team, uri, "rollback", "--actor", "bob@example.com", "--reason", "p95 latency doubled")

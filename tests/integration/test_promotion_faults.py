@@ -14,7 +14,17 @@ from pipeline.releasing.promotion import STEPS
 from tests.support import cli
 from tests.support.ghfake.fixtures import FAKE_REPO
 from tests.support.git import git
-from tests.support.team import alias, approve, make_team, model_of, modelgate, promote, record_gate, revision_of
+from tests.support.team import (
+    alias,
+    approve,
+    make_team,
+    model_of,
+    modelgate,
+    promote,
+    record_gate,
+    released,
+    revision_of,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +66,7 @@ def promote_events(uri, team):
 @pytest.mark.parametrize("step", ["tag", "github"] + ["aliases"])
 def test_promotion_killed_before_a_step_is_completed_by_a_rerun(team, mlflow_server, step):
     uri, model = mlflow_server, model_of(team)
-    v1 = record_gate(team, uri, 1)
-    approve(team, uri, v1)
-    assert promote(team, uri, v1).returncode == 0
+    v1 = released(team, uri, 1)
     v2 = record_gate(team, uri, 2)
     approve(team, uri, v2)
     proc = killed_promote(team, uri, v2, step)
@@ -112,12 +120,8 @@ def test_two_promotions_at_once_exactly_one_wins(team, mlflow_server):
 
 def test_promotion_racing_a_rollback_exactly_one_wins(team, mlflow_server):
     uri, model = mlflow_server, model_of(team)
-    v1 = record_gate(team, uri, 1)
-    approve(team, uri, v1)
-    assert promote(team, uri, v1).returncode == 0
-    v2 = record_gate(team, uri, 2)
-    approve(team, uri, v2)
-    assert promote(team, uri, v2).returncode == 0
+    v1 = released(team, uri, 1)
+    released(team, uri, 2)
     v3 = record_gate(team, uri, 3)
     approve(team, uri, v3)
     env = {"MLFLOW_TRACKING_URI": uri}

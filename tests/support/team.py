@@ -89,6 +89,15 @@ def promote(config: Path, uri: str, version: str, actor: str = "alice", *extra: 
     return modelgate(config, uri, "promote", "--version", version, "--actor", actor, *extra)
 
 
+def released(config: Path, uri: str, n: int) -> str:
+    """Gate pin `n` (passed), approve it and promote it: the version now in production."""
+    version = record_gate(config, uri, n)
+    assert approve(config, uri, version).returncode == 0
+    proc = promote(config, uri, version)
+    assert proc.returncode == 0, proc.stderr
+    return version
+
+
 def alias(uri: str, model: str, name: str) -> str | None:
     """The version an alias points at; None only when the alias is not set (any other MLflow error is raised)."""
     from mlflow.exceptions import MlflowException
