@@ -10,9 +10,13 @@ Rules (documented in README.md, `load` row):
   when p95 e2e latency grows more than CLIFF_FACTOR x the concurrency ratio, or output throughput drops by
   more than CLIFF_THROUGHPUT_DROP, between two adjacent levels (the server collapses instead of queueing);
   otherwise *gradual*. The shape is reported, not gated.
-- Regression: only when the hardware fingerprints match (CPU model and count, GPU model and count, vLLM
-  version). At a level both ran, the candidate fails when its p95 e2e latency is more than `regression_pct`
-  percent above the baseline's, or its output throughput more than `regression_pct` percent below.
+- Regression: only when the fingerprints match: the hardware (CPU model and count, GPU model and count, vLLM
+  version) and the serving configuration the server was really started with (read from its command line and
+  environment: eager or compiled, dtype, quantization, max_model_len, max_num_seqs, KV cache size and dtype,
+  tensor/pipeline parallel size, any other server argument). When they differ the comparison is skipped with the
+  differing fields named; the SLOs still apply. At a level both ran, the candidate fails when its p95 e2e latency
+  is more than `regression_pct` percent above the baseline's, or its output throughput more than `regression_pct`
+  percent below.
 - Cost: price_per_hour / (output tokens/s x 3600) x 1e6, at the best output throughput of the levels that met
   every SLO (the capacity that can be sold within the SLO); when none did, the best of all levels.
 """
@@ -24,6 +28,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.config.release import LoadSlo
@@ -103,8 +108,61 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def fingerprint(vllm_version: str) -> dict[str, Any]:
-    """What load numbers depend on: the same model is only comparable on the same hardware and server."""
+# server flags that shape latency and throughput -> fingerprint key (values kept as the server got them)
+SERVING_FLAGS = {"--dtype": "dtype", "--quantization": "quantization", "--max-model-len": "max_model_len",
+                 "--max-num-seqs": "max_num_seqs", "--max-num-batched-tokens": "max_num_batched_tokens",
+                 "--kv-cache-dtype": "kv_cache_dtype", "--gpu-memory-utilization": "gpu_memory_utilization",
+                 "--tensor-parallel-size": "tensor_parallel_size",
+                 "--pipeline-parallel-size": "pipeline_parallel_size", "--block-size": "block_size",
+                 "--swap-space": "swap_space", "--cpu-offload-gb": "cpu_offload_gb"}
+SWITCHES = {"--enforce-eager": ("enforce_eager", True),
+            "--enable-prefix-caching": ("prefix_caching", True),
+            "--no-enable-prefix-caching": ("prefix_caching", False),
+            "--enable-chunked-prefill": ("chunked_prefill", True),
+            "--no-enable-chunked-prefill": ("chunked_prefill", False)}
+# where the model and the server listen, not how it serves: left out
+IGNORED_FLAGS = {"--model", "--served-model-name", "--host", "--port", "--api-key"}
+# the server environment that sizes the KV cache or the CPU threads
+SERVING_ENV = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_ATTENTION_BACKEND", "OMP_NUM_THREADS")
+
+
+def serving_config(command: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
+    """The serving configuration a server was started with, from its real command line (after the module or
+    `serve MODEL`) and environment: named flags, switches, every other argument (`other_args`) and the env."""
+    args = list(command)
+    start = next((i + 1 for i, a in enumerate(args) if a.endswith("api_server") or a == "serve"), 0)
+    if start and start < len(args) and args[start - 1] == "serve" and not args[start].startswith("-"):
+        start += 1  # `vllm serve MODEL`
+    config: dict[str, Any] = {"enforce_eager": False}
+    other: list[str] = []
+    i = start
+    while i < len(args):
+        flag, value = args[i], None
+        if "=" in flag and flag.startswith("--"):
+            flag, value = flag.split("=", 1)
+        takes_value = flag in SERVING_FLAGS or flag in IGNORED_FLAGS or (
+            flag.startswith("--") and flag not in SWITCHES and i + 1 < len(args) and not args[i + 1].startswith("--"))
+        if value is None and takes_value and i + 1 < len(args):
+            value, i = args[i + 1], i + 1
+        i += 1
+        if flag in IGNORED_FLAGS:
+            continue
+        if flag in SWITCHES:
+            key, on = SWITCHES[flag]
+            config[key] = on
+        elif flag in SERVING_FLAGS:
+            config[SERVING_FLAGS[flag]] = value
+        else:
+            other.append(flag if value is None else f"{flag}={value}")
+    if other:
+        config["other_args"] = sorted(other)
+    config["env"] = {name: env[name] for name in SERVING_ENV if name in env}
+    return config
+
+
+def fingerprint(vllm_version: str, serving: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What load numbers depend on: the same model is only comparable on the same hardware, server and serving
+    configuration (`serving_config`; None when unknown, e.g. an external endpoint)."""
     cpu_model = platform.processor() or ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -122,16 +180,24 @@ def fingerprint(vllm_version: str) -> dict[str, Any]:
         except (OSError, subprocess.TimeoutExpired):
             gpus = []
     return {"cpu_model": cpu_model, "cpu_count": cpus, "gpu_model": sorted(set(gpus))[0] if gpus else None,
-            "gpu_count": len(gpus), "vllm": vllm_version}
+            "gpu_count": len(gpus), "vllm": vllm_version, "serving": serving}
 
 
 def fingerprint_differences(candidate: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
-    """[] when comparable; otherwise one line per differing field."""
+    """[] when comparable; otherwise one line per differing field (hardware, then `serving.<field>`)."""
     if not baseline:
         return ["the baseline recorded no hardware fingerprint"]
     keys = ("cpu_model", "cpu_count", "gpu_model", "gpu_count", "vllm")
-    return [f"{k}: {baseline.get(k)!r} (baseline) != {candidate.get(k)!r} (candidate)"
-            for k in keys if candidate.get(k) != baseline.get(k)]
+    out = [f"{k}: {baseline.get(k)!r} (baseline) != {candidate.get(k)!r} (candidate)"
+           for k in keys if candidate.get(k) != baseline.get(k)]
+    mine, theirs = candidate.get("serving"), baseline.get("serving")
+    if mine is None or theirs is None:
+        which = "the baseline" if theirs is None else "this gate"
+        return [*out, f"serving: {which} recorded no serving configuration (cannot tell like from like)"]
+    for key in sorted(set(mine) | set(theirs)):
+        if mine.get(key) != theirs.get(key):
+            out.append(f"serving.{key}: {theirs.get(key)!r} (baseline) != {mine.get(key)!r} (candidate)")
+    return out
 
 
 def regressions(rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any]], pct: float) -> list[str]:

@@ -127,6 +127,7 @@ class VllmServer:
         self.enforce_eager = enforce_eager
         self.progress = progress
         self.extra_env = env or {}
+        self.env: dict[str, str] = {}  # the environment it was started with, without the API key
         self.proc: subprocess.Popen | None = None
         self.endpoint: Endpoint | None = None
 
@@ -144,6 +145,7 @@ class VllmServer:
         port = port_for(self.serving)
         cmd = build_command(self.model_dir, self.served_name, port, self.serving, self.enforce_eager)
         env = server_env(self.serving, self.api_key, self.extra_env)
+        self.env = {k: v for k, v in env.items() if k != "VLLM_API_KEY"}  # what it was started with, keyless
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_file.open("ab")
         log.write(f"$ {' '.join(cmd)}\n".encode())

@@ -44,7 +44,11 @@ def test_load_stage_passes_and_lands_in_mlflow(demo_hub, mlflow_server, model_ho
     assert [lvl["concurrency"] for lvl in load["details"]["levels"]] == [1, 2]
     assert load["details"]["curve"]["shape"] in ("gradual", "cliff")
     assert load["details"]["levels"][0]["server"]["scrapes"] >= 1
-    assert load["details"]["fingerprint"]["cpu_count"] >= 1
+    fingerprint = load["details"]["fingerprint"]
+    assert fingerprint["cpu_count"] >= 1
+    # the serving configuration is read from the server's real command line and environment
+    assert fingerprint["serving"]["enforce_eager"] is True and fingerprint["serving"]["max_model_len"] == "1024"
+    assert fingerprint["serving"]["env"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert vllm_processes(model_home) == []
 
 

@@ -64,13 +64,46 @@ def test_curve_gradual_when_latency_grows_with_load_and_cliff_when_faster_or_thr
     assert slo.curve_shape([row()])["shape"] == "single level"
 
 
+COMPILED = ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/m", "--served-model-name", "chat@x",
+            "--host", "127.0.0.1", "--port", "8000", "--dtype", "bfloat16", "--max-model-len", "2048",
+            "--tensor-parallel-size", "1"]
+
+
 def test_fingerprint_matching():
-    fp = slo.fingerprint("0.32.0")
-    assert fp["cpu_count"] >= 1 and fp["vllm"] == "0.32.0" and fp["gpu_count"] == 0
+    fp = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {}))
+    assert fp["cpu_count"] >= 1 and fp["vllm"] == "0.32.0" and isinstance(fp["gpu_count"], int)
     assert slo.fingerprint_differences(fp, dict(fp)) == []
     diffs = slo.fingerprint_differences(fp, {**fp, "cpu_count": 64, "vllm": "0.31.0"})
     assert len(diffs) == 2 and diffs[0].startswith("cpu_count: 64 (baseline)")
     assert slo.fingerprint_differences(fp, None) == ["the baseline recorded no hardware fingerprint"]
+
+
+def test_serving_configuration_is_read_from_the_real_command_line_and_environment():
+    """Where the server listens is left out; how it serves is kept, unknown arguments included."""
+    eager = [*COMPILED, "--enforce-eager", "--max-num-seqs=8", "--quantization", "fp8", "--some-new-flag", "x",
+             "--enable-prefix-caching"]
+    got = slo.serving_config(eager, {"VLLM_CPU_KVCACHE_SPACE": "2", "PATH": "/bin", "VLLM_API_KEY": "k"})
+    assert got == {"enforce_eager": True, "dtype": "bfloat16", "max_model_len": "2048", "tensor_parallel_size": "1",
+                   "max_num_seqs": "8", "quantization": "fp8", "prefix_caching": True,
+                   "other_args": ["--some-new-flag=x"], "env": {"VLLM_CPU_KVCACHE_SPACE": "2"}}
+    assert slo.serving_config(COMPILED, {}) == {"enforce_eager": False, "dtype": "bfloat16", "max_model_len": "2048",
+                                               "tensor_parallel_size": "1", "env": {}}
+    other_port = [a if a != "8000" else "9000" for a in COMPILED]
+    assert slo.serving_config(other_port, {}) == slo.serving_config(COMPILED, {})
+
+
+def test_compiled_production_and_eager_candidate_are_not_compared():
+    """The case from the issue: production gated compiled, the candidate with --enforce-eager on the same
+    hardware. The comparison is skipped naming the field, not failed."""
+    prod = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {"VLLM_CPU_KVCACHE_SPACE": "2"}))
+    cand = slo.fingerprint("0.32.0", serving=slo.serving_config([*COMPILED, "--enforce-eager"],
+                                                                {"VLLM_CPU_KVCACHE_SPACE": "1"}))
+    assert slo.fingerprint_differences(cand, prod) == [
+        "serving.enforce_eager: False (baseline) != True (candidate)",
+        "serving.env: {'VLLM_CPU_KVCACHE_SPACE': '2'} (baseline) != {'VLLM_CPU_KVCACHE_SPACE': '1'} (candidate)"]
+    old_baseline = {k: v for k, v in prod.items() if k != "serving"}  # recorded before serving was fingerprinted
+    assert slo.fingerprint_differences(cand, old_baseline) == [
+        "serving: the baseline recorded no serving configuration (cannot tell like from like)"]
 
 
 def test_regressions_against_the_baseline_at_the_same_level():
@@ -236,7 +269,7 @@ def test_baseline_comparison_skipped_on_other_hardware_and_compared_on_the_same(
     from pipeline.gate.stages.load import compare_baseline
 
     cfg = _release(write_release, {"regression_pct": 10}).load_gate
-    fp = slo.fingerprint("0.32.0")
+    fp = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {}))
     rows = [row(1, 1, p95_e2el=5000)]
 
     def ctx(load):

@@ -112,6 +112,14 @@ def _healthy(client: httpx.Client, base_url: str) -> bool:
         return False
 
 
+def effective_serving(ctx: GateContext) -> dict[str, Any] | None:
+    """The serving configuration of the server under test, read from what it was started with (its command
+    line and environment); None for an endpoint this gate did not start."""
+    if ctx.server is None or not ctx.endpoint.command:
+        return None
+    return rules.serving_config(ctx.endpoint.command, ctx.server.env)
+
+
 def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]],
                      fp: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     baseline = ctx.baseline_store.production(ctx.release.model_name) if ctx.baseline_store else None
@@ -123,7 +131,8 @@ def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]]
     differences = rules.fingerprint_differences(fp, baseline.load.get("fingerprint"))
     if differences:
         return {**info, "status": "skipped",
-                "reason": "hardware fingerprint differs: " + "; ".join(differences)}, []
+                "reason": "not like with like (hardware or serving configuration differ): "
+                          + "; ".join(differences)}, []
     base_rows = baseline.load.get("levels", [])
     failures = rules.regressions(rows, base_rows, cfg.regression_pct)
     tput = rules.costing_throughput(base_rows, cfg.slo)
@@ -145,7 +154,7 @@ def run(ctx: GateContext) -> StageResult:
     rows = measure(ctx, cfg, out_dir, progress)
     failures = [reason for row in rows for reason in rules.check_level(row, cfg.slo)]
     curve = rules.curve_shape(rows)
-    fp = rules.fingerprint(vllm_version())
+    fp = rules.fingerprint(vllm_version(), serving=effective_serving(ctx))
     comparison, regressed = compare_baseline(ctx, cfg, rows, fp)
     failures += regressed
     cost = rules.cost_per_1m_output_tokens(rules.costing_throughput(rows, cfg.slo), cfg.price_per_hour)
