@@ -21,6 +21,8 @@ from tests.support.git import GIT_ENV, git
 from tests.support.model_repo import TINY_MODEL, ModelRepo, build_model_repo
 from tests.support.processes import scan
 
+pytestmark = pytest.mark.integration
+
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "bad_inputs"
 CASES = sorted(p.parent.name for p in CORPUS.glob("*/case.yaml"))
 CASE_KEYS = {"about", "argv", "model_repo", "env", "expect"}

@@ -19,6 +19,8 @@ from tests.support import cli as modelgate_cli
 from tests.support.ghfake.fixtures import FAKE_REPO
 from tests.support.paths import REPO
 
+pytestmark = pytest.mark.integration
+
 SHA = "0123456789abcdef0123456789abcdef01234567"
 FAST = Retry(attempts=3, base_delay_s=0.01, max_wait_s=2.0)
 

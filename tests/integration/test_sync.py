@@ -20,6 +20,8 @@ from tests.support import cli
 from tests.support.mlflow_server import MlflowServer
 from tests.support.releases import write_release
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

@@ -60,3 +60,14 @@ def test_the_check_catches_each_form_of_import():
     assert [f.split(": imports ")[1] for f in found] == [
         "tests.conftest", "tests.e2e.test_gate_e2e", "tests.integration.releasing", "tests.conftest",
         "tests.e2e", "tests.e2e.test_load_e2e", "tests.unit.test_fetch"]
+
+
+def test_every_integration_and_e2e_module_carries_its_marker():
+    """`-m "not e2e"` (or `-m integration`) selects what it says: each module marks all of its tests."""
+    for kind in ("integration", "e2e"):
+        for path in sorted((TESTS / kind).glob("test_*.py")):
+            tree = ast.parse(path.read_text())
+            marked = any(isinstance(node, ast.Assign)
+                         and any(getattr(t, "id", "") == "pytestmark" for t in node.targets)
+                         and f"pytest.mark.{kind}" in ast.unparse(node.value) for node in tree.body)
+            assert marked, f"{path.relative_to(REPO)} lacks pytestmark = pytest.mark.{kind}"
