@@ -5,8 +5,8 @@ digests (content-addressed: the same bytes from two sources are one entry). It i
 is used again only through its marker file, which records each file's sha256, size, mtime, inode and ctime: a
 file whose identity moved is hashed at once (different bytes: exit 2, "changed since it was verified"), and
 every file is hashed again on every fetch anyway (in the background during a gate, overlapped with the vLLM
-boot), so a gate never serves bytes it has not hashed itself. Before the cache is looked at, the source is asked
-whether it still serves the pinned revision.
+boot), so a gate never serves bytes it has not hashed itself. A cache hit is used only after the source has said
+it still serves the pinned revision (a download asks it by fetching that revision).
 """
 
 from __future__ import annotations
@@ -77,10 +77,10 @@ def _stats(root: Path, names: Iterable[str]) -> dict[str, list[int]]:
 
 
 def _set_read_only(root: Path) -> None:
-    """The verified cache is read-only on disk (files 0444, directories 0555): an ordinary write fails."""
+    """Everything below `root` read-only on disk (files 0444, directories 0555): an ordinary write fails.
+    `root` itself is left writable for the marker; the caller closes it last."""
     for path in sorted(root.rglob("*"), reverse=True):
         path.chmod(0o555 if path.is_dir() and not path.is_symlink() else 0o444)
-    root.chmod(0o555)
 
 
 def _remove(path: Path) -> None:
@@ -127,19 +127,20 @@ def fetch(pin: Pin, location: str, home: Path, *, file: str, allowlist: Collecti
           progress: Progress = print, background: bool = False) -> ModelDir:
     """Return a verified local copy of `pin`; `location` is where the source lives (git URL/path or HF id).
 
-    The source is asked first, every time, whether it still serves the pinned revision (a cache hit never skips
-    it). Every byte is hashed in this call: a fresh download is hashed as it is verified; a cache hit is hashed
-    again, in a background thread when `background` (the gate overlaps it with the vLLM boot and waits for
-    `ModelDir.verification` before any result counts), else before returning."""
+    The source is asked every time whether it still serves the pinned revision: a download asks it by fetching
+    that revision, a cache hit asks it before being used. Every byte is hashed in this call: a fresh download is
+    hashed as it is verified; a cache hit is hashed again, in a background thread when `background` (the gate
+    overlaps it with the vLLM boot and waits for `ModelDir.verification` before any result counts), else before
+    returning."""
     if not pin.files:
         raise PinError("the pin has no file digests (candidate.files is empty): run `modelgate lock` "
                        "to record the sha256 of every file of this revision", file=file, path="candidate.files")
     safety.check_file_list(pin, pin.files, file=file)
     safety.check_remote_code(pin, None, allowlist, file=file)
-    sources.confirm_revision(location, pin, file=file)
     models = home / "models"
     target = models / cache_key(pin)
     if _cached(target, pin, file=file):
+        sources.confirm_revision(location, pin, file=file)  # a download would have found it gone; a hit must ask
         verification = Verification(target, pin.files, file=file)
         progress(f"cache hit: {pin.short} at {target}; hashing every file again "
                  + ("in the background" if background else "now"))
@@ -157,14 +158,12 @@ def fetch(pin: Pin, location: str, home: Path, *, file: str, allowlist: Collecti
         safety.check_file_list(pin, actual, file=file)
         compare_digests(pin.files, actual, file=file)
         safety.check_remote_code(pin, staging, allowlist, file=file)
-        (staging / MARKER).write_text(json.dumps({"revision": pin.revision, "repo": pin.repo, "files": pin.files},
-                                                 indent=1, sort_keys=True))
         _set_read_only(staging)
         marker = {"revision": pin.revision, "repo": pin.repo, "files": pin.files,
                   "stats": _stats(staging, pin.files)}  # after chmod: the ctime it will keep
-        (staging / MARKER).chmod(0o644)
         (staging / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
         (staging / MARKER).chmod(0o444)
+        staging.chmod(0o555)
         _remove(target)
         os.replace(staging, target)
     finally:
