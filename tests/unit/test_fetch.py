@@ -244,3 +244,49 @@ def test_huggingface_source_confirms_the_revision_and_its_file_list_online(tmp_p
             sources.confirm_revision("acme/gone", Pin("huggingface", "acme/gone", sha, digests), file="r.yaml")
     finally:
         server.shutdown()
+
+
+def test_a_server_that_fails_on_changed_cached_bytes_is_reported_as_the_changed_file(repo, tmp_path, monkeypatch,
+                                                                                     write_release):
+    """vLLM failing to start on bytes changed behind the marker is not an infrastructure error: the serve stage
+    waits for the gate's own hash and reports the changed file (exit 2)."""
+    from pipeline.config.release import load_release
+    from pipeline.errors import InfraError
+    from pipeline.gate.context import GateContext
+    from pipeline.gate.stages import serve
+    from tests.support.releases import VALID_RELEASE
+
+    path, sha, digests = repo
+    pin = Pin("git", str(path), sha, digests)
+    got = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
+    target = got.path / "model.safetensors"
+    target.chmod(0o644)
+    target.write_bytes(b"\3" * 4096)
+    marker = json.loads((got.path / MARKER).read_text())
+    st = target.stat()
+    marker["stats"]["model.safetensors"] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    (got.path / MARKER).chmod(0o644)
+    (got.path / MARKER).write_text(json.dumps(marker))
+    hit = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None, background=True)
+
+    class FailingServer:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def start(self):
+            raise InfraError("vLLM exited with code 1 during start-up")
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(serve, "VllmServer", FailingServer)
+    ctx = GateContext(release=load_release(write_release(VALID_RELEASE)), run_dir=tmp_path / "run",
+                      home=tmp_path / "home")
+    ctx.model_dir = hit
+    with pytest.raises(DigestMismatch, match="'model.safetensors' in the model cache changed since it was verified"):
+        serve.run(ctx)
+    ctx.model_dir = fetch(Pin("git", str(path), sha, digests), str(path), tmp_path / "home2", file="release.yaml",
+                          progress=lambda m: None)  # bytes as locked: the server's own error stands
+    with pytest.raises(InfraError, match="vLLM exited with code 1"):
+        serve.run(ctx)
+    ctx.cleanup.close()

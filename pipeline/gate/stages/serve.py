@@ -64,7 +64,11 @@ def run(ctx: GateContext) -> StageResult:
         # registered before start so an interrupt during start-up still tears it down
         ctx.cleanup.callback(server.stop)
         ctx.server = server
-        endpoint = server.start()
+        try:
+            endpoint = server.start()
+        except Exception:
+            verify_model_bytes(ctx, progress)  # bytes changed since verification are the cause (exit 2), if so
+            raise
     ctx.endpoint = endpoint
     hashing = verify_model_bytes(ctx, progress)
     progress(f"smoke probe: chat + streamed completion on {served_name}")
