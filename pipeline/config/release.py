@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
+from pipeline.config.request_profile import RequestProfile, profile_from_dict
 from pipeline.config.yamlio import load_yaml
 from pipeline.errors import ConfigError
 from pipeline.util.jsonpath import format_path
@@ -82,6 +83,7 @@ class Serving:
     startup_timeout_s: float = 600.0
     request_timeout_s: float = 120.0
     probe: Probe = Probe()
+    request_profile: RequestProfile = RequestProfile()  # how production's clients call the model
 
 
 @dataclass(frozen=True)
@@ -287,8 +289,9 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
     file = str(path)
     serving_d = dict(data.get("serving") or {})
     probe = Probe(**(serving_d.pop("probe", None) or {}))
+    profile = profile_from_dict(serving_d.pop("request_profile", None), file=file)
     serving_d["extra_args"] = tuple(serving_d.get("extra_args", ()))
-    serving = Serving(probe=probe, **serving_d)
+    serving = Serving(probe=probe, request_profile=profile, **serving_d)
     if serving.mode == "external" and not serving.external_url:
         raise ConfigError("mode 'external' needs serving.external_url", file=file, path="serving.external_url")
     candidate = pin_from_dict(data["candidate"])

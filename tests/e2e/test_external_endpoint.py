@@ -73,3 +73,32 @@ def test_external_endpoint_without_its_key_is_bad_input(staging, demo_hub, mlflo
     proc = cli.run_gate(config, mlflow_server, tmp_path / "home", env={KEY_ENV: None}, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(f"modelgate: error: {config}: serving.api_key_env: ")
+
+
+def test_request_profile_leaves_parameters_to_the_real_servers_defaults(staging, tmp_path):
+    """A case sets max_tokens 8; production's clients leave max_tokens to the server (serving.request_profile):
+    the gate's request then carries no max_tokens, and vLLM answers with its own default length."""
+    from pipeline.config.request_profile import RequestProfile
+    from pipeline.config.suite import load_suites
+    from pipeline.gate.stages import format as formatcheck
+
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "story.yaml").write_text(
+        "suite: story\ndefaults:\n  sampling: {temperature: 0, max_tokens: 8}\ncases:\n"
+        "  - id: long\n    messages:\n      - {role: user, content: 'Write a long story about a cat who travels the"
+        " world. Use at least 300 words.'}\n    expect: {max_chars: 100000}\n", encoding="utf-8")
+    suites = load_suites(prompts)
+
+    def run(profile, name):
+        outcome = formatcheck.evaluate(staging, suites, concurrency=1, out_dir=tmp_path / name,
+                                       progress=lambda m: None, profile=profile)
+        (row,) = outcome.cases
+        return row
+
+    as_written = run(None, "cases")
+    left = run(RequestProfile(server_default=("max_tokens",)), "profile")
+    assert as_written["request_params"] == {"temperature": 0, "max_tokens": 8}
+    assert left["request_params"] == {"temperature": 0}
+    assert as_written["completion_tokens"] == 8 and as_written["finish_reason"] == "length"
+    assert left["completion_tokens"] > 8, left

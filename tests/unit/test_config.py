@@ -53,6 +53,12 @@ def test_valid_release_builds_typed_frozen_config(write_release):
     (variant(schema_version=2), "schema_version", "unsupported schema_version"),
     (variant(serving__mode="external"), "serving.external_url", "needs serving.external_url"),
     (variant(gates__load__slos=5), "gates.load", "unknown key 'slos'"),
+    (variant(serving__request_profile={"set": {"temprature": 0}}), "serving.request_profile.set",
+     "'temprature' is not one of"),
+    (variant(serving__request_profile={"server_default": ["top_p", "temperature"], "set": {"temperature": 0}}),
+     "serving.request_profile.set.temperature", "cannot be both set by the clients and left to the server"),
+    (variant(serving__request_profile={"set": {"temperature": -1}}), "serving.request_profile.set.temperature",
+     "less than the minimum"),
 ])
 def test_invalid_release_names_file_path_and_problem(write_release, data, path, words):
     file = write_release(data)
@@ -87,6 +93,28 @@ def test_quality_gates_run_only_when_configured(write_release):
     assert gated.format_gate.enabled and gated.format_gate.prompts_dir == "prompts"
     assert gated.format_gate.pass_rate.margin == 0.05
     assert gated.evals_gate.enabled and gated.evals_gate.metrics["t/acc"].floor == 0.5
+
+
+def test_request_profile_is_typed_and_defaults_to_what_the_cases_set(write_release):
+    release = load_release(write_release(VALID_RELEASE))
+    assert not release.serving.request_profile.configured
+    profile = {"set": {"temperature": 0.2, "stop": ["###"]}, "server_default": ["top_p", "max_tokens"]}
+    release = load_release(write_release(variant(serving__request_profile=profile)))
+    assert release.serving.request_profile.configured
+    assert release.serving.request_profile.set == {"temperature": 0.2, "stop": ["###"]}
+    assert release.serving.request_profile.server_default == ("top_p", "max_tokens")
+
+
+def test_request_profile_params_equal_the_json_schema_enum():
+    import json
+
+    from pipeline.config.request_profile import SAMPLING_PARAMS
+
+    schema = json.loads((REPO / "pipeline/config/schemas/release.schema.json").read_text())
+    profile = schema["properties"]["serving"]["properties"]["request_profile"]["properties"]
+    assert list(SAMPLING_PARAMS) == profile["set"]["propertyNames"]["enum"]
+    assert list(SAMPLING_PARAMS) == profile["server_default"]["items"]["enum"]
+    assert set(profile["set"]["properties"]) == set(SAMPLING_PARAMS)
 
 
 def test_typed_choices_equal_the_json_schema_enums():

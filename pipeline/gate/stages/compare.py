@@ -51,7 +51,7 @@ def reevaluate(ctx: GateContext, pin: Pin, progress: Progress) -> dict[str, dict
             outcome = formatcheck.evaluate(endpoint, formatcheck.suites_for(ctx),
                                            concurrency=release.format_gate.concurrency,
                                            out_dir=files.stage(formatcheck.NAME), progress=progress,
-                                           check_alive=server.check_alive)
+                                           check_alive=server.check_alive, profile=release.serving.request_profile)
             items[formatcheck.PASS_METRIC] = outcome.items
         eval_metrics = [n for n in ctx.items if n != formatcheck.PASS_METRIC]
         if eval_metrics:

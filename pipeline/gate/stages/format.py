@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checks.expectations import check_case
+from pipeline.config.request_profile import RequestProfile
 from pipeline.config.suite import Suite, load_suites, suites_digest
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
@@ -41,10 +42,14 @@ def suites_for(ctx: GateContext) -> list[Suite]:
 
 
 def evaluate(endpoint: Endpoint, suites: list[Suite], *, concurrency: int, out_dir: Path, progress: Progress,
-             check_alive: Callable[[], None] | None = None) -> FormatOutcome:
-    """Every case of `suites` against `endpoint`; cases.jsonl in `out_dir`."""
+             check_alive: Callable[[], None] | None = None,
+             profile: RequestProfile | None = None) -> FormatOutcome:
+    """Every case of `suites` against `endpoint`, its request parameters as production's clients send them
+    (`profile`, serving.request_profile); cases.jsonl in `out_dir` (each row with the parameters sent)."""
+    profile = profile or RequestProfile()
     cases = [(suite, case) for suite in suites for case in suite.cases]
-    requests = [ChatRequest(f"{suite.name}/{case.id}", case.messages_payload(), case.sampling.to_request())
+    requests = [ChatRequest(f"{suite.name}/{case.id}", case.messages_payload(),
+                            profile.apply(case.sampling.to_request()))
                 for suite, case in cases]
     progress(f"{len(requests)} case(s) from {len(suites)} suite(s), concurrency {concurrency}")
     responses = run_chats(endpoint.base_url, endpoint.served_name, requests, concurrency=concurrency,
@@ -53,6 +58,7 @@ def evaluate(endpoint: Endpoint, suites: list[Suite], *, concurrency: int, out_d
     rows: list[dict[str, Any]] = []
     items: dict[str, float] = {}
     critical_failed: list[str] = []
+    params = {r.key: r.params for r in requests}
     for (suite, case), resp in zip(cases, responses, strict=True):
         if resp.error:
             verdict = {"case_id": case.id, "passed": False, "critical": case.critical,
@@ -64,7 +70,7 @@ def evaluate(endpoint: Endpoint, suites: list[Suite], *, concurrency: int, out_d
             critical_failed.append(resp.key)
         rows.append({"key": resp.key, "suite": suite.name, **verdict, "output": resp.text[:OUTPUT_KEEP_CHARS],
                      "finish_reason": resp.finish_reason, "latency_s": round(resp.latency_s, 4),
-                     "completion_tokens": resp.completion_tokens})
+                     "completion_tokens": resp.completion_tokens, "request_params": params[resp.key]})
     out_dir.mkdir(parents=True, exist_ok=True)
     cases_file = out_dir / "cases.jsonl"
     cases_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -83,10 +89,18 @@ def run(ctx: GateContext) -> StageResult:
     suites = suites_for(ctx)
     if not suites:
         return StageResult(NAME, Status.SKIPPED, reasons=[f"no suites in {cfg.prompts_dir}/"])
+    profile = ctx.release.serving.request_profile
+    progress = progress_for(NAME)
+    if profile.configured:
+        progress(f"request profile: clients set {sorted(profile.set) or 'nothing'}; left to the server's defaults: "
+                 f"{list(profile.server_default) or 'nothing'}")
     outcome = evaluate(ctx.endpoint, suites, concurrency=cfg.concurrency, out_dir=ctx.files.stage(NAME),
-                       progress=progress_for(NAME), check_alive=ctx.server.check_alive if ctx.server else None)
+                       progress=progress, check_alive=ctx.server.check_alive if ctx.server else None,
+                       profile=profile)
     ctx.items[PASS_METRIC] = outcome.items
     ctx.digests["suites"] = suites_digest(suites)
+    if profile.configured:  # results under other request parameters are not paired with these
+        ctx.digests["request_profile"] = profile.digest()
     passed = int(sum(outcome.items.values()))
     reasons = [f"{passed}/{len(outcome.items)} cases passed ({outcome.pass_rate:.1%})"]
     status = Status.PASSED
@@ -101,4 +115,4 @@ def run(ctx: GateContext) -> StageResult:
     return StageResult(NAME, status, metrics=metrics, reasons=reasons,
                        artifacts={"cases.jsonl": str(outcome.cases_file)},
                        details={"suites_digest": ctx.digests["suites"], "per_suite": outcome.per_suite,
-                                "failing_cases": failing})
+                                "failing_cases": failing, "request_profile": profile.to_dict()})
