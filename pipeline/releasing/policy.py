@@ -67,6 +67,9 @@ def check_untampered(reg: Registry, mv: ModelVersion) -> dict:
     run = reg.run(mv.run_id)
     if run is None:
         raise Refused(f"{where}: its gate run {mv.run_id} no longer exists in MLflow")
+    if not run.active:
+        raise Refused(f"{where}: its gate run {mv.run_id} was deleted in MLflow: the evidence is gone, it cannot "
+                      "be released (restore the run, or re-gate the candidate)")
     params, run_tags = run.params, run.tags
     problems = []
     for key in ("revision", "repo", "source"):
