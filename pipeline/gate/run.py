@@ -213,6 +213,7 @@ def record(report: GateReport, run_dir: Path, uri: str) -> GateReport:
         "repo_commit": src.commit if src else None, "pr": report.pr or "",
         **{f"version.{k}": v for k, v in (report.environment.to_dict() if report.environment else {}).items()},
         **{f"file_sha256.{name}": digest for name, digest in pin.files.items()},
+        tracking.VERDICT_PARAM: str(report.verdict), tracking.EXIT_CODE_PARAM: report.exit_code,
     }
     metrics: dict[str, float] = {f"{s.name}.{k}": v for s in report.stages for k, v in s.metrics.items()
                                  if isinstance(v, (int, float))}

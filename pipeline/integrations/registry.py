@@ -218,3 +218,8 @@ class Registry:
         """The run, typed; None when it does not exist."""
         run = self._call(f"reading run {run_id}", self.client.get_run, run_id, missing_ok=True)
         return RunRecord.from_mlflow(run) if run is not None else None
+
+    def metric_history(self, run_id: str, key: str) -> list[float]:
+        """Every value ever logged for metric `key` of the run (a metric can be logged again; a param cannot)."""
+        found = self._call(f"reading metric {key} of run {run_id}", self.client.get_metric_history, run_id, key)
+        return [float(m.value) for m in found or []]

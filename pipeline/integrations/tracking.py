@@ -77,6 +77,8 @@ def preflight(uri: str, timeout_s: float = 10.0) -> None:
 
 
 VERDICT_TAG = "modelgate.verdict"
+VERDICT_PARAM = "gate.verdict"  # also params: written once, so the verdict cannot be edited after the gate
+EXIT_CODE_PARAM = "gate.exit_code"
 RECORDING = "recording"  # the verdict tag of a run whose recording has not finished
 
 _PARAM_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")

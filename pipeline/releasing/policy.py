@@ -12,7 +12,7 @@ from pipeline.config.release import Release
 from pipeline.errors import BadInput, Refused
 from pipeline.gate.verdict import VERDICTS, Verdict
 from pipeline.integrations.registry import ModelVersion, Registry
-from pipeline.integrations.tracking import param_key
+from pipeline.integrations.tracking import EXIT_CODE_PARAM, VERDICT_PARAM, param_key
 from pipeline.releasing.audit import AuditLog
 
 
@@ -85,11 +85,25 @@ def check_untampered(reg: Registry, mv: ModelVersion) -> dict:
                          {k for k, v in (files or {}).items() if recorded.get(param_key(k)) != v})
         problems.append(f"file digests ({', '.join(changed) or 'unreadable'})")
     verdict = tags.get("modelgate.verdict")
-    exit_code = run.metrics.get("gate.exit_code")
+    # the verdict and exit code are params of the gate run (written once, immutable in MLflow); the run's tag and
+    # metric of the same name can be written again by anyone with write access, so they must agree with the params.
+    # A run recorded before the params existed: its exit-code metric must have been logged exactly once.
+    recorded_verdict = params.get(VERDICT_PARAM, run_tags.get("modelgate.verdict"))
+    if EXIT_CODE_PARAM in params:
+        exit_codes = [float(params[EXIT_CODE_PARAM])]
+        metric = run.metrics.get("gate.exit_code")
+        if metric is not None and metric != exit_codes[0]:
+            exit_codes.append(metric)
+    else:
+        exit_codes = reg.metric_history(mv.run_id, "gate.exit_code")
     expected_exit = VERDICTS.get(Verdict(verdict)) if verdict in set(Verdict) else None
-    if verdict != run_tags.get("modelgate.verdict") or exit_code is None or expected_exit != int(exit_code):
-        problems.append(f"verdict {verdict!r} (gate run says {run_tags.get('modelgate.verdict')!r}, "
-                        f"exit code {exit_code})")
+    if verdict != recorded_verdict or run_tags.get("modelgate.verdict") != recorded_verdict \
+            or len(exit_codes) != 1 or expected_exit != int(exit_codes[0]):
+        shown = ", ".join(f"{c:g}" for c in exit_codes) or "none"
+        problems.append(f"verdict {verdict!r} (gate run says {recorded_verdict!r}"
+                        + (f", its tag {run_tags.get('modelgate.verdict')!r}"
+                           if run_tags.get("modelgate.verdict") != recorded_verdict else "")
+                        + f", exit code {shown})")
     if problems:
         raise Refused(f"{where}: version tags differ from what its gate run {mv.run_id} recorded: "
                       f"{'; '.join(problems)}. Refusing a tampered version; re-gate the candidate")
