@@ -101,6 +101,19 @@ class FormatGate:
 
 
 @dataclass(frozen=True)
+class Prompting:
+    """How lm-eval prompts a task: `gates.evals.chat_template` / `fewshot_as_multiturn`, or `per_task.<task>`.
+
+    chat_template: True/False, or "auto": through the candidate's chat template when its tokenizer has one (as
+    vLLM's chat endpoint serves it). fewshot_as_multiturn: under a template, a task with shots gets them as
+    user/assistant turns (no effect on tasks without shots or without a template).
+    """
+
+    chat_template: bool | Literal["auto"] = "auto"
+    fewshot_as_multiturn: bool = True
+
+
+@dataclass(frozen=True)
 class EvalsGate:
     enabled: bool = True
     include_path: str = "evalsets"
@@ -108,6 +121,11 @@ class EvalsGate:
     num_concurrent: int = 4
     limit: int | None = None  # items per task (tests); None: all
     metrics: dict[str, Threshold] = field(default_factory=dict)  # "task/metric" -> thresholds
+    prompting: Prompting = Prompting()  # every task's, unless per_task says otherwise
+    per_task: dict[str, Prompting] = field(default_factory=dict)  # task -> its prompting (defaults filled in)
+
+    def prompting_for(self, task: str) -> Prompting:
+        return self.per_task.get(task, self.prompting)
 
 
 @dataclass(frozen=True)
@@ -313,7 +331,7 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
                                         *([serving.api_key_env] if serving.api_key_env else [])])),
         gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict)},
         format_gate=_format_gate((data.get("gates") or {}).get("format")),
-        evals_gate=_evals_gate((data.get("gates") or {}).get("evals") or {}),
+        evals_gate=_evals_gate((data.get("gates") or {}).get("evals") or {}, file),
         load_gate=_load_gate((data.get("gates") or {}).get("load")),
         alpha=float((data.get("gates") or {}).get("alpha", 0.05)),
         tracking_experiment=tracking.get("experiment", f"modelgate/{model['name']}"),
@@ -338,12 +356,20 @@ def _format_gate(d: dict[str, Any] | None) -> FormatGate:
     return FormatGate(pass_rate=Threshold(**d.pop("pass_rate", {})), **d)
 
 
-def _evals_gate(d: dict[str, Any]) -> EvalsGate:
+def _evals_gate(d: dict[str, Any], file: str) -> EvalsGate:
     d = dict(d)
     metrics = {k: Threshold(**v) for k, v in sorted(d.pop("metrics", {}).items())}
     tasks = tuple(d.pop("tasks", ()))
     enabled = d.pop("enabled", bool(tasks))
-    return EvalsGate(enabled=enabled and bool(tasks), tasks=tasks, metrics=metrics, **d)
+    prompting = Prompting(**{k: d.pop(k) for k in ("chat_template", "fewshot_as_multiturn") if k in d})
+    per_task: dict[str, Prompting] = {}
+    for task, overrides in (d.pop("per_task", None) or {}).items():
+        if task not in tasks:
+            raise ConfigError(f"{task!r} is not one of gates.evals.tasks ({', '.join(tasks) or 'none'})",
+                              file=file, path=f"gates.evals.per_task.{task}")
+        per_task[task] = Prompting(**{**prompting.__dict__, **overrides})
+    return EvalsGate(enabled=enabled and bool(tasks), tasks=tasks, metrics=metrics, prompting=prompting,
+                     per_task=per_task, **d)
 
 
 def _load_gate(d: dict[str, Any] | None) -> LoadGate:

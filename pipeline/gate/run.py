@@ -195,6 +195,16 @@ def _finished_ms(report: GateReport) -> int:
         return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
 
 
+def _prompting_params(report: GateReport) -> dict[str, str]:
+    """How the evals prompted each task (part of what they measured): `evals.chat_template.<task>`, and
+    `evals.fewshot_as_multiturn.<task>`."""
+    stage = report.stage("evals")
+    prompting = (stage.details.get("prompting") if stage else None) or {}
+    return {f"evals.{key}.{task}": str(value).lower() for task, mode in sorted(prompting.items())
+            for key, value in (("chat_template", mode.get("apply_chat_template")),
+                               ("fewshot_as_multiturn", mode.get("fewshot_as_multiturn")))}
+
+
 def record(report: GateReport, run_dir: Path, uri: str) -> GateReport:
     """Record a saved gate report (run_dir/report.json, items.json, stage files) in MLflow: one run, one model
     version. Everything comes from the report, so `modelgate sync` calls this too, and every step is resumable:
@@ -214,6 +224,7 @@ def record(report: GateReport, run_dir: Path, uri: str) -> GateReport:
         **{f"version.{k}": v for k, v in (report.environment.to_dict() if report.environment else {}).items()},
         **{f"file_sha256.{name}": digest for name, digest in pin.files.items()},
         tracking.VERDICT_PARAM: str(report.verdict), tracking.EXIT_CODE_PARAM: report.exit_code,
+        **_prompting_params(report),
     }
     metrics: dict[str, float] = {f"{s.name}.{k}": v for s in report.stages for k, v in s.metrics.items()
                                  if isinstance(v, (int, float))}

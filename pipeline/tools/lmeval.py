@@ -8,7 +8,8 @@ out of the pipeline process, and the exact command is recorded so anyone can re-
 
 Public API:
     run_lmeval(base_url, model_name, tokenizer_dir, tasks, include_path, output_dir, ...) -> LmEvalRun
-    evalset_digest(include_path, tasks) -> str
+    evalset_digest(include_path, tasks, modes=None) -> str
+    has_chat_template(model_dir) -> bool        ChatMode: how one task is prompted (raw or chat template)
     parse_output(results_file) -> LmEvalRun      (parse an existing results_<ts>.json + samples)
 """
 
@@ -70,6 +71,9 @@ class LmEvalRun:
     results_file: str
     samples_files: dict[str, str] = field(default_factory=dict)
     items_file: str = ""
+    commands: list[list[str]] = field(default_factory=list)  # one lm-eval invocation per prompting mode
+    results_files: list[str] = field(default_factory=list)
+    modes: dict[str, dict[str, bool]] = field(default_factory=dict)  # task -> ChatMode.to_dict()
 
     def scores(self, task: str, metric: str) -> dict[str, float]:
         """doc_hash -> per-item value of ``metric`` for ``task`` (for paired comparisons)."""
@@ -85,6 +89,51 @@ def doc_hash(doc: dict[str, Any]) -> str:
     """sha256 of a document's canonical JSON."""
     canon = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChatMode:
+    """How lm-eval prompts one task: raw text, or the candidate's chat template (as vLLM's chat endpoint).
+
+    ``apply_chat_template``: lm-eval renders each request's messages (the task ``description`` as the system
+    message, the document as the user message, generation prompt added) with the tokenizer's own template and
+    sends the rendered tokens to /v1/completions. ``fewshot_as_multiturn``: the shots are user/assistant turns
+    instead of one user message.
+    """
+
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+
+    def to_dict(self) -> dict[str, bool]:
+        return {"apply_chat_template": self.apply_chat_template, "fewshot_as_multiturn": self.fewshot_as_multiturn}
+
+    @property
+    def label(self) -> str:
+        if not self.apply_chat_template:
+            return "raw completions"
+        return "chat template" + (", few-shot as multi-turn" if self.fewshot_as_multiturn else "")
+
+
+RAW = ChatMode()
+
+
+def has_chat_template(model_dir: Path) -> bool:
+    """True when the tokenizer in ``model_dir`` carries a chat template (what vLLM's chat endpoint applies).
+
+    transformers reads it from ``chat_template.jinja`` (or the older ``chat_template.json``) next to the
+    tokenizer, else from ``chat_template`` in ``tokenizer_config.json``.
+    """
+    model_dir = Path(model_dir)
+    if (model_dir / "chat_template.jinja").is_file():
+        return True
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        try:
+            data = json.loads((model_dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("chat_template"):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- evalset discovery and digest
@@ -155,8 +204,8 @@ DEFAULT_METRICS = {"multiple_choice": ("acc", "acc_norm"), "generate_until": ("e
                    "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte")}
 
 
-def task_metrics(include_path: Path, task: str) -> set[str] | None:
-    """The metric names `task` computes (its metric_list, through includes), None when they cannot be known."""
+def task_config(include_path: Path, task: str) -> dict[str, Any] | None:
+    """The task's YAML keys merged through its includes (its own keys win), None for a tag or unknown name."""
     for yaml_path in resolve_task_yamls(include_path, [task]):
         merged: dict[str, Any] = {}
         chain, seen = [yaml_path.resolve()], set()
@@ -171,13 +220,30 @@ def task_metrics(include_path: Path, task: str) -> set[str] | None:
             includes = cfg.get("include") or []
             chain += [(path.parent / inc).resolve() for inc in ([includes] if isinstance(includes, str) else includes)]
         if merged.get("task") != task:
-            return None  # a tag (group of tasks): its members' metrics are checked when they are named
-        metric_list = merged.get("metric_list")
-        if isinstance(metric_list, list):
-            return {m["metric"] for m in metric_list if isinstance(m, dict) and isinstance(m.get("metric"), str)}
-        defaults = DEFAULT_METRICS.get(str(merged.get("output_type")))
-        return set(defaults) if defaults else None
+            return None  # a tag (group of tasks): its members are looked up when they are named
+        return merged
     return None
+
+
+def task_metrics(include_path: Path, task: str) -> set[str] | None:
+    """The metric names `task` computes (its metric_list, through includes), None when they cannot be known."""
+    merged = task_config(include_path, task)
+    if merged is None:
+        return None
+    metric_list = merged.get("metric_list")
+    if isinstance(metric_list, list):
+        return {m["metric"] for m in metric_list if isinstance(m, dict) and isinstance(m.get("metric"), str)}
+    defaults = DEFAULT_METRICS.get(str(merged.get("output_type")))
+    return set(defaults) if defaults else None
+
+
+def task_shots(include_path: Path, task: str) -> int | None:
+    """The task's ``num_fewshot`` (0 when unset), None for a tag (a group of tasks)."""
+    merged = task_config(include_path, task)
+    if merged is None:
+        return None
+    shots = merged.get("num_fewshot")
+    return shots if isinstance(shots, int) and not isinstance(shots, bool) else 0
 
 
 def _index(include_path: Path) -> dict[str, list[Path]]:
@@ -210,10 +276,12 @@ def resolve_task_yamls(include_path: Path, tasks: list[str]) -> list[Path]:
     return out
 
 
-def evalset_digest(include_path: Path, tasks: list[str]) -> str:
-    """sha256 over the task YAMLs, their includes, data files and loader modules (path + content).
+def evalset_digest(include_path: Path, tasks: list[str], modes: dict[str, ChatMode] | None = None) -> str:
+    """sha256 over the task YAMLs, their includes, data files and loader modules (path + content), and over
+    how each task is prompted (``modes``: task -> ChatMode) when any task goes through a chat template.
 
-    Changes whenever an item, a prompt template or the loader changes; independent of CWD.
+    Changes whenever an item, a prompt template, the loader or the prompting changes; independent of CWD.
+    All tasks raw (or ``modes`` None) gives the digest of the evalsets alone, as before chat modes existed.
     """
     include_path = Path(include_path).resolve()
     seen: set[Path] = set()
@@ -224,6 +292,9 @@ def evalset_digest(include_path: Path, tasks: list[str]) -> str:
     for f in sorted(set(files)):
         rel = os.path.relpath(f, include_path)
         h.update(f"{rel}\0{hashlib.sha256(f.read_bytes()).hexdigest()}\n".encode())
+    if modes and any(m.apply_chat_template for m in modes.values()):
+        prompting = {t: modes.get(t, RAW).to_dict() for t in sorted(tasks)}
+        h.update(b"prompting\0" + json.dumps(prompting, sort_keys=True).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -233,15 +304,23 @@ def evalset_digest(include_path: Path, tasks: list[str]) -> str:
 def build_command(
     base_url: str, model_name: str, tokenizer_dir: Path, tasks: list[str], include_path: Path,
     raw_dir: Path, num_concurrent: int = 4, limit: int | None = None, max_retries: int | None = None,
-    timeout_s: float | None = None,
+    timeout_s: float | None = None, mode: ChatMode = RAW,
 ) -> list[str]:
-    """The lm-eval 0.4.13 command line for one run (``base_url`` is the server root or .../v1)."""
+    """The lm-eval 0.4.13 command line for one run (``base_url`` is the server root or .../v1).
+
+    Raw mode sends the prompt text (vLLM tokenizes it as /v1/completions does). Chat mode adds
+    ``--apply_chat_template`` (and ``--fewshot_as_multiturn true|false``: lm-eval turns it on by itself) and
+    ``tokenized_requests=True``: lm-eval 0.4.13's API models render a chat template only through the
+    huggingface tokenizer when requests are tokenized (otherwise they send the message list as JSON, which
+    /v1/completions rejects); the rendered prompt is tokenized without special tokens, as vLLM's chat endpoint
+    tokenizes its rendered prompt, and sent as token ids.
+    """
     url = base_url.rstrip("/")
     if not url.endswith("/completions"):
         url = (url if url.endswith("/v1") else url + "/v1") + "/completions"
     model_args = ",".join([
         f"base_url={url}", f"model={model_name}", f"tokenizer={Path(tokenizer_dir).resolve()}",
-        "tokenizer_backend=huggingface", "tokenized_requests=False",
+        "tokenizer_backend=huggingface", f"tokenized_requests={mode.apply_chat_template}",
         f"num_concurrent={num_concurrent}", f"max_retries={max_retries or MAX_RETRIES}",
         *([f"timeout={max(1, int(timeout_s))}"] if timeout_s else []),  # per request (lm-eval's default: 300 s)
     ])
@@ -250,6 +329,8 @@ def build_command(
         "--tasks", ",".join(tasks), "--include_path", str(Path(include_path).resolve()),
         "--output_path", str(raw_dir), "--log_samples", "--seed", "0,1234,1234,1234",
     ]
+    if mode.apply_chat_template:
+        cmd += ["--apply_chat_template", "--fewshot_as_multiturn", str(mode.fewshot_as_multiturn).lower()]
     if limit is not None:
         cmd += ["--limit", str(int(limit))]
     return cmd
@@ -273,7 +354,7 @@ def _stream(proc: subprocess.Popen, log_path: Path, progress: Callable[[str], An
     buf = b""
     stream = proc.stdout
     assert stream is not None, "the child was started with stdout=PIPE"
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         while True:
             chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
             if not chunk:
@@ -296,6 +377,14 @@ def _stream(proc: subprocess.Popen, log_path: Path, progress: Callable[[str], An
     return tail
 
 
+def mode_groups(tasks: list[str], modes: dict[str, ChatMode] | None) -> list[tuple[ChatMode, list[str]]]:
+    """Tasks grouped by prompting mode, in the order of ``tasks`` (lm-eval applies a template per run)."""
+    groups: dict[ChatMode, list[str]] = {}
+    for task in tasks:
+        groups.setdefault((modes or {}).get(task, RAW), []).append(task)
+    return list(groups.items())
+
+
 def run_lmeval(
     base_url: str,
     model_name: str,
@@ -308,12 +397,15 @@ def run_lmeval(
     progress: Callable[[str], Any] = print,
     api_key: str | None = None,
     timeout_s: float | None = None,
+    modes: dict[str, ChatMode] | None = None,
 ) -> LmEvalRun:
     """Run ``tasks`` from ``include_path`` against ``base_url`` (served as ``model_name``).
 
     Writes lm-eval's raw output under ``output_dir/raw/``, its log to ``output_dir/lm_eval.log``,
     per-item records to ``output_dir/items.jsonl`` and the summary to ``output_dir/lmeval_run.json``.
-    ``limit`` caps the items of EACH task (lm-eval's ``--limit``). Raises BadInput for unknown tasks,
+    ``limit`` caps the items of EACH task (lm-eval's ``--limit``). ``modes`` (task -> ChatMode, default raw):
+    tasks with different modes run as separate lm-eval invocations on the same server, one after the other,
+    merged into one LmEvalRun (``commands`` holds each). Raises BadInput for unknown tasks,
     InfraError if lm-eval fails, Interrupted on KeyboardInterrupt (the child group is stopped first).
     ``api_key`` reaches lm-eval's ``local-completions`` as OPENAI_API_KEY in its environment (it reads no
     other source), never on its command line.
@@ -322,36 +414,31 @@ def run_lmeval(
     raw_dir = output_dir / "raw"
     raw_dir.mkdir(parents=True, exist_ok=True)
     resolve_task_yamls(include_path, tasks)  # fail fast on unknown task names
-    cmd = build_command(base_url, model_name, tokenizer_dir, tasks, include_path, raw_dir,
-                        num_concurrent=num_concurrent, limit=limit, timeout_s=timeout_s)
     env = lmeval_env(api_key)
-    before = set(raw_dir.rglob("results_*.json"))
-    progress(f"lm-eval: {len(tasks)} task(s), num_concurrent={num_concurrent}, limit={limit}")
+    log_path = output_dir / "lm_eval.log"
+    log_path.write_bytes(b"")
+    runs: list[LmEvalRun] = []
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                            cwd=output_dir, start_new_session=True)
-    try:
-        tail = _stream(proc, output_dir / "lm_eval.log", progress)
-        rc = proc.wait()
-    except KeyboardInterrupt:
-        stop_group(proc)
-        raise Interrupted("SIGINT") from None
-    except BaseException:
-        stop_group(proc)
-        raise
+    for mode, group in mode_groups(tasks, modes):
+        cmd = build_command(base_url, model_name, tokenizer_dir, group, include_path, raw_dir,
+                            num_concurrent=num_concurrent, limit=limit, timeout_s=timeout_s, mode=mode)
+        progress(f"lm-eval: {', '.join(group)} ({mode.label}), num_concurrent={num_concurrent}, limit={limit}")
+        runs.append(_run_once(cmd, env, raw_dir, log_path, progress, timeout_s))
     wall = time.monotonic() - t0
-    if rc != 0:
-        limits = f" (per-request timeout serving.request_timeout_s={timeout_s:g} s, {MAX_RETRIES} attempts)" \
-            if timeout_s else ""
-        raise InfraError(f"lm-eval exited with {rc}{limits}; see {output_dir / 'lm_eval.log'}: "
-                         + " | ".join(tail[-5:]))
-    new = sorted(set(raw_dir.rglob("results_*.json")) - before)
-    if not new:
-        raise InfraError(f"lm-eval wrote no results file under {raw_dir}")
-    run = parse_output(new[-1])
+    run = runs[0]
+    for other in runs[1:]:
+        run.tasks.update(other.tasks)
+        run.items += other.items
+        run.samples_files.update(other.samples_files)
+        run.n_items += other.n_items
+        run.eval_time_s = None if run.eval_time_s is None or other.eval_time_s is None \
+            else round(run.eval_time_s + other.eval_time_s, 3)
+    run.results_files = [r.results_file for r in runs]
+    run.commands = [r.command for r in runs]
+    run.modes = {t: (modes or {}).get(t, RAW).to_dict() for t in tasks}
     run.wall_time_s = round(wall, 3)
     run.items_per_s = round(run.n_items / wall, 3) if wall > 0 else 0.0
-    run.num_concurrent, run.limit, run.command = num_concurrent, limit, cmd
+    run.num_concurrent, run.limit = num_concurrent, limit
     run.items_file = str(output_dir / "items.jsonl")
     with open(run.items_file, "w", encoding="utf-8") as fh:
         for it in run.items:
@@ -360,6 +447,33 @@ def run_lmeval(
     progress(f"lm-eval: {run.n_items} items in {wall:.1f}s ({run.items_per_s:.2f} items/s): "
              + "; ".join(f"{t} " + ", ".join(f"{k}={v:.3f}" for k, v in s.metrics.items())
                          for t, s in run.tasks.items()))
+    return run
+
+
+def _run_once(cmd: list[str], env: dict[str, str], raw_dir: Path, log_path: Path,
+              progress: Callable[[str], Any], timeout_s: float | None) -> LmEvalRun:
+    """One lm-eval invocation (its output appended to ``log_path``), parsed."""
+    before = set(raw_dir.rglob("results_*.json"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            cwd=raw_dir.parent, start_new_session=True)
+    try:
+        tail = _stream(proc, log_path, progress)
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        stop_group(proc)
+        raise Interrupted("SIGINT") from None
+    except BaseException:
+        stop_group(proc)
+        raise
+    if rc != 0:
+        limits = f" (per-request timeout serving.request_timeout_s={timeout_s:g} s, {MAX_RETRIES} attempts)" \
+            if timeout_s else ""
+        raise InfraError(f"lm-eval exited with {rc}{limits}; see {log_path}: " + " | ".join(tail[-5:]))
+    new = sorted(set(raw_dir.rglob("results_*.json")) - before)
+    if not new:
+        raise InfraError(f"lm-eval wrote no results file under {raw_dir}")
+    run = parse_output(new[-1])
+    run.command = cmd
     return run
 
 

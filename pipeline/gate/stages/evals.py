@@ -2,6 +2,11 @@
 
 lm-eval talks to the same vLLM boot through `local-completions`; per-item results (`items.jsonl`) are kept
 as an artifact because the baseline comparison pairs items by the hash of their document.
+
+Chat models are evaluated on the path production serves them: per task (gates.evals.chat_template, default
+"auto": when the model's tokenizer has a chat template), lm-eval renders each request with the model's own
+chat template, as vLLM's /v1/chat/completions does, and shots become user/assistant turns. How each task was
+prompted is part of the evalset digest, so a baseline evaluated the other way is re-evaluated, not paired.
 """
 
 from __future__ import annotations
@@ -14,18 +19,42 @@ from pipeline.errors import InfraError
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
 from pipeline.serving.vllm_server import Endpoint
-from pipeline.tools.lmeval import LmEvalRun, evalset_digest, run_lmeval
+from pipeline.tools.lmeval import ChatMode, LmEvalRun, evalset_digest, has_chat_template, run_lmeval, task_shots
 from pipeline.util.progress import Progress, progress_for
 
 NAME = "evals"
 
 
+def chat_modes(cfg: EvalsGate, evalsets: Path, model_dir: Path) -> dict[str, ChatMode]:
+    """task -> how lm-eval prompts it for the model in `model_dir` (its tokenizer decides "auto")."""
+    template = has_chat_template(model_dir)
+    modes: dict[str, ChatMode] = {}
+    for task in cfg.tasks:
+        setting = cfg.prompting_for(task)
+        apply = template if setting.chat_template == "auto" else bool(setting.chat_template)
+        shots = task_shots(evalsets, task)  # None: a tag (lm-eval applies the flag to its tasks with shots)
+        modes[task] = ChatMode(apply, apply and setting.fewshot_as_multiturn and shots != 0)
+    return modes
+
+
+def missing_template(cfg: EvalsGate, model_dir: Path) -> list[str]:
+    """Tasks configured `chat_template: true` for a model whose tokenizer has no chat template."""
+    if has_chat_template(model_dir):
+        return []
+    return [t for t in cfg.tasks if cfg.prompting_for(t).chat_template is True]
+
+
 def evaluate(endpoint: Endpoint, tokenizer_dir: Path, cfg: EvalsGate, root: Path, out_dir: Path,
              progress: Progress) -> LmEvalRun:
-    """lm-eval's tasks of `cfg` (evalsets under `root`) against `endpoint`; its files in `out_dir`."""
-    return run_lmeval(endpoint.base_url, endpoint.served_name, tokenizer_dir, list(cfg.tasks), root / cfg.include_path,
+    """lm-eval's tasks of `cfg` (evalsets under `root`) against `endpoint`; its files in `out_dir`.
+
+    Each task is prompted as `chat_modes` resolves it for the model in `tokenizer_dir`; tasks prompted
+    differently run as separate lm-eval invocations on the same server."""
+    evalsets = root / cfg.include_path
+    return run_lmeval(endpoint.base_url, endpoint.served_name, tokenizer_dir, list(cfg.tasks), evalsets,
                       out_dir, num_concurrent=cfg.num_concurrent, limit=cfg.limit, progress=progress,
-                      api_key=endpoint.api_key, timeout_s=endpoint.request_timeout_s)
+                      api_key=endpoint.api_key, timeout_s=endpoint.request_timeout_s,
+                      modes=chat_modes(cfg, evalsets, tokenizer_dir))
 
 
 def item_values(run: LmEvalRun, metric_names: Iterable[str]) -> dict[str, dict[str, float]]:
@@ -52,6 +81,11 @@ def run(ctx: GateContext) -> StageResult:
     cfg = ctx.release.evals_gate
     if not cfg.enabled:
         return StageResult(NAME, Status.SKIPPED, reasons=["no tasks configured (gates.evals.tasks)"])
+    missing = missing_template(cfg, ctx.model_dir.path)
+    if missing:  # production's chat endpoint cannot serve it either: the candidate's fault
+        return StageResult(NAME, Status.FAILED, reasons=[
+            f"the candidate's tokenizer has no chat template (no chat_template.jinja, no chat_template in "
+            f"tokenizer_config.json), but gates.evals says chat_template: true for {', '.join(missing)}"])
     try:
         result = evaluate(ctx.endpoint, ctx.model_dir.path, cfg, ctx.release.root, ctx.files.stage(NAME),
                           progress_for(NAME))
@@ -67,7 +101,8 @@ def run(ctx: GateContext) -> StageResult:
         return StageResult(NAME, Status.ERROR,
                            reasons=[f"lm-eval produced no per-item values for {', '.join(missing)}"])
     ctx.items.update(item_values(result, names))
-    ctx.digests["evalsets"] = evalset_digest(ctx.release.root / cfg.include_path, list(cfg.tasks))
+    modes = chat_modes(cfg, ctx.release.root / cfg.include_path, ctx.model_dir.path)
+    ctx.digests["evalsets"] = evalset_digest(ctx.release.root / cfg.include_path, list(cfg.tasks), modes)
     metrics: dict[str, float] = {}
     for task, scores in result.tasks.items():
         for metric, value in scores.metrics.items():
@@ -75,7 +110,8 @@ def run(ctx: GateContext) -> StageResult:
                 metrics[f"{task}.{metric}"] = float(value)
     metrics.update(items=result.n_items, items_per_s=result.items_per_s, wall_time_s=result.wall_time_s)
     reasons = [f"{result.n_items} items in {result.wall_time_s:.0f}s ({result.items_per_s:.2f} items/s)"] + \
-        [f"{t}: " + ", ".join(f"{k}={v:.3f}" for k, v in s.metrics.items()) for t, s in result.tasks.items()]
+        [f"{t} ({modes[t].label if t in modes else 'raw completions'}): "
+         + ", ".join(f"{k}={v:.3f}" for k, v in s.metrics.items()) for t, s in result.tasks.items()]
     artifacts = {"items.jsonl": result.items_file,
                  "lmeval_run.json": str(Path(result.items_file).with_name("lmeval_run.json"))}
     log = Path(result.items_file).with_name("lm_eval.log")
@@ -85,4 +121,6 @@ def run(ctx: GateContext) -> StageResult:
                        details={"evalset_digest": ctx.digests["evalsets"],
                                 "tasks": {t: s.metrics for t, s in result.tasks.items()},
                                 "lm_eval_version": result.lm_eval_version, "command": result.command,
+                                "commands": result.commands,
+                                "prompting": {t: m.to_dict() for t, m in modes.items()},
                                 "limit": cfg.limit})
