@@ -43,8 +43,8 @@ GATES = {
 }
 
 
-def gate(team, manifest, variant, mlflow_uri, home):
-    config = write_demo_release(team, manifest, variant, model=MODEL, gates=GATES,
+def gate(team, manifest, variant, mlflow_uri, home, gates=GATES):
+    config = write_demo_release(team, manifest, variant, model=MODEL, gates=gates,
                                 promotion={"release_managers": ["alice", "bob"], "approvals_required": 1},
                                 security={"secret_env": ["SUPPORT_DB_PASSWORD"]})
     proc = cli.run_gate(config, mlflow_uri, home, env=secret_env(), timeout=1500)
@@ -104,6 +104,25 @@ def test_first_release_uses_absolute_floors_and_records_items(production, mlflow
     assert {a.path for a in client.list_artifacts(mv.run_id, "stages/compare")} == {"stages/compare/comparison.csv"}
     items = json.load(open(client.download_artifacts(mv.run_id, "items.json", str(production["home"]))))
     assert len(items["items"]["format/pass"]) == 44 and len(items["items"]["support_facts/exact_match"]) == LIMIT
+    # the demo model has a chat template: both tasks were prompted through it (default chat_template: auto)
+    assert run.data.params["evals.chat_template.support_intent"] == "true"
+    assert run.data.params["evals.fewshot_as_multiturn.support_facts"] == "true"
+    assert prompts_of(report, "support_intent")[0].startswith("<|im_start|>system\nClassify each customer")
+    assert prompts_of(report, "support_facts")[0].startswith("<|im_start|>system\nAnswer each question")
+
+
+def prompts_of(report, task):
+    """The prompts lm-eval sent for `task` in this gate (its per-item samples' `arguments`)."""
+    evals = next(s for s in report["stages"] if s["name"] == "evals")
+    prompts = []
+    for results in Path(evals["artifacts"]["lmeval_run.json"]).parent.rglob(f"samples_{task}_*.jsonl"):
+        for line in results.read_text().splitlines():
+            args = json.loads(line)["arguments"]
+            prompts += [a["arg_0"] for a in args.values()] if isinstance(args, dict) else [a[0] for a in args]
+    assert len(prompts) >= LIMIT, (task, len(prompts))
+    chat = [p for p in prompts if "<|im_start|>" in p]
+    assert chat == [] or (len(chat) == len(prompts) and all(p.endswith("<|im_start|>assistant\n") for p in chat))
+    return prompts
 
 
 def test_no_secret_reaches_output_files_or_mlflow(production, mlflow_server, tmp_path):
@@ -155,11 +174,14 @@ def test_degraded_variant_is_rejected_against_the_production_baseline(production
 
 
 def test_changed_evalset_reevaluates_the_baseline_on_the_same_items(production, team, demo_hub, mlflow_server):
+    """One item dropped, and support_facts prompted without the chat template: either changes the evalset
+    digest. Both gates (candidate and re-evaluated baseline) run the two tasks as two lm-eval invocations."""
     data = team / "evalsets" / "support_facts.jsonl"
     lines = data.read_text().splitlines(keepends=True)
     data.write_text("".join(lines[:-1]))  # drop one item: the evalset digest changes
+    gates = {**GATES, "evals": {**GATES["evals"], "per_task": {"support_facts": {"chat_template": False}}}}
     try:
-        proc, report = gate(team, demo_hub, "instruct", mlflow_server, production["home"])
+        proc, report = gate(team, demo_hub, "instruct", mlflow_server, production["home"], gates)
     finally:
         data.write_text("".join(lines))
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -170,6 +192,11 @@ def test_changed_evalset_reevaluates_the_baseline_on_the_same_items(production, 
     rows = {m["name"]: m for m in compare_stage(report)["details"]["metrics"]}
     facts = rows["support_facts/exact_match"]
     assert facts["n"] == LIMIT and facts["baseline_mean"] is not None
+    evals = next(s for s in report["stages"] if s["name"] == "evals")
+    assert evals["details"]["prompting"]["support_facts"]["apply_chat_template"] is False
+    assert len(evals["details"]["commands"]) == 2 and "--apply_chat_template" in evals["details"]["commands"][0]
+    assert not any("<|im_start|>" in p for p in prompts_of(report, "support_facts"))
+    assert all("<|im_start|>" in p for p in prompts_of(report, "support_intent"))
     assert vllm_processes() == []
 
 
