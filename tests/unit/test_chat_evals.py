@@ -161,3 +161,51 @@ def test_prompting_is_recorded_as_mlflow_params():
     assert _prompting_params(Report()) == {  # type: ignore[arg-type]
         "evals.chat_template.support_facts": "false", "evals.fewshot_as_multiturn.support_facts": "false",
         "evals.chat_template.support_intent": "true", "evals.fewshot_as_multiturn.support_intent": "true"}
+
+
+FAKE_LM_EVAL = '''
+"""A stand-in for `python -m lm_eval run`: writes the captured run's results and samples for --tasks."""
+import json, shutil, sys, time
+from pathlib import Path
+
+args = sys.argv[1:]
+tasks = args[args.index("--tasks") + 1].split(",")
+out = Path(args[args.index("--output_path") + 1]) / "demo"
+out.mkdir(parents=True, exist_ok=True)
+fixtures = Path(FIXTURES)
+source = next(fixtures.glob("results_*.json"))
+old = source.name[len("results_"):-len(".json")]
+ts = time.strftime("%Y-%m-%dT%H-%M-%S") + f".{time.time_ns() % 10**6:06d}"
+res = json.loads(source.read_text())
+for key in ("results", "n-samples", "n-shot", "versions"):
+    res[key] = {t: v for t, v in res.get(key, {}).items() if t in tasks}
+for task in tasks:
+    shutil.copy(fixtures / f"samples_{task}_{old}.jsonl", out / f"samples_{task}_{ts}.jsonl")
+(out / f"results_{ts}.json").write_text(json.dumps(res))
+print("fake lm-eval:", " ".join(args[args.index("--tasks"):]), flush=True)
+'''
+
+
+def test_tasks_prompted_differently_run_as_two_invocations_merged_into_one_run(tmp_path, monkeypatch):
+    """run_lmeval with a per-task mix: one lm-eval per mode (a stand-in lm_eval module replays the captured
+    run), one merged LmEvalRun with every task's items, both commands, one log."""
+    from pipeline.tools.lmeval import run_lmeval
+
+    fake = tmp_path / "fake" / "lm_eval"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(f"FIXTURES = {str(REPO / 'tests/fixtures/lmeval')!r}\n" + FAKE_LM_EVAL)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "fake"))
+    lines: list[str] = []
+    run = run_lmeval("http://127.0.0.1:9", "m", tmp_path, TASKS, EVALSETS, tmp_path / "out", limit=5,
+                     progress=lines.append, modes={"support_intent": CHAT, "support_facts": RAW})
+    assert [c[c.index("--tasks") + 1] for c in run.commands] == ["support_intent", "support_facts"]
+    assert "--apply_chat_template" in run.commands[0] and "--apply_chat_template" not in run.commands[1]
+    assert set(run.tasks) == set(TASKS) and run.n_items == 10 == len(run.items)
+    assert {it["task"] for it in run.items} == set(TASKS) and len(run.results_files) == 2
+    assert run.modes == {"support_intent": CHAT.to_dict(), "support_facts": RAW.to_dict()}
+    log = (tmp_path / "out" / "lm_eval.log").read_text()
+    assert "fake lm-eval: --tasks support_intent" in log and "fake lm-eval: --tasks support_facts" in log
+    assert any("support_intent (chat template, few-shot as multi-turn)" in line for line in lines)
+    saved = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
+    assert len(saved) == 10 and json.loads((tmp_path / "out" / "lmeval_run.json").read_text())["commands"]
