@@ -23,7 +23,9 @@ def test_console_shows_stages_table_verdict_and_ends_with_the_run_id(tmp_path):
     assert any(line.split()[:2] == ["format", "failed"] for line in lines)
     assert "baseline: production v3 (bbbbbbbbbbbb), paired with its recorded per-item results" in text
     row = next(line for line in lines if line.strip().startswith("format/pass"))
-    assert row.split() == ["format/pass", "0.750", "0.250", "-0.500", "[-0.700,", "-0.300]", "0.1", "0.5", "4", "fail"]
+    # a report written before kind and sensitivity were recorded: both shown as "-"
+    assert row.split() == ["format/pass", "-", "0.750", "0.250", "-0.500", "[-0.700,", "-0.300]", "0.1", "-", "0.5",
+                           "4", "fail"]
     assert "verdict: REJECTED (exit 1)" in text and "model version: bot v7" in text
     assert lines[-1] == "mlflow run: " + "r" * 32
 
@@ -32,8 +34,8 @@ def test_markdown_escapes_model_and_user_text(tmp_path):
     md = markdown.render(sample_report(tmp_path))
     assert "<script>" not in md and "&lt;script&gt;" in md
     assert "**bold**" not in md and "\\|" in md
-    assert ("| format/pass | 0\\.750 | 0\\.250 | \\-0\\.500 | \\[\\-0\\.700, \\-0\\.300\\] | 0\\.1 | 0\\.5 | 4 | fail |"
-            in md)
+    assert ("| format/pass | \\- | 0\\.750 | 0\\.250 | \\-0\\.500 | \\[\\-0\\.700, \\-0\\.300\\] | 0\\.1 | "
+            "\\- | 0\\.5 | 4 | fail |" in md)
 
 
 def _with_failing_output(tmp_path, output):
