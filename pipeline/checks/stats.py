@@ -231,7 +231,7 @@ def compare_metric(name: str, cand: Sequence[float], base: Sequence[float], marg
     underpowered = margin < mde
     needed = pw.items_needed(spread, margin, alpha, power) if margin > 0 and (kind == "continuous" or margin <= 1) \
         else None
-    if underpowered:
+    if underpowered and verdict != "fail":  # a rejected metric was detected: nothing was missed there
         reasons.append(underpowered_note(name, margin, mde, int(c_arr.size), alpha, power, needed))
     return MetricComparison(name, kind, int(c_arr.size), cand_mean, base_mean, delta, lower, upper, margin,
                             floor, verdict, reasons, method, alpha, p_value, mde=mde, power=power,

@@ -79,7 +79,7 @@ def sensitivity_notes(report: GateReport) -> list[str]:
             continue
         spread = f"discordance {m['discordance']:.3g}" if m.get("discordance") is not None else \
             f"sd of differences {m['sd_diff']:.3g}" if m.get("sd_diff") is not None else "observed spread"
-        if m.get("underpowered"):
+        if m.get("underpowered") and m.get("verdict") != "fail":  # a rejected metric was not missed
             needed = f"; about {m['items_needed']} paired items would resolve it" if m.get("items_needed") else ""
             notes.append(f"{m['name']}: UNDERPOWERED: margin {m['margin']:g} is below the smallest drop this gate "
                          f"detects with {m.get('power', 0.8):.0%} power ({m['mde']:.3f} at n={m['n']}, alpha "

@@ -143,7 +143,8 @@ def _with_sensitivity(tmp_path):
     data = sample_document(tmp_path)
     row = data["stages"][1]["details"]["metrics"][0]
     row.update(kind="binary", mde=0.412, power=0.8, underpowered=True, discordance=0.5, sd_diff=None, items_needed=61,
-               alpha=0.05)
+               alpha=0.05, verdict="inconclusive")
+    data["stages"][1]["details"]["metrics"].append(dict(row, name="t/acc", verdict="fail"))  # rejected: not missed
     data["stages"][1]["details"]["metrics"].append(
         {"name": "t/f1", "kind": "continuous", "baseline_mean": 0.6, "candidate_mean": 0.61, "delta": 0.01,
          "lower": -0.02, "upper": 0.04, "margin": 0.1, "floor": None, "n": 120, "verdict": "pass", "mde": 0.046,
@@ -162,13 +163,14 @@ def test_every_rendering_shows_the_mde_next_to_the_margin_and_the_underpowered_w
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip().startswith(("format/", "t/"))}
     assert rows["format/pass"][1] == "binary" and rows["format/pass"][7:10] == ["0.1", "0.412", "underpowered"]
     assert rows["t/f1"][1] == "continuous" and rows["t/f1"][7:9] == ["0.1", "0.046"]
-    assert UNDERPOWERED in text and "t/f1: UNDERPOWERED" not in text
+    assert UNDERPOWERED in text and "t/f1: UNDERPOWERED" not in text and "t/acc: UNDERPOWERED" not in text
+    assert rows["t/acc"][7:9] == ["0.1", "0.412"] and rows["t/acc"][-1] == "fail"
     md = markdown.render(report)
-    assert "| 0\\.1 | 0\\.412 underpowered | 0\\.5 | 4 | fail |" in md
+    assert "| 0\\.1 | 0\\.412 underpowered | 0\\.5 | 4 | inconclusive |" in md
     assert markdown.inline(UNDERPOWERED) in md and "MDE 80%" in md
     page = html.render(report)
     assert "<td>0.412 underpowered</td>" in page and UNDERPOWERED in page
-    assert '<td class="fail">fail</td>' in page and '<td class="pass">pass</td>' in page
+    assert '<td class="inconclusive">inconclusive</td>' in page and '<td class="pass">pass</td>' in page
     # the typed report keeps the new fields through a save and load
     saved = GateReport.load(report.save(tmp_path / "again"))
     assert saved.stage("compare").details["metrics"][0]["underpowered"] is True

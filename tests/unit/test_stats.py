@@ -209,3 +209,6 @@ def test_compare_records_sensitivity_and_flags_an_underpowered_margin():
     assert ok.underpowered is False and not any("underpowered" in r for r in ok.reasons)
     assert tight.underpowered is True and any("could have missed drops up to" in r for r in tight.reasons)
     assert tight.verdict == "inconclusive"  # the flag explains the verdict; it never changes it
+    worse = compare_metric("t/acc", [0] * 25 + [1] * 25, base, margin=0.01, floor=None, kind="binary")
+    assert worse.verdict == "fail" and worse.underpowered is True  # rejected: detected, so no "could have missed"
+    assert not any("underpowered" in r for r in worse.reasons)
