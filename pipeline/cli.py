@@ -42,6 +42,17 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from pipeline.config.release import load_release
+    from pipeline.gate.plan import plan
+
+    release = load_release(args.config)
+    result = plan(release, args.metric, args.margin, power=args.power, discordance=args.discordance, sd=args.sd,
+                  tracking_uri=args.tracking_uri)
+    print("\n".join(result.lines()))
+    return 0
+
+
 def cmd_lock(args: argparse.Namespace) -> int:
     from pipeline.model.lock import lock
     from pipeline.util.progress import progress_for
@@ -291,6 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
                       help="override serving.enforce_eager (faster start, slower decode)")
     gate.set_defaults(func=cmd_gate)
+
+    pln = with_config(sub.add_parser("plan", help="how many paired items a metric's margin needs (at 80%% power)"))
+    pln.add_argument("--metric", required=True, help="e.g. support_facts/f1 or format/pass")
+    pln.add_argument("--margin", type=float, required=True, help="the non-inferiority margin to plan for")
+    pln.add_argument("--power", type=float, default=0.8, help="chance to detect a drop of the margin (default 0.8)")
+    spread = pln.add_mutually_exclusive_group()
+    spread.add_argument("--discordance", type=float, help="share of items two versions disagree on (0/1 metrics); "
+                        "default: from production in the tracking store")
+    spread.add_argument("--sd", type=float, help="sd of the per-item differences (scores); default: from production")
+    pln.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    pln.set_defaults(func=cmd_plan)
 
     lock = with_config(sub.add_parser("lock", help="write the sha256 of every file of the pin into release.yaml"))
     lock.add_argument("--revision", help="pin this 40-hex commit (default: the one in release.yaml)")

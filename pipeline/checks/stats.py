@@ -8,8 +8,10 @@ from both sides at one-sided level 1 - alpha (so [lower, upper] is a 1 - 2*alpha
     inconclusive  otherwise             the interval straddles -margin: too few items to tell; a human decides
 
 Binary metrics (per-item pass/fail) use an exact conditional McNemar bound; continuous ones a paired
-percentile bootstrap. An absolute `floor` on the candidate's mean fails it regardless of the baseline.
-All metrics are higher-is-better. scipy is imported inside the functions that need it.
+percentile bootstrap; `infer_kind` tells which a metric is. An absolute `floor` on the candidate's mean fails
+it regardless of the baseline. All metrics are higher-is-better. Every comparison also states its
+sensitivity (power.py): the smallest drop it detects with 80% power, and whether the margin is below it
+("underpowered"). scipy is imported inside the functions that need it.
 """
 
 from __future__ import annotations
@@ -21,9 +23,37 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pipeline.checks import power as pw
+from pipeline.checks.power import Kind
+
 Decision = Literal["pass", "fail", "inconclusive"]
-Kind = Literal["binary", "continuous"]
 NO_BASELINE = "no production baseline: absolute floor only"
+# lm-eval metrics whose per-item value is 0/1 by definition, and ones that are scores (fractions) by definition
+BINARY_METRICS = frozenset({"acc", "acc_norm", "acc_mutual_info", "exact_match", "pass"})
+CONTINUOUS_METRICS = frozenset({"f1", "bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL", "rougeLsum", "brier_score",
+                                "likelihood", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"})
+
+
+def infer_kind(name: str, *values: Sequence[float]) -> Kind:
+    """'binary' or 'continuous' for the metric `name` ('task/metric[,filter]') with these per-item values.
+
+    Any value other than 0/1 makes it continuous (McNemar needs pass/fail items). All values 0/1: binary,
+    unless the metric is a score by its definition (CONTINUOUS_METRICS: token F1 that happened to be 0 or 1
+    on every item is still a score, and keeps one method from gate to gate). Values must be finite.
+    """
+    metric = name.rsplit("/", 1)[-1].split(",", 1)[0]
+    arrays = [np.asarray(v, dtype=float) for v in values]
+    if not all(np.all(np.isin(a, (0.0, 1.0))) for a in arrays):
+        return "continuous"
+    return "continuous" if metric in CONTINUOUS_METRICS else "binary"
+
+
+def first_non_finite(values: dict[str, float]) -> tuple[str, float] | None:
+    """(item, value) of the first NaN or infinite per-item value, by item key; None when all are finite."""
+    for key in sorted(values):
+        if not math.isfinite(values[key]):
+            return key, values[key]
+    return None
 
 
 def _paired(cand: Sequence[float], base: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -148,6 +178,14 @@ class MetricComparison:
     method: str = ""
     alpha: float = 0.05
     p_value: float | None = None  # exact McNemar two-sided, binary only (for the report; not the decision)
+    # sensitivity (power.py): the smallest true drop detected with `power` at this n and alpha, from the
+    # observed discordance (binary) or sd of per-item differences (continuous); None without a baseline
+    mde: float | None = None
+    power: float = pw.POWER
+    underpowered: bool | None = None  # margin < mde: drops up to mde could have been missed
+    discordance: float | None = None  # discordant-pair rate (binary; its upper bound when none was observed)
+    sd_diff: float | None = None  # sd of per-item differences (continuous; likewise)
+    items_needed: int | None = None  # paired items the margin needs for `power` at this spread
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,7 +200,7 @@ _EXPLAIN = {
 
 def compare_metric(name: str, cand: Sequence[float], base: Sequence[float], margin: float,
                    floor: float | None, kind: Kind, *, alpha: float = 0.05,
-                   n_resamples: int = 10000, seed: int = 0) -> MetricComparison:
+                   n_resamples: int = 10000, seed: int = 0, power: float = pw.POWER) -> MetricComparison:
     """Candidate vs baseline on paired items; a candidate mean below `floor` fails whatever the baseline."""
     if kind not in ("binary", "continuous"):
         raise ValueError(f"kind must be 'binary' or 'continuous', got {kind!r}")
@@ -188,8 +226,26 @@ def compare_metric(name: str, cand: Sequence[float], base: Sequence[float], marg
     if floor is not None and cand_mean < floor:
         verdict = "fail"
         reasons.append(f"{name}: candidate {cand_mean:.4g} is below the absolute floor {floor:g}")
+    spread = pw.observed_spread(kind, cand, base, alpha)
+    mde = pw.mde(spread, int(c_arr.size), alpha, power)
+    underpowered = margin < mde
+    needed = pw.items_needed(spread, margin, alpha, power) if margin > 0 and (kind == "continuous" or margin <= 1) \
+        else None
+    if underpowered and verdict != "fail":  # a rejected metric was detected: nothing was missed there
+        reasons.append(underpowered_note(name, margin, mde, int(c_arr.size), alpha, power, needed))
     return MetricComparison(name, kind, int(c_arr.size), cand_mean, base_mean, delta, lower, upper, margin,
-                            floor, verdict, reasons, method, alpha, p_value)
+                            floor, verdict, reasons, method, alpha, p_value, mde=mde, power=power,
+                            underpowered=underpowered,
+                            discordance=spread.value if kind == "binary" else None,
+                            sd_diff=spread.value if kind == "continuous" else None, items_needed=needed)
+
+
+def underpowered_note(name: str, margin: float, mde: float, n: int, alpha: float, power: float,
+                      needed: int | None) -> str:
+    more = f"; about {needed} paired items would resolve it" if needed else ""
+    return (f"{name}: underpowered: margin {margin:g} is below the smallest drop this gate detects with "
+            f"{_percent(power)} power ({mde:.3g} at n={n}, alpha {alpha:g}): it could have missed drops up to "
+            f"{mde:.3g}{more}")
 
 
 def absolute_only(name: str, cand: Sequence[float], floor: float | None,

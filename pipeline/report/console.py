@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.gate.rundir import REPORT_FILE
 from pipeline.report.document import GateReport
-from pipeline.report.views import COMPARISON_HEADER, baseline_line, comparison_rows
+from pipeline.report.views import COMPARISON_HEADER, baseline_line, comparison_rows, sensitivity_notes
 
 
 def render(report: GateReport) -> str:
@@ -20,6 +20,7 @@ def render(report: GateReport) -> str:
         widths = [max(len(r[i]) for r in rows + [COMPARISON_HEADER]) for i in range(len(COMPARISON_HEADER))]
         for row in [COMPARISON_HEADER] + rows:
             lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        lines.extend(f"  {note}" for note in sensitivity_notes(report))
     for stage in report.stages:
         tail = stage.details.get("log_tail")
         if tail:

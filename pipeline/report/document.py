@@ -5,7 +5,9 @@ it (the one loader). The console summary, the markdown (PR comment), the HTML pa
 params/metrics/artifacts and `modelgate report` are all renderings of it. The JSON keeps the shape of
 schema_version 1; `schema_version` changes when a field changes meaning. Fields added since the first
 reports (`baseline_version`, `source_control.author`) stay absent when a report that lacked them is
-re-saved, so every report ever written loads and saves back the same.
+re-saved, so every report ever written loads and saves back the same. Stage details are kept as written: the
+compare stage's metric rows gained `kind` and the sensitivity (`mde`, `power`, `underpowered`, `discordance` or
+`sd_diff`, `items_needed`) without a schema change; the renderings show "-" where an older row lacks them.
 
     report = GateReport.load(run_dir / "report.json")   # missing: OSError; not JSON: ValueError;
                                                         # other schema_version: InfraError;

@@ -12,7 +12,7 @@ from typing import Any
 from pipeline.gate.verdict import Verdict
 from pipeline.report import views
 from pipeline.report.document import GateReport
-from pipeline.report.views import COMPARISON_HEADER, baseline_line, comparison_rows
+from pipeline.report.views import COMPARISON_HEADER, baseline_line, comparison_rows, sensitivity_notes
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 COLOR = {Verdict.PASSED: "#1a7f37", Verdict.REJECTED: "#cf222e", Verdict.INCONCLUSIVE: "#9a6700",
@@ -87,7 +87,9 @@ def render(report: GateReport, *, report_path: Path | None = None, mlflow_ui: st
     if rows:
         line = baseline_line(report)
         parts.append(_section("Quality against production", (f"<p>{escape(line)}</p>" if line else "") +
-                              _table(COMPARISON_HEADER, rows, status_col=8, numeric=frozenset({1, 2, 3, 7}))))
+                              _table(COMPARISON_HEADER, rows, status_col=views.VERDICT_COLUMN,
+                                     numeric=frozenset({2, 3, 4, 9})) +
+                              "".join(f"<p>{escape(note)}</p>" for note in sensitivity_notes(report))))
     cases, total = views.failing_cases(report)
     if cases:
         items = []

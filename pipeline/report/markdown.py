@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.gate.verdict import Verdict
 from pipeline.report import views
 from pipeline.report.document import GateReport
-from pipeline.report.views import COMPARISON_HEADER, baseline_line, comparison_rows
+from pipeline.report.views import COMPARISON_HEADER, baseline_line, comparison_rows, sensitivity_notes
 
 ICON = {Verdict.PASSED: "✅", Verdict.REJECTED: "❌", Verdict.INCONCLUSIVE: "⚠️", Verdict.ERROR: "🛑",
         Verdict.INTERRUPTED: "⏹️"}
@@ -66,6 +66,9 @@ def render(report: GateReport, *, mlflow_ui: str | None = None, details_url: str
         line = baseline_line(report)
         out += ["", "### Quality against production", ""] + ([inline(line), ""] if line else [])
         out += _table(COMPARISON_HEADER, rows)
+        notes = sensitivity_notes(report)
+        if notes:
+            out += [""] + [f"- {inline(note)}" for note in notes]
     cases, total = views.failing_cases(report)
     if cases:
         of = f" of {total}" if total else ""

@@ -16,7 +16,9 @@ OUTPUT_LINES = 6  # first lines of a failing case's output shown
 OUTPUT_CHARS = 600
 LOAD_HEADER = ["level", "concurrency", "TTFT p50/p95/p99 ms", "e2e p50/p95/p99 ms", "output tok/s", "req/s",
                "failed", "queue max", "KV cache max"]
-COMPARISON_HEADER = ["metric", "baseline", "candidate", "delta", "interval", "margin", "floor", "n", "verdict"]
+COMPARISON_HEADER = ["metric", "kind", "baseline", "candidate", "delta", "interval", "margin", "MDE 80%", "floor",
+                     "n", "verdict"]
+VERDICT_COLUMN = COMPARISON_HEADER.index("verdict")
 
 
 @dataclass(frozen=True)
@@ -42,17 +44,51 @@ def _num(value: float | None, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def comparison_rows(report: GateReport) -> list[list[str]]:
-    """The per-metric table: metric, baseline, candidate, delta, interval, margin, floor, n, verdict."""
-    rows = []
+def _metric_rows(report: GateReport) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     for stage in report.stages:
         metrics = stage.details.get("metrics")
-        for m in metrics if isinstance(metrics, list) else []:
-            interval = "-" if m["lower"] is None else f"[{m['lower']:+.3f}, {m['upper']:+.3f}]"
-            rows.append([m["name"], _num(m["baseline_mean"]), _num(m["candidate_mean"]), _num(m["delta"], True),
-                         interval, "-" if m["margin"] is None else f"{m['margin']:g}",
-                         "-" if m["floor"] is None else f"{m['floor']:g}", str(m["n"]), m["verdict"]])
+        rows += metrics if isinstance(metrics, list) else []
     return rows
+
+
+def _mde(m: dict[str, Any]) -> str:
+    """The smallest drop detected with 80% power; marked when the margin is below it (reports before the
+    sensitivity was stated have no `mde`: '-')."""
+    if m.get("mde") is None:
+        return "-"
+    return f"{m['mde']:.3f}" + (" underpowered" if m.get("underpowered") else "")
+
+
+def comparison_rows(report: GateReport) -> list[list[str]]:
+    """The per-metric table: metric, kind, baseline, candidate, delta, interval, margin, MDE, floor, n, verdict."""
+    rows = []
+    for m in _metric_rows(report):
+        interval = "-" if m["lower"] is None else f"[{m['lower']:+.3f}, {m['upper']:+.3f}]"
+        rows.append([m["name"], str(m.get("kind") or "-"), _num(m["baseline_mean"]), _num(m["candidate_mean"]),
+                     _num(m["delta"], True), interval, "-" if m["margin"] is None else f"{m['margin']:g}", _mde(m),
+                     "-" if m["floor"] is None else f"{m['floor']:g}", str(m["n"]), m["verdict"]])
+    return rows
+
+
+def sensitivity_notes(report: GateReport) -> list[str]:
+    """One line per metric whose margin is below what the gate can detect, and how each MDE was computed."""
+    notes = []
+    for m in _metric_rows(report):
+        if m.get("mde") is None:
+            continue
+        spread = f"discordance {m['discordance']:.3g}" if m.get("discordance") is not None else \
+            f"sd of differences {m['sd_diff']:.3g}" if m.get("sd_diff") is not None else "observed spread"
+        if m.get("underpowered") and m.get("verdict") != "fail":  # a rejected metric was not missed
+            needed = f"; about {m['items_needed']} paired items would resolve it" if m.get("items_needed") else ""
+            notes.append(f"{m['name']}: UNDERPOWERED: margin {m['margin']:g} is below the smallest drop this gate "
+                         f"detects with {m.get('power', 0.8):.0%} power ({m['mde']:.3f} at n={m['n']}, alpha "
+                         f"{m.get('alpha', 0.05):g}, {spread}): the gate could have missed drops up to "
+                         f"{m['mde']:.3f}{needed}")
+    if notes or any(m.get("mde") is not None for m in _metric_rows(report)):
+        notes.append("MDE 80%: the smallest true drop detected with 80% power at this n and alpha, from the observed "
+                     "discordance (binary: exact McNemar power) or sd of per-item differences (continuous)")
+    return notes
 
 
 def baseline_line(report: GateReport) -> str | None:

@@ -54,8 +54,10 @@ class LmEvalRun:
 
     ``items`` holds one dict per evaluated document:
     ``{"task", "doc_id", "doc_hash", "item_id", <metric>: value, ...}`` where ``doc_hash`` is the sha256
-    of the document's canonical JSON (sorted keys, no whitespace) and metric values are 0/1 for
-    acc / acc_norm / exact_match. ``(task, doc_hash)`` pairs items across runs for paired tests.
+    of the document's canonical JSON (sorted keys, no whitespace) and metric values are floats as lm-eval
+    logged them: 0/1 for acc / acc_norm / exact_match, any number for a score (token F1: 0..1); values that
+    are not numbers (corpus-level metrics log (gold, prediction) pairs) are left out. ``(task, doc_hash)``
+    pairs items across runs for paired tests.
     """
 
     tasks: dict[str, TaskScores]
@@ -498,7 +500,9 @@ def parse_samples(path: Path, task: str) -> list[dict[str, Any]]:
                 "item_id": s["doc"].get("id") if isinstance(s["doc"], dict) else None,
             }
             for m in s.get("metrics", []):
-                if m in s:
+                # numbers as they are (0/1 for acc / exact_match, fractions for scores like token F1, NaN kept
+                # for the gate to name); not a number (a corpus metric's (gold, prediction) pair): no per-item value
+                if isinstance(s.get(m), (int, float)):
                     rec[m if filt == "none" else f"{m},{filt}"] = float(s[m])
             out.append(rec)
     return sorted(out, key=lambda r: r["doc_id"])

@@ -39,7 +39,9 @@ GATES = {
     "format": {"concurrency": 4, "pass_rate": {"floor": 0.5, "margin": 0.15}},
     "evals": {"tasks": ["support_intent", "support_facts"], "num_concurrent": 4, "limit": LIMIT,
               "metrics": {"support_intent/acc": {"floor": 0.3, "margin": 0.15},
-                          "support_facts/exact_match": {"floor": 0.2, "margin": 0.15}}},
+                          "support_facts/exact_match": {"floor": 0.2, "margin": 0.15},
+                          # a score (token F1, 0..1): compared by the paired bootstrap, not McNemar
+                          "support_facts/f1": {"floor": 0.3, "margin": 0.15}}},
 }
 
 
@@ -88,7 +90,9 @@ def test_first_release_uses_absolute_floors_and_records_items(production, mlflow
     assert "baseline: none (first release): absolute floors only" in out
     assert re.search(r"^\s+format\s+passed", out, re.M) and re.search(r"^\s+evals\s+passed", out, re.M)
     rows = {m["name"]: m for m in compare_stage(report)["details"]["metrics"]}
-    assert set(rows) == {"format/pass", "support_intent/acc", "support_facts/exact_match"}
+    assert set(rows) == {"format/pass", "support_intent/acc", "support_facts/exact_match", "support_facts/f1"}
+    assert rows["support_facts/f1"]["kind"] == "continuous" and rows["support_facts/exact_match"]["kind"] == "binary"
+    assert all(r["mde"] is None for r in rows.values())  # no baseline: no paired sensitivity
     assert rows["format/pass"]["n"] == 44 and rows["support_intent/acc"]["n"] == LIMIT
     assert all(r["baseline_mean"] is None and r["verdict"] == "pass" for r in rows.values())
     client = MlflowClient(tracking_uri=mlflow_server)
@@ -170,7 +174,31 @@ def test_degraded_variant_is_rejected_against_the_production_baseline(production
         assert named, report["reasons"]
     assert rows["format/pass"]["delta"] < -0.15 and rows["format/pass"]["upper"] < -0.15
     assert compare_stage(report)["details"]["baseline"]["reevaluated"] is False
+    f1 = rows["support_facts/f1"]
+    assert f1["kind"] == "continuous" and f1["method"].startswith("paired percentile bootstrap")
+    assert f1["n"] == LIMIT and f1["verdict"] == "fail" and f1["upper"] < -0.15 and f1["p_value"] is None
+    assert rows["support_facts/exact_match"]["method"].startswith("exact conditional McNemar")
+    assert_sensitivity_stated(rows, proc.stdout, report, mlflow_server)
     assert vllm_processes() == []
+
+
+def assert_sensitivity_stated(rows, out, report, mlflow_uri):
+    """Every paired metric has its smallest detectable drop next to the margin, in the report, the console,
+    comparison.csv and MLflow; a margin below it is flagged underpowered with what could have been missed."""
+    import csv
+
+    from mlflow.tracking import MlflowClient
+
+    assert "MDE 80%" in out
+    for name, row in rows.items():
+        assert row["mde"] > 0 and row["underpowered"] == (row["margin"] < row["mde"])
+        assert (row["discordance"] is not None) == (row["kind"] == "binary") != (row["sd_diff"] is not None)
+        if row["underpowered"] and row["verdict"] != "fail":  # a rejected metric was not missed
+            assert f"{name}: UNDERPOWERED: margin {row['margin']:g}" in out and "could have missed drops" in out
+    table = {r["name"]: r for r in csv.DictReader(open(compare_stage(report)["artifacts"]["comparison.csv"]))}
+    assert {n: t["kind"] for n, t in table.items()} == {n: r["kind"] for n, r in rows.items()}
+    metrics = MlflowClient(tracking_uri=mlflow_uri).get_run(report["tracking"]["run_id"]).data.metrics
+    assert metrics["compare.support_facts.f1.mde"] == pytest.approx(rows["support_facts/f1"]["mde"])
 
 
 def test_changed_evalset_reevaluates_the_baseline_on_the_same_items(production, team, demo_hub, mlflow_server):
@@ -197,6 +225,10 @@ def test_changed_evalset_reevaluates_the_baseline_on_the_same_items(production, 
     assert len(evals["details"]["commands"]) == 2 and "--apply_chat_template" in evals["details"]["commands"][0]
     assert not any("<|im_start|>" in p for p in prompts_of(report, "support_facts"))
     assert all("<|im_start|>" in p for p in prompts_of(report, "support_intent"))
+    f1 = rows["support_facts/f1"]  # the same model re-evaluated: a score within its margin, by the bootstrap
+    assert f1["kind"] == "continuous" and f1["method"].startswith("paired percentile bootstrap")
+    assert f1["n"] == LIMIT and f1["verdict"] == "pass" and f1["lower"] >= -0.15
+    assert_sensitivity_stated(rows, proc.stdout, report, mlflow_server)
     assert vllm_processes() == []
 
 

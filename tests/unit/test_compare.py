@@ -1,8 +1,13 @@
 """The compare stage with an in-memory baseline store: first release, paired baseline, stale baseline."""
 
+import csv
+
+import numpy as np
 import pytest
 
+from pipeline.checks import power as pw
 from pipeline.config.release import Pin, load_release
+from pipeline.errors import BadInput
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import Status
 from pipeline.gate.stages import compare
@@ -92,3 +97,68 @@ def test_small_identical_samples_are_inconclusive(ctx):
     result = compare.run(ctx)
     assert result.status == Status.INCONCLUSIVE
     assert "inconclusive" in result.reasons[0]
+
+
+def evals_ctx(write_release, tmp_path, metrics):
+    data = dict(VALID_RELEASE, gates={"evals": {"tasks": ["t"], "metrics": metrics}})
+    c = GateContext(release=load_release(write_release(data)), run_dir=tmp_path / "run", home=tmp_path)
+    c.digests = {"evalsets": "e1"}
+    return c
+
+
+def test_a_score_metric_goes_through_the_paired_bootstrap(write_release, tmp_path):
+    ctx = evals_ctx(write_release, tmp_path, {"t/f1": {"floor": 0.2, "margin": 0.1}, "t/acc": {"margin": 0.1}})
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 1.0, 200)
+    ctx.items = {"t/f1": items(np.clip(base - 0.01 + rng.normal(0, 0.05, 200), 0, 1)),
+                 "t/acc": items([1] * 150 + [0] * 50)}
+    ctx.baseline_store = Store(baseline({"t/f1": items(base), "t/acc": items([1] * 150 + [0] * 50)},
+                                        {"evalsets": "e1"}))
+    result = compare.run(ctx)
+    rows = {r["name"]: r for r in result.details["metrics"]}
+    f1, acc = rows["t/f1"], rows["t/acc"]
+    assert f1["kind"] == "continuous" and f1["method"].startswith("paired percentile bootstrap")
+    assert acc["kind"] == "binary" and acc["method"].startswith("exact conditional McNemar")
+    assert f1["verdict"] == "pass" and f1["p_value"] is None
+    assert f1["sd_diff"] == pytest.approx(np.std(np.subtract(list(ctx.items["t/f1"].values()), base), ddof=1))
+    assert f1["mde"] == pytest.approx(pw.continuous_mde(200, f1["sd_diff"]))
+    assert f1["underpowered"] is False and f1["discordance"] is None
+    assert result.metrics["t.f1.mde"] == f1["mde"] and result.metrics["t.acc.mde"] == acc["mde"]
+    table = list(csv.DictReader(open(result.artifacts["comparison.csv"])))
+    assert {r["name"]: r["kind"] for r in table} == {"t/f1": "continuous", "t/acc": "binary"}
+    assert float(table[0]["mde"]) == pytest.approx(f1["mde"])
+
+
+def test_a_margin_below_the_detectable_drop_is_flagged_underpowered(write_release, tmp_path):
+    ctx = evals_ctx(write_release, tmp_path, {"t/acc": {"margin": 0.02}})
+    ctx.items = {"t/acc": items([1] * 20 + [0] * 10)}
+    ctx.baseline_store = Store(baseline({"t/acc": items([1] * 18 + [0] * 2 + [1] * 2 + [0] * 8)}, {"evalsets": "e1"}))
+    result = compare.run(ctx)
+    row = result.details["metrics"][0]
+    assert row["discordance"] == pytest.approx(4 / 30)
+    assert row["mde"] == pytest.approx(pw.binary_mde(30, 4 / 30)) and row["mde"] > 0.02
+    assert row["underpowered"] is True and row["items_needed"] > 30
+    note = next(r for r in result.reasons if "underpowered" in r)
+    assert note.startswith("t/acc: underpowered: margin 0.02 is below the smallest drop this gate detects with 80% "
+                           f"power ({row['mde']:.3g} at n=30, alpha 0.05): it could have missed drops up to")
+    assert f"about {row['items_needed']} paired items" in note
+
+
+def test_first_release_takes_the_kind_from_the_values(write_release, tmp_path):
+    ctx = evals_ctx(write_release, tmp_path, {"t/score": {"floor": 0.2}})
+    ctx.items = {"t/score": items([0.5, 0.25, 1.0])}
+    ctx.baseline_store = Store(None)
+    row = compare.run(ctx).details["metrics"][0]
+    assert row["kind"] == "continuous" and row["mde"] is None and row["underpowered"] is None
+
+
+@pytest.mark.parametrize("side", ["candidate", "baseline"])
+def test_a_nan_item_value_is_bad_input_naming_metric_item_and_side(write_release, tmp_path, side):
+    ctx = evals_ctx(write_release, tmp_path, {"t/f1": {"margin": 0.1}})
+    good, bad = items([0.5, 0.25, 1.0]), items([0.5, float("nan"), 1.0])
+    ctx.items = {"t/f1": bad if side == "candidate" else good}
+    ctx.baseline_store = Store(baseline({"t/f1": good if side == "candidate" else bad}, {"evalsets": "e1"}))
+    with pytest.raises(BadInput) as err:
+        compare.run(ctx)
+    who = "the candidate" if side == "candidate" else "the production baseline v3"
+    assert str(err.value).startswith(f"t/f1: per-item value nan of {who} for item c1: a metric must score every")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -181,3 +182,67 @@ def test_parse_samples_keeps_filter_names(tmp_path):
     [rec] = parse_samples(p, "t")
     assert rec == {"task": "t", "doc_id": 3, "doc_hash": doc_hash({"q": 1, "id": "x"}), "item_id": "x",
                    "exact_match,strict": 1.0}
+
+
+def _facts_metrics():
+    sys.path.insert(0, str(EVALSETS))
+    try:
+        import facts_metrics
+    finally:
+        sys.path.remove(str(EVALSETS))
+    return facts_metrics
+
+
+@pytest.mark.parametrize("answer, reference, f1", [
+    (" 75", "75", 1.0), (" 7 days", "7", 2 / 3), (" USPS", "FIRST25", 0.0), ("", "7", 0.0), ("", "", 1.0),
+    ("The Denver.", "denver", 1.0), ("30 30", "30", 2 / 3),
+])
+def test_support_facts_token_f1(answer, reference, f1):
+    result = _facts_metrics().process_results({"answer": reference}, [answer])
+    assert result["f1"] == pytest.approx(f1) and math.isfinite(result["f1"])
+
+
+def test_support_facts_exact_match_is_unchanged_by_the_f1_hook():
+    """The recorded lm-eval samples (exact_match computed by lm-eval's own metric options) score the same."""
+    metrics = _facts_metrics()
+    recorded = next(FIXTURES.glob("samples_support_facts_*.jsonl"))
+    samples = [json.loads(line) for line in recorded.read_text().splitlines()]
+    assert len(samples) >= 5
+    for s in samples:
+        assert metrics.process_results(s["doc"], s["filtered_resps"])["exact_match"] == s["exact_match"]
+
+
+def test_support_facts_computes_exact_match_and_f1_per_item(loaded_tasks):
+    facts = loaded_tasks["support_facts"]
+    assert facts.aggregation().keys() == {"exact_match", "f1"}
+    doc = facts.test_docs()[2]
+    assert facts.process_results(doc, [" 7 days"]) == {"exact_match": 0.0, "f1": pytest.approx(2 / 3)}
+
+
+def test_parse_samples_keeps_scores_and_skips_non_numbers(tmp_path):
+    path = tmp_path / "samples_t.jsonl"
+    rows = [{"doc_id": 0, "doc": {"id": "a"}, "filter": "none", "metrics": ["f1", "bleu", "exact_match"],
+             "f1": 0.6666, "bleu": [["gold"], "pred"], "exact_match": True},
+            {"doc_id": 1, "doc": {"id": "b"}, "filter": "none", "metrics": ["f1"], "f1": float("nan")}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")  # lm-eval writes NaN as the JSON token NaN
+    first, second = parse_samples(path, "t")
+    assert first["f1"] == 0.6666 and first["exact_match"] == 1.0 and "bleu" not in first
+    assert math.isnan(second["f1"])  # kept: the gate names it (evals.item_values)
+
+
+def test_item_values_rejects_a_nan_score_naming_task_metric_and_item(tmp_path):
+    from pipeline.gate.stages.evals import item_values
+    from pipeline.tools.lmeval import LmEvalRun
+
+    run = LmEvalRun(tasks={}, items=[
+        {"task": "t", "doc_id": 0, "doc_hash": "h0", "item_id": "a", "f1": 0.5},
+        {"task": "t", "doc_id": 1, "doc_hash": "h1", "item_id": "b", "f1": float("nan")}],
+        lm_eval_version="", wall_time_s=0, eval_time_s=None, n_items=2, items_per_s=0, num_concurrent=1, limit=None,
+        command=[], results_file="")
+    assert item_values(run, ["t/acc"]) == {"t/acc": {}}
+    with pytest.raises(BadInput) as err:
+        item_values(run, ["t/f1"], include_path=tmp_path)
+    assert str(err.value) == (f"{tmp_path / 't.yaml'}: metric_list.f1: metric f1 scored the candidate's output nan on "
+                              "item b (doc_id 1): a metric must give every output a finite score (fix the metric "
+                              "function)")
+    assert err.value.exit_code == 2

@@ -23,7 +23,9 @@ def test_console_shows_stages_table_verdict_and_ends_with_the_run_id(tmp_path):
     assert any(line.split()[:2] == ["format", "failed"] for line in lines)
     assert "baseline: production v3 (bbbbbbbbbbbb), paired with its recorded per-item results" in text
     row = next(line for line in lines if line.strip().startswith("format/pass"))
-    assert row.split() == ["format/pass", "0.750", "0.250", "-0.500", "[-0.700,", "-0.300]", "0.1", "0.5", "4", "fail"]
+    # a report written before kind and sensitivity were recorded: both shown as "-"
+    assert row.split() == ["format/pass", "-", "0.750", "0.250", "-0.500", "[-0.700,", "-0.300]", "0.1", "-", "0.5",
+                           "4", "fail"]
     assert "verdict: REJECTED (exit 1)" in text and "model version: bot v7" in text
     assert lines[-1] == "mlflow run: " + "r" * 32
 
@@ -32,8 +34,8 @@ def test_markdown_escapes_model_and_user_text(tmp_path):
     md = markdown.render(sample_report(tmp_path))
     assert "<script>" not in md and "&lt;script&gt;" in md
     assert "**bold**" not in md and "\\|" in md
-    assert ("| format/pass | 0\\.750 | 0\\.250 | \\-0\\.500 | \\[\\-0\\.700, \\-0\\.300\\] | 0\\.1 | 0\\.5 | 4 | fail |"
-            in md)
+    assert ("| format/pass | \\- | 0\\.750 | 0\\.250 | \\-0\\.500 | \\[\\-0\\.700, \\-0\\.300\\] | 0\\.1 | "
+            "\\- | 0\\.5 | 4 | fail |" in md)
 
 
 def _with_failing_output(tmp_path, output):
@@ -135,3 +137,40 @@ def test_recording_updates_only_the_tracking_part(tmp_path):
     assert again.tracking.error == "down" and again.tracking.model_version is None
     assert "model_version" not in json.loads((tmp_path / "run" / "report.json").read_text())["tracking"]
     assert dataclasses.replace(again, tracking=report.tracking) == report
+
+
+def _with_sensitivity(tmp_path):
+    data = sample_document(tmp_path)
+    row = data["stages"][1]["details"]["metrics"][0]
+    row.update(kind="binary", mde=0.412, power=0.8, underpowered=True, discordance=0.5, sd_diff=None, items_needed=61,
+               alpha=0.05, verdict="inconclusive")
+    data["stages"][1]["details"]["metrics"].append(dict(row, name="t/acc", verdict="fail"))  # rejected: not missed
+    data["stages"][1]["details"]["metrics"].append(
+        {"name": "t/f1", "kind": "continuous", "baseline_mean": 0.6, "candidate_mean": 0.61, "delta": 0.01,
+         "lower": -0.02, "upper": 0.04, "margin": 0.1, "floor": None, "n": 120, "verdict": "pass", "mde": 0.046,
+         "power": 0.8, "underpowered": False, "discordance": None, "sd_diff": 0.2, "items_needed": 26, "alpha": 0.05})
+    return GateReport.from_dict(data)
+
+
+UNDERPOWERED = ("format/pass: UNDERPOWERED: margin 0.1 is below the smallest drop this gate detects with 80% power "
+                "(0.412 at n=4, alpha 0.05, discordance 0.5): the gate could have missed drops up to 0.412; about 61 "
+                "paired items would resolve it")
+
+
+def test_every_rendering_shows_the_mde_next_to_the_margin_and_the_underpowered_warning(tmp_path):
+    report = _with_sensitivity(tmp_path)
+    text = console.render(report)
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip().startswith(("format/", "t/"))}
+    assert rows["format/pass"][1] == "binary" and rows["format/pass"][7:10] == ["0.1", "0.412", "underpowered"]
+    assert rows["t/f1"][1] == "continuous" and rows["t/f1"][7:9] == ["0.1", "0.046"]
+    assert UNDERPOWERED in text and "t/f1: UNDERPOWERED" not in text and "t/acc: UNDERPOWERED" not in text
+    assert rows["t/acc"][7:9] == ["0.1", "0.412"] and rows["t/acc"][-1] == "fail"
+    md = markdown.render(report)
+    assert "| 0\\.1 | 0\\.412 underpowered | 0\\.5 | 4 | inconclusive |" in md
+    assert markdown.inline(UNDERPOWERED) in md and "MDE 80%" in md
+    page = html.render(report)
+    assert "<td>0.412 underpowered</td>" in page and UNDERPOWERED in page
+    assert '<td class="inconclusive">inconclusive</td>' in page and '<td class="pass">pass</td>' in page
+    # the typed report keeps the new fields through a save and load
+    saved = GateReport.load(report.save(tmp_path / "again"))
+    assert saved.stage("compare").details["metrics"][0]["underpowered"] is True

@@ -184,3 +184,31 @@ def test_to_dict_is_plain_data():
     d = compare_metric("m", [1.0, 0.0], [1.0, 1.0], margin=0.1, floor=None, kind="binary").to_dict()
     assert set(d) >= {"name", "baseline_mean", "candidate_mean", "delta", "lower", "upper", "margin", "n",
                       "floor", "verdict", "reasons"}
+
+
+@pytest.mark.parametrize("name, values, expected", [
+    ("t/acc", ([1, 0, 1], [0, 0, 1]), "binary"),
+    ("format/pass", ([True, False],), "binary"),
+    ("t/exact_match", ([1.0, 0.5],), "continuous"),  # a fraction: McNemar cannot take it, whatever the name
+    ("t/score", ([0, 1], [0.25, 1]), "continuous"),  # either side
+    ("t/f1", ([0, 1, 1],), "continuous"),  # a score by definition, even when every item scored 0 or 1
+    ("t/rougeL,none", ([1, 0],), "continuous"),
+    ("t/my_check", ([0, 1, 1],), "binary"),  # unknown name: the values decide
+])
+def test_infer_kind_from_values_and_task_metric(name, values, expected):
+    from pipeline.checks.stats import infer_kind
+
+    assert infer_kind(name, *values) == expected
+
+
+def test_compare_records_sensitivity_and_flags_an_underpowered_margin():
+    cand, base = [1] * 40 + [0] * 10, [1] * 36 + [0] * 4 + [1] * 4 + [0] * 6
+    ok = compare_metric("t/acc", cand, base, margin=0.3, floor=None, kind="binary")
+    tight = compare_metric("t/acc", cand, base, margin=0.01, floor=None, kind="binary")
+    assert ok.mde == tight.mde and ok.discordance == pytest.approx(8 / 50) and ok.sd_diff is None
+    assert ok.underpowered is False and not any("underpowered" in r for r in ok.reasons)
+    assert tight.underpowered is True and any("could have missed drops up to" in r for r in tight.reasons)
+    assert tight.verdict == "inconclusive"  # the flag explains the verdict; it never changes it
+    worse = compare_metric("t/acc", [0] * 25 + [1] * 25, base, margin=0.01, floor=None, kind="binary")
+    assert worse.verdict == "fail" and worse.underpowered is True  # rejected: detected, so no "could have missed"
+    assert not any("underpowered" in r for r in worse.reasons)

@@ -5,7 +5,10 @@
   with the candidate's, item by item.
 - Suites or evalsets changed since: the production pin is fetched, served and evaluated in this gate on
   the same items, so the comparison is never stale.
-Per metric: non-inferiority (stats.compare_metric) with the margin and floor from release.yaml.
+Per metric: non-inferiority (stats.compare_metric) with the margin and floor from release.yaml, by the
+metric's kind (stats.infer_kind: 0/1 items -> exact McNemar, scores -> paired bootstrap), with its sensitivity:
+the smallest drop detected with 80% power at this n and alpha, and a margin below it flagged "underpowered".
+A NaN or infinite per-item value is bad input (the evalset's metric must score every output; evals.py).
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from pipeline.checks.stats import absolute_only, compare_metric
+from pipeline.checks.stats import absolute_only, compare_metric, first_non_finite, infer_kind
 from pipeline.config.release import Pin, Threshold
+from pipeline.errors import BadInput
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
 from pipeline.gate.stages import evals
@@ -57,7 +61,8 @@ def reevaluate(ctx: GateContext, pin: Pin, progress: Progress) -> dict[str, dict
         if eval_metrics:
             run = evals.evaluate(endpoint, model_dir.path, release.evals_gate, release.root,
                                  files.stage(evals.NAME), progress)
-            items.update(evals.item_values(run, eval_metrics))
+            items.update(evals.item_values(run, eval_metrics, who="the production baseline",
+                                           include_path=release.root / release.evals_gate.include_path))
     return items
 
 
@@ -72,7 +77,10 @@ def run(ctx: GateContext) -> StageResult:
     if baseline is None:
         progress("no production version yet: absolute floors only")
         details["baseline"] = None
-        comparisons = [absolute_only(name, list(ctx.items[name].values()), limits[name].floor) for name in limits]
+        for name in limits:
+            check_finite(name, ctx.items[name], "the candidate")
+        comparisons = [absolute_only(name, list(ctx.items[name].values()), limits[name].floor,
+                                     infer_kind(name, list(ctx.items[name].values()))) for name in limits]
     else:
         stale: dict[str, tuple[str | None, str] | None] = {
             k: (baseline.digests.get(k), v) for k, v in ctx.digests.items() if baseline.digests.get(k) != v}
@@ -91,11 +99,14 @@ def run(ctx: GateContext) -> StageResult:
         comparisons = []
         for name, limit in limits.items():
             cand, base = ctx.items[name], base_items.get(name, {})
+            check_finite(name, cand, "the candidate")
+            check_finite(name, base, f"the production baseline v{baseline.version}")
             keys = sorted(set(cand) & set(base))
             if len(keys) < len(cand):
                 details.setdefault("unpaired", {})[name] = len(cand) - len(keys)
-            comparisons.append(compare_metric(name, [cand[k] for k in keys], [base[k] for k in keys],
-                                              limit.margin, limit.floor, "binary", alpha=alpha))
+            c_vals, b_vals = [cand[k] for k in keys], [base[k] for k in keys]
+            comparisons.append(compare_metric(name, c_vals, b_vals, limit.margin, limit.floor,
+                                              infer_kind(name, c_vals, b_vals), alpha=alpha))
     rows = [c.to_dict() for c in comparisons]
     details["metrics"] = rows
     table = write_table(rows, ctx.files.stage(NAME) / "comparison.csv")
@@ -108,7 +119,7 @@ def run(ctx: GateContext) -> StageResult:
     metrics: dict[str, float] = {}
     for c in comparisons:
         key = c.name.replace("/", ".")
-        for field in ("candidate_mean", "baseline_mean", "delta", "lower", "upper"):
+        for field in ("candidate_mean", "baseline_mean", "delta", "lower", "upper", "mde"):
             value = getattr(c, field)
             if value is not None:
                 metrics[f"{key}.{field}"] = value
@@ -116,8 +127,18 @@ def run(ctx: GateContext) -> StageResult:
                        artifacts={"comparison.csv": str(table)})
 
 
+# the first twelve as before the sensitivity was stated; new columns only at the end
 TABLE_COLUMNS = ("name", "baseline_mean", "candidate_mean", "delta", "lower", "upper", "margin", "floor", "n",
-                 "verdict", "method", "p_value")
+                 "verdict", "method", "p_value", "kind", "mde", "underpowered", "items_needed", "discordance",
+                 "sd_diff")
+
+
+def check_finite(name: str, values: dict[str, float], who: str) -> None:
+    """BadInput naming the metric and item when a per-item value is NaN or infinite (see evals.item_values)."""
+    bad = first_non_finite(values)
+    if bad is not None:
+        raise BadInput(f"per-item value {bad[1]} of {who} for item {bad[0]}: a metric must score every output "
+                       "with a finite number (fix the metric function)", path=name)
 
 
 def write_table(rows: list[dict[str, Any]], path: Path) -> Path:

@@ -11,11 +11,12 @@ prompted is part of the evalset digest, so a baseline evaluated the other way is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.config.release import EvalsGate
-from pipeline.errors import InfraError
+from pipeline.errors import BadInput, InfraError
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
 from pipeline.serving.vllm_server import Endpoint
@@ -57,11 +58,26 @@ def evaluate(endpoint: Endpoint, tokenizer_dir: Path, cfg: EvalsGate, root: Path
                       modes=chat_modes(cfg, evalsets, tokenizer_dir))
 
 
-def item_values(run: LmEvalRun, metric_names: Iterable[str]) -> dict[str, dict[str, float]]:
-    """'task/metric' -> {doc_hash: value}, for the configured metrics."""
+def item_values(run: LmEvalRun, metric_names: Iterable[str], *, who: str = "the candidate",
+                include_path: Path | None = None) -> dict[str, dict[str, float]]:
+    """'task/metric' -> {doc_hash: value}, for the configured metrics.
+
+    A NaN or infinite value is bad input (exit 2), naming the task's YAML, the metric, the item and whose
+    output it scored: the evalset's metric must give every possible output a finite score (an empty answer
+    included). The model cannot be blamed for a metric that is undefined on its output (rejecting would judge
+    the candidate by the evalset's bug, passing would hide it); the fix belongs in the evalset.
+    """
     out: dict[str, dict[str, float]] = {}
     for name in metric_names:
         task, metric = name.split("/", 1)
+        for item in run.items:
+            value = item.get(metric)
+            if item["task"] == task and isinstance(value, float) and not math.isfinite(value):
+                where = str(include_path / f"{task}.yaml") if include_path else None
+                raise BadInput(f"metric {metric} scored {who}'s output {value} on item "
+                               f"{item.get('item_id') or item['doc_hash'][:12]} (doc_id {item['doc_id']}): a metric "
+                               "must give every output a finite score (fix the metric function)", file=where,
+                               path=f"metric_list.{metric}")
         out[name] = run.scores(task, metric)
     return out
 
@@ -100,7 +116,7 @@ def run(ctx: GateContext) -> StageResult:
     if missing:
         return StageResult(NAME, Status.ERROR,
                            reasons=[f"lm-eval produced no per-item values for {', '.join(missing)}"])
-    ctx.items.update(item_values(result, names))
+    ctx.items.update(item_values(result, names, include_path=ctx.release.root / cfg.include_path))
     modes = chat_modes(cfg, ctx.release.root / cfg.include_path, ctx.model_dir.path)
     ctx.digests["evalsets"] = evalset_digest(ctx.release.root / cfg.include_path, list(cfg.tasks), modes)
     metrics: dict[str, float] = {}
