@@ -18,29 +18,26 @@ from tests.support.quality import flip_rates, gate, metric_rows
 
 pytestmark = pytest.mark.e2e
 
-# variant -> the gate its first reason must name: "format" (the suite's floor or a critical case) or
-# "compare" for a metric that fell below production by more than its margin (or below its floor).
-REGRESSIONS = {
-    "template": r"^(format: |compare: format/pass)",
-    "eos": r"^(format: |compare: format/pass)",
-    "shallow": r"^(format: |compare: (format/pass|support_intent/acc|support_facts/exact_match))",
-    "lowbit": r"^(format: |compare: (format/pass|support_intent/acc|support_facts/exact_match))",
-}
-EVIDENCE = re.compile(r"\d+/\d+ cases passed|critical case|delta|mean|bound|[<>]=?\s*-?\d|\d\.\d")
+# Each regression breaks the output formats first (measured on 2 CPU cores, 44 format cases and 30 items per
+# task: format/pass 0.70 for production; eos 0.18, template 0.32, shallow 0.11, lowbit 0.39): the format stage
+# fails on critical cases (or its floor), and the comparison finds format/pass below production's by more
+# than the margin. shallow and lowbit also lose eval accuracy, not yet provably at 30 items (inconclusive).
+REGRESSIONS = ("eos", "lowbit", "shallow", "template")
+FIRST_REASON = re.compile(r"^format: (critical case\(s\) failed: support/\w+|\d+/\d+ cases passed)")
 
 
 def summary(variant: str, proc, report, production) -> dict:
     """What the release notes show for one variant gate: verdict, exit code, first reason, metrics, flips."""
     rows = metric_rows(report) if report else {}
     return {"variant": variant, "verdict": report["verdict"] if report else None, "exit": proc.returncode,
-            "first_reason": (report or {}).get("reasons", [None])[0] if report and report["reasons"] else None,
+            "first_reason": report["reasons"][0] if report and report["verdict"] != "passed" else None,
             "metrics": {name: {"candidate": r["candidate_mean"], "production": r["baseline_mean"],
                                "delta": r["delta"], "verdict": r["verdict"]} for name, r in rows.items()},
             "flips": {name: list(v) for name, v in flip_rates(report, production["report"]).items()}
             if report else {}}
 
 
-@pytest.mark.parametrize("variant", sorted(REGRESSIONS))
+@pytest.mark.parametrize("variant", REGRESSIONS)
 def test_regression_variant_is_rejected_naming_the_gate_and_evidence(variant, quality_production, quality_team,
                                                                      demo_hub, mlflow_server):
     proc, report = gate(quality_team, demo_hub, variant, mlflow_server, quality_production["home"])
@@ -49,9 +46,11 @@ def test_regression_variant_is_rejected_naming_the_gate_and_evidence(variant, qu
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
     assert "verdict: REJECTED (exit 1)" in proc.stdout
     assert f"baseline: production v{quality_production['version']}" in proc.stdout
-    first = report["reasons"][0]
-    assert re.search(REGRESSIONS[variant], first), report["reasons"]
-    assert EVIDENCE.search(first), first
+    assert FIRST_REASON.search(report["reasons"][0]), report["reasons"]
+    fmt = metric_rows(report)["format/pass"]
+    assert fmt["verdict"] == "fail" and fmt["delta"] < -0.15, fmt  # margin 0.15
+    named = [r for r in report["reasons"] if r.startswith("compare: format/pass: candidate ")]
+    assert named and f"vs baseline {fmt['baseline_mean']:.4g}" in named[0], report["reasons"]
     assert vllm_processes() == []
 
 
