@@ -3,7 +3,7 @@
 `publish_demo_hub(home)` builds, under `home`:
 
 * `hub/SmolLM2-135M-Instruct`: a bare git repository (HEAD -> `instruct`). Each variant is an independent
-  root commit on its own branch (`instruct`, `degraded`, `corrupt`, `pickle`). Commits are built with
+  root commit on its own branch (one per name in VARIANTS). Commits are built with
   `hash-object`/`update-index`/`write-tree`/`commit-tree` under a fixed identity and date, an isolated git
   config and all files at mode 100644, so a commit sha depends only on the variant's file bytes.
 * `hf-cache/models--modelgate-demo--SmolLM2-135M-Instruct`: the HF hub cache layout of every variant
@@ -15,9 +15,26 @@
   (plus the commits) marks a complete hub, so a second call returns at once. A run builds in a temp
   directory under `home` and renames into place at the end, so an interrupted run leaves nothing half-built.
 
-Variants: `instruct` (converted GGUF), `degraded` (see degrade.py), `corrupt` (model.safetensors keeps its
-header but its data is cut to 1 MiB: the header parses, loading fails) and `pickle` (the same weights as
-`pytorch_model.bin`, torch.save zip format with its random serialization id zeroed; loadable, but pickle).
+Variants:
+
+* `instruct`: the converted GGUF (production in the demo and the tests).
+* `degraded`: weight noise on the attention/MLP projections (degrade.py).
+* `corrupt`: model.safetensors keeps its header but its data is cut to 1 MiB: the header parses, loading fails.
+* `pickle`: the same weights as `pytorch_model.bin` (torch.save zip format, its random serialization id
+  zeroed); loadable, but pickle.
+
+Regression variants of real-world kinds (variants.py), each worse than `instruct` on a quality gate while it
+still loads and answers:
+
+* `template`: the chat template no longer opens the assistant turn (its `add_generation_prompt` block is
+  gone): the model writes the turn header itself, so every answer starts with "assistant\n".
+* `eos`: the eos is `<|endoftext|>` instead of the end-of-turn `<|im_end|>` (config.json,
+  generation_config.json, tokenizer_config.json): answers never stop on their own, they run to max_tokens.
+* `shallow`: the last DROP_LAYERS decoder layers removed (num_hidden_layers 30 -> 28): a pruned version.
+* `lowbit`: the projections quantized round-to-nearest to QUANT_BITS bits with one absmax scale per tensor,
+  stored back in bf16: a too-aggressive quantization (fluent, but wrong more often).
+* `aa`: `instruct`'s files byte for byte plus a README.md model card: a new commit with identical
+  behaviour, for an A/A run (it must never be rejected).
 """
 
 from __future__ import annotations
@@ -33,6 +50,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.demo import variants as kinds
 from pipeline.demo.degrade import DEFAULT_NOISE_SCALE, DEFAULT_SEED, degrade_model_dir
 from pipeline.model.digests import digest_tree
 from pipeline.util.git import GitError
@@ -41,15 +59,26 @@ from pipeline.util.progress import Progress
 
 REPO_NAME = "SmolLM2-135M-Instruct"
 HF_REPO_ID = "modelgate-demo/SmolLM2-135M-Instruct"
-VARIANTS = ("instruct", "degraded", "corrupt", "pickle")
-MANIFEST_VERSION = 1
+VARIANTS = ("instruct", "degraded", "corrupt", "pickle", "template", "eos", "shallow", "lowbit", "aa")
+MANIFEST_VERSION = 2  # 2: the template, eos, shallow, lowbit and aa variants
 CORRUPT_KEEP_BYTES = 1 << 20
+DROP_LAYERS = 2  # SmolLM2-135M without its last 2 of 30 layers: fluent sentences, wrong answers
+QUANT_BITS = 6  # per-tensor 6-bit RTN: still fluent; 5 bits loops, 4 and less is word salad
 
 COMMIT_MESSAGES = {
     "instruct": "instruct: SmolLM2-135M-Instruct converted from GGUF Q4_1 to bf16 safetensors\n",
     "degraded": "degraded: instruct weights with deterministic gaussian noise on attention/MLP projections\n",
     "corrupt": "corrupt: instruct with model.safetensors truncated after 1 MiB of tensor data\n",
     "pickle": "pickle: instruct weights as pytorch_model.bin (torch.save pickle) instead of safetensors\n",
+    "template": "template: instruct with a chat template that no longer opens the assistant turn "
+                "(add_generation_prompt block removed)\n",
+    "eos": "eos: instruct with the eos token moved from <|im_end|> to <|endoftext|> in config.json, "
+           "generation_config.json and tokenizer_config.json\n",
+    "shallow": f"shallow: instruct without its last {DROP_LAYERS} decoder layers (num_hidden_layers 30 -> "
+               f"{30 - DROP_LAYERS})\n",
+    "lowbit": f"lowbit: instruct with attention/MLP projections quantized to {QUANT_BITS} bits "
+              "(round-to-nearest, one absmax scale per tensor), stored as bf16\n",
+    "aa": "aa: instruct byte for byte plus a README.md model card\n",
 }
 
 _GIT_DATE = "1704067200 +0000"  # 2024-01-01T00:00:00Z
@@ -225,14 +254,20 @@ def _zero_serialization_id(path: Path) -> None:
 
 def build_variants(instruct_dir: Path, work: Path, progress: Progress = print,
                    noise_scale: float = DEFAULT_NOISE_SCALE, seed: int = DEFAULT_SEED) -> dict[str, Path]:
-    """Derive the degraded/corrupt/pickle model dirs from `instruct_dir` under `work`; map variant -> dir."""
+    """Derive every other variant's model dir from `instruct_dir` under `work`; map variant -> dir."""
     progress(f"demo hub: degrading weights (noise_scale={noise_scale}, seed={seed})")
     degraded = degrade_model_dir(instruct_dir, work / "degraded", noise_scale=noise_scale, seed=seed)
     progress("demo hub: writing corrupt variant (truncated model.safetensors)")
     corrupt = make_corrupt(instruct_dir, work / "corrupt")
     progress("demo hub: writing pickle variant (pytorch_model.bin)")
     pickled = make_pickle(instruct_dir, work / "pickle")
-    return {"instruct": instruct_dir, "degraded": degraded, "corrupt": corrupt, "pickle": pickled}
+    progress("demo hub: writing template, eos, shallow, lowbit and aa variants")
+    return {"instruct": instruct_dir, "degraded": degraded, "corrupt": corrupt, "pickle": pickled,
+            "template": kinds.change_template(instruct_dir, work / "template"),
+            "eos": kinds.change_eos(instruct_dir, work / "eos"),
+            "shallow": kinds.drop_layers(instruct_dir, work / "shallow", DROP_LAYERS),
+            "lowbit": kinds.quantize_rtn(instruct_dir, work / "lowbit", QUANT_BITS),
+            "aa": kinds.add_model_card(instruct_dir, work / "aa")}
 
 
 # --------------------------------------------------------------------------- publishing
@@ -324,7 +359,8 @@ def publish_demo_hub(home: Path, progress: Progress = print, *,
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     recipe: dict[str, float | str | None] = {"noise_scale": noise_scale, "seed": seed,
-                                             "corrupt_keep_bytes": CORRUPT_KEEP_BYTES}
+                                             "corrupt_keep_bytes": CORRUPT_KEEP_BYTES,
+                                             "drop_layers": DROP_LAYERS, "quant_bits": QUANT_BITS}
     if build_instruct is None:
         from pipeline.demo.convert import GGUF_SHA256
 

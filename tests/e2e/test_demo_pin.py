@@ -3,6 +3,7 @@
 import pytest
 
 from pipeline.config.release import load_release
+from pipeline.demo.hub import VARIANTS
 from tests.support import cli
 from tests.support.paths import REPO
 
@@ -21,5 +22,5 @@ def test_demo_init_is_idempotent_and_prints_the_variants(demo_hub):
     proc = cli.run_subprocess("demo", "init", "--config", str(REPO / "release.yaml"), timeout=600)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for name in ("instruct", "degraded", "corrupt", "pickle"):
+    for name in VARIANTS:
         assert f"{name:<10} {demo_hub['variants'][name]['revision']}" in out

@@ -9,78 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import cli
-from tests.support.git import commit_all, git
+from tests.support.git import git
 from tests.support.processes import vllm_processes
-from tests.support.releases import copy_project_inputs, write_demo_release
+from tests.support.quality import FAKE_SECRETS, GATES, LIMIT, MODEL, compare_stage, gate, release_cmd
 
 pytestmark = pytest.mark.e2e
-MODEL = "smollm2-quality-test"
-LIMIT = 30  # items per lm-eval task: small for CI; the demo runs all 240
-# every gate of this module runs with these known fake secrets in its environment; none may be written anywhere
-FAKE_SECRETS = {
-    "HF_TOKEN": "hf_FakeLeakCheck7Qm2Zr9Xw4Kp1Vb6",
-    "GITHUB_TOKEN": "ghp_FakeLeakCheck3Ln8Ty5Ud0Sg2Hj7",
-    "MLFLOW_TRACKING_PASSWORD": "mlflow-FakeLeakCheck-pw-4Rk9Ez1",
-    "SUPPORT_DB_PASSWORD": "db-FakeLeakCheck-secret-8Wq3Nc6",  # named in release.yaml security.secret_env
-}
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory, demo_hub):
-    """A team repository: the project's prompts/ and evalsets/, and a release.yaml with quality gates."""
-    root = tmp_path_factory.mktemp("team")
-    copy_project_inputs(root, "prompts", "evalsets")
-    commit_all(root, "team repository")
-    return root
-
-
-GATES = {
-    "format": {"concurrency": 4, "pass_rate": {"floor": 0.5, "margin": 0.15}},
-    "evals": {"tasks": ["support_intent", "support_facts"], "num_concurrent": 4, "limit": LIMIT,
-              "metrics": {"support_intent/acc": {"floor": 0.3, "margin": 0.15},
-                          "support_facts/exact_match": {"floor": 0.2, "margin": 0.15},
-                          # a score (token F1, 0..1): compared by the paired bootstrap, not McNemar
-                          "support_facts/f1": {"floor": 0.3, "margin": 0.15}}},
-}
-
-
-def gate(team, manifest, variant, mlflow_uri, home, gates=GATES):
-    config = write_demo_release(team, manifest, variant, model=MODEL, gates=gates,
-                                promotion={"release_managers": ["alice", "bob"], "approvals_required": 1},
-                                security={"secret_env": ["SUPPORT_DB_PASSWORD"]})
-    proc = cli.run_gate(config, mlflow_uri, home, env=secret_env(), timeout=1500)
-    report_path = re.search(r"^report: (.+)$", proc.stdout, re.M)
-    report = json.loads(open(report_path.group(1)).read()) if report_path else None
-    return proc, report
-
-
-def secret_env():
-    # the test MLflow server ignores credentials; the client still sends them (basic auth) on every call
-    return {**FAKE_SECRETS, "MLFLOW_TRACKING_USERNAME": "leakcheck-user"}
-
-
-def compare_stage(report):
-    return next(s for s in report["stages"] if s["name"] == "compare")
+def team(quality_team):
+    """The session's team repository (tests/support/quality.py), shared with test_variants_e2e.py."""
+    return quality_team
 
 
 @pytest.fixture(scope="module")
-def production(team, demo_hub, mlflow_server, tmp_path_factory):
-    """First release: the demo candidate gated on absolute floors, approved and promoted by release managers."""
-    home = tmp_path_factory.mktemp("home")
-    proc, report = gate(team, demo_hub, "instruct", mlflow_server, home)
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    version = report["tracking"]["model_version"]
-    release_cmd(team, mlflow_server, home, "approve", "--version", version, "--actor", "alice", "--reason", "first")
-    release_cmd(team, mlflow_server, home, "promote", "--version", "candidate", "--actor", "bob")
-    return {"proc": proc, "report": report, "version": version, "home": home}
-
-
-def release_cmd(team, mlflow_uri, home, *args, expect=0):
-    proc = cli.run_subprocess(*args, "--config", str(team / "release.yaml"), env=cli.gate_env(mlflow_uri, home),
-                              timeout=120)
-    assert proc.returncode == expect, proc.stdout + proc.stderr
-    return proc
+def production(quality_production):
+    """The session's first release of `instruct`, shared with test_variants_e2e.py."""
+    return quality_production
 
 
 def test_first_release_uses_absolute_floors_and_records_items(production, mlflow_server):

@@ -9,6 +9,7 @@
     processes      one /proc scanner: this session's processes (vLLM, lm-eval, benchmark), zombies excluded
     waiting        waits on a condition or an output line, each with a deadline
     reports        a sample gate report
+    quality        the quality gates of the e2e modules: one team repository and one production release per session
     mlflow_server  a real `mlflow server` on loopback
     ghfake         a fake GitHub REST API checked against GitHub's OpenAPI description
     fixtures       the pytest fixtures (registered by tests/conftest.py)

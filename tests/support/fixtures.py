@@ -52,3 +52,20 @@ def no_new_vllm_before():
     """Marks the vLLM processes alive before the test, so `processes.vllm_processes()` lists only new ones."""
     processes.remember_present_vllm()
     yield
+
+
+@pytest.fixture(scope="session")
+def quality_team(tmp_path_factory, demo_hub):
+    """A team repository with the project's prompts/ and evalsets/ (tests/support/quality.py), one per session."""
+    from tests.support.quality import make_team
+
+    return make_team(tmp_path_factory.mktemp("team"))
+
+
+@pytest.fixture(scope="session")
+def quality_production(quality_team, demo_hub, mlflow_server, tmp_path_factory):
+    """The first release, `instruct` gated on absolute floors, approved and promoted (one gate per session,
+    shared by the e2e modules that pair candidates with it): proc, report, version, home."""
+    from tests.support.quality import release_production
+
+    return release_production(quality_team, demo_hub, mlflow_server, tmp_path_factory.mktemp("home"))

@@ -14,6 +14,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 huggingface_hub = pytest.importorskip("huggingface_hub")
 
 from pipeline.demo import hub as hubmod  # noqa: E402
+from pipeline.demo import variants  # noqa: E402
 from pipeline.demo.degrade import degrade_model_dir, degrade_safetensors  # noqa: E402
 from pipeline.model.digests import digest_tree, sha256_file  # noqa: E402
 
@@ -25,8 +26,17 @@ TENSOR_NAMES = (
 )
 
 
+# SmolLM2's ChatML template (abridged), CRLF line ends: they must survive every variant verbatim
+CHAT_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\r\n' + message['content'] + "
+                 "'<|im_end|>' + '\r\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\r\n' }}"
+                 "{% endif %}\r\n")
+ADDED_TOKENS = [{"id": 0, "content": "<|endoftext|>", "special": True},
+                {"id": 1, "content": "<|im_start|>", "special": True},
+                {"id": 2, "content": "<|im_end|>", "special": True}]
+
+
 def write_tiny_model(out_dir: Path) -> Path:
-    """A deterministic stand-in for the converted model: tiny bf16 safetensors plus config files."""
+    """A deterministic stand-in for the converted model: tiny bf16 safetensors (3 layers) plus config files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(0)
     tensors = {
@@ -34,12 +44,19 @@ def write_tiny_model(out_dir: Path) -> Path:
         "model.layers.0.self_attn.q_proj.weight": torch.randn(8, 8, generator=gen),
         "model.layers.0.mlp.down_proj.weight": torch.randn(8, 16, generator=gen),
         "model.layers.0.input_layernorm.weight": torch.ones(8),
+        "model.layers.1.input_layernorm.weight": torch.ones(8),
+        "model.layers.2.input_layernorm.weight": torch.ones(8),
+        "model.norm.weight": torch.ones(8),
     }
     safetensors_torch.save_file({k: v.to(torch.bfloat16) for k, v in tensors.items()},
                                 str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}) + "\n")
-    (out_dir / "tokenizer.json").write_text('{"version": "1.0"}\n')
-    (out_dir / "chat_template.jinja").write_text("{{ messages }}\r\n")  # CRLF must survive verbatim
+    (out_dir / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8, "eos_token_id": 2,
+                                                     "num_hidden_layers": 3}, indent=2) + "\n")
+    (out_dir / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}) + "\n")
+    (out_dir / "tokenizer.json").write_text(json.dumps({"version": "1.0", "added_tokens": ADDED_TOKENS}) + "\n")
+    (out_dir / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|im_end|>",
+                                                               "chat_template": CHAT_TEMPLATE}) + "\n")
+    (out_dir / "chat_template.jinja").write_bytes(CHAT_TEMPLATE.encode())
     return out_dir
 
 
@@ -206,3 +223,113 @@ def test_degrade_model_dir_copies_other_files(tmp_path):
     src_files, dst_files = digest_tree(src), digest_tree(dst)
     assert set(src_files) == set(dst_files)
     assert {k for k in src_files if src_files[k] != dst_files[k]} == {"model.safetensors"}
+
+
+# --------------------------------------------------------------------------- regression variants
+
+def changed_files(src: Path, dst: Path) -> set[str]:
+    a, b = digest_tree(src), digest_tree(dst)
+    return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
+
+def render(template: str, add_generation_prompt: bool = True) -> str:
+    import jinja2
+
+    return jinja2.Environment().from_string(template).render(
+        messages=[{"role": "user", "content": "hi"}], add_generation_prompt=add_generation_prompt)
+
+
+def test_template_variant_no_longer_opens_the_assistant_turn(tmp_path):
+    src = write_tiny_model(tmp_path / "src")
+    dst = variants.change_template(src, tmp_path / "dst")
+    assert changed_files(src, dst) == {"chat_template.jinja", "tokenizer_config.json"}
+    new = (dst / "chat_template.jinja").read_bytes().decode()
+    assert render(CHAT_TEMPLATE).endswith("<|im_start|>assistant\n")  # jinja renders line ends as \n
+    assert render(new) == render(new, add_generation_prompt=False) == render(CHAT_TEMPLATE, False)
+    assert "\r\n" in new and json.loads((dst / "tokenizer_config.json").read_text())["chat_template"] == new
+    with pytest.raises(ValueError, match="found 0"):
+        variants.drop_generation_prompt(new)  # a template without the block is not silently "changed"
+
+
+def test_eos_variant_moves_the_eos_off_the_end_of_turn_token(tmp_path):
+    src = write_tiny_model(tmp_path / "src")
+    dst = variants.change_eos(src, tmp_path / "dst")
+    assert changed_files(src, dst) == {"config.json", "generation_config.json", "tokenizer_config.json"}
+    for name in ("config.json", "generation_config.json"):
+        before, after = (json.loads((d / name).read_text()) for d in (src, dst))
+        assert after == {**before, "eos_token_id": 0}  # <|endoftext|>; was 2, <|im_end|>
+    tok = json.loads((dst / "tokenizer_config.json").read_text())
+    assert tok["eos_token"] == "<|endoftext|>" and tok["pad_token"] == "<|im_end|>"
+    with pytest.raises(ValueError, match="no added token"):
+        variants.change_eos(src, tmp_path / "bad", eos_token="<|eot_id|>")
+
+
+def test_shallow_variant_drops_the_last_layers(tmp_path):
+    src = write_tiny_model(tmp_path / "src")
+    dst = variants.drop_layers(src, tmp_path / "dst", drop=2)
+    assert changed_files(src, dst) == {"config.json", "model.safetensors"}
+    assert json.loads((dst / "config.json").read_text())["num_hidden_layers"] == 1
+    before = safetensors_torch.load_file(str(src / "model.safetensors"))
+    after = safetensors_torch.load_file(str(dst / "model.safetensors"))
+    assert set(before) - set(after) == {"model.layers.1.input_layernorm.weight",
+                                        "model.layers.2.input_layernorm.weight"}
+    assert all(torch.equal(after[k], before[k]) for k in after)
+    for bad in (0, 3):
+        with pytest.raises(ValueError, match="cannot drop"):
+            variants.drop_layers(src, tmp_path / f"bad{bad}", drop=bad)
+
+
+def test_rtn_quantization_levels_and_error():
+    import numpy as np
+
+    weights = np.random.Generator(np.random.PCG64(0)).standard_normal((64, 32)).astype(np.float32)
+    weights[0, 0] = 8.0  # one outlier sets the per-tensor scale: most weights land on few levels
+    for bits in (2, 4, 6):
+        q = variants.quantize_rtn_tensor(weights, bits)
+        scale = 8.0 / (2 ** (bits - 1) - 1)
+        assert q.dtype == np.float32 and q.shape == weights.shape
+        assert len(np.unique(q)) <= 2 ** bits - 1
+        assert float(np.abs(q - weights).max()) <= scale / 2 + 1e-6
+        assert q[0, 0] == pytest.approx(8.0)
+    assert np.array_equal(variants.quantize_rtn_tensor(np.zeros((2, 2), np.float32), 4), np.zeros((2, 2)))
+    with pytest.raises(ValueError):
+        variants.quantize_rtn_tensor(weights, 1)
+
+
+def test_lowbit_variant_quantizes_only_the_projections_deterministically(tmp_path):
+    src = write_tiny_model(tmp_path / "src")
+    a = variants.quantize_rtn(src, tmp_path / "a", bits=3)
+    b = variants.quantize_rtn(src, tmp_path / "b", bits=3)
+    assert digest_tree(a) == digest_tree(b)
+    assert changed_files(src, a) == {"model.safetensors"}
+    before = safetensors_torch.load_file(str(src / "model.safetensors"))
+    after = safetensors_torch.load_file(str(a / "model.safetensors"))
+    assert set(after) == set(before)
+    for name in before:
+        assert after[name].dtype == torch.bfloat16 and after[name].shape == before[name].shape
+        if name.endswith(("q_proj.weight", "down_proj.weight")):
+            assert not torch.equal(after[name], before[name]) and len(after[name].unique()) <= 7
+        else:
+            assert torch.equal(after[name], before[name])
+
+
+def test_aa_variant_is_instruct_plus_a_model_card(tmp_path):
+    src = write_tiny_model(tmp_path / "src")
+    dst = variants.add_model_card(src, tmp_path / "dst")
+    assert changed_files(src, dst) == {"README.md"}
+    assert "byte-identical" in (dst / "README.md").read_text()
+
+
+def test_hub_publishes_each_regression_variant_as_its_own_commit(two_homes):
+    _, (man_a, _), _ = two_homes
+    files = {name: v["files"] for name, v in man_a["variants"].items()}
+    diff = lambda n: {k for k in files[n].keys() | files["instruct"].keys()  # noqa: E731
+                      if files[n].get(k) != files["instruct"].get(k)}
+    assert diff("template") == {"chat_template.jinja", "tokenizer_config.json"}
+    assert diff("eos") == {"config.json", "generation_config.json", "tokenizer_config.json"}
+    assert diff("shallow") == {"config.json", "model.safetensors"}
+    assert diff("lowbit") == {"model.safetensors"}
+    assert diff("aa") == {"README.md"}
+    assert man_a["recipe"]["drop_layers"] == hubmod.DROP_LAYERS and man_a["recipe"]["quant_bits"] == hubmod.QUANT_BITS
+    for name in ("template", "eos", "shallow", "lowbit", "aa"):
+        assert hubmod.COMMIT_MESSAGES[name].startswith(f"{name}: ")
