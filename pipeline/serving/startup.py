@@ -151,8 +151,7 @@ def diagnose(log: str, *, returncode: int | None, timed_out: bool = False) -> Di
         where = f"in {frame}" if frame else f"a {exc_type} from a model file format library"
         return Diagnosis(CANDIDATE, first, f"the traceback shows the model's files failing to load ({where})")
     if timed_out:
-        return Diagnosis(ENVIRONMENT, first, "the start-up timed out without a model-loading error "
-                         "(serving.startup_timeout_s)")
+        return Diagnosis(ENVIRONMENT, first, "the start-up timed out without a model-loading error in the log")
     if root is None and returncode is not None and returncode < 0:
         return Diagnosis(UNKNOWN, first, f"the server was killed by signal {-returncode} without a traceback")
     if root is None:

@@ -164,3 +164,15 @@ def test_unexplained_failure_without_a_production_to_compare_is_infrastructure(t
                                   lambda _: None, boot=no_boot)
     assert result.status == Status.ERROR and why in result.reasons[0]
     assert "the log does not tell whose fault it is (a resource ran out" in result.reasons[0]
+
+
+def test_a_timeout_without_an_error_line_names_the_timeout_once(tmp_path):
+    path = tmp_path / "server.log"
+    path.write_text("$ python -m vllm.entrypoints.openai.api_server --model /m\n"
+                    "(APIServer pid=1) INFO 11-30 23:30:07 [api_utils.py:286] non-default args: {}\n")
+    exc = StartupError("vLLM did not become healthy within 3s (serving.startup_timeout_s)", log_tail="tail",
+                       log_file=str(path), timed_out=True)
+    result = serve.does_not_start(context(tmp_path, PRODUCTION_REV), exc, lambda _: None, boot=no_boot)
+    assert result.status == Status.ERROR
+    assert result.reasons == ["vLLM did not become healthy within 3s (serving.startup_timeout_s): the environment's "
+                              "fault (the start-up timed out without a model-loading error in the log)"]

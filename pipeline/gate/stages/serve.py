@@ -194,11 +194,13 @@ def does_not_start(ctx: GateContext, exc: StartupError, progress: Progress,
         return StageResult(NAME, Status.FAILED, details=details, artifacts=artifacts,
                            reasons=[f"does not load: {first}", f"decided by the server log: {found.why}"])
     if found.cause == startup.ENVIRONMENT:
+        line = f": {found.first_error}" if found.first_error else ""
         return StageResult(NAME, Status.ERROR, details=details, artifacts=artifacts,
-                           reasons=[f"{exc.one_line()}: the environment's fault ({found.why}): {first}"])
+                           reasons=[f"{exc.one_line()}: the environment's fault ({found.why}){line}"])
     release = ctx.release
     baseline = ctx.baseline_store.production(release.model_name) if ctx.baseline_store else None
-    unexplained = f"{exc.one_line()} ({first}); the log does not tell whose fault it is ({found.why})"
+    unexplained = (f"{exc.one_line()} ({found.first_error or 'no error line in the log'}); the log does not "
+                   f"tell whose fault it is ({found.why})")
     if baseline is None or baseline.pin.revision == release.candidate.revision:
         why = "there is no production version" if baseline is None else "the candidate is the production pin"
         details["load_failure"]["decided_by"] = "no differential check possible"
