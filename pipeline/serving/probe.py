@@ -101,6 +101,9 @@ def probe(base_url: str, served_name: str, prompt: str, max_tokens: int, *, time
             time.sleep(0.5 * 2 ** attempt)
         except httpx.HTTPError as exc:  # undecodable bytes, a broken stream: transport, not the model
             raise InfraError(f"smoke probe against {base_url} failed: {type(exc).__name__}: {exc}") from exc
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # not the OpenAI answer shape
+            raise InfraError(f"smoke probe against {base_url}: the answer is not shaped like the OpenAI API's "
+                             f"({type(exc).__name__}: {exc})") from exc
     raise AssertionError("unreachable")
 
 
@@ -222,8 +225,9 @@ def _stream(client: Any, base_url: str, body: dict[str, Any], refusals: list[Ref
             if not isinstance(chunk, dict):
                 raise InfraError(f"smoke probe against {base_url}: broken SSE framing: a data line is not a "
                                  f"JSON object: {data[:200]!r}")
-            if "error" in chunk:
-                err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": chunk["error"]}
+            if "error" in chunk or chunk.get("object") == "error":  # vLLM's shapes, newer and older
+                err = chunk.get("error", chunk)
+                err = err if isinstance(err, dict) else {"message": err}
                 code = err.get("code")
                 status = code if isinstance(code, int) else 500
                 message = " ".join(str(err.get("message", err)).split())[:300]

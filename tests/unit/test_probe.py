@@ -246,3 +246,13 @@ def test_serve_errors_on_the_environments_answer(server, tmp_path):
     answers.chat = (503, error_body("Service Unavailable", 503))
     result = serve_stage(url, tmp_path)
     assert result.status == Status.ERROR and "HTTP 503" in result.reasons[0]
+
+
+def test_the_older_vllm_error_shape_inside_the_stream_and_a_misshapen_chunk(server):
+    url, answers = server
+    answers.stream = (200, b'data: {"object": "error", "message": "template failed", "code": 400}\n\n'
+                           b"data: [DONE]\n\n")
+    assert [(r.request, r.status) for r in run(url).refusals] == [("stream", 400)]
+    answers.stream = (200, b'data: {"choices": ["not a choice"]}\n\ndata: [DONE]\n\n')
+    with pytest.raises(InfraError, match="not shaped like the OpenAI API's"):
+        run(url)
