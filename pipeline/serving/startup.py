@@ -120,11 +120,11 @@ def _error_line(log: str) -> str:
 
 
 def _candidate_frame(tb: Traceback) -> str | None:
-    for frame in tb.frames:
+    for frame in reversed(tb.frames):  # the innermost: where the model's files were being read
         path = frame.replace("\\", "/")
         for marker in CANDIDATE_FRAMES:
             if marker in path:
-                return path.rsplit(":", 1)[0].split("site-packages/")[-1]
+                return re.sub(r"^.*(site-packages/|/lib/python\d+\.\d+/)", "", path.rsplit(":", 1)[0])
     return None
 
 

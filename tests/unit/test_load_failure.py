@@ -32,7 +32,7 @@ def test_the_real_corrupt_weights_log_is_the_candidates_fault_with_the_root_exce
     assert found.cause == startup.CANDIDATE
     assert found.first_error == ("safetensors._safetensors_rust.SafetensorError: Error while deserializing header: "
                                  "incomplete metadata, file not fully covered")
-    assert "vllm/model_executor/model_loader/" in found.why
+    assert found.why.endswith("(in vllm/model_executor/model_loader/weight_utils.py)")
 
 
 def test_the_root_traceback_is_the_first_one_with_its_prefixes_stripped():
@@ -51,7 +51,7 @@ def test_the_root_traceback_is_the_first_one_with_its_prefixes_stripped():
     ("killed_no_traceback.log", -9, startup.UNKNOWN, "", "killed by signal 9 without a traceback"),
     ("bad_config_json.log", 1, startup.CANDIDATE,
      "json.decoder.JSONDecodeError: Expecting ',' delimiter: line 12 column 3 (char 301)",
-     "transformers/configuration_utils.py"),
+     "json/decoder.py"),
     ("engine_internal.log", 1, startup.UNKNOWN, "ValueError: No available memory for the cache blocks",
      "does not run through model loading"),
 ])
