@@ -64,6 +64,7 @@ CANDIDATE_EXCEPTIONS = ("SafetensorError", "HeaderTooLarge", "JSONDecodeError", 
 class Traceback:
     frames: tuple[str, ...]  # "path:function", innermost last
     exception: str  # the exception line, e.g. "ValueError: bad config"
+    line: int = -1  # the exception line's index in the log's lines (-1: none)
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,11 @@ def tracebacks(log: str) -> list[Traceback]:
             elif line and not line[0].isspace():
                 break  # the first unindented line after the frames: the exception
             i += 1
-        exception = ""
+        exception, at = "", -1
         if i < len(lines) and lines[i].strip() != _START:
-            exception = lines[i].strip()
+            exception, at = lines[i].strip(), i
             i += 1
-        out.append(Traceback(tuple(frames), exception))
+        out.append(Traceback(tuple(frames), exception, at))
     return out
 
 
@@ -157,3 +158,13 @@ def diagnose(log: str, *, returncode: int | None, timed_out: bool = False) -> Di
     if root is None:
         return Diagnosis(UNKNOWN, first, "the log holds no traceback")
     return Diagnosis(UNKNOWN, first, "the traceback does not run through model loading")
+
+
+def root_excerpt(log: str, before: int = 20) -> str:
+    """The log's lines that end at the root exception line (its traceback's innermost frames), as logged; ""
+    without a traceback. The log's tail often holds only the tracebacks that point "above" to it."""
+    tbs = [tb for tb in tracebacks(log) if tb.exception]
+    if not tbs:
+        return ""
+    lines = log.splitlines()
+    return "\n".join(lines[max(0, tbs[0].line - before):tbs[0].line + 1])

@@ -185,7 +185,11 @@ def does_not_start(ctx: GateContext, exc: StartupError, progress: Progress,
             text = ""
     found = startup.diagnose(text, returncode=exc.returncode, timed_out=exc.timed_out)
     first = found.first_error or exc.one_line()
-    details: dict[str, Any] = {"log_tail": exc.log_tail, "load_failure": {
+    excerpt = startup.root_excerpt(text)
+    tail = exc.log_tail
+    if excerpt and found.first_error and found.first_error not in tail:  # the root cause first, then the end
+        tail = f"{excerpt}\n[...]\n" + "\n".join(tail.splitlines()[-10:])
+    details: dict[str, Any] = {"log_tail": tail, "load_failure": {
         "cause": found.cause, "first_error": found.first_error, "why": found.why, "decided_by": "server log",
         "server": exc.one_line()}}
     artifacts = {SERVER_LOG: str(log_path)} if log_path else {}
