@@ -8,6 +8,7 @@
     │   └── UnsafeModel            pickle weights or remote code without explicit permission
     ├── InfraError        (3)      something outside the input broke: server died, tracking store down, disk
     │   ├── ServerError            the vLLM server failed to start or died; carries the log tail
+    │   │   └── StartupError       it exited or timed out during start-up (serve decides whose fault)
     │   └── GitHubError            the GitHub API kept failing (after bounded retries)
     ├── Refused           (5)      the release policy says no: not a release manager, self-approval, missing
     │                              approval, gate failed or stale, version tags tampered with
@@ -84,6 +85,17 @@ class ServerError(InfraError):
         self.log_tail = log_tail
         self.log_file = log_file
         super().__init__(message)
+
+
+class StartupError(ServerError):
+    """vLLM exited (``returncode``) or never became healthy (``timed_out``) during start-up. The serve stage
+    reads the log to decide whether the environment or the candidate is at fault (serving/startup.py)."""
+
+    def __init__(self, message: str, *, log_tail: str = "", log_file: str | None = None,
+                 returncode: int | None = None, timed_out: bool = False):
+        self.returncode = returncode
+        self.timed_out = timed_out
+        super().__init__(message, log_tail=log_tail, log_file=log_file)
 
 
 class GitHubError(InfraError):

@@ -36,6 +36,8 @@ from pipeline.util.versions import installed_version
 STAGES: tuple[Stage, ...] = tuple((m.NAME, m.run) for m in (fetch, serve, formatcheck, evals, compare, loadtest))
 # a rejected candidate still gets every quality metric in its report; the load test is not worth its time
 AFTER_FAILURE = (evals.NAME, compare.NAME)
+# ...unless the candidate could not be fetched or served: then there is nothing to evaluate
+PREREQUISITES = (fetch.NAME, serve.NAME)
 
 
 def environment() -> Environment:
@@ -140,7 +142,7 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     started = dt.datetime.now(dt.UTC)
     ctx = GateContext(release=release, run_dir=run_dir, home=home, enforce_eager=enforce_eager,
                       baseline_store=registry.BaselineStore(uri))
-    results = run_stages(ctx, stages, after_failure=AFTER_FAILURE)
+    results = run_stages(ctx, stages, after_failure=AFTER_FAILURE, prerequisites=PREREQUISITES)
     verdict, exit_code, reasons = decide(results)
     pin = release.candidate
     report = GateReport(

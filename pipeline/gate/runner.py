@@ -3,7 +3,9 @@
 Each stage is `run(ctx) -> StageResult`. Fail-fast is explicit: after a stage that errored or was
 interrupted, the remaining stages are recorded as skipped with the reason; after a stage that *failed*
 (rejected the candidate), only the stages named in `after_failure` still run (the other quality stages,
-so the report shows every failing metric), the rest (e.g. the load test) are skipped. Infrastructure errors
+so the report shows every failing metric), the rest (e.g. the load test) are skipped; but a failed stage
+named in `prerequisites` (fetch, serve: a candidate that does not load has nothing to evaluate) skips every
+later stage. Infrastructure errors
 (and OSErrors: a full disk, an unwritable directory) become an `error` status with the message (and the
 server log tail); bad input propagates (exit 2, nothing recorded); SIGINT/SIGTERM mark the running stage
 `interrupted`. Servers are torn down in every case.
@@ -25,12 +27,14 @@ Stage = tuple[str, StageRun]  # (name, run): the name is the stage module's NAME
 STOPPING = (Status.FAILED, Status.ERROR, Status.INTERRUPTED)
 
 
-def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collection[str] = ()) -> list[StageResult]:
+def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collection[str] = (),
+               prerequisites: Collection[str] = ()) -> list[StageResult]:
     results: list[StageResult] = []
     with ctx.cleanup:
         for name, run in stages:
             stopping = STOPPING if name not in after_failure else (Status.ERROR, Status.INTERRUPTED)
-            blocker = next((r for r in results if r.status in stopping), None)
+            blocker = next((r for r in results if r.status in stopping
+                            or (r.status == Status.FAILED and r.name in prerequisites)), None)
             if blocker is not None:
                 results.append(StageResult(name, Status.SKIPPED,
                                            reasons=[f"not run: stage {blocker.name} {blocker.status.value}"]))

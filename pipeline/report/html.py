@@ -102,6 +102,8 @@ def render(report: GateReport, *, report_path: Path | None = None, mlflow_ui: st
                          f"<pre>{escape(case.output)}</pre>")
         of = f" of {total}" if total else ""
         parts.append(_section(f"Failing prompt cases ({len(cases)}{of})", "".join(items)))
+    for title, text in views.evidence(report):
+        parts.append(_section(title, f"<pre>{escape(text)}</pre>"))
     load = views.load_rows(report)
     if load:
         summary = "<ul>" + "".join(f"<li>{escape(s)}</li>" for s in views.load_summary(report)) + "</ul>"

@@ -80,6 +80,8 @@ def render(report: GateReport, *, mlflow_ui: str | None = None, details_url: str
             out += [f"**{inline(case.key)}**{crit}: {inline(why)}", "", code_block(case.output), ""]
         if len(cases) > 15:
             out.append(f"… and {len(cases) - 15} more in the full report.")
+    for title, text in views.evidence(report):
+        out += ["", f"### {inline(title)}", "", code_block(text)]
     load = views.load_rows(report)
     if load:
         out += ["", "### Load test", ""] + _table(views.LOAD_HEADER, load)

@@ -191,3 +191,27 @@ def mlflow_links(report: GateReport, ui_url: str | None = None) -> dict[str, str
     if tracking.model_version:
         links["model version"] = f"{ui}/#/models/{report.model_name}/versions/{tracking.model_version}"
     return links
+
+
+EVIDENCE_LOG_LINES = 25  # last lines of a server log shown in the markdown/HTML report
+
+
+def evidence(report: GateReport) -> list[tuple[str, str]]:
+    """(title, verbatim text) blocks that explain a non-pass: the smoke probe's answers when it refused or noted
+    something, and the server log's last lines of every stage that failed or errored with one."""
+    out: list[tuple[str, str]] = []
+    for stage in report.stages:
+        probe = stage.details.get("probe")
+        if isinstance(probe, dict) and (probe.get("refusals") or probe.get("notes")):
+            lines = [f"prompt: {probe.get('prompt', '')!r} (max_tokens {probe.get('max_tokens', '?')})",
+                     f"chat ({probe.get('finish_reason')}): {probe.get('chat_text', '')!r}",
+                     f"stream ({probe.get('stream_finish_reason')}): {probe.get('stream_text', '')!r}"]
+            lines += [f"HTTP {r.get('status')} to the {r.get('request')} request: {r.get('message')}"
+                      for r in probe.get("refusals") or []]
+            lines += [f"note: {n}" for n in probe.get("notes") or []]
+            out.append((f"{stage.name}: smoke probe answers", "\n".join(lines)))
+        tail = stage.details.get("log_tail")
+        if tail and stage.status.value in ("failed", "error"):
+            text = "\n".join(str(tail).splitlines()[-EVIDENCE_LOG_LINES:])
+            out.append((f"{stage.name}: last lines of the server log", text))
+    return out

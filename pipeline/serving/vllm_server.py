@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config.release import Serving
-from pipeline.errors import InfraError, ServerError
+from pipeline.errors import InfraError, ServerError, StartupError
 from pipeline.serving.auth import auth_headers
 from pipeline.util.procgroup import stop_group
 from pipeline.util.progress import Progress
@@ -173,8 +173,8 @@ class VllmServer:
         while True:
             code = proc.poll()
             if code is not None:
-                raise ServerError(f"vLLM exited with code {code} during start-up",
-                                  log_tail=log_tail(self.log_file), log_file=str(self.log_file))
+                raise StartupError(f"vLLM exited with code {code} during start-up",
+                                   log_tail=log_tail(self.log_file), log_file=str(self.log_file), returncode=code)
             try:
                 if httpx.get(f"{base_url}/health", timeout=2.0).status_code == 200:
                     self.progress(f"vLLM ready after {time.monotonic() - start:.1f}s")
@@ -183,9 +183,9 @@ class VllmServer:
                 pass
             now = time.monotonic()
             if now > deadline:
-                raise ServerError(f"vLLM did not become healthy within {self.serving.startup_timeout_s:g}s "
-                                  "(serving.startup_timeout_s)", log_tail=log_tail(self.log_file),
-                                  log_file=str(self.log_file))
+                raise StartupError(f"vLLM did not become healthy within {self.serving.startup_timeout_s:g}s "
+                                   "(serving.startup_timeout_s)", log_tail=log_tail(self.log_file),
+                                   log_file=str(self.log_file), timed_out=True)
             if now >= next_note:
                 last = log_tail(self.log_file, 1).strip()
                 self.progress(f"waiting for vLLM /health ({now - start:.0f}s): {last[-120:]}")

@@ -182,7 +182,7 @@ def test_startup_timeout_is_exit_3_names_the_timeout_and_kills_the_server(demo_h
     assert len(runs) == 1 and runs[0].data.tags["modelgate.verdict"] == "error" and runs[0].info.status == "FAILED"
     assert no_processes_left(model_home) == []
     assert vllm_processes(model_home) == [] and vllm_processes() == []
-    # corrupt weights and a taken serving.port: test_gate_e2e.py and tests/integration/test_faults.py
+    # a taken serving.port: tests/integration/test_faults.py; corrupt weights (exit 1, does not load): test_gate_e2e.py
 
 
 # ---------------------------------------------------------------- SIGINT / SIGTERM mid-stage

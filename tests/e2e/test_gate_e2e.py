@@ -61,19 +61,31 @@ def test_gate_on_demo_pin_passes_and_is_recorded(demo_hub, mlflow_server, model_
     assert vllm_processes() == []
 
 
-def test_corrupt_weights_fail_serve_with_exit_3_and_log_tail(demo_hub, mlflow_server, model_home, tmp_path):
-    config = write_demo_release(tmp_path / "team", demo_hub, variant="corrupt")
-    proc = cli.run_gate(config, mlflow_server, model_home, timeout=900)
-    assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
-    assert re.search(r"^\s+serve\s+error\s", proc.stdout, re.M)
-    assert "vLLM exited with code" in proc.stdout
-    assert "last lines of the server log" in proc.stdout
-    assert re.search(r"^\s+format\s+skipped", proc.stdout, re.M)
-    assert "verdict: ERROR (exit 3)" in proc.stdout
-    run_id = re.search(r"^mlflow run: ([0-9a-f]{32})$", proc.stdout, re.M).group(1)
+def test_corrupt_weights_do_not_load_and_are_rejected_with_exit_1_and_the_log(demo_hub, mlflow_server, model_home,
+                                                                               tmp_path):
     from mlflow.tracking import MlflowClient
 
-    assert MlflowClient(tracking_uri=mlflow_server).get_run(run_id).data.tags["modelgate.verdict"] == "error"
+    config = write_demo_release(tmp_path / "team", demo_hub, variant="corrupt")
+    proc = cli.run_gate(config, mlflow_server, model_home, timeout=900)
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr[-3000:]
+    assert re.search(r"^\s+serve\s+failed\s", out, re.M)
+    # the root exception of the traceback, not the last line of the log
+    assert "does not load: safetensors._safetensors_rust.SafetensorError: Error while deserializing header" in out
+    assert "decided by the server log" in out
+    assert "last lines of the server log" in out
+    for stage in ("format", "evals", "compare", "load"):
+        assert re.search(rf"^\s+{stage}\s+skipped\s.*not run: stage serve failed", out, re.M), stage
+    assert "verdict: REJECTED (exit 1)" in out
+    run_id = re.search(r"^mlflow run: ([0-9a-f]{32})$", out, re.M).group(1)
+    client = MlflowClient(tracking_uri=mlflow_server)
+    assert client.get_run(run_id).data.tags["modelgate.verdict"] == "rejected"
+    log = open(client.download_artifacts(run_id, "stages/serve/server.log", str(tmp_path))).read()
+    assert "SafetensorError" in log  # the evidence is in the run
+    report = json.loads(open(client.download_artifacts(run_id, "report.json", str(tmp_path))).read())
+    serve = next(s for s in report["stages"] if s["name"] == "serve")
+    assert serve["details"]["load_failure"]["cause"] == "candidate"
+    assert "SafetensorError" in serve["details"]["log_tail"]
     assert vllm_processes() == []
 
 

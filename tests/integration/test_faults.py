@@ -284,7 +284,7 @@ class Hangs(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
-            chunk = {"choices": [{"index": 0, "delta": {"content": "Hello"}}]}
+            chunk = {"choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": "stop"}]}
             self.wfile.write(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode())
             return
         self._json({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"},

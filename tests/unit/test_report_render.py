@@ -84,3 +84,39 @@ def test_report_command_refuses_a_file_that_is_not_a_report(tmp_path, capsys):
     bad.write_text("[1, 2]")
     assert main(["report", str(bad), "--format", "html"]) == 2
     assert "not a gate report" in capsys.readouterr().err
+
+
+def test_a_candidate_that_does_not_load_renders_with_its_evidence(tmp_path):
+    """A failed serve stage (the candidate does not load), the rest skipped: every rendering names the reason
+    and shows the server log's last lines; a probe note shows the model's answers."""
+    from pipeline.report import console
+
+    doc = json.loads((FIXTURES / "passed-no-load" / "report.json").read_text())
+    reason = "does not load: safetensors._safetensors_rust.SafetensorError: Error while deserializing header"
+    for stage in doc["stages"]:
+        if stage["name"] == "serve":
+            stage.update(status="failed", reasons=[reason, "decided by the server log: in vllm/model_executor/"],
+                         details={"log_tail": "Traceback (most recent call last):\nSafetensorError: <b>`x`</b>",
+                                  "load_failure": {"cause": "candidate"}})
+        elif stage["name"] != "fetch":
+            stage.update(status="skipped", reasons=["not run: stage serve failed"], details={}, metrics={})
+    doc.update(verdict="rejected", exit_code=1, reasons=[f"serve: {reason}"])
+    (tmp_path / "report.json").write_text(json.dumps(doc))
+    data = GateReport.load(tmp_path / "report.json")
+    md = markdown.render(data)
+    assert "REJECTED" in md.splitlines()[0] and "does not load: safetensors\\." in md
+    assert "### serve: last lines of the server log" in md and "```text\nTraceback (most recent" in md
+    page = html.render(data)
+    assert "serve: last lines of the server log" in page and "&lt;b&gt;`x`&lt;/b&gt;" in page
+    out = console.render(data)
+    assert "verdict: REJECTED (exit 1)" in out and "--- serve: last lines of the server log ---" in out
+
+    serve = next(s for s in doc["stages"] if s["name"] == "serve")
+    serve.update(status="passed", reasons=["answered", "the model answered the chat completion with empty text"],
+                 details={"probe": {"prompt": "hi", "max_tokens": 8, "chat_text": "", "finish_reason": "stop",
+                                    "stream_text": "", "stream_finish_reason": "stop", "refusals": [],
+                                    "notes": ["the model answered the chat completion with empty text"]}})
+    (tmp_path / "report.json").write_text(json.dumps(doc))
+    md = markdown.render(GateReport.load(tmp_path / "report.json"))
+    assert "### serve: smoke probe answers" in md and "chat (stop): ''" in md
+    assert "server log" not in md  # a passed stage shows no log

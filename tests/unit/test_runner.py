@@ -97,6 +97,20 @@ def test_quality_stages_still_run_after_a_rejection_but_not_after_an_error(ctx):
     assert [r.status for r in results] == [Status.ERROR, Status.SKIPPED, Status.SKIPPED] and ran == []
 
 
+def test_a_failed_prerequisite_skips_every_later_stage_and_rejects(ctx):
+    from pipeline.gate.run import AFTER_FAILURE, PREREQUISITES
+
+    ran = []
+    stages = [("fetch", stage(Status.PASSED)), ("serve", stage(Status.FAILED)),
+              ("format", stage(Status.PASSED, calls=ran)), ("evals", stage(Status.PASSED, calls=ran)),
+              ("compare", stage(Status.PASSED, calls=ran)), ("load", stage(Status.PASSED, calls=ran))]
+    results = run_stages(ctx, stages, after_failure=AFTER_FAILURE, prerequisites=PREREQUISITES)
+    assert ran == []
+    assert [r.status for r in results[2:]] == [Status.SKIPPED] * 4
+    assert all(r.reasons == ["not run: stage serve failed"] for r in results[2:])
+    assert decide(results)[:2] == ("rejected", errors.EXIT_REJECTED)
+
+
 def test_every_verdict_has_a_commit_status_state_and_nothing_else_does():
     from pipeline.gate.verdict import VERDICTS, Verdict
     from pipeline.integrations.github import STATE_FOR_VERDICT, STATUS_STATES

@@ -2,21 +2,38 @@
 
 In `external` mode the endpoint is an already running OpenAI-compatible server (a staging deployment);
 nothing is spawned and the probe checks that it serves the expected model name.
+
+Whose fault a non-pass is:
+- the server does not start: serving/startup.py reads its log. The candidate's own files failing to load
+  (config, weights, tokenizer, chat template) reject it (`failed`, "does not load: <first error line>");
+  the environment's faults are `error` (exit 3). When the log does not tell, a differential check decides:
+  the production pin is booted on the same machine with the same serving settings; if it starts, the
+  candidate is at fault (`failed`), if it fails too or there is no production version, `error`.
+- the smoke probe: transport faults are `error`; an error answer the probe lays at the candidate's door
+  (serving/probe.py: 400/422/500 from a live server) is `failed`; whatever the model answered otherwise
+  (empty, cut at max_tokens, garbage) passes with a note and is judged by the quality stages.
+Every outcome keeps the evidence: the probe's answers, the server log (artifact) and its tail (details).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from pipeline.config.release import Serving
+from pipeline.config.release import Pin, Serving
+from pipeline.errors import InfraError, ServerError, StartupError
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
 from pipeline.gate.rundir import SERVER_LOG
-from pipeline.serving.probe import probe
-from pipeline.serving.vllm_server import Endpoint, VllmServer
+from pipeline.serving import startup
+from pipeline.serving.probe import ProbeResult, probe
+from pipeline.serving.vllm_server import Endpoint, VllmServer, log_tail
 from pipeline.util.progress import Progress, progress_for
 
 NAME = "serve"
+PRODUCTION_LOG = "production-server.log"  # the differential check's boot of the production pin
 
 
 def external_api_key(serving: Serving) -> str | None:
@@ -66,31 +83,148 @@ def run(ctx: GateContext) -> StageResult:
         ctx.server = server
         try:
             endpoint = server.start()
-        except Exception:
+        except StartupError as exc:
             verify_model_bytes(ctx, progress)  # bytes changed since verification are the cause (exit 2), if so
+            server.stop()  # a timed-out server still runs; the machine must be free for a differential boot
+            return does_not_start(ctx, exc, progress)
+        except Exception:
+            verify_model_bytes(ctx, progress)
             raise
     ctx.endpoint = endpoint
     hashing = verify_model_bytes(ctx, progress)
+    details: dict[str, Any] = {"served_name": served_name, "base_url": endpoint.base_url, "mode": serving.mode,
+                               "pid": endpoint.pid}
+    artifacts = {SERVER_LOG: str(endpoint.log_file)} if endpoint.log_file else {}
     progress(f"smoke probe: chat + streamed completion on {served_name}")
     try:
         result = probe(endpoint.base_url, served_name, serving.probe.prompt, serving.probe.max_tokens,
                        timeout_s=serving.request_timeout_s, api_key=endpoint.api_key)
-    except Exception:
-        if ctx.server is not None:
-            ctx.server.check_alive()  # a dead server is the better explanation
-        raise
-    progress(f"probe answered in {result.chat_latency_s:.2f}s; streamed TTFT {result.stream_ttft_s * 1000:.0f} ms")
-    artifacts = {SERVER_LOG: str(endpoint.log_file)} if endpoint.log_file else {}
+    except InfraError as exc:
+        return errored(ctx, _dead_server(ctx) or exc, details, artifacts, hashing)
+    details["served_models"] = result.served_models
+    details["probe"] = result.evidence(serving.probe.prompt, serving.probe.max_tokens)
+    if result.refusals:
+        dead = _dead_server(ctx)  # a 5xx from a server that died is the environment's
+        if dead is not None:
+            return errored(ctx, dead, details, artifacts, hashing)
+        progress("the candidate's answer to the smoke probe was an error: " + result.refusals[0].line())
+        if endpoint.log_file:
+            details["log_tail"] = log_tail(endpoint.log_file)
+        return StageResult(NAME, Status.FAILED, metrics=hashing, artifacts=artifacts, details=details,
+                           reasons=[f"the candidate failed the smoke probe: {r.line()}" for r in result.refusals])
+    ttft = f"; streamed TTFT {result.stream_ttft_s * 1000:.0f} ms" if result.stream_ttft_s is not None else ""
+    progress(f"probe answered in {result.chat_latency_s:.2f}s{ttft}")
+    for note in result.notes:
+        progress(f"note: {note} (recorded; the quality stages judge it)")
     return StageResult(
-        name=NAME, status=Status.PASSED,
-        metrics={"probe_chat_latency_s": result.chat_latency_s, "probe_ttft_s": result.stream_ttft_s,
-                 "probe_stream_total_s": result.stream_total_s, **hashing},
-        reasons=[f"{served_name} answered a chat and a streamed completion"],
-        artifacts=artifacts,
-        details={"served_name": served_name, "base_url": endpoint.base_url, "mode": serving.mode,
-                 "pid": endpoint.pid, "served_models": result.served_models,
-                 "probe": {"prompt": serving.probe.prompt, "chat_text": result.chat_text,
-                           "finish_reason": result.chat_finish_reason, "stream_text": result.stream_text,
-                           "stream_chunks": result.stream_chunks}},
+        name=NAME, status=Status.PASSED, metrics={**probe_metrics(result), **hashing},
+        reasons=[f"{served_name} answered a chat and a streamed completion", *result.notes],
+        artifacts=artifacts, details=details,
     )
 
+
+def probe_metrics(result: ProbeResult) -> dict[str, float]:
+    metrics = {"probe_chat_latency_s": result.chat_latency_s, "probe_stream_total_s": result.stream_total_s}
+    if result.stream_ttft_s is not None:
+        metrics["probe_ttft_s"] = result.stream_ttft_s
+    if "completion_tokens" in result.chat_usage:
+        metrics["probe_completion_tokens"] = float(result.chat_usage["completion_tokens"])
+    return metrics
+
+
+def _dead_server(ctx: GateContext) -> ServerError | None:
+    """The spawned server's death, when it died (the better explanation of a failed request)."""
+    if ctx.server is None:
+        return None
+    try:
+        ctx.server.check_alive()
+    except ServerError as exc:
+        return exc
+    return None
+
+
+def errored(ctx: GateContext, exc: InfraError, details: dict[str, Any], artifacts: dict[str, str],
+            metrics: dict[str, float]) -> StageResult:
+    """An infrastructure error that keeps its evidence: the server log and its tail, what the probe saw."""
+    log_file = getattr(exc, "log_file", None) or artifacts.get(SERVER_LOG)
+    details = {**details, "log_tail": getattr(exc, "log_tail", "") or log_tail(Path(log_file) if log_file else None)}
+    return StageResult(NAME, Status.ERROR, metrics=metrics, reasons=[exc.one_line()], details=details,
+                       artifacts={**artifacts, **({SERVER_LOG: log_file} if log_file else {})})
+
+
+Boot = Callable[[GateContext, Pin, Path, Progress], tuple[bool, str]]
+
+
+def boot_production(ctx: GateContext, pin: Pin, log_file: Path, progress: Progress) -> tuple[bool, str]:
+    """The differential check: fetch the production pin and boot it with the candidate's serving settings on
+    this machine. (True, how) when it became healthy (it is stopped at once), (False, why) when it did not."""
+    from pipeline.model.fetch import fetch
+
+    release = ctx.release
+    model_dir = fetch(pin, release.repo_location(pin), ctx.home, file=f"{release.path} (production baseline)",
+                      allowlist=release.remote_code_allowlist, progress=progress)
+    server = VllmServer(model_dir.path, release.served_name(pin), release.serving, log_file,
+                        enforce_eager=ctx.enforce_eager, progress=progress, api_key=ctx.api_key)
+    try:
+        with server:
+            return True, "it became healthy"
+    except StartupError as exc:
+        return False, exc.one_line()
+
+
+def does_not_start(ctx: GateContext, exc: StartupError, progress: Progress,
+                   boot: Boot = boot_production) -> StageResult:
+    """The server did not start: the candidate's fault (`failed`, "does not load: ...") or the environment's
+    (`error`), decided from the log (serving/startup.py), else by booting the production pin (module doc)."""
+    log_path = Path(exc.log_file) if exc.log_file else None
+    text = ""
+    if log_path is not None:
+        try:
+            text = log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+    found = startup.diagnose(text, returncode=exc.returncode, timed_out=exc.timed_out)
+    first = found.first_error or exc.one_line()
+    excerpt = startup.root_excerpt(text)
+    tail = exc.log_tail
+    if excerpt and found.first_error and found.first_error not in tail:  # the root cause first, then the end
+        tail = f"{excerpt}\n[...]\n" + "\n".join(tail.splitlines()[-10:])
+    details: dict[str, Any] = {"log_tail": tail, "load_failure": {
+        "cause": found.cause, "first_error": found.first_error, "why": found.why, "decided_by": "server log",
+        "server": exc.one_line()}}
+    artifacts = {SERVER_LOG: str(log_path)} if log_path else {}
+    progress(f"{exc.one_line()}: {found.why}")
+    if found.cause == startup.CANDIDATE:
+        return StageResult(NAME, Status.FAILED, details=details, artifacts=artifacts,
+                           reasons=[f"does not load: {first}", f"decided by the server log: {found.why}"])
+    if found.cause == startup.ENVIRONMENT:
+        line = f": {found.first_error}" if found.first_error else ""
+        return StageResult(NAME, Status.ERROR, details=details, artifacts=artifacts,
+                           reasons=[f"{exc.one_line()}: the environment's fault ({found.why}){line}"])
+    release = ctx.release
+    baseline = ctx.baseline_store.production(release.model_name) if ctx.baseline_store else None
+    unexplained = (f"{exc.one_line()} ({found.first_error or 'no error line in the log'}); the log does not "
+                   f"tell whose fault it is ({found.why})")
+    if baseline is None or baseline.pin.revision == release.candidate.revision:
+        why = "there is no production version" if baseline is None else "the candidate is the production pin"
+        details["load_failure"]["decided_by"] = "no differential check possible"
+        return StageResult(NAME, Status.ERROR, details=details, artifacts=artifacts,
+                           reasons=[f"{unexplained}, and {why} to boot for a differential check: treated as "
+                                    "an infrastructure failure"])
+    production_log = ctx.files.stage(NAME) / PRODUCTION_LOG
+    progress(f"differential check: booting production v{baseline.version} ({baseline.pin.short}) with the same "
+             "serving settings")
+    booted, how = boot(ctx, baseline.pin, production_log, progress)
+    details["load_failure"].update({"decided_by": "differential check", "production_version": baseline.version,
+                                    "production_revision": baseline.pin.revision, "production_booted": booted,
+                                    "production_outcome": how})
+    if production_log.exists():
+        artifacts[PRODUCTION_LOG] = str(production_log)
+    if booted:
+        return StageResult(NAME, Status.FAILED, details=details, artifacts=artifacts, reasons=[
+            f"does not load: {first}",
+            f"decided by a differential check: production v{baseline.version} ({baseline.pin.short}) started on "
+            f"this machine with the same serving settings, the candidate did not ({found.why})"])
+    return StageResult(NAME, Status.ERROR, details=details, artifacts=artifacts, reasons=[
+        f"{unexplained}; production v{baseline.version} ({baseline.pin.short}) failed to start too with the same "
+        f"serving settings (differential check: {how}): an infrastructure failure"])
