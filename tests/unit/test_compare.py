@@ -162,3 +162,94 @@ def test_a_nan_item_value_is_bad_input_naming_metric_item_and_side(write_release
         compare.run(ctx)
     who = "the candidate" if side == "candidate" else "the production baseline v3"
     assert str(err.value).startswith(f"t/f1: per-item value nan of {who} for item c1: a metric must score every")
+
+
+def test_no_quality_metrics_is_skipped_and_asks_no_baseline(ctx):
+    ctx.items = {}
+    ctx.baseline_store = Store(None)
+    result = compare.run(ctx)
+    assert result.status == Status.SKIPPED and result.reasons == ["no quality metrics to compare"]
+    assert ctx.baseline_store.asked == []
+
+
+def test_items_the_baseline_lacks_are_counted_as_unpaired_not_compared(ctx):
+    ctx.items = {"t/acc": items([1] * 60)}
+    ctx.baseline_store = Store(baseline({"t/acc": {k: v for k, v in items([1] * 60).items() if k != "c0"}}))
+    result = compare.run(ctx)
+    (row,) = result.details["metrics"]
+    assert result.details["unpaired"] == {"t/acc": 1} and row["n"] == 59
+
+
+class FakeServer:
+    """Stands in for VllmServer: records how it was started and whether it was stopped."""
+
+    started: list = []
+
+    def __init__(self, model_dir, served_name, serving, log_file, **kwargs):
+        self.args = (model_dir, served_name, serving, log_file)
+        self.stopped = False
+        FakeServer.started.append(self)
+
+    def __enter__(self):
+        return f"endpoint of {self.args[1]}"
+
+    def __exit__(self, *exc):
+        self.stopped = True
+
+    def check_alive(self):
+        return None
+
+
+def test_reevaluate_serves_the_baseline_pin_and_runs_the_candidates_suites_and_evalsets(ctx, monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    ctx.items = {"format/pass": items([1] * 4), "t/acc": items([1] * 4)}
+    fetched, format_calls, eval_calls = [], [], []
+    monkeypatch.setattr(FakeServer, "started", [])
+    monkeypatch.setattr(compare, "VllmServer", FakeServer)
+    monkeypatch.setattr(compare, "fetch", lambda pin, location, home, **kw: fetched.append((pin, kw["file"]))
+                        or SimpleNamespace(path=tmp_path / "baseline-model"))
+    monkeypatch.setattr(compare.formatcheck, "suites_for", lambda c: ["the candidate's suites"])
+
+    def fake_format(endpoint, suites, **kw):
+        format_calls.append((endpoint, suites, kw["profile"]))
+        return SimpleNamespace(items=items([0] * 4))
+
+    def fake_evals(endpoint, model_dir, gate, root, out_dir, progress):
+        eval_calls.append((endpoint, model_dir))
+        return "lm-eval run"
+
+    monkeypatch.setattr(compare.formatcheck, "evaluate", fake_format)
+    monkeypatch.setattr(compare.evals, "evaluate", fake_evals)
+    monkeypatch.setattr(compare.evals, "item_values",
+                        lambda run, names, **kw: {n: items([0] * 4) for n in names} if run == "lm-eval run" else {})
+    pin = Pin("git", "hub/model", "e" * 40, {"config.json": "a" * 64})
+    result = compare.reevaluate(ctx, pin, progress=lambda m: None)
+    assert result == {"format/pass": items([0] * 4), "t/acc": items([0] * 4)}
+    assert fetched[0][0] == pin and "(production baseline)" in fetched[0][1]
+    (server,) = FakeServer.started
+    assert server.args[1] == f"chat@{'e' * 12}" and server.args[0] == tmp_path / "baseline-model"
+    assert server.stopped
+    served = f"endpoint of chat@{'e' * 12}"
+    assert format_calls == [(served, ["the candidate's suites"], ctx.release.serving.request_profile)]
+    assert eval_calls == [(served, tmp_path / "baseline-model")]
+
+
+def test_reevaluate_stops_the_baseline_server_when_its_evals_fail(ctx, monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.errors import InfraError
+
+    ctx.items = {"t/acc": items([1] * 4)}  # no format metric: the format suites are not run for the baseline
+    monkeypatch.setattr(FakeServer, "started", [])
+    monkeypatch.setattr(compare, "VllmServer", FakeServer)
+    monkeypatch.setattr(compare, "fetch", lambda *a, **kw: SimpleNamespace(path=tmp_path / "m"))
+    monkeypatch.setattr(compare.formatcheck, "evaluate", lambda *a, **kw: pytest.fail("format ran"))
+
+    def broken(*args):
+        raise InfraError("lm-eval failed")
+
+    monkeypatch.setattr(compare.evals, "evaluate", broken)
+    with pytest.raises(InfraError, match="lm-eval failed"):
+        compare.reevaluate(ctx, Pin("git", "hub/model", "e" * 40, {}), progress=lambda m: None)
+    assert [s.stopped for s in FakeServer.started] == [True]
