@@ -3,8 +3,8 @@
 - SIGINT and SIGTERM during every stage (stand-in stages, the one under test blocks until signalled; the
   `serve` stand-in starts a child process torn down through `ctx.cleanup`, as the vLLM server is): exit 130,
   the stage `interrupted`, later ones skipped, nothing recorded, the child gone.
-- An unwritable run directory (a path under a regular file: ENOTDIR) and a full disk (a 64 KiB tmpfs) for a
-  stage's files, the report, and MLflow's artifact store: exit 3 naming the path and the system's reason,
+- An unwritable run directory (a path under a regular file: ENOTDIR) and a full disk (a 64 KiB tmpfs, mounted for real or in the child's own
+  user + mount namespace: tests/support/tinydisk.py) for a stage's files, the report, and MLflow's artifact store: exit 3 naming the path and the system's reason,
   nothing recorded as passed.
 - A staging endpoint that hangs (accepts connections, never answers), at the smoke probe, the format checks,
   lm-eval and the load test: per-request timeout (`serving.request_timeout_s`) and bounded retries, exit 3 in
@@ -17,10 +17,8 @@ The same faults with a real vLLM server: tests/e2e/test_faults_e2e.py.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +28,7 @@ import pytest
 import yaml
 
 from pipeline.gate.run import STAGES
-from tests.support import cli
+from tests.support import cli, tinydisk
 from tests.support.model_repo import TINY_MODEL, build_model_repo
 from tests.support.processes import alive
 from tests.support.releases import copy_project_inputs, write_release
@@ -74,13 +72,14 @@ sys.exit(cli.main(sys.argv[4:]))
 """
 
 
-def start(tmp_path, target, mode, run_dir, model="support-bot"):
-    """The gate with stand-in stages as a child (see HARNESS); (watched child, tracking URI, pid file)."""
+def start(tmp_path, target, mode, run_dir, model="support-bot", disk=None):
+    """The gate with stand-in stages as a child (see HARNESS); (watched child, tracking URI, pid file). With a
+    `disk` (tests/support/tinydisk.py) the child runs where that disk is mounted."""
     config = write_release(tmp_path, model=model)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     pidfile = tmp_path / "child.pid"
     gate = cli.start("gate", "--config", str(config), "--run-dir", str(run_dir), env={"MLFLOW_TRACKING_URI": uri},
-                     python=["-c", HARNESS, target, str(pidfile), mode])
+                     python=["-c", HARNESS, target, str(pidfile), mode], wrap=disk.wrap if disk else None)
     return gate, uri, pidfile
 
 
@@ -146,54 +145,39 @@ def test_unwritable_run_dir_is_exit_3_and_names_the_path(tmp_path):
     assert recorded_runs(uri) == []
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """mount(size=64k) -> a fresh 64 KiB tmpfs; fill(mount) leaves it with no free block."""
-    mounts = []
+@pytest.fixture(params=tinydisk.MODES)
+def tiny_disk(request):
+    """tiny_disk(path, full=False) -> a 64 KiB filesystem at path for the gate child: a real tmpfs mount (root),
+    or the same tmpfs in the child's own user + mount namespace (any user); see tests/support/tinydisk.py."""
+    disks = []
 
-    def mount(where: Path) -> Path:
-        where.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True,
-                              text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
-        mounts.append(where)
-        return where
+    def make(where: Path, full: bool = False) -> tinydisk.TinyDisk:
+        disk = tinydisk.make(where, request.param, full=full)
+        disks.append(disk)
+        return disk
 
-    yield mount
-    for where in reversed(mounts):
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
-
-def fill(mount: Path) -> None:
-    fd = os.open(mount / ".filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError as exc:
-        assert exc.errno == 28, exc  # ENOSPC: full
-    finally:
-        os.close(fd)
+    yield make
+    for disk in reversed(disks):
+        disk.unmount()
 
 
 def test_full_disk_under_a_stage_fails_closed_with_exit_3(tmp_path, tiny_disk):
     disk = tiny_disk(tmp_path / "tiny")
-    gate, uri, _ = start(tmp_path, "format", "write", disk / "run")
+    gate, uri, _ = start(tmp_path, "format", "write", disk.path / "run", disk=disk)
     code, out, err = gate.finish(timeout_s=120)
     assert code == 3, out + err
     last = last_error_line(err)
-    assert "No space left on device" in last and str(disk / "run" / "report.json") in last, last
+    assert "No space left on device" in last and str(disk.path / "run" / "report.json") in last, last
     assert recorded_runs(uri) == []  # the report could not be kept, so nothing is recorded either
 
 
 def test_full_disk_for_the_report_is_exit_3_naming_the_path(tmp_path, tiny_disk):
-    disk = tiny_disk(tmp_path / "tiny")
-    fill(disk)
-    gate, uri, _ = start(tmp_path, "none", "pass", disk / "run")
+    disk = tiny_disk(tmp_path / "tiny", full=True)
+    gate, uri, _ = start(tmp_path, "none", "pass", disk.path / "run", disk=disk)
     code, out, err = gate.finish(timeout_s=120)
     assert code == 3, out + err
     last = last_error_line(err)
-    assert last == f"modelgate: InfraError: cannot write the gate report to {disk / 'run' / 'report.json'}: " \
+    assert last == f"modelgate: InfraError: cannot write the gate report to {disk.path / 'run' / 'report.json'}: " \
                    "No space left on device", last
     assert recorded_runs(uri) == [] and model_versions(uri) == []
 
@@ -201,10 +185,10 @@ def test_full_disk_for_the_report_is_exit_3_naming_the_path(tmp_path, tiny_disk)
 def test_full_mlflow_artifact_store_is_exit_3_and_nothing_is_recorded_as_passed(tmp_path, tiny_disk):
     """Every stage passed, but MLflow cannot store the artifacts: exit 3 naming the file, the store and the
     reason; the report is kept with the error; the run ends FAILED and does not say `passed`; no version."""
-    store = tiny_disk(tmp_path / "mlflow" / "artifacts")  # where a sqlite store beside release.yaml keeps artifacts
-    fill(store)
+    disk = tiny_disk(tmp_path / "mlflow" / "artifacts", full=True)  # where a sqlite store beside release.yaml
+    store = disk.path                                                # keeps its artifacts
     run_dir = tmp_path / "run"
-    gate, uri, _ = start(tmp_path, "format", "artifact", run_dir, model="full-store")
+    gate, uri, _ = start(tmp_path, "format", "artifact", run_dir, model="full-store", disk=disk)
     code, out, err = gate.finish(timeout_s=180)
     assert code == 3, out + err
     last = last_error_line(err)

@@ -15,7 +15,7 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tests.support.paths import REPO
@@ -47,10 +47,14 @@ def run_subprocess(*argv: str, env: Env | None = None, cwd: Path | None = None,
                           timeout=timeout)
 
 
-def start(*argv: str, env: Env | None = None, python: list[str] | None = None) -> Watched:
+def start(*argv: str, env: Env | None = None, python: list[str] | None = None,
+          wrap: Callable[[list[str]], list[str]] | None = None) -> Watched:
     """`python -m pipeline <argv>` (or `python <python...> <argv>`, e.g. ["-c", HARNESS]) started as a child
-    whose output is read as it comes (see waiting.Watched)."""
+    whose output is read as it comes (see waiting.Watched); `wrap` may put the command inside another (e.g.
+    a mount namespace, tests/support/tinydisk.py)."""
     cmd = [sys.executable, *python, *argv] if python else command(*argv)
+    if wrap is not None:
+        cmd = wrap(cmd)
     return Watched(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     env=child_env(env)))
 
