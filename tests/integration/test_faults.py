@@ -3,9 +3,9 @@
 - SIGINT and SIGTERM during every stage (stand-in stages, the one under test blocks until signalled; the
   `serve` stand-in starts a child process torn down through `ctx.cleanup`, as the vLLM server is): exit 130,
   the stage `interrupted`, later ones skipped, nothing recorded, the child gone.
-- An unwritable run directory (a path under a regular file: ENOTDIR) and a full disk (a 64 KiB tmpfs, mounted for real or in the child's own
-  user + mount namespace: tests/support/tinydisk.py) for a stage's files, the report, and MLflow's artifact store: exit 3 naming the path and the system's reason,
-  nothing recorded as passed.
+- An unwritable run directory (a path under a regular file: ENOTDIR) and a full disk (a 64 KiB tmpfs, mounted
+  for real or in the child's own user + mount namespace: tests/support/tinydisk.py) for a stage's files, the
+  report, and MLflow's artifact store: exit 3 naming the path and the system's reason, nothing recorded as passed.
 - A staging endpoint that hangs (accepts connections, never answers), at the smoke probe, the format checks,
   lm-eval and the load test: per-request timeout (`serving.request_timeout_s`) and bounded retries, exit 3 in
   bounded time, the message naming the timeout.
