@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.releasing.promotion import STEPS
 from tests.support import cli
+from tests.support.barrier import start_together
 from tests.support.ghfake.fixtures import FAKE_REPO
 from tests.support.git import git
 from tests.support.team import (
@@ -101,9 +102,9 @@ def test_two_promotions_at_once_exactly_one_wins(team, mlflow_server):
     v2 = record_gate(team, uri, 2)
     for v in (v1, v2):
         approve(team, uri, v)
-    env = {"MLFLOW_TRACKING_URI": uri}
-    procs = [cli.start("promote", "--version", v, "--actor", "alice", "--config", str(team), env=env)
-             for v in (v1, v2)]
+    env = {"MLFLOW_TRACKING_URI": uri, "MODELGATE_ACTOR": None}
+    procs = start_together(team.parent / "barrier", [["promote", "--version", v, "--actor", "alice", "--config",
+                                                      str(team)] for v in (v1, v2)], env=env)
     results = [p.finish(timeout_s=120) for p in procs]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 6], results
@@ -124,10 +125,11 @@ def test_promotion_racing_a_rollback_exactly_one_wins(team, mlflow_server):
     released(team, uri, 2)
     v3 = record_gate(team, uri, 3)
     approve(team, uri, v3)
-    env = {"MLFLOW_TRACKING_URI": uri}
-    procs = [cli.start(*args, "--config", str(team), env=env)
-             for args in (["promote", "--version", v3, "--actor", "alice"],
-                          ["rollback", "--actor", "bob@example.com", "--reason", "latency"])]
+    env = {"MLFLOW_TRACKING_URI": uri, "MODELGATE_ACTOR": None}
+    procs = start_together(team.parent / "barrier", [[*args, "--config", str(team)]
+                                                     for args in (["promote", "--version", v3, "--actor", "alice"],
+                                                                  ["rollback", "--actor", "bob@example.com",
+                                                                   "--reason", "latency"])], env=env)
     results = [p.finish(timeout_s=120) for p in procs]
     codes = [code for code, _, _ in results]
     assert sorted(codes) == [0, 6], results
