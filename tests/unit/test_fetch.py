@@ -60,20 +60,25 @@ def test_changed_cache_file_is_exit_2_naming_it_even_with_size_and_mtime_kept(re
     assert info.value.exit_code == 2 and info.value.path == "candidate.files.model.safetensors"
 
 
+def change_behind_the_marker(model_dir, byte):
+    """Rewrite model.safetensors with `byte` and the cache marker's stat entry to vouch for the new bytes."""
+    target = model_dir / "model.safetensors"
+    target.chmod(0o644)
+    target.write_bytes(byte * 4096)
+    marker = json.loads((model_dir / MARKER).read_text())
+    st = target.stat()
+    marker["stats"]["model.safetensors"] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    (model_dir / MARKER).chmod(0o644)
+    (model_dir / MARKER).write_text(json.dumps(marker))
+
+
 def test_background_hash_catches_a_change_the_marker_hides(repo, tmp_path):
     """Even with the marker rewritten to vouch for changed bytes, the gate's own hash (in the background, while
     vLLM boots) finds them before any result counts."""
     path, sha, digests = repo
     pin = Pin("git", str(path), sha, digests)
     got = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
-    target = got.path / "model.safetensors"
-    target.chmod(0o644)
-    target.write_bytes(b"\2" * 4096)
-    marker = json.loads((got.path / MARKER).read_text())
-    st = target.stat()
-    marker["stats"]["model.safetensors"] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-    (got.path / MARKER).chmod(0o644)
-    (got.path / MARKER).write_text(json.dumps(marker))
+    change_behind_the_marker(got.path, b"\2")
     hit = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None, background=True)
     assert hit.cache_hit and hit.verification is not None
     with pytest.raises(DigestMismatch, match="changed since it was verified"):
@@ -259,14 +264,7 @@ def test_a_server_that_fails_on_changed_cached_bytes_is_reported_as_the_changed_
     path, sha, digests = repo
     pin = Pin("git", str(path), sha, digests)
     got = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None)
-    target = got.path / "model.safetensors"
-    target.chmod(0o644)
-    target.write_bytes(b"\3" * 4096)
-    marker = json.loads((got.path / MARKER).read_text())
-    st = target.stat()
-    marker["stats"]["model.safetensors"] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-    (got.path / MARKER).chmod(0o644)
-    (got.path / MARKER).write_text(json.dumps(marker))
+    change_behind_the_marker(got.path, b"\3")
     hit = fetch(pin, str(path), tmp_path / "home", file="release.yaml", progress=lambda m: None, background=True)
 
     class FailingServer:
