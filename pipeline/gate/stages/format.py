@@ -58,8 +58,7 @@ def evaluate(endpoint: Endpoint, suites: list[Suite], *, concurrency: int, out_d
     rows: list[dict[str, Any]] = []
     items: dict[str, float] = {}
     critical_failed: list[str] = []
-    params = {r.key: r.params for r in requests}
-    for (suite, case), resp in zip(cases, responses, strict=True):
+    for (suite, case), request, resp in zip(cases, requests, responses, strict=True):
         if resp.error:
             verdict = {"case_id": case.id, "passed": False, "critical": case.critical,
                        "failures": [{"expectation": "request", "reason": resp.error, "path": None}]}
@@ -70,7 +69,7 @@ def evaluate(endpoint: Endpoint, suites: list[Suite], *, concurrency: int, out_d
             critical_failed.append(resp.key)
         rows.append({"key": resp.key, "suite": suite.name, **verdict, "output": resp.text[:OUTPUT_KEEP_CHARS],
                      "finish_reason": resp.finish_reason, "latency_s": round(resp.latency_s, 4),
-                     "completion_tokens": resp.completion_tokens, "request_params": params[resp.key]})
+                     "completion_tokens": resp.completion_tokens, "request_params": request.params})
     out_dir.mkdir(parents=True, exist_ok=True)
     cases_file = out_dir / "cases.jsonl"
     cases_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
