@@ -172,16 +172,30 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     release, uri = _store(args)
     _print_outcome(promote(release, uri, args.version, _actor(args), override_reason=args.override_reason,
-                           progress=progress_for("promote")))
+                           progress=progress_for("promote"), home=_home(args.config)))
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from pipeline.releasing.promotion import rollback
     from pipeline.util.progress import progress_for
 
     release, uri = _store(args)
-    _print_outcome(rollback(release, uri, args.to, _actor(args), args.reason, progress=progress_for("rollback")))
+    if args.check:
+        from pipeline.errors import Refused
+        from pipeline.releasing.readiness import rehearse
+
+        result = rehearse(release, uri, args.to, _actor(args), home=_home(args.config), serve=args.serve,
+                          progress=progress_for("rollback --check"))
+        if not result.ready:
+            raise Refused(f"{result.line()}; recorded, nothing moved")
+        print(f"{result.line()}; recorded, nothing moved")
+        return 0
+    if args.serve:
+        raise BadInput("--serve rehearses a rollback: use it with --check", path="--serve")
+    from pipeline.releasing.promotion import rollback
+
+    _print_outcome(rollback(release, uri, args.to, _actor(args), args.reason, progress=progress_for("rollback"),
+                            home=_home(args.config)))
     return 0
 
 
@@ -342,10 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     appr.add_argument("--reason", required=True, help="what you checked")
     prom = acting(release_cmd("promote", "make an approved, passed version production", cmd_promote))
     prom.add_argument("--version", required=True, help="version number or alias (e.g. candidate)")
-    prom.add_argument("--override-reason", help="promote an inconclusive gate; recorded with your name")
+    prom.add_argument("--override-reason", help="promote an inconclusive gate, or over a previous version whose "
+                      "weights cannot be verified (no rollback path); recorded with your name")
     back = acting(release_cmd("rollback", "put the previous (or a given) version back into production", cmd_rollback))
     back.add_argument("--to", help="version number or alias (default: previous)")
-    back.add_argument("--reason", required=True, help="what went wrong")
+    back.add_argument("--reason", help="what went wrong (required, except with --check)")
+    back.add_argument("--check", action="store_true",
+                      help="rehearse: fetch and verify the target (and with --serve boot and probe it), record the "
+                      "result, move nothing; exit 0 ready, 5 not ready")
+    back.add_argument("--serve", action="store_true", help="with --check: also boot it with vLLM and smoke-probe it")
     hist = release_cmd("history", "timeline of gates, approvals, promotions and rollbacks", cmd_history)
     hist.add_argument("--json", action="store_true")
     res = release_cmd("resolve", "print the pin an alias points at (for deployments)", cmd_resolve)

@@ -19,6 +19,9 @@ from pipeline.integrations.tracking import RunRecord
 APPROVE, PROMOTE, ROLLBACK = "approve", "promote", "rollback"
 IN_PROGRESS, COMPLETED, LOST = "in-progress", "completed", "lost"
 T = "modelgate."
+# what a rollback-readiness check records on an audit run (releasing/readiness.py), shown by `history`
+READINESS_TAGS = ("outcome", "how", "detail", "rollback_ready", "rollback_ready_version", "rollback_ready_at",
+                  "rollback_ready_detail", "rollback_ready_override")
 
 
 def where_from() -> str:
@@ -127,4 +130,5 @@ def as_dict(ev: AuditEvent) -> dict[str, Any]:
             "steps": list(ev.steps), "audit_run_id": ev.run_id,
             **{k.removeprefix(T): v for k, v in ev.tags.items()
                if k.startswith(T) and k.removeprefix(T) in ("promotion_id", "revision", "git_tag", "deployment_url",
-                                                             "override_reason", "gate_run_id", "resumed_by", "via")}}
+                                                             "override_reason", "gate_run_id", "resumed_by", "via",
+                                                             *READINESS_TAGS)}}

@@ -13,7 +13,7 @@ from pipeline.config.release import Release
 from pipeline.errors import BadInput
 from pipeline.integrations.registry import CANDIDATE, PREVIOUS, PRODUCTION, Registry
 from pipeline.integrations.tracking import display_uri, gate_runs
-from pipeline.releasing import claim
+from pipeline.releasing import claim, readiness
 from pipeline.releasing.audit import AuditLog, as_dict
 
 
@@ -53,7 +53,25 @@ def timeline(release: Release, uri: str) -> dict[str, Any]:
         mv = reg.by_alias(release.model_name, alias)
         aliases[alias] = mv.version if mv else None
     pending = [claim.resume_hint(e) for e in claim.in_progress(audit, release.model_name)]
-    return {"model": release.model_name, "aliases": aliases, "in_progress": pending, "events": entries}
+    proven = readiness.last_proven(entries)
+    return {"model": release.model_name, "aliases": aliases, "in_progress": pending, "events": entries,
+            "rollback_readiness": proven, "rollback_path": _rollback_path(reg, release.model_name, aliases, proven)}
+
+
+def _rollback_path(reg: Registry, model: str, aliases: dict[str, str | None],
+                   proven: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """For the current `previous`: when its rollback path was last proven (audit trail), and the last check
+    recorded on the version (which also holds a check that refused a promotion)."""
+    version = aliases.get(PREVIOUS)
+    if not version:
+        return None
+    mv = reg.version(model, version)
+    tags = mv.tags if mv else {}
+    last = {k.removeprefix(readiness.TAG): v for k, v in tags.items() if k.startswith(readiness.TAG)
+            and not k.removeprefix(readiness.TAG).startswith("proven_")}
+    entry = proven.get(version, {})
+    return {"version": version, "proven_at": entry.get("proven_at"), "proven_by": entry.get("proven_by"),
+            "proven_how": entry.get("proven_how"), "last_check": last or entry.get("last_check")}
 
 
 def to_text(doc: dict[str, Any]) -> str:
@@ -62,19 +80,48 @@ def to_text(doc: dict[str, Any]) -> str:
              f"candidate {_v(al['candidate'])}"]
     for hint in doc["in_progress"]:
         lines.append(f"  ! incomplete: {hint}")
+    path = doc.get("rollback_path")
+    if path:
+        lines.append(f"  {_path_line(path)}")
     for e in doc["events"]:
         who = e.get("actor") or "-"
         if e["event"] == "gate":
             metrics = ", ".join(f"{k.split('.', 1)[1]}={v:g}" for k, v in e["metrics"].items())
             what = f"gate      {_v(e['version']):<5} {str(e['revision'])[:12]} {e['verdict']:<12} by {who}" + \
                 (f"  PR #{e['pr']}" if e.get("pr") else "") + (f"  [{metrics}]" if metrics else "")
+        elif e["event"] == readiness.CHECK:
+            what = (f"{e['event']} {_v(e['version'])} {e.get('outcome', '?')} ({e.get('how', '?')}) by {who}"
+                    + (f": {e['detail']}" if e.get("outcome") != readiness.READY and e.get("detail") else ""))
         else:
             extra = f" from {_v(e['from_version'])}" if e.get("from_version") else ""
             state = "" if e["state"] == "completed" else f" ({e['state']})"
             reason = f": {e['reason']}" if e.get("reason") else ""
-            what = f"{e['event']:<9} {_v(e['version'])}{extra} by {who}{state}{reason}"
+            what = f"{e['event']:<9} {_v(e['version'])}{extra} by {who}{state}{reason}" + _readiness_note(e)
         lines.append(f"{e['at']}  {what}")
     return "\n".join(lines)
+
+
+def _path_line(path: dict[str, Any]) -> str:
+    """`rollback path: previous v1 last proven <at> (at promotion, by bob)`, or why it is not."""
+    head = f"rollback path: previous {_v(path['version'])}"
+    proven = (f"last proven {path['proven_at']} ({path['proven_how']}, by {path['proven_by']})"
+              if path.get("proven_at") else "never proven (run `modelgate rollback --check`)")
+    last = path.get("last_check") or {}
+    if last.get("outcome") == readiness.NOT_READY:
+        return (f"{head} NOT READY at its last check {last.get('at')} ({last.get('how')}): {last.get('detail')}; "
+                f"{proven}")
+    return f"{head} {proven}"
+
+
+def _readiness_note(e: dict[str, Any]) -> str:
+    """What a promotion or rollback proved about the rollback path (or had overridden)."""
+    state = e.get("rollback_ready")
+    if state == readiness.READY:
+        return f"; rollback path to {_v(e.get('rollback_ready_version'))} proven"
+    if state == readiness.OVERRIDDEN:
+        return (f"; rollback path to {_v(e.get('rollback_ready_version'))} NOT proven, overridden: "
+                f"{e.get('rollback_ready_override')} ({e.get('rollback_ready_detail')})")
+    return ""
 
 
 def _v(version: str | None) -> str:

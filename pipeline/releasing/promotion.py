@@ -1,6 +1,8 @@
 """Promotion and rollback: move the `production` alias, write the version tag, tell GitHub, record it all.
 
-A release operation runs in three steps after its checks (policy.py) and its claim (claim.py):
+A release operation runs in three steps after its checks (policy.py; and the rollback path: the version that
+becomes `previous`, or the rollback target, fetched and verified byte for byte, readiness.py) and its claim
+(claim.py):
 
     aliases   `previous` -> the old production, `production` -> the new version (MLflow registry)
     tag       annotated git tag `<model>/v<N>` with revision, digests, gate run and approvers
@@ -19,12 +21,12 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.config.release import Release
-from pipeline.errors import BadInput, Conflict, Refused
-from pipeline.gate.verdict import Verdict
+from pipeline.errors import BadInput, Conflict
 from pipeline.integrations.registry import PREVIOUS, PRODUCTION, ModelVersion, Registry
-from pipeline.releasing import claim
+from pipeline.releasing import claim, readiness
 from pipeline.releasing.audit import COMPLETED, PROMOTE, ROLLBACK, AuditEvent, AuditLog, now_iso
 from pipeline.releasing.gittag import ensure_tag, repo_root, tag_name
 from pipeline.releasing.policy import (
@@ -193,7 +195,8 @@ def _was(production: ModelVersion | None) -> str:
 
 
 def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, override_reason: str | None = None,
-            progress: Progress = print, settle_s: float = 1.0) -> Outcome:
+            progress: Progress = print, settle_s: float = 1.0, home: Path | None = None) -> Outcome:
+    """`home`: the model cache the rollback path is proven into (default: .modelgate beside release.yaml)."""
     actor = require_manager(release, actor, "promote")
     github_on = _github_configured(release)
     repo_root(release.root)  # the version tag needs the team's git repository: fail before any change
@@ -205,10 +208,13 @@ def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, 
         override = check_gate_passed(mv, override_reason)
         approvers = check_approvals(release, audit, mv)
         check_not_stale(mv, production)
+        # the version that becomes `previous` must still be fetchable, byte for byte (readiness.py)
+        ready = readiness.at_promotion(release, reg, production, actor, home or release.root / ".modelgate",
+                                       override_reason, progress)
         ev = audit.open(PROMOTE, release.model_name, mv.version, actor,
                         from_version=production.version if production else "", promotion_id=uuid.uuid4().hex,
                         revision=mv.revision, gate_run_id=mv.run_id, approvers=",".join(approvers),
-                        override_reason=override, github="on" if github_on else "off")
+                        override_reason=override, github="on" if github_on else "off", **ready)
         return ev, (f"promoting {release.model_name} v{mv.version} ({mv.revision[:12]}) over {_was(production)}; "
                     f"approved by {', '.join(approvers) or '-'}")
 
@@ -224,7 +230,7 @@ def _previous_before(audit: AuditLog, model: str, version: str) -> str:
 
 
 def rollback(release: Release, uri: str, to_ref: str | None, actor: str | None, reason: str | None, *,
-             progress: Progress = print, settle_s: float = 1.0) -> Outcome:
+             progress: Progress = print, settle_s: float = 1.0, home: Path | None = None) -> Outcome:
     actor = require_manager(release, actor, "roll back")
     if not reason or not reason.strip():
         raise BadInput("a rollback needs a reason (what went wrong)", path="--reason")
@@ -237,16 +243,14 @@ def rollback(release: Release, uri: str, to_ref: str | None, actor: str | None, 
     target = resolve_version(reg, release, to_ref or (pending.version if pending else PREVIOUS), "--to")
 
     def begin(production: ModelVersion | None) -> tuple[AuditEvent, str]:
-        was_production = any(e.version == target.version for e in audit.events(release.model_name, state=COMPLETED)
-                             if e.event in (PROMOTE, ROLLBACK))
-        if target.verdict != Verdict.PASSED and not was_production:
-            raise Refused(f"{release.model_name} v{target.version}: gate verdict {target.verdict!r} and never "
-                          "production: a rollback target must have passed a gate or have been production")
+        readiness.check_rollback_target(release, audit, target)
+        # its weights must still be fetchable, byte for byte, before the alias moves (readiness.py)
+        ready = readiness.at_rollback(release, reg, target, actor, home or release.root / ".modelgate", progress)
         previous_after = _previous_before(audit, release.model_name, target.version)
         ev = audit.open(ROLLBACK, release.model_name, target.version, actor, reason=why,
                         from_version=production.version if production else "", previous_after=previous_after,
                         promotion_id=uuid.uuid4().hex, revision=target.revision, gate_run_id=target.run_id,
-                        github="on" if github_on else "off")
+                        github="on" if github_on else "off", **ready)
         return ev, (f"rolling back {release.model_name} from {_was(production)} to v{target.version} "
                     f"({target.revision[:12]})")
 

@@ -15,6 +15,7 @@ from tests.support.team import (
     make_team,
     model_of,
     modelgate,
+    pin_digests,
     promote,
     record_gate,
     released,
@@ -42,7 +43,7 @@ def test_approved_passed_version_is_promoted_with_alias_tag_and_audit(team, mlfl
     assert alias(uri, model, "production") == v1 and alias(uri, model, "previous") is None
     tag = git(team.parent, "for-each-ref", f"refs/tags/{model}/v{v1}", "--format=%(contents)")
     assert f"revision: {revision(1)}" in tag and "approved_by: alice" in tag
-    assert "sha256 config.json: " + "a" * 64 in tag
+    assert "sha256 config.json: " + pin_digests(1)["config.json"] in tag
     remote = team.parent.parent / "team-origin.git"
     assert git(remote, "tag", "--list") == f"{model}/v{v1}"
     proc = modelgate(team, uri, "resolve", "production", "--json")

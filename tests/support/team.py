@@ -1,10 +1,13 @@
 """A team repository for release tests: release.yaml in a real git repo (with a bare remote) naming its release
 managers, and gates recorded through the real `run_gate` + `record` path into a real MLflow server, with
-stand-in stages (the promotion rules read what a gate recorded; how the stages judged is tested elsewhere)."""
+stand-in stages (the promotion rules read what a gate recorded; how the stages judged is tested elsewhere).
+Each pin n is a real commit of the team's own model hub (`hub/model`, a git repository), so a promotion can
+prove the rollback path by fetching the previous version; `forget_pin` and `swap_weights` break that path."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,14 +15,81 @@ import yaml
 
 from pipeline.gate.result import StageResult, Status
 from tests.support.cli import run_in_process
-from tests.support.git import AUTHOR, git
+from tests.support.git import AUTHOR, GIT_ENV, git
 from tests.support.releases import write_release
 
 MANAGERS = ["alice", "bob@example.com"]
 
 
+# pin n of a team's hub: these files, committed alone (no parent) with a fixed identity and date, so the commit is
+# the same in every team's hub and `revision(n)` needs no repository
+HUB_CONFIG = '{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}\n'
+_COMMIT_ID = "dev <dev@example.com> 1700000000 +0000"
+
+
+def pin_files(n: int) -> dict[str, bytes]:
+    """The bytes of every file of pin n (what the hub serves at `revision(n)`)."""
+    return {"config.json": HUB_CONFIG.encode(), "model.safetensors": f"weights {n}".encode()}
+
+
+def pin_digests(n: int) -> dict[str, str]:
+    return {name: hashlib.sha256(data).hexdigest() for name, data in pin_files(n).items()}
+
+
+def _git_object(kind: str, body: bytes) -> bytes:
+    return hashlib.sha1(f"{kind} {len(body)}\0".encode() + body).digest()
+
+
 def revision(n: int) -> str:
-    return hashlib.sha1(f"model revision {n}".encode()).hexdigest()
+    """The commit of pin n in a team's hub (git's object hashing, computed here)."""
+    tree = b"".join(f"100644 {name}\0".encode() + _git_object("blob", data)
+                    for name, data in sorted(pin_files(n).items()))
+    commit = (f"tree {_git_object('tree', tree).hex()}\nauthor {_COMMIT_ID}\ncommitter {_COMMIT_ID}\n\n"
+              f"pin {n}\n").encode()
+    return _git_object("commit", commit).hex()
+
+
+def hub_of(config: Path) -> Path:
+    """The team's model hub, a git repository (release.yaml's candidate.repo `hub/model`)."""
+    return config.parent / "hub" / "model"
+
+
+def publish_pin(hub: Path, n: int) -> str:
+    """Commit pin n into `hub` (on branch pin-n) if it is not there; its commit, which is `revision(n)`."""
+    env = {**GIT_ENV, "GIT_AUTHOR_DATE": "1700000000 +0000", "GIT_COMMITTER_DATE": "1700000000 +0000"}
+
+    def run(*args: str, stdin: bytes | None = None) -> str:
+        return subprocess.run(["git", "-C", str(hub), *args], input=stdin, check=True, capture_output=True,
+                              env={**os.environ, **env}).stdout.decode().strip()
+
+    if not (hub / ".git").exists():
+        hub.mkdir(parents=True, exist_ok=True)
+        run("init", "--quiet")
+    entries = [f"100644 blob {run('hash-object', '-w', '--stdin', stdin=data)}\t{name}"
+               for name, data in sorted(pin_files(n).items())]
+    tree = run("mktree", stdin=("\n".join(entries) + "\n").encode())
+    commit = run("commit-tree", tree, "-m", f"pin {n}")
+    assert commit == revision(n), (commit, revision(n))
+    run("update-ref", f"refs/heads/pin-{n}", commit)
+    return commit
+
+
+def forget_pin(config: Path, n: int) -> None:
+    """The hub no longer serves pin n: its branch deleted and the commit garbage-collected (a rewritten hub)."""
+    hub = hub_of(config)
+    git(hub, "update-ref", "-d", f"refs/heads/pin-{n}")
+    git(hub, "reflog", "expire", "--expire=now", "--all")
+    git(hub, "gc", "--quiet", "--prune=now")
+
+
+def swap_weights(config: Path, n: int, data: bytes = b"other weights") -> None:
+    """The hub serves other bytes for model.safetensors of pin n, at the same commit and path (`git replace`
+    of the file's blob: what a compromised or corrupted hub looks like to a fetch)."""
+    hub = hub_of(config)
+    original = git(hub, "rev-parse", f"{revision(n)}:model.safetensors")
+    other = subprocess.run(["git", "-C", str(hub), "hash-object", "-w", "--stdin"], input=data, check=True,
+                           capture_output=True).stdout.decode().strip()
+    git(hub, "replace", "-f", original, other)
 
 
 def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None = None) -> Path:
@@ -31,12 +101,14 @@ def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None
     git(root, "remote", "add", "origin", str(remote))
     config = write_release(
         root, model=model, serving=None,
-        candidate={"source": "git", "repo": "hub/model", "revision": revision(1),
-                   "files": {"config.json": "a" * 64, "model.safetensors": "b" * 64}},
+        candidate={"source": "git", "repo": "hub/model", "revision": revision(1), "files": pin_digests(1)},
         promotion={"release_managers": MANAGERS, "approvals_required": approvals, "git_remote": "origin",
                    **({"github": github} if github else {})})
     git(root, "add", "release.yaml")
     git(root, "commit", "--quiet", "-m", "release.yaml")
+    with (root / ".git" / "info" / "exclude").open("a") as fh:
+        fh.write("hub/\n.modelgate/\n")
+    publish_pin(hub_of(config), 1)
     return config
 
 
@@ -50,8 +122,8 @@ def revision_of(config: Path) -> str:
 
 def set_candidate(config: Path, n: int) -> None:
     data = yaml.safe_load(config.read_text())
-    data["candidate"]["revision"] = revision(n)
-    data["candidate"]["files"]["model.safetensors"] = hashlib.sha256(f"weights {n}".encode()).hexdigest()
+    data["candidate"]["revision"] = publish_pin(hub_of(config), n)
+    data["candidate"]["files"] = pin_digests(n)
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     git(config.parent, "commit", "--quiet", "--allow-empty", "-am", f"pin revision {n}")
 
@@ -78,7 +150,8 @@ def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED,
 def modelgate(config: Path, uri: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`modelgate <args> --config <config>` in this process against the tracking server `uri`."""
     return run_in_process(*args, "--config", str(config),
-                          env={"MLFLOW_TRACKING_URI": uri, "MODELGATE_ACTOR": None, **env})
+                          env={"MLFLOW_TRACKING_URI": uri, "MODELGATE_ACTOR": None,
+                               "MODELGATE_HOME": str(config.parent / ".modelgate"), **env})
 
 
 def approve(config: Path, uri: str, version: str, actor: str = "alice", reason: str = "checked the report"):
