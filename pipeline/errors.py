@@ -11,7 +11,8 @@
     │   │   └── StartupError       it exited or timed out during start-up (serve decides whose fault)
     │   └── GitHubError            the GitHub API kept failing (after bounded retries)
     ├── Refused           (5)      the release policy says no: not a release manager, self-approval, missing
-    │                              approval, gate failed or stale, version tags tampered with
+    │                              approval, gate failed or stale, version tags tampered with, a rollback
+    │                              path whose weights cannot be fetched and verified (releasing/readiness.py)
     ├── Conflict          (6)      another promotion or rollback of the same model is in progress
     └── Interrupted     (130)      SIGINT / SIGTERM
 
