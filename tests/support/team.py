@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -16,6 +17,10 @@ from tests.support.git import AUTHOR, git
 from tests.support.releases import write_release
 
 MANAGERS = ["alice", "bob@example.com"]
+
+# Called with each new team's release.yaml, e.g. to give it users on an authenticated tracking server
+# (tests/support/fixtures.py: release_tracking).
+ON_NEW_TEAM: list[Callable[[Path], None]] = []
 
 
 def revision(n: int) -> str:
@@ -37,6 +42,8 @@ def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None
                    **({"github": github} if github else {})})
     git(root, "add", "release.yaml")
     git(root, "commit", "--quiet", "-m", "release.yaml")
+    for hook in ON_NEW_TEAM:
+        hook(config)
     return config
 
 
