@@ -205,8 +205,9 @@ def ensure_traces(uri: str, report: GateReport, run_dir: Path) -> str:
                 raise InfraError(f"MLflow at {display_uri(uri)} holds {held} of the {len(traces)} per-item traces")
             client.set_tag(run_id, TRACES_TAG, f"{held} traces")
             return f"{held} per-item traces logged"
-    except InfraError as exc:
-        note = f"not logged: {exc.one_line()}"[:500]
+    except (InfraError, ValueError, KeyError, TypeError) as exc:  # the store's fault, or an unreadable stage file
+        why = exc.one_line() if isinstance(exc, InfraError) else f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        note = f"not logged: {why}"[:500]
         try:
             client.set_tag(run_id, TRACES_TAG, note)
         except Exception:  # noqa: BLE001 - the store is failing already; the note goes to the progress line
