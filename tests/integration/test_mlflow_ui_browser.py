@@ -1,7 +1,8 @@
 """MLflow's own UI, as an auditor opens it: a real `mlflow server` holding a promoted and a rejected version of a
 model, driven in headless Chromium (Debian's, through Playwright). The model page shows each version's verdict in
 its description and which version is production; a gate run's traces list its prompt cases with their
-assessments. Screenshots go to docs/ (the README's section for auditors shows them)."""
+assessments, also beside production's run (MLflow's "compare to"). Screenshots go to docs/ (the README's
+section for auditors shows them)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def test_mlflow_ui_shows_verdicts_production_and_per_case_assessments(tmp_path, 
     assert run.data.tags[TRACES_TAG] == "6 traces"
     assert "report.html" in {a.path for a in client.list_artifacts(run_id)}
     experiment_id = run.info.experiment_id
+    production_run = client.get_model_version(model, good).run_id
+    production_name = client.get_run(production_run).info.run_name
 
     shots = SHOTS or tmp_path
     with sync_playwright() as p:
@@ -81,12 +84,20 @@ def test_mlflow_ui_shows_verdicts_production_and_per_case_assessments(tmp_path, 
             page.get_by_text("support/case_05", exact=False).first.wait_for(timeout=30_000)
             traces_text = page.inner_text("body")
             page.screenshot(path=str(shots / "mlflow-gate-traces.png"))
+
+            # the candidate's run beside production's, item by item
+            page.goto(f"{uri}/#/experiments/{experiment_id}/runs/{run_id}/traces?compareToRunUuid={production_run}")
+            page.get_by_text(production_name, exact=False).first.wait_for(timeout=30_000)
+            page.get_by_text("support/case_05", exact=False).first.wait_for(timeout=30_000)
+            compare_text = page.inner_text("body")
+            page.screenshot(path=str(shots / "mlflow-gate-compare.png"))
         finally:
             browser.close()
     assert "PASSED · " in model_text and "REJECTED · " in model_text
     assert f"Production: v{good} since" in model_text
     assert all(f"support/case_{i:02d}" in traces_text for i in range(6))
     assert "passed" in traces_text and "json_schema" in traces_text
-    for name in ("mlflow-model-page.png", "mlflow-gate-traces.png"):
+    assert production_name in compare_text and "support/case_05" in compare_text
+    for name in ("mlflow-model-page.png", "mlflow-gate-traces.png", "mlflow-gate-compare.png"):
         png = (shots / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
