@@ -73,7 +73,7 @@ def test_mlflow_ui_shows_verdicts_production_and_per_case_assessments(tmp_path, 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page = browser.new_page(viewport={"width": 1700, "height": 1000})
             page.goto(f"{uri}/#/models/{model}")
             page.get_by_text("REJECTED · ", exact=False).first.wait_for(timeout=30_000)
             page.get_by_text(ABOUT, exact=False).first.wait_for(timeout=10_000)
