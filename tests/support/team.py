@@ -70,15 +70,45 @@ def _stage(status: Status, metric: float):
     return run
 
 
-def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED, author: str = AUTHOR) -> str:
+def _cases_stage(status: Status, cases: int):
+    """A stand-in format stage that judged `cases` prompt cases (cases.jsonl and the per-item results written as
+    the real stage writes them): the failing ones are the last when the stage failed."""
+    import json
+
+    def run(ctx):
+        failing = cases // 2 if status != Status.PASSED else 0
+        rows, items = [], {}
+        for i in range(cases):
+            key, ok = f"support/case_{i:02d}", i < cases - failing
+            failures = [] if ok else [{"expectation": "json_schema", "reason": "not valid JSON: Expecting value at "
+                                       "line 1 column 1", "path": None}]
+            rows.append({"key": key, "suite": "support", "case_id": f"case_{i:02d}", "passed": ok, "critical": False,
+                         "failures": failures, "expectations": ["json_schema", "max_chars"],
+                         "output": '{"intent": "refund"}' if ok else "Sure! Here is the JSON you asked for",
+                         "finish_reason": "stop", "latency_s": 0.25 + i / 100, "completion_tokens": 9})
+            items[key] = 1.0 if ok else 0.0
+        out = ctx.files.stage("format")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cases.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        ctx.items["format/pass"] = items
+        rate = sum(items.values()) / cases
+        return StageResult("format", status, metrics={"pass_rate": rate, "cases": cases},
+                           reasons=[f"{int(sum(items.values()))}/{cases} cases passed ({rate:.1%})"],
+                           artifacts={"cases.jsonl": str(out / "cases.jsonl")})
+    return run
+
+
+def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED, author: str = AUTHOR,
+                cases: int = 0) -> str:
     """Pin revision n, run the gate machinery with one stand-in stage, return the registered version."""
     from pipeline.config.release import load_release
     from pipeline.gate.run import run_gate
 
     set_candidate(config, n)
     release = load_release(config)
+    stage = _cases_stage(verdict, cases) if cases else _stage(verdict, 0.9 if verdict == Status.PASSED else 0.4)
     report = run_gate(release, home=config.parent / ".modelgate", tracking_uri=uri, author=author,
-                      stages=(("format", _stage(verdict, 0.9 if verdict == Status.PASSED else 0.4)),))
+                      stages=(("format", stage),))
     return report.tracking.model_version
 
 
