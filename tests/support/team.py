@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -19,6 +20,10 @@ from tests.support.git import AUTHOR, GIT_ENV, git
 from tests.support.releases import write_release
 
 MANAGERS = ["alice", "bob@example.com"]
+
+# Called with each new team's release.yaml, e.g. to give it users on an authenticated tracking server
+# (tests/support/fixtures.py: release_tracking).
+ON_NEW_TEAM: list[Callable[[Path], None]] = []
 
 
 # pin n of a team's hub: these files, committed alone (no parent) with a fixed identity and date, so the commit is
@@ -109,6 +114,8 @@ def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None
     with (root / ".git" / "info" / "exclude").open("a") as fh:
         fh.write("hub/\n.modelgate/\n")
     publish_pin(hub_of(config), 1)
+    for hook in ON_NEW_TEAM:
+        hook(config)
     return config
 
 
@@ -135,15 +142,45 @@ def _stage(status: Status, metric: float):
     return run
 
 
-def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED, author: str = AUTHOR) -> str:
+def _cases_stage(status: Status, cases: int):
+    """A stand-in format stage that judged `cases` prompt cases (cases.jsonl and the per-item results written as
+    the real stage writes them): the failing ones are the last when the stage failed."""
+    import json
+
+    def run(ctx):
+        failing = cases // 2 if status != Status.PASSED else 0
+        rows, items = [], {}
+        for i in range(cases):
+            key, ok = f"support/case_{i:02d}", i < cases - failing
+            failures = [] if ok else [{"expectation": "json_schema", "reason": "not valid JSON: Expecting value at "
+                                       "line 1 column 1", "path": None}]
+            rows.append({"key": key, "suite": "support", "case_id": f"case_{i:02d}", "passed": ok, "critical": False,
+                         "failures": failures, "expectations": ["json_schema", "max_chars"],
+                         "output": '{"intent": "refund"}' if ok else "Sure! Here is the JSON you asked for",
+                         "finish_reason": "stop", "latency_s": 0.25 + i / 100, "completion_tokens": 9})
+            items[key] = 1.0 if ok else 0.0
+        out = ctx.files.stage("format")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cases.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        ctx.items["format/pass"] = items
+        rate = sum(items.values()) / cases
+        return StageResult("format", status, metrics={"pass_rate": rate, "cases": cases},
+                           reasons=[f"{int(sum(items.values()))}/{cases} cases passed ({rate:.1%})"],
+                           artifacts={"cases.jsonl": str(out / "cases.jsonl")})
+    return run
+
+
+def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED, author: str = AUTHOR,
+                cases: int = 0) -> str:
     """Pin revision n, run the gate machinery with one stand-in stage, return the registered version."""
     from pipeline.config.release import load_release
     from pipeline.gate.run import run_gate
 
     set_candidate(config, n)
     release = load_release(config)
+    stage = _cases_stage(verdict, cases) if cases else _stage(verdict, 0.9 if verdict == Status.PASSED else 0.4)
     report = run_gate(release, home=config.parent / ".modelgate", tracking_uri=uri, author=author,
-                      stages=(("format", _stage(verdict, 0.9 if verdict == Status.PASSED else 0.4)),))
+                      stages=(("format", stage),))
     return report.tracking.model_version
 
 
