@@ -151,6 +151,7 @@ def test_unexplained_failure_production_boots_so_the_candidate_is_rejected(tmp_p
     assert "decided by a differential check: production v3 (pppppppppppp) started on this machine" in result.reasons[1]
     assert result.details["load_failure"]["production_booted"] is True
     assert set(result.artifacts) == {"server.log", "production-server.log"}
+    assert result.details["production_log_tail"] == "production log"  # both boots' evidence in the report
 
 
 def test_unexplained_failure_production_fails_too_is_infrastructure_stating_both(tmp_path):

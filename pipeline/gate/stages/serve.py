@@ -220,6 +220,7 @@ def does_not_start(ctx: GateContext, exc: StartupError, progress: Progress,
                                     "production_outcome": how})
     if production_log.exists():
         artifacts[PRODUCTION_LOG] = str(production_log)
+        details["production_log_tail"] = log_tail(production_log)  # the other side of the comparison
     if booted:
         return StageResult(NAME, Status.FAILED, details=details, artifacts=artifacts, reasons=[
             f"does not load: {first}",
