@@ -106,7 +106,7 @@ def failure(tmp_path: Path, name: str, returncode: int | None = 1) -> StartupErr
                         returncode=returncode)
 
 
-def no_boot(*args: object) -> tuple[bool, str]:
+def no_boot(*args: object) -> tuple[bool, str, str]:
     raise AssertionError("the log decided: no differential boot")
 
 
@@ -142,7 +142,7 @@ def test_unexplained_failure_production_boots_so_the_candidate_is_rejected(tmp_p
         booted.append(pin.revision)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.write_text("production log")
-        return True, "it became healthy"
+        return True, "it became healthy", "production log"
 
     result = serve.does_not_start(ctx, failure(tmp_path, "killed_no_traceback.log", -9), lambda _: None, boot=boot)
     assert booted == [PRODUCTION_REV] and ctx.baseline_store.asked == ["smollm2"]
@@ -156,11 +156,13 @@ def test_unexplained_failure_production_boots_so_the_candidate_is_rejected(tmp_p
 
 def test_unexplained_failure_production_fails_too_is_infrastructure_stating_both(tmp_path):
     result = serve.does_not_start(context(tmp_path, PRODUCTION_REV), failure(tmp_path, "engine_internal.log"),
-                                  lambda _: None, boot=lambda *a: (False, "vLLM exited with code 1 during start-up"))
+                                  lambda _: None, boot=lambda *a: (False, "vLLM exited with code 1 during start-up",
+                                                                 "production's tail"))
     assert result.status == Status.ERROR
     reason = result.reasons[0]
     assert reason.startswith("vLLM exited with code 1 during start-up (ValueError: No available memory")
     assert "production v3 (pppppppppppp) failed to start too" in reason and "infrastructure failure" in reason
+    assert result.details["production_log_tail"] == "production's tail"
 
 
 @pytest.mark.parametrize(("production", "why"), [(None, "there is no production version"),
