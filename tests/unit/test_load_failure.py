@@ -1,8 +1,8 @@
 """A server that does not start: whose fault it is, read from vLLM's log (serving/startup.py), and what the serve
 stage makes of it (a rejection with evidence, an infrastructure error, or a differential check).
 
-corrupt_weights.log is the real log of vLLM 0.32 (CPU) failing on the demo hub's `corrupt` variant; the others
-follow the shapes vLLM, PyTorch and transformers print for those failures."""
+corrupt_weights.log and kv_cache_too_small.log are real logs of vLLM 0.32 (CPU) failing on the demo hub's `corrupt`
+and `mha` variants; the others follow the shapes vLLM, PyTorch and transformers print for those failures."""
 
 from __future__ import annotations
 
@@ -53,6 +53,11 @@ def test_the_root_traceback_is_the_first_one_with_its_prefixes_stripped():
      "json.decoder.JSONDecodeError: Expecting ',' delimiter: line 12 column 3 (char 301)",
      "json/decoder.py"),
     ("engine_internal.log", 1, startup.UNKNOWN, "ValueError: No available memory for the cache blocks",
+     "does not run through model loading"),
+    # real (vLLM 0.32, CPU): the demo hub's `mha` on a 48 MiB KV cache; the engine core sizing its KV cache
+    # (core.py _initialize_kv_caches -> kv_cache_utils.py), no model file in the traceback
+    ("kv_cache_too_small.log", 1, startup.UNKNOWN,
+     "ValueError: To serve at least one request with the model's max seq len (1024), (0.07 GiB KV cache is needed",
      "does not run through model loading"),
 ])
 def test_classification_by_general_rules(name, returncode, cause, first, why):
