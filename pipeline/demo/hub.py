@@ -35,6 +35,13 @@ still loads and answers:
   stored back in bf16: a too-aggressive quantization (fluent, but wrong more often).
 * `aa`: `instruct`'s files byte for byte plus a README.md model card: a new commit with identical
   behaviour, for an A/A run (it must never be rejected).
+
+A variant that loads elsewhere but not on a staging machine sized for production:
+
+* `mha`: grouped-query attention expanded to multi-head (num_key_value_heads 3 -> 9, each K/V head
+  repeated): the same answers, 3x the KV cache per token. On a server whose KV cache holds one
+  full-length request of `instruct` but not three, vLLM refuses to start from its engine core (no model
+  file fails to load): the serve stage's differential check boots production to decide.
 """
 
 from __future__ import annotations
@@ -59,8 +66,8 @@ from pipeline.util.progress import Progress
 
 REPO_NAME = "SmolLM2-135M-Instruct"
 HF_REPO_ID = "modelgate-demo/SmolLM2-135M-Instruct"
-VARIANTS = ("instruct", "degraded", "corrupt", "pickle", "template", "eos", "shallow", "lowbit", "aa")
-MANIFEST_VERSION = 2  # 2: the template, eos, shallow, lowbit and aa variants
+VARIANTS = ("instruct", "degraded", "corrupt", "pickle", "template", "eos", "shallow", "lowbit", "aa", "mha")
+MANIFEST_VERSION = 3  # 2: the template, eos, shallow, lowbit and aa variants; 3: mha
 CORRUPT_KEEP_BYTES = 1 << 20
 DROP_LAYERS = 2  # SmolLM2-135M without its last 2 of 30 layers: fluent sentences, wrong answers
 QUANT_BITS = 6  # per-tensor 6-bit RTN: still fluent; 5 bits loops, 4 and less is word salad
@@ -79,6 +86,8 @@ COMMIT_MESSAGES = {
     "lowbit": f"lowbit: instruct with attention/MLP projections quantized to {QUANT_BITS} bits "
               "(round-to-nearest, one absmax scale per tensor), stored as bf16\n",
     "aa": "aa: instruct byte for byte plus a README.md model card\n",
+    "mha": "mha: instruct with grouped-query attention expanded to multi-head attention (num_key_value_heads = "
+           "num_attention_heads, each K/V projection head repeated): same outputs, a larger KV cache per token\n",
 }
 
 _GIT_DATE = "1704067200 +0000"  # 2024-01-01T00:00:00Z
@@ -261,13 +270,14 @@ def build_variants(instruct_dir: Path, work: Path, progress: Progress = print,
     corrupt = make_corrupt(instruct_dir, work / "corrupt")
     progress("demo hub: writing pickle variant (pytorch_model.bin)")
     pickled = make_pickle(instruct_dir, work / "pickle")
-    progress("demo hub: writing template, eos, shallow, lowbit and aa variants")
+    progress("demo hub: writing template, eos, shallow, lowbit, aa and mha variants")
     return {"instruct": instruct_dir, "degraded": degraded, "corrupt": corrupt, "pickle": pickled,
             "template": kinds.change_template(instruct_dir, work / "template"),
             "eos": kinds.change_eos(instruct_dir, work / "eos"),
             "shallow": kinds.drop_layers(instruct_dir, work / "shallow", DROP_LAYERS),
             "lowbit": kinds.quantize_rtn(instruct_dir, work / "lowbit", QUANT_BITS),
-            "aa": kinds.add_model_card(instruct_dir, work / "aa")}
+            "aa": kinds.add_model_card(instruct_dir, work / "aa"),
+            "mha": kinds.expand_kv_heads(instruct_dir, work / "mha")}
 
 
 # --------------------------------------------------------------------------- publishing

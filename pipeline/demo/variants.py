@@ -16,6 +16,10 @@ compression mistake changes; the output bytes depend only on the input bytes and
   symmetric scale per tensor (absmax), stored back in the original dtype: a too-aggressive quantization.
 * `add_model_card`: the same files plus a README.md model card: a new commit with identical behaviour
   (the A/A candidate).
+* `expand_kv_heads`: grouped-query attention expanded to full multi-head attention (each K/V projection head
+  repeated for the query heads that shared it, config `num_key_value_heads` = `num_attention_heads`), as an
+  export for a runtime without GQA support does. The outputs are the same; the KV cache per token grows by
+  the group size, so a server sized for production's KV cache may no longer hold one full-length request.
 """
 
 from __future__ import annotations
@@ -191,4 +195,50 @@ def add_model_card(src_dir: Path, dst_dir: Path, card: str = MODEL_CARD) -> Path
     if (dst_dir / "README.md").exists():
         raise ValueError(f"{src_dir} already has a README.md")
     (dst_dir / "README.md").write_text(card, encoding="utf-8")
+    return dst_dir
+
+
+# --------------------------------------------------------------------------- attention (KV heads)
+
+_KV_PROJ = re.compile(r"\.self_attn\.[kv]_proj\.(weight|bias)$")
+
+
+def expand_kv_heads(src_dir: Path, dst_dir: Path) -> Path:
+    """Copy `src_dir` with its grouped-query attention expanded to multi-head attention: every k_proj/v_proj
+    head repeated for each query head of its group (query head j reads K/V head j // group, as transformers'
+    `repeat_kv` does), config.json's num_key_value_heads set to num_attention_heads. Same outputs, a KV cache
+    `group` times larger per token."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    src_dir = Path(src_dir)
+    config = json.loads((src_dir / "config.json").read_text(encoding="utf-8"))
+    heads = int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads", heads))
+    if kv_heads >= heads or heads % kv_heads:
+        raise ValueError(f"{src_dir / 'config.json'}: {kv_heads} KV heads for {heads} query heads is not grouped "
+                         "query attention")
+    group = heads // kv_heads
+    dst_dir = _copy_dir(src_dir, dst_dir, skip=tuple(p.name for p in src_dir.glob("*.safetensors")))
+    _rewrite_json(dst_dir / "config.json", lambda d: d.update(num_key_value_heads=heads))
+    expanded = 0
+    for path in sorted(src_dir.glob("*.safetensors")):
+        tensors = {}
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+            for name in sorted(f.keys()):
+                tensor = f.get_tensor(name)
+                if _KV_PROJ.search(name):
+                    rows = tensor.shape[0]
+                    if rows % kv_heads:
+                        raise ValueError(f"{path}: {name} has {rows} rows, not a multiple of {kv_heads} KV heads")
+                    per_head = tensor.reshape(kv_heads, rows // kv_heads, *tensor.shape[1:])
+                    tensor = torch.repeat_interleave(per_head, group, dim=0).reshape(rows * group,
+                                                                                     *tensor.shape[1:])
+                    expanded += 1
+                tensors[name] = tensor.contiguous()
+        save_file(tensors, str(dst_dir / path.name), metadata=metadata)
+    if not expanded:
+        raise ValueError(f"{src_dir}: no k_proj/v_proj tensors to expand")
     return dst_dir

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pipeline.gate.rundir import REPORT_FILE
 from pipeline.report.document import GateReport
-from pipeline.report.views import COMPARISON_HEADER, baseline_line, comparison_rows, sensitivity_notes
+from pipeline.report.views import (
+    COMPARISON_HEADER,
+    LOG_TAILS,
+    baseline_line,
+    comparison_rows,
+    sensitivity_notes,
+)
 
 
 def render(report: GateReport) -> str:
@@ -22,10 +28,11 @@ def render(report: GateReport) -> str:
             lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
         lines.extend(f"  {note}" for note in sensitivity_notes(report))
     for stage in report.stages:
-        tail = stage.details.get("log_tail")
-        if tail:
-            lines.append(f"--- {stage.name}: last lines of the server log ---")
-            lines.extend("  | " + ln for ln in tail.splitlines())
+        for key, title in LOG_TAILS:
+            tail = stage.details.get(key)
+            if tail:
+                lines.append(f"--- {stage.name}: {title} ---")
+                lines.extend("  | " + ln for ln in tail.splitlines())
     lines.append(f"verdict: {report.verdict.upper()} (exit {report.exit_code})")
     for reason in report.reasons:
         lines.append(f"  - {reason}")

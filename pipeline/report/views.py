@@ -196,11 +196,16 @@ def mlflow_links(report: GateReport, ui_url: str | None = None) -> dict[str, str
 
 
 EVIDENCE_LOG_LINES = 25  # last lines of a server log shown in the markdown/HTML report
+# a stage's server log tails (details key, title): the candidate's, and production's when the serve stage booted
+# it for a differential check
+LOG_TAILS = (("log_tail", "last lines of the server log"),
+             ("production_log_tail", "last lines of the production server log (differential check)"))
 
 
 def evidence(report: GateReport) -> list[tuple[str, str]]:
     """(title, verbatim text) blocks that explain a non-pass: the smoke probe's answers when it refused or noted
-    something, and the server log's last lines of every stage that failed or errored with one."""
+    something, and the server log's last lines of every stage that failed or errored with one (also production's,
+    when the serve stage booted it for a differential check)."""
     out: list[tuple[str, str]] = []
     for stage in report.stages:
         probe = stage.details.get("probe")
@@ -212,10 +217,13 @@ def evidence(report: GateReport) -> list[tuple[str, str]]:
                       for r in probe.get("refusals") or []]
             lines += [f"note: {n}" for n in probe.get("notes") or []]
             out.append((f"{stage.name}: smoke probe answers", "\n".join(lines)))
-        tail = stage.details.get("log_tail")
-        if tail and stage.status.value in ("failed", "error"):
-            text = "\n".join(str(tail).splitlines()[-EVIDENCE_LOG_LINES:])
-            out.append((f"{stage.name}: last lines of the server log", text))
+        if stage.status.value not in ("failed", "error"):
+            continue
+        for key, title in LOG_TAILS:
+            tail = stage.details.get(key)
+            if tail:
+                text = "\n".join(str(tail).splitlines()[-EVIDENCE_LOG_LINES:])
+                out.append((f"{stage.name}: {title}", text))
     return out
 
 

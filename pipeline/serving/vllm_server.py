@@ -98,13 +98,27 @@ def build_command(model_dir: Path, served_name: str, port: int, serving: Serving
     return cmd
 
 
+KV_CACHE_SPACE_ENV = "VLLM_CPU_KVCACHE_SPACE"  # whole GiB; vLLM's CPU backend lets it override the argument
+KV_CACHE_BYTES_ARG = "--kv-cache-memory-bytes"
+
+
+def sizes_kv_cache(args: tuple[str, ...]) -> bool:
+    """Whether the server arguments set the KV cache's size themselves (--kv-cache-memory-bytes [=]N)."""
+    return any(arg == KV_CACHE_BYTES_ARG or arg.startswith(KV_CACHE_BYTES_ARG + "=") for arg in args)
+
+
 def server_env(serving: Serving, api_key: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The server process's environment: ours without secrets (secrets.child_env), the serving env, the key."""
+    """The server process's environment: ours without secrets (secrets.child_env), the serving env, the key.
+    The default KV cache space (2 GiB) applies unless serving.extra_args size the KV cache in bytes: then no
+    VLLM_CPU_KVCACHE_SPACE is passed on (vLLM would let it override the argument) unless serving.env sets it."""
     from pipeline.util.secrets import child_env
 
-    return {**child_env(), "VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **serving.env, **(extra or {}),
-            "VLLM_API_KEY": api_key}
+    given = {**serving.env, **(extra or {})}
+    env = {**child_env(), KV_CACHE_SPACE_ENV: "2", "HF_HUB_OFFLINE": "1",
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **given, "VLLM_API_KEY": api_key}
+    if sizes_kv_cache(serving.extra_args) and KV_CACHE_SPACE_ENV not in given:
+        del env[KV_CACHE_SPACE_ENV]
+    return env
 
 
 class VllmServer:

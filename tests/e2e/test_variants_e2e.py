@@ -1,7 +1,9 @@
 """Regression variants of real-world kinds, each gated end to end against production (`instruct`, released once
 per session by tests/support/quality.py): a changed chat template, a wrong eos token, removed layers and a
 too-aggressive quantization are each rejected (exit 1) with a first reason naming the gate and its evidence;
-an identical-weights candidate at a new commit (A/A) is never rejected, and its items hardly ever flip.
+an identical-weights candidate at a new commit (A/A) is never rejected, and its items hardly ever flip; a
+candidate that needs more KV cache than staging has does not start, the log cannot say whose fault that is, and
+booting production with the same settings decides (exit 1).
 
 Each gate prints one line `variant-result: {...}` (verdict, exit code, first reason, candidate vs production
 per metric, flip counts) for the release notes; run with `-s` to see them."""
@@ -10,11 +12,18 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from tests.support.processes import vllm_processes
 from tests.support.quality import flip_rates, gate, metric_rows
+
+# Staging's KV cache in the differential test: 48 MiB, room for one request of max_model_len 1024 tokens of
+# `instruct` (30 layers x 3 KV heads x 64 dims x K and V x 2 bytes = 22.5 KiB a token: 22.5 MiB) but not of `mha`
+# (9 KV heads: 67.5 MiB). Without VLLM_CPU_KVCACHE_SPACE (whole GiB, it would override the argument; the gate
+# passes none when the arguments size the KV cache).
+SMALL_KV_CACHE = {"env": {}, "extra_args": ["--kv-cache-memory-bytes", str(48 << 20)]}
 
 pytestmark = pytest.mark.e2e
 
@@ -70,4 +79,53 @@ def test_identical_weights_at_a_new_commit_is_never_rejected(quality_production,
     assert paired == sum(r["n"] for r in metric_rows(report).values()) > 0
     # temperature 0, same machine, same serving configuration: (almost) every item gets the same value
     assert flips / paired <= 0.05, result["flips"]
+    assert vllm_processes() == []
+
+
+def test_a_candidate_needing_more_kv_cache_than_staging_is_rejected_by_booting_production(
+        quality_production, quality_team, demo_hub, mlflow_server, tmp_path):
+    """`mha` (GQA expanded to multi-head: same answers, 3x the KV cache a token) on a staging server whose KV
+    cache holds one full-length request of production but not of the candidate. vLLM's engine core refuses to
+    start, no model file fails to load: the log's rules say "unknown" and the serve stage boots production with
+    the same settings on the same machine. It starts, so the candidate is rejected (exit 1)."""
+    from mlflow.tracking import MlflowClient
+
+    version, instruct = quality_production["version"], demo_hub["variants"]["instruct"]["revision"]
+    proc, report = gate(quality_team, demo_hub, "mha", mlflow_server, quality_production["home"],
+                        serving=SMALL_KV_CACHE)
+    out = proc.stdout
+    assert report is not None, out + proc.stderr[-3000:]
+    assert proc.returncode == 1, out + proc.stderr[-3000:]
+    assert "verdict: REJECTED (exit 1)" in out
+    serve = next(s for s in report["stages"] if s["name"] == "serve")
+    failure = serve["details"]["load_failure"]
+    # the root exception: vLLM sizing its KV cache, not a model file
+    assert failure["first_error"].startswith("ValueError: To serve at least one request with the model's max seq "
+                                             "len (1024)"), failure
+    assert "KV cache is needed, which is larger than the available KV cache memory" in failure["first_error"]
+    assert failure["cause"] == "unknown" and failure["decided_by"] == "differential check", failure
+    assert failure["production_booted"] is True and failure["production_outcome"] == "it became healthy"
+    assert failure["production_version"] == version and failure["production_revision"] == instruct
+    assert report["reasons"][:2] == [
+        f"serve: does not load: {failure['first_error']}",
+        f"serve: decided by a differential check: production v{version} ({instruct[:12]}) started on this machine "
+        f"with the same serving settings, the candidate did not ({failure['why']})"]
+    for stage in ("format", "evals", "compare"):
+        assert re.search(rf"^\s+{stage}\s+skipped\s.*not run: stage serve failed", out, re.M), stage
+    # both boots' evidence: the log tails in the report (report.md is the PR comment), both logs in the run
+    assert "KV cache is needed" in serve["details"]["log_tail"]
+    assert "Application startup complete" in serve["details"]["production_log_tail"]
+    markdown = (Path(report["run_dir"]) / "report.md").read_text()
+    assert "decided by a differential check" in markdown and "KV cache is needed" in markdown
+    assert "production server log \\(differential check\\)" in markdown
+    assert "Application startup complete" in markdown
+    run_id = report["tracking"]["run_id"]
+    client = MlflowClient(tracking_uri=mlflow_server)
+    assert client.get_run(run_id).data.tags["modelgate.verdict"] == "rejected"
+    logs = {name: open(client.download_artifacts(run_id, f"stages/serve/{name}", str(tmp_path))).read()
+            for name in ("server.log", "production-server.log")}
+    assert "KV cache is needed" in logs["server.log"] and f"chat@{instruct[:12]}" in logs["production-server.log"]
+    assert "Application startup complete" in logs["production-server.log"]
+    print("differential-result: " + json.dumps({"exit": proc.returncode, "reasons": report["reasons"][:2],
+                                                "load_failure": failure, "serve_s": serve["duration_s"]}))
     assert vllm_processes() == []

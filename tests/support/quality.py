@@ -3,6 +3,7 @@ repository with quality gates, and one production release (`instruct`, gated, ap
 session, so each module pairs its candidates with the same recorded baseline instead of gating its own.
 
     gate(team, manifest, "shallow", mlflow_uri, home) -> (CompletedProcess, report dict or None)
+    gate(..., serving={"extra_args": [...]})  with serving settings added to the test-sized ones
     metric_rows(report)          compare stage rows by metric name
     flip_rates(cand, base)       per metric, the fraction of paired items whose value differs
 """
@@ -51,9 +52,10 @@ def secret_env() -> dict[str, str]:
 
 
 def gate(team: Path, manifest: dict, variant: str, mlflow_uri: str, home: Path, gates: dict | None = None,
-         ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
-    """`modelgate gate` (a child process) of the demo hub `variant` with the quality GATES (or `gates`)."""
-    config = write_demo_release(team, manifest, variant, model=MODEL, gates=gates or GATES,
+         serving: dict | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
+    """`modelgate gate` (a child process) of the demo hub `variant` with the quality GATES (or `gates`), served
+    with the test-sized serving settings (plus `serving`)."""
+    config = write_demo_release(team, manifest, variant, model=MODEL, gates=gates or GATES, serving=serving,
                                 promotion={"release_managers": ["alice", "bob"], "approvals_required": 1},
                                 security={"secret_env": ["SUPPORT_DB_PASSWORD"]})
     proc = cli.run_gate(config, mlflow_uri, home, env=secret_env(), timeout=1500)

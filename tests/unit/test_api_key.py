@@ -81,3 +81,16 @@ def test_external_endpoint_key_comes_from_the_named_variable(monkeypatch):
         "external-key-42"
     assert external_api_key(Serving(mode="external", external_url="http://x")) is None
     assert secrets.redact("external-key-42") == "***"
+
+
+@pytest.mark.parametrize(("serving", "space"), [
+    (Serving(), "2"),  # the default
+    (Serving(env={"VLLM_CPU_KVCACHE_SPACE": "1"}), "1"),
+    # the size in bytes as a server argument: the variable (which vLLM lets override it) is not passed on
+    (Serving(extra_args=("--kv-cache-memory-bytes", "50331648")), None),
+    (Serving(extra_args=("--kv-cache-memory-bytes=48M",)), None),
+    (Serving(extra_args=("--kv-cache-memory-bytes", "48M"), env={"VLLM_CPU_KVCACHE_SPACE": "4"}), "4"),
+])
+def test_kv_cache_space_default_never_overrides_a_size_in_bytes(monkeypatch, serving, space):
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "8")  # inherited from the gate's own environment
+    assert server_env(serving, "k").get("VLLM_CPU_KVCACHE_SPACE") == space

@@ -42,6 +42,8 @@ def write_tiny_model(out_dir: Path) -> Path:
     tensors = {
         "model.embed_tokens.weight": torch.randn(32, 8, generator=gen),
         "model.layers.0.self_attn.q_proj.weight": torch.randn(8, 8, generator=gen),
+        "model.layers.0.self_attn.k_proj.weight": torch.randn(4, 8, generator=gen),  # 2 KV heads of dim 2
+        "model.layers.0.self_attn.v_proj.weight": torch.randn(4, 8, generator=gen),
         "model.layers.0.mlp.down_proj.weight": torch.randn(8, 16, generator=gen),
         "model.layers.0.input_layernorm.weight": torch.ones(8),
         "model.layers.1.input_layernorm.weight": torch.ones(8),
@@ -51,7 +53,8 @@ def write_tiny_model(out_dir: Path) -> Path:
     safetensors_torch.save_file({k: v.to(torch.bfloat16) for k, v in tensors.items()},
                                 str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     (out_dir / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8, "eos_token_id": 2,
-                                                     "num_hidden_layers": 3}, indent=2) + "\n")
+                                                     "num_hidden_layers": 3, "num_attention_heads": 4,
+                                                     "num_key_value_heads": 2}, indent=2) + "\n")
     (out_dir / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}) + "\n")
     (out_dir / "tokenizer.json").write_text(json.dumps({"version": "1.0", "added_tokens": ADDED_TOKENS}) + "\n")
     (out_dir / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|im_end|>",
@@ -202,7 +205,8 @@ def test_degradation_is_deterministic_and_changes_projections(tmp_path):
     degrade_safetensors(src, tmp_path / "c.safetensors", noise_scale=0.3, seed=8)
     assert sha256_file(tmp_path / "a.safetensors") == sha256_file(tmp_path / "b.safetensors")
     assert sha256_file(tmp_path / "a.safetensors") != sha256_file(tmp_path / "c.safetensors")
-    assert sorted(noised_a) == ["model.layers.0.mlp.down_proj.weight", "model.layers.0.self_attn.q_proj.weight"]
+    assert sorted(noised_a) == ["model.layers.0.mlp.down_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+                                "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.v_proj.weight"]
 
     before = safetensors_torch.load_file(str(src))
     after = safetensors_torch.load_file(str(tmp_path / "a.safetensors"))
@@ -307,7 +311,7 @@ def test_lowbit_variant_quantizes_only_the_projections_deterministically(tmp_pat
     assert set(after) == set(before)
     for name in before:
         assert after[name].dtype == torch.bfloat16 and after[name].shape == before[name].shape
-        if name.endswith(("q_proj.weight", "down_proj.weight")):
+        if name.endswith("_proj.weight"):
             assert not torch.equal(after[name], before[name]) and len(after[name].unique()) <= 7
         else:
             assert torch.equal(after[name], before[name])
@@ -320,6 +324,26 @@ def test_aa_variant_is_instruct_plus_a_model_card(tmp_path):
     assert "byte-identical" in (dst / "README.md").read_text()
 
 
+def test_mha_variant_repeats_each_kv_head_for_its_query_group(tmp_path):
+    src = write_tiny_model(tmp_path / "src")
+    dst = variants.expand_kv_heads(src, tmp_path / "dst")
+    assert changed_files(src, dst) == {"config.json", "model.safetensors"}
+    before, after = (json.loads((d / "config.json").read_text()) for d in (src, dst))
+    assert after == {**before, "num_key_value_heads": 4}
+    old = safetensors_torch.load_file(str(src / "model.safetensors"))
+    new = safetensors_torch.load_file(str(dst / "model.safetensors"))
+    for name in ("model.layers.0.self_attn.k_proj.weight", "model.layers.0.self_attn.v_proj.weight"):
+        assert new[name].shape == (8, 8) and new[name].dtype == old[name].dtype
+        # query head j reads KV head j // 2 (transformers' repeat_kv): rows of head 0, head 0, head 1, head 1
+        heads = old[name].reshape(2, 2, 8)
+        assert torch.equal(new[name], torch.cat([heads[0], heads[0], heads[1], heads[1]]))
+    assert all(torch.equal(new[k], old[k]) for k in old if "k_proj" not in k and "v_proj" not in k)
+    assert digest_tree(variants.expand_kv_heads(src, tmp_path / "again")) == digest_tree(dst)
+    full = variants.expand_kv_heads(src, tmp_path / "full")
+    with pytest.raises(ValueError, match="not grouped query attention"):
+        variants.expand_kv_heads(full, tmp_path / "twice")
+
+
 def test_hub_publishes_each_regression_variant_as_its_own_commit(two_homes):
     _, (man_a, _), _ = two_homes
     files = {name: v["files"] for name, v in man_a["variants"].items()}
@@ -330,6 +354,7 @@ def test_hub_publishes_each_regression_variant_as_its_own_commit(two_homes):
     assert diff("shallow") == {"config.json", "model.safetensors"}
     assert diff("lowbit") == {"model.safetensors"}
     assert diff("aa") == {"README.md"}
+    assert diff("mha") == {"config.json", "model.safetensors"}
     assert man_a["recipe"]["drop_layers"] == hubmod.DROP_LAYERS and man_a["recipe"]["quant_bits"] == hubmod.QUANT_BITS
-    for name in ("template", "eos", "shallow", "lowbit", "aa"):
+    for name in ("template", "eos", "shallow", "lowbit", "aa", "mha"):
         assert hubmod.COMMIT_MESSAGES[name].startswith(f"{name}: ")

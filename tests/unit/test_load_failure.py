@@ -1,8 +1,8 @@
 """A server that does not start: whose fault it is, read from vLLM's log (serving/startup.py), and what the serve
 stage makes of it (a rejection with evidence, an infrastructure error, or a differential check).
 
-corrupt_weights.log is the real log of vLLM 0.32 (CPU) failing on the demo hub's `corrupt` variant; the others
-follow the shapes vLLM, PyTorch and transformers print for those failures."""
+corrupt_weights.log and kv_cache_too_small.log are real logs of vLLM 0.32 (CPU) failing on the demo hub's `corrupt`
+and `mha` variants; the others follow the shapes vLLM, PyTorch and transformers print for those failures."""
 
 from __future__ import annotations
 
@@ -53,6 +53,11 @@ def test_the_root_traceback_is_the_first_one_with_its_prefixes_stripped():
      "json.decoder.JSONDecodeError: Expecting ',' delimiter: line 12 column 3 (char 301)",
      "json/decoder.py"),
     ("engine_internal.log", 1, startup.UNKNOWN, "ValueError: No available memory for the cache blocks",
+     "does not run through model loading"),
+    # real (vLLM 0.32, CPU): the demo hub's `mha` on a 48 MiB KV cache; the engine core sizing its KV cache
+    # (core.py _initialize_kv_caches -> kv_cache_utils.py), no model file in the traceback
+    ("kv_cache_too_small.log", 1, startup.UNKNOWN,
+     "ValueError: To serve at least one request with the model's max seq len (1024), (0.07 GiB KV cache is needed",
      "does not run through model loading"),
 ])
 def test_classification_by_general_rules(name, returncode, cause, first, why):
@@ -106,7 +111,7 @@ def failure(tmp_path: Path, name: str, returncode: int | None = 1) -> StartupErr
                         returncode=returncode)
 
 
-def no_boot(*args: object) -> tuple[bool, str]:
+def no_boot(*args: object) -> tuple[bool, str, str]:
     raise AssertionError("the log decided: no differential boot")
 
 
@@ -142,7 +147,7 @@ def test_unexplained_failure_production_boots_so_the_candidate_is_rejected(tmp_p
         booted.append(pin.revision)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.write_text("production log")
-        return True, "it became healthy"
+        return True, "it became healthy", "production log"
 
     result = serve.does_not_start(ctx, failure(tmp_path, "killed_no_traceback.log", -9), lambda _: None, boot=boot)
     assert booted == [PRODUCTION_REV] and ctx.baseline_store.asked == ["smollm2"]
@@ -151,15 +156,18 @@ def test_unexplained_failure_production_boots_so_the_candidate_is_rejected(tmp_p
     assert "decided by a differential check: production v3 (pppppppppppp) started on this machine" in result.reasons[1]
     assert result.details["load_failure"]["production_booted"] is True
     assert set(result.artifacts) == {"server.log", "production-server.log"}
+    assert result.details["production_log_tail"] == "production log"  # both boots' evidence in the report
 
 
 def test_unexplained_failure_production_fails_too_is_infrastructure_stating_both(tmp_path):
     result = serve.does_not_start(context(tmp_path, PRODUCTION_REV), failure(tmp_path, "engine_internal.log"),
-                                  lambda _: None, boot=lambda *a: (False, "vLLM exited with code 1 during start-up"))
+                                  lambda _: None, boot=lambda *a: (False, "vLLM exited with code 1 during start-up",
+                                                                 "production's tail"))
     assert result.status == Status.ERROR
     reason = result.reasons[0]
     assert reason.startswith("vLLM exited with code 1 during start-up (ValueError: No available memory")
     assert "production v3 (pppppppppppp) failed to start too" in reason and "infrastructure failure" in reason
+    assert result.details["production_log_tail"] == "production's tail"
 
 
 @pytest.mark.parametrize(("production", "why"), [(None, "there is no production version"),

@@ -88,7 +88,8 @@ def test_report_command_refuses_a_file_that_is_not_a_report(tmp_path, capsys):
 
 def test_a_candidate_that_does_not_load_renders_with_its_evidence(tmp_path):
     """A failed serve stage (the candidate does not load), the rest skipped: every rendering names the reason
-    and shows the server log's last lines; a probe note shows the model's answers."""
+    and shows the server log's last lines (and production's, booted for a differential check); a probe note
+    shows the model's answers."""
     from pipeline.report import console
 
     doc = json.loads((FIXTURES / "passed-no-load" / "report.json").read_text())
@@ -97,7 +98,8 @@ def test_a_candidate_that_does_not_load_renders_with_its_evidence(tmp_path):
         if stage["name"] == "serve":
             stage.update(status="failed", reasons=[reason, "decided by the server log: in vllm/model_executor/"],
                          details={"log_tail": "Traceback (most recent call last):\nSafetensorError: <b>`x`</b>",
-                                  "load_failure": {"cause": "candidate"}})
+                                  "production_log_tail": "INFO:     Application startup complete.",
+                                  "load_failure": {"cause": "unknown", "decided_by": "differential check"}})
         elif stage["name"] != "fetch":
             stage.update(status="skipped", reasons=["not run: stage serve failed"], details={}, metrics={})
     doc.update(verdict="rejected", exit_code=1, reasons=[f"serve: {reason}"])
@@ -110,6 +112,11 @@ def test_a_candidate_that_does_not_load_renders_with_its_evidence(tmp_path):
     assert "serve: last lines of the server log" in page and "&lt;b&gt;`x`&lt;/b&gt;" in page
     out = console.render(data)
     assert "verdict: REJECTED (exit 1)" in out and "--- serve: last lines of the server log ---" in out
+    # the production pin booted for a differential check: its log's last lines too, after the candidate's
+    production = "serve: last lines of the production server log (differential check)"
+    assert md.index("### serve: last lines of the server log") < md.index(f"### {markdown.inline(production)}")
+    assert "```text\nINFO:     Application startup complete.\n```" in md and production in page
+    assert f"--- {production} ---\n  | INFO:     Application startup complete." in out
 
     serve = next(s for s in doc["stages"] if s["name"] == "serve")
     serve.update(status="passed", reasons=["answered", "the model answered the chat completion with empty text"],

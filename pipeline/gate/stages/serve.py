@@ -152,12 +152,13 @@ def errored(ctx: GateContext, exc: InfraError, details: dict[str, Any], artifact
                        artifacts={**artifacts, **({SERVER_LOG: log_file} if log_file else {})})
 
 
-Boot = Callable[[GateContext, Pin, Path, Progress], tuple[bool, str]]
+Boot = Callable[[GateContext, Pin, Path, Progress], tuple[bool, str, str]]
 
 
-def boot_production(ctx: GateContext, pin: Pin, log_file: Path, progress: Progress) -> tuple[bool, str]:
+def boot_production(ctx: GateContext, pin: Pin, log_file: Path, progress: Progress) -> tuple[bool, str, str]:
     """The differential check: fetch the production pin and boot it with the candidate's serving settings on
-    this machine. (True, how) when it became healthy (it is stopped at once), (False, why) when it did not."""
+    this machine. (True, how, log tail) when it became healthy (it is stopped at once; the tail is the log's as
+    it became healthy, not its shutdown), (False, why, log tail) when it did not."""
     from pipeline.model.fetch import fetch
 
     release = ctx.release
@@ -167,9 +168,9 @@ def boot_production(ctx: GateContext, pin: Pin, log_file: Path, progress: Progre
                         enforce_eager=ctx.enforce_eager, progress=progress, api_key=ctx.api_key)
     try:
         with server:
-            return True, "it became healthy"
+            return True, "it became healthy", log_tail(log_file)
     except StartupError as exc:
-        return False, exc.one_line()
+        return False, exc.one_line(), exc.log_tail
 
 
 def does_not_start(ctx: GateContext, exc: StartupError, progress: Progress,
@@ -214,10 +215,12 @@ def does_not_start(ctx: GateContext, exc: StartupError, progress: Progress,
     production_log = ctx.files.stage(NAME) / PRODUCTION_LOG
     progress(f"differential check: booting production v{baseline.version} ({baseline.pin.short}) with the same "
              "serving settings")
-    booted, how = boot(ctx, baseline.pin, production_log, progress)
+    booted, how, production_tail = boot(ctx, baseline.pin, production_log, progress)
     details["load_failure"].update({"decided_by": "differential check", "production_version": baseline.version,
                                     "production_revision": baseline.pin.revision, "production_booted": booted,
                                     "production_outcome": how})
+    if production_tail:
+        details["production_log_tail"] = production_tail  # the other side of the comparison
     if production_log.exists():
         artifacts[PRODUCTION_LOG] = str(production_log)
     if booted:
