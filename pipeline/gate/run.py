@@ -6,6 +6,7 @@ loses nothing; the gate then fails closed (exit 3: a gate that is not recorded c
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.release import Release
-from pipeline.errors import InfraError
+from pipeline.errors import BadInput, InfraError
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult
 from pipeline.gate.rundir import RunDir
@@ -25,6 +26,7 @@ from pipeline.gate.stages import format as formatcheck
 from pipeline.gate.stages import load as loadtest
 from pipeline.gate.verdict import Verdict, decide
 from pipeline.integrations import registry, tracking
+from pipeline.releasing import signing
 from pipeline.report import markdown
 from pipeline.report.document import Candidate, Environment, GateReport, SourceControl, Tracking
 from pipeline.util.git import git
@@ -125,12 +127,20 @@ def check_inputs(release: Release) -> None:
 
 def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, tracking_uri: str | None = None,
              pr: int | None = None, enforce_eager: bool | None = None, author: str | None = None,
-             stages: tuple[Stage, ...] = STAGES) -> GateReport:
+             stages: tuple[Stage, ...] = STAGES, kind: str = signing.RELEASE,
+             signer: signing.Signer | None = None) -> GateReport:
+    """One gate. `kind` release: the full configuration, a model version registered, the record signed with
+    `signer` (without one it is recorded unsigned, and promote refuses it); advisory: recorded in the advisory
+    experiment, never registered, never signed."""
+    if kind not in signing.GATE_KINDS:
+        raise BadInput(f"gate kind {kind!r} is not one of {', '.join(signing.GATE_KINDS)}", path="--kind")
     register_secret_env(release.secret_env)
     check_inputs(release)
     progress = progress_for("gate")
     uri = tracking.resolve_uri(tracking_uri, configured=release.tracking_uri, root=release.root)
-    progress(f"tracking store: {tracking.display_uri(uri)}")
+    progress(f"tracking store: {tracking.display_uri(uri)}; {kind} gate"
+             + ("" if kind == signing.ADVISORY else f", signed with key {signer.key_id}" if signer
+                else " UNSIGNED (no signing key: its version cannot be promoted)"))
     tracking.preflight(uri)
     production_at_start = registry.Registry(uri).by_alias(release.model_name, registry.PRODUCTION)
     gate_id = new_gate_id(release)
@@ -163,7 +173,11 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
         baseline_version=baseline_version(results, production_at_start),
         config_file=str(release.path),
         run_dir=str(run_dir),
-        tracking=Tracking(uri=tracking.display_uri(uri), experiment=release.tracking_experiment, run_id=None),
+        tracking=Tracking(uri=tracking.display_uri(uri), run_id=None,
+                          experiment=release.advisory_experiment if kind == signing.ADVISORY
+                          else release.tracking_experiment),
+        gate_kind=kind,
+        config_digest=signing.config_digest(release.raw),
     )
     redact_tree(run_dir)  # logs of the servers and tools: no secret value stays in a file we keep or upload
     save_report(report, run_dir)
@@ -171,7 +185,7 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
         progress(f"interrupted: partial report kept at {run_dir} (not recorded in MLflow)")
         return report
     RunDir(run_dir).items.write_text(json.dumps(registry.items_document(ctx.items, ctx.digests)), encoding="utf-8")
-    return record(report, run_dir, uri)
+    return record(report, run_dir, uri, signer=signer if kind == signing.RELEASE else None)
 
 
 def _artifacts(report: GateReport, run_dir: Path) -> list[tuple[Path, str | None]]:
@@ -207,12 +221,16 @@ def _prompting_params(report: GateReport) -> dict[str, str]:
                                ("fewshot_as_multiturn", mode.get("fewshot_as_multiturn")))}
 
 
-def record(report: GateReport, run_dir: Path, uri: str) -> GateReport:
+def record(report: GateReport, run_dir: Path, uri: str, signer: signing.Signer | None = None) -> GateReport:
     """Record a saved gate report (run_dir/report.json, items.json, stage files) in MLflow: one run, one model
     version. Everything comes from the report, so `modelgate sync` calls this too, and every step is resumable:
     an existing run (report.json's tracking.run_id, else the run tagged with this gate_id) is completed rather
     than created again, and a model version already created from that run is reused. Returns the report as
-    recorded (its tracking names the run and the model version; it is saved so)."""
+    recorded (its tracking names the run and the model version; it is saved so).
+
+    An advisory gate's run registers no model version. A release gate's record is signed with `signer` last,
+    once report.json is final (its sha256 is in the statement): the statement and signature become the run's
+    artifacts `signature/` and the version's tags; without a signer the version is tagged unsigned."""
     progress = progress_for("record")
     pin = report.candidate.pin()
     model_name = report.model_name
@@ -236,7 +254,10 @@ def record(report: GateReport, run_dir: Path, uri: str) -> GateReport:
             "modelgate.model_name": model_name, "modelgate.gate_id": report.gate_id,
             "modelgate.author": report.author,
             "modelgate.baseline_version": report.baseline_version or "",
+            signing.GATE_KIND_TAG: report.gate_kind,
             **{f"modelgate.digest.{k}": v for k, v in digests.items()}}
+    params["gate_kind"] = report.gate_kind
+    advisory = report.gate_kind == signing.ADVISORY
     root = Path(report.config_file or run_dir).parent
     files = RunDir(run_dir)
     current = report
@@ -261,16 +282,54 @@ def record(report: GateReport, run_dir: Path, uri: str) -> GateReport:
             on_run_id=embed, failed=not report.passed, run_id=report.tracking.run_id,
             gate_id=report.gate_id, timestamp_ms=_finished_ms(report))
         progress(f"recorded as MLflow run {run_id}")
+        if advisory:
+            current = current.with_tracking(error=None)
+            save_report(current, run_dir)
+            tracking.upload(uri, run_id, files.report)
+            tracking.upload(uri, run_id, files.markdown)
+            progress("advisory gate: no model version registered (never promotable)")
+            return current
         version = registry.register_version(uri, model_name, pin, run_id, str(report.verdict), digests,
                                             author=report.author, baseline_version=report.baseline_version)
         current = current.with_tracking(model_version=version, error=None)
         save_report(current, run_dir)
         tracking.upload(uri, run_id, files.report)  # the MLflow copy names its model version too
         tracking.upload(uri, run_id, files.markdown)
+        progress(f"registered {model_name} version {version} (alias {registry.CANDIDATE!r})")
+        sign_record(current, run_dir, uri, run_id, version, signer)
     except InfraError as exc:
         raise kept(exc) from exc
-    progress(f"registered {model_name} version {version} (alias {registry.CANDIDATE!r})")
     return current
+
+
+def sign_record(report: GateReport, run_dir: Path, uri: str, run_id: str, version: str,
+                signer: signing.Signer | None) -> None:
+    """Sign what the release gate judged (report.json as recorded) and attach it to the run and the version."""
+    progress = progress_for("record")
+    store = registry.Registry(uri)
+    name = report.model_name
+    if signer is None:
+        store.set_version_tag(name, version, signing.STATUS_TAG, "unsigned")
+        progress(f"{name} v{version} is UNSIGNED (no signing key): promote will refuse it")
+        return
+    files = RunDir(run_dir)
+    stmt = signing.statement(report, run_id=run_id, report_sha256=signing.sha256_hex(files.report.read_bytes()),
+                             key_id=signer.key_id)
+    sig = signer.sign(stmt)
+    out = run_dir / signing.SIGNATURE_DIR
+    try:
+        out.mkdir(exist_ok=True)
+        (out / signing.STATEMENT_FILE).write_bytes(signing.canonical(stmt))
+        (out / signing.SIGNATURE_FILE).write_text(base64.b64encode(sig).decode() + "\n", encoding="ascii")
+    except OSError as exc:
+        raise InfraError(f"cannot write the signed statement to {out}: {exc.strerror or exc}") from exc
+    tracking.upload(uri, run_id, out / signing.STATEMENT_FILE, signing.SIGNATURE_DIR)
+    tracking.upload(uri, run_id, out / signing.SIGNATURE_FILE, signing.SIGNATURE_DIR)
+    for key, value in ((signing.SIGNATURE_TAG, base64.b64encode(sig).decode()),
+                       (signing.KEY_ID_TAG, signer.key_id), (signing.SIGNED_AT_TAG, stmt["signed_at"]),
+                       (signing.STATUS_TAG, "signed")):
+        store.set_version_tag(name, version, key, value)
+    progress(f"signed {name} v{version} with key {signer.key_id}")
 
 
 def save_report(report: GateReport, run_dir: Path) -> None:

@@ -31,6 +31,7 @@ from pipeline.releasing.policy import (
     check_approvals,
     check_gate_passed,
     check_not_stale,
+    check_signature,
     check_untampered,
     require_manager,
     resolve_version,
@@ -203,6 +204,7 @@ def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, 
 
     def begin(production: ModelVersion | None) -> tuple[AuditEvent, str]:
         override = check_gate_passed(mv, override_reason)
+        check_signature(release, reg, mv)
         approvers = check_approvals(release, audit, mv)
         check_not_stale(mv, production)
         ev = audit.open(PROMOTE, release.model_name, mv.version, actor,
@@ -242,6 +244,8 @@ def rollback(release: Release, uri: str, to_ref: str | None, actor: str | None, 
         if target.verdict != Verdict.PASSED and not was_production:
             raise Refused(f"{release.model_name} v{target.version}: gate verdict {target.verdict!r} and never "
                           "production: a rollback target must have passed a gate or have been production")
+        if not was_production:  # never released: only a signed release gate's record (as for promote)
+            check_signature(release, reg, target)
         previous_after = _previous_before(audit, release.model_name, target.version)
         ev = audit.open(ROLLBACK, release.model_name, target.version, actor, reason=why,
                         from_version=production.version if production else "", previous_after=previous_after,

@@ -14,6 +14,7 @@ from pipeline.gate.result import StageResult, Status
 from tests.support.cli import run_in_process
 from tests.support.git import AUTHOR, git
 from tests.support.releases import write_release
+from tests.support.signing import KEY, SigningKey
 
 MANAGERS = ["alice", "bob@example.com"]
 
@@ -22,8 +23,10 @@ def revision(n: int) -> str:
     return hashlib.sha1(f"model revision {n}".encode()).hexdigest()
 
 
-def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None = None) -> Path:
-    """A git repository holding release.yaml, with a bare `origin` the version tags are pushed to."""
+def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None = None,
+              public_keys: list[dict] | None = None) -> Path:
+    """A git repository holding release.yaml, with a bare `origin` the version tags are pushed to. release.yaml
+    trusts the session's signing key (tests/support/signing.py), or `public_keys` ([]: none)."""
     root.mkdir(parents=True, exist_ok=True)
     remote = root.parent / f"{root.name}-origin.git"
     subprocess.run(["git", "init", "--quiet", "--bare", str(remote)], check=True)
@@ -34,7 +37,8 @@ def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None
         candidate={"source": "git", "repo": "hub/model", "revision": revision(1),
                    "files": {"config.json": "a" * 64, "model.safetensors": "b" * 64}},
         promotion={"release_managers": MANAGERS, "approvals_required": approvals, "git_remote": "origin",
-                   **({"github": github} if github else {})})
+                   **({"github": github} if github else {})},
+        signing={"public_keys": [KEY.entry()] if public_keys is None else public_keys})
     git(root, "add", "release.yaml")
     git(root, "commit", "--quiet", "-m", "release.yaml")
     return config
@@ -63,16 +67,19 @@ def _stage(status: Status, metric: float):
     return run
 
 
-def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED, author: str = AUTHOR) -> str:
-    """Pin revision n, run the gate machinery with one stand-in stage, return the registered version."""
+def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED, author: str = AUTHOR, *,
+                key: SigningKey | None = KEY, kind: str = "release") -> str:
+    """Pin revision n, run the gate machinery with one stand-in stage, return the registered version (an advisory
+    gate: its run id). A release gate is signed with `key` (None: unsigned)."""
     from pipeline.config.release import load_release
     from pipeline.gate.run import run_gate
 
     set_candidate(config, n)
     release = load_release(config)
     report = run_gate(release, home=config.parent / ".modelgate", tracking_uri=uri, author=author,
-                      stages=(("format", _stage(verdict, 0.9 if verdict == Status.PASSED else 0.4)),))
-    return report.tracking.model_version
+                      stages=(("format", _stage(verdict, 0.9 if verdict == Status.PASSED else 0.4)),),
+                      kind=kind, signer=key.signer() if key else None)
+    return report.tracking.run_id if kind == "advisory" else report.tracking.model_version
 
 
 def modelgate(config: Path, uri: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
