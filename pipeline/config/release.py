@@ -191,15 +191,6 @@ class PromotionPolicy:
 
 
 @dataclass(frozen=True)
-class AdvisorySample:
-    """`gates.advisory.sample`: an advisory (pull request) gate runs a seeded sample of this many prompt cases
-    and of this many items per eval task (None: all of them). A release gate always runs everything."""
-
-    prompt_cases: int | None = None
-    eval_items: int | None = None
-
-
-@dataclass(frozen=True)
 class Release:
     path: Path  # the release.yaml this came from
     model_name: str
@@ -218,7 +209,6 @@ class Release:
     raw: dict[str, Any]
     promotion: PromotionPolicy = PromotionPolicy()
     advisory_experiment_name: str | None = None  # tracking.advisory_experiment
-    advisory_sample: AdvisorySample = AdvisorySample()
     signing_keys: tuple[Any, ...] = ()  # signing.PublicKey: who may sign a promotable gate record
 
     @property
@@ -346,7 +336,7 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         remote_code_allowlist=tuple(security.get("remote_code_allowlist", ())),
         secret_env=tuple(dict.fromkeys([*DEFAULT_SECRET_ENV, *security.get("secret_env", ()),
                                         *([serving.api_key_env] if serving.api_key_env else [])])),
-        gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict) and k != "advisory"},
+        gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict)},
         format_gate=_format_gate((data.get("gates") or {}).get("format")),
         evals_gate=_evals_gate((data.get("gates") or {}).get("evals") or {}, file),
         load_gate=_load_gate((data.get("gates") or {}).get("load")),
@@ -356,7 +346,6 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         raw=data,
         promotion=_promotion(data.get("promotion") or {}),
         advisory_experiment_name=tracking.get("advisory_experiment"),
-        advisory_sample=AdvisorySample(**(((data.get("gates") or {}).get("advisory") or {}).get("sample") or {})),
         signing_keys=_signing_keys(data.get("signing") or {}, file),
     )
 

@@ -168,7 +168,6 @@ class GateReport:
     # recorded in the advisory experiment, never registered nor promotable (absent in older reports: release)
     gate_kind: str = "release"
     config_digest: str | None = None  # sha256 of release.yaml's gating-relevant content (signing.config_digest)
-    sample: dict[str, Any] | None = None  # an advisory gate's sample: what it ran of how many
     schema_version: int = SCHEMA_VERSION
     # keys the loaded document did not hold (older reports): left out again when it is saved
     absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
@@ -217,7 +216,6 @@ class GateReport:
             "run_dir": self.run_dir,
             "gate_kind": self.gate_kind,
             "config_digest": self.config_digest,
-            "sample": self.sample,
             "tracking": self.tracking.to_dict(),
         }
         return {k: v for k, v in out.items() if k not in self.absent}
@@ -232,7 +230,7 @@ class GateReport:
             raise MalformedReport(f"{', '.join(missing)} missing", field=missing[0])
         absent = {k for k in ("served_name", "digests", "started_at", "finished_at", "exit_code", "reasons",
                               "environment", "source_control", "baseline_version", "config_file", "run_dir",
-                              "gate_kind", "config_digest", "sample")
+                              "gate_kind", "config_digest")
                   if k not in data}
         current = "verdict"
         try:
@@ -266,7 +264,7 @@ class GateReport:
             stages=stages, environment=environment, source_control=source_control,
             baseline_version=data.get("baseline_version"), config_file=data.get("config_file"),
             run_dir=str(data.get("run_dir") or ""), gate_kind=str(data.get("gate_kind") or "release"),
-            config_digest=data.get("config_digest"), sample=data.get("sample"), tracking=tracking,
+            config_digest=data.get("config_digest"), tracking=tracking,
             absent=frozenset(absent))
 
     @classmethod
