@@ -191,6 +191,20 @@ class PromotionPolicy:
 
 
 @dataclass(frozen=True)
+class AdvisorySample:
+    """`gates.advisory.sample`: an advisory (pull request) gate runs `prompt_cases` prompt cases over all suites
+    (a sample seeded by the candidate's revision) and the first `eval_items` items of each eval task (lm-eval's
+    --limit); None: all. A release gate always runs everything."""
+
+    prompt_cases: int | None = None
+    eval_items: int | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.prompt_cases is not None or self.eval_items is not None
+
+
+@dataclass(frozen=True)
 class Release:
     path: Path  # the release.yaml this came from
     model_name: str
@@ -209,6 +223,7 @@ class Release:
     raw: dict[str, Any]
     promotion: PromotionPolicy = PromotionPolicy()
     advisory_experiment_name: str | None = None  # tracking.advisory_experiment
+    advisory_sample: AdvisorySample = AdvisorySample()  # gates.advisory.sample
     signing_keys: tuple[Any, ...] = ()  # signing.PublicKey: who may sign a promotable gate record
 
     @property
@@ -336,7 +351,7 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         remote_code_allowlist=tuple(security.get("remote_code_allowlist", ())),
         secret_env=tuple(dict.fromkeys([*DEFAULT_SECRET_ENV, *security.get("secret_env", ()),
                                         *([serving.api_key_env] if serving.api_key_env else [])])),
-        gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict)},
+        gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict) and k != "advisory"},
         format_gate=_format_gate((data.get("gates") or {}).get("format")),
         evals_gate=_evals_gate((data.get("gates") or {}).get("evals") or {}, file),
         load_gate=_load_gate((data.get("gates") or {}).get("load")),
@@ -346,6 +361,7 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         raw=data,
         promotion=_promotion(data.get("promotion") or {}),
         advisory_experiment_name=tracking.get("advisory_experiment"),
+        advisory_sample=AdvisorySample(**(((data.get("gates") or {}).get("advisory") or {}).get("sample") or {})),
         signing_keys=_signing_keys(data.get("signing") or {}, file),
     )
 

@@ -7,6 +7,7 @@ loses nothing; the gate then fails closed (exit 3: a gate that is not recorded c
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -15,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.release import Release
+from pipeline.config.release import AdvisorySample, Release
 from pipeline.errors import BadInput, InfraError
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult
@@ -150,8 +151,10 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     except OSError as exc:
         raise InfraError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from exc
     started = dt.datetime.now(dt.UTC)
-    ctx = GateContext(release=release, run_dir=run_dir, home=home, enforce_eager=enforce_eager,
-                      baseline_store=registry.BaselineStore(uri))
+    sample = release.advisory_sample if kind == signing.ADVISORY and release.advisory_sample.configured else None
+    ctx = GateContext(release=advisory_profile(release, sample), run_dir=run_dir, home=home,
+                      enforce_eager=enforce_eager, baseline_store=registry.BaselineStore(uri),
+                      case_sample=sample.prompt_cases if sample else None)
     results = run_stages(ctx, stages, after_failure=AFTER_FAILURE, prerequisites=PREREQUISITES)
     verdict, exit_code, reasons = decide(results)
     pin = release.candidate
@@ -178,6 +181,7 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
                           else release.tracking_experiment),
         gate_kind=kind,
         config_digest=signing.config_digest(release.raw),
+        sample=sample_summary(ctx, results, sample) if sample else None,
     )
     redact_tree(run_dir)  # logs of the servers and tools: no secret value stays in a file we keep or upload
     save_report(report, run_dir)
@@ -186,6 +190,24 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
         return report
     RunDir(run_dir).items.write_text(json.dumps(registry.items_document(ctx.items, ctx.digests)), encoding="utf-8")
     return record(report, run_dir, uri, signer=signer if kind == signing.RELEASE else None)
+
+
+def advisory_profile(release: Release, sample: AdvisorySample | None) -> Release:
+    """The configuration an advisory gate runs: the evals capped at `sample.eval_items` items per task."""
+    if sample is None or sample.eval_items is None:
+        return release
+    cfg = release.evals_gate
+    limit = min(cfg.limit, sample.eval_items) if cfg.limit else sample.eval_items
+    return dataclasses.replace(release, evals_gate=dataclasses.replace(cfg, limit=limit))
+
+
+def sample_summary(ctx: GateContext, results: list[StageResult], sample: AdvisorySample) -> dict[str, Any]:
+    fmt = next((r for r in results if r.name == formatcheck.NAME), None)
+    total = fmt.details.get("cases_total") if fmt else None
+    return {"prompt_cases": min(ctx.case_sample, total) if ctx.case_sample and total else ctx.case_sample,
+            "prompt_cases_total": total,
+            "eval_items": ctx.release.evals_gate.limit if sample.eval_items and ctx.release.evals_gate.enabled
+            else None}
 
 
 def _artifacts(report: GateReport, run_dir: Path) -> list[tuple[Path, str | None]]:
