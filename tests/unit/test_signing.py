@@ -125,3 +125,18 @@ def test_keygen_writes_a_private_key_0600_and_refuses_to_overwrite(tmp_path, mon
     with pytest.raises(BadInput, match="not an unencrypted PEM private key") as exc:
         signing.load_signer()
     assert "not-a-key" not in str(exc.value)
+
+
+def test_keygen_command_prints_an_entry_release_yaml_accepts(tmp_path):
+    import yaml
+
+    from tests.support.cli import run_in_process
+
+    proc = run_in_process("keygen", "--out", str(tmp_path / "key.pem"))
+    assert proc.returncode == 0, proc.stderr
+    (entry,) = yaml.safe_load(proc.stdout)
+    (key,) = keys(entry)
+    signer = signing.load_signer(tmp_path / "key.pem")
+    assert signer is not None and key.id == signer.key_id == entry["id"]
+    again = run_in_process("keygen", "--out", str(tmp_path / "key.pem"))
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
