@@ -120,6 +120,20 @@ def test_a_signature_forged_by_another_key_under_the_trusted_key_id_is_refused(t
     assert_nothing_moved(team, uri)
 
 
+def test_a_signature_copied_onto_another_version_is_refused(team, mlflow_server):
+    """v1's valid signature tags copied onto v2 (an unsigned record): v2's run holds no statement, and v1's
+    statement would name v1's run."""
+    uri, model = mlflow_server, model_of(team)
+    v1 = record_gate(team, uri, 1)
+    v2 = record_gate(team, uri, 2, key=None)
+    client = MlflowClient(tracking_uri=uri)
+    tags = client.get_model_version(model, v1).tags
+    for key in (signing.SIGNATURE_TAG, signing.KEY_ID_TAG, signing.SIGNED_AT_TAG):
+        client.set_model_version_tag(model, v2, key, tags[key])
+    refused(promote(team, uri, v2), "holds no signed statement")
+    assert_nothing_moved(team, uri)
+
+
 @pytest.mark.parametrize("tamper", ["baseline tag", "digest tag", "report artifact", "statement artifact"])
 def test_a_valid_signature_over_a_record_changed_since_is_refused(team, mlflow_server, tmp_path, tamper):
     uri, model = mlflow_server, model_of(team)
