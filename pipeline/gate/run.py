@@ -331,6 +331,9 @@ def sign_record(report: GateReport, run_dir: Path, uri: str, run_id: str, versio
     store = registry.Registry(uri)
     name = report.model_name
     if signer is None:
+        existing = store.version(name, version)
+        if existing is not None and existing.tags.get(signing.SIGNATURE_TAG):  # a resumed record (sync): keep it
+            return
         store.set_version_tag(name, version, signing.STATUS_TAG, "unsigned")
         progress(f"{name} v{version} is UNSIGNED (no signing key): promote will refuse it")
         return
