@@ -256,3 +256,20 @@ def test_the_private_key_never_reaches_the_run_the_version_or_the_report(team, m
         assert body not in text and body[-24:] not in text, f"the signing key leaked into {where}"
     assert "signing key: " in texts["report"] and "***" in texts["report"]  # the stage did try to write it
     assert approve(team, uri, mv.version).returncode == 0 and promote(team, uri, mv.version).returncode == 0
+
+
+def test_a_rollback_to_a_version_never_in_production_must_be_signed_too(team, mlflow_server):
+    """A version that was production may be rolled back to (it was released under the rules of its time); one
+    that never was must verify like a promotion."""
+    from tests.support.team import modelgate, released
+
+    uri, model = mlflow_server, model_of(team)
+    v1 = released(team, uri, 1)
+    v2 = released(team, uri, 2)
+    unsigned = record_gate(team, uri, 3, key=None)
+    proc = modelgate(team, uri, "rollback", "--to", unsigned, "--actor", "alice", "--reason", "drill")
+    refused(proc, "is unsigned")
+    assert alias(uri, model, "production") == v2
+    proc = modelgate(team, uri, "rollback", "--actor", "alice", "--reason", "drill")
+    assert proc.returncode == 0, proc.stderr
+    assert alias(uri, model, "production") == v1
