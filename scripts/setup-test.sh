@@ -7,13 +7,16 @@
 #     `@octokit/openapi` (GitHub's published REST OpenAPI description, for the fake GitHub server in tests)
 #   - Debian's chromium (not needed by the gate): a test renders the HTML report in it
 #     (Playwright drives it; no browser download)
+#   - Debian's postgresql server (not needed by the gate): the integration tests start the team's tracking
+#     server for real, MLflow with basic-auth on PostgreSQL on loopback (tests/support/team_server.py); its
+#     Python side (mlflow[auth], psycopg) is in the test extra
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 STAMP=.venv/.modelgate-setup-test
 want=$( (cat pyproject.toml requirements/constraints-cpu.txt; echo test) | sha256sum | cut -d' ' -f1)
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && .venv/bin/python -c 'import pytest, pytest_timeout, playwright, coverage' 2>/dev/null \
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && .venv/bin/python -c 'import pytest, pytest_timeout, playwright, coverage, psycopg, flask_wtf' 2>/dev/null \
    && [ -x .venv/bin/ruff ] && [ -x .venv/bin/mypy ]; then
   echo "setup-test: test extra is up to date"
 else
@@ -33,5 +36,14 @@ if ! command -v chromium >/dev/null; then
   echo "setup-test: installing Debian's chromium (HTML report screenshot test)"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  echo "setup-test: installing Debian's postgresql (the team's tracking server in the integration tests)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  # the tests start their own cluster as the `postgres` user; the package's default cluster is not used
+  if command -v pg_lsclusters >/dev/null; then
+    pg_lsclusters --no-header | while read -r ver name _; do $SUDO pg_ctlcluster "$ver" "$name" stop || true; done
+  fi
 fi
 echo "setup-test: done"

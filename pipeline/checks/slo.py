@@ -14,9 +14,16 @@ Rules (documented in README.md, `load` row):
   version) and the serving configuration the server was really started with (read from its command line and
   environment: eager or compiled, dtype, quantization, max_model_len, max_num_seqs, KV cache size and dtype,
   tensor/pipeline parallel size, any other server argument). When they differ the comparison is skipped with the
-  differing fields named; the SLOs still apply. At a level both ran, the candidate fails when its p95 e2e latency
-  is more than `regression_pct` percent above the baseline's, or its output throughput more than `regression_pct`
-  percent below.
+  differing fields named; the SLOs still apply. At a level both ran (same concurrency), the candidate's
+  per-request latencies are compared with the ones production's gate recorded (pipeline/checks/shift.py: a
+  Mann-Whitney rank test and the Hodges-Lehmann shift of log latencies, one-sided bounds at confidence 1 - alpha,
+  alpha = `gates.alpha`): the level regresses only when the lower bound of the e2e latency increase exceeds
+  `regression_pct` percent, or the upper bound of the change in per-request output tokens/s is below
+  -`regression_pct` percent (with the same concurrency on both sides the server's output throughput is
+  concurrency x the per-request rate). An interval that straddles the threshold is reported, not failed. TTFT is
+  compared the same way and reported, not gated. When production's run recorded no per-request latencies (older
+  gates) or a side has too few requests for a bound, the level falls back to one measurement each side: p95 e2e
+  latency more than `regression_pct` percent above the baseline's, or output throughput that much below, fails.
 - Cost: price_per_hour / (output tokens/s x 3600) x 1e6, at the best output throughput of the levels that met
   every SLO (the capacity that can be sold within the SLO); when none did, the best of all levels.
 """
@@ -31,8 +38,10 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeline.checks import shift
 from pipeline.config.release import LoadSlo
 
+ALPHA = 0.05  # default alpha: each one-sided bound of a per-request comparison holds with confidence 1 - alpha
 CLIFF_FACTOR = 1.5
 CLIFF_THROUGHPUT_DROP = 0.20
 LATENCY_FIELDS = tuple(f"p{p}_{m}_ms" for m in ("ttft", "tpot", "itl", "e2el") for p in (50, 95, 99))
@@ -56,7 +65,25 @@ def level_summary(multiplier: float, concurrency: int, result: dict[str, Any],
     if missing > 0:  # requests neither completed nor reported failed still count against the level
         row["failed"] += missing
     row["server"] = dict(server or {})
+    samples = request_samples(result)
+    if samples is not None:
+        row["samples"] = samples
     return row
+
+
+def request_samples(result: dict[str, Any]) -> dict[str, list[float]] | None:
+    """The successful requests' e2e latency and TTFT (ms) and output tokens, in request order, from the
+    benchmark's detailed result (`--save-detailed`: `latencies`/`ttfts` in seconds, `output_lens`, `errors`);
+    None when it holds none (a result saved without details)."""
+    lat, ttft, out = result.get("latencies"), result.get("ttfts"), result.get("output_lens")
+    if not isinstance(lat, list) or not isinstance(ttft, list) or not isinstance(out, list):
+        return None
+    errors = result.get("errors") or [""] * len(lat)
+    keep = [i for i in range(min(len(lat), len(ttft), len(out), len(errors)))
+            if not errors[i] and isinstance(lat[i], (int, float)) and lat[i] > 0 and out[i]]
+    return {"e2el_ms": [round(1000.0 * lat[i], 3) for i in keep],
+            "ttft_ms": [round(1000.0 * ttft[i], 3) for i in keep],
+            "output_tokens": [int(out[i]) for i in keep]}
 
 
 def check_level(row: dict[str, Any], slo: LoadSlo) -> list[str]:
@@ -201,21 +228,143 @@ def fingerprint_differences(candidate: dict[str, Any], baseline: dict[str, Any] 
 
 
 def regressions(rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any]], pct: float) -> list[str]:
+    """The fallback: one measurement each side (p95 e2e latency, output throughput) against `pct`."""
     base = {r["level"]: r for r in baseline_rows}
     out = []
     for row in rows:
         b = base.get(row["level"])
         if b is None or b.get("concurrency") != row["concurrency"]:
             continue
-        lat, blat = row.get("p95_e2el_ms"), b.get("p95_e2el_ms")
-        if lat is not None and blat and lat > blat * (1 + pct / 100):
-            out.append(f"load {row['level']}: p95_e2el_ms {lat:.0f} is {100 * (lat / blat - 1):.0f}% above the "
-                       f"baseline's {blat:.0f} (regression_pct {pct:g})")
-        tput, btput = row.get("output_throughput"), b.get("output_throughput")
-        if tput is not None and btput and tput < btput * (1 - pct / 100):
-            out.append(f"load {row['level']}: output_throughput {tput:.1f} tok/s is {100 * (1 - tput / btput):.0f}% "
-                       f"below the baseline's {btput:.1f} (regression_pct {pct:g})")
+        out += point_regressions(row, b, pct)
     return out
+
+
+def point_regressions(row: dict[str, Any], b: dict[str, Any], pct: float) -> list[str]:
+    out = []
+    lat, blat = row.get("p95_e2el_ms"), b.get("p95_e2el_ms")
+    if lat is not None and blat and lat > blat * (1 + pct / 100):
+        out.append(f"load {row['level']}: p95_e2el_ms {lat:.0f} is {100 * (lat / blat - 1):.0f}% above the "
+                   f"baseline's {blat:.0f} (regression_pct {pct:g})")
+    tput, btput = row.get("output_throughput"), b.get("output_throughput")
+    if tput is not None and btput and tput < btput * (1 - pct / 100):
+        out.append(f"load {row['level']}: output_throughput {tput:.1f} tok/s is {100 * (1 - tput / btput):.0f}% "
+                   f"below the baseline's {btput:.1f} (regression_pct {pct:g})")
+    return out
+
+
+def _change_pct(a: float | None, b: float | None) -> float | None:
+    r = _ratio(a, b)
+    return None if r is None else round(100 * (r - 1), 2)
+
+
+def _tok_per_s(samples: dict[str, list[float]]) -> list[float]:
+    return [1000.0 * t / ms for t, ms in zip(samples["output_tokens"], samples["e2el_ms"], strict=True)]
+
+
+def _verdict_up(s: shift.Shift, pct: float) -> str:
+    """Higher is worse (latency)."""
+    if s.lower_pct is not None and s.lower_pct > pct:
+        return "regressed"
+    return "within threshold" if s.upper_pct is not None and s.upper_pct <= pct else "inconclusive"
+
+
+def _verdict_down(s: shift.Shift, pct: float) -> str:
+    """Lower is worse (throughput)."""
+    if s.upper_pct is not None and s.upper_pct < -pct:
+        return "regressed"
+    return "within threshold" if s.lower_pct is not None and s.lower_pct >= -pct else "inconclusive"
+
+
+def compare_level(row: dict[str, Any], b: dict[str, Any] | None, pct: float,
+                  alpha: float = ALPHA) -> tuple[dict[str, Any], list[str]]:
+    """One level against production's row at the same level: (record for the report, failure reasons).
+
+    record: level, compared (bool), reason when not; method "rank" (per-request, see the module docstring) or
+    "p95" (the fallback, with `fallback_reason`); for "rank" the e2el / output_tok_s / ttft shifts (Shift.as_dict:
+    estimate and bounds in %), threshold_pct, confidence; verdict "regressed" | "within threshold" |
+    "inconclusive" (the interval straddles the threshold: not failed).
+    """
+    lvl = row["level"]
+    rec: dict[str, Any] = {"level": lvl, "threshold_pct": pct}
+    if b is None:
+        return {**rec, "compared": False, "reason": "production's gate did not run this level"}, []
+    if b.get("concurrency") != row["concurrency"]:
+        return {**rec, "compared": False, "reason": f"production ran {lvl} at concurrency {b.get('concurrency')}, "
+                                                    f"this gate at {row['concurrency']}"}, []
+    mine, theirs = row.get("samples"), b.get("samples")
+    fallback = None
+    if not theirs or not theirs.get("e2el_ms"):
+        fallback = "production's run recorded no per-request latencies"
+    elif not mine or not mine.get("e2el_ms"):
+        fallback = "this run has no per-request latencies"
+    elif shift.critical_u(len(mine["e2el_ms"]), len(theirs["e2el_ms"]), alpha) > \
+            len(mine["e2el_ms"]) * len(theirs["e2el_ms"]):
+        fallback = (f"too few requests for a bound at {100 * (1 - alpha):g}% confidence "
+                    f"({len(mine['e2el_ms'])} vs {len(theirs['e2el_ms'])})")
+    if fallback is not None:
+        failures = point_regressions(row, b, pct)
+        changes = {k: _change_pct(row.get(k), b.get(k)) for k in ("p95_e2el_ms", "output_throughput")}
+        return {**rec, "compared": True, "method": "p95", "fallback_reason": fallback,
+                "p95_e2el_change_pct": changes["p95_e2el_ms"],
+                "output_throughput_change_pct": changes["output_throughput"],
+                "verdict": "regressed" if failures else "within threshold"}, failures
+    assert mine is not None and theirs is not None
+    e2el = shift.log_shift(mine["e2el_ms"], theirs["e2el_ms"], alpha)
+    tput = shift.log_shift(_tok_per_s(mine), _tok_per_s(theirs), alpha)
+    ttft = shift.log_shift([max(v, 1e-3) for v in mine["ttft_ms"]], [max(v, 1e-3) for v in theirs["ttft_ms"]],
+                           alpha)
+    verdicts = {"e2el": _verdict_up(e2el, pct), "output_tok_s": _verdict_down(tput, pct)}
+    failures = []
+    conf = f"{100 * (1 - alpha):g}%"
+    if verdicts["e2el"] == "regressed":
+        failures.append(f"load {lvl}: e2e latency is {e2el.estimate_pct:+.0f}% vs production (at least "
+                        f"{e2el.lower_pct:+.1f}% with {conf} confidence, {e2el.n_candidate} vs {e2el.n_baseline} "
+                        f"requests) > regression_pct {pct:g}")
+    if verdicts["output_tok_s"] == "regressed":
+        failures.append(f"load {lvl}: per-request output tok/s is {tput.estimate_pct:+.0f}% vs production (at "
+                        f"most {tput.upper_pct:+.1f}% with {conf} confidence, {tput.n_candidate} vs "
+                        f"{tput.n_baseline} requests) < -regression_pct {pct:g}")
+    verdict = "regressed" if failures else (
+        "within threshold" if all(v == "within threshold" for v in verdicts.values()) else "inconclusive")
+    return {**rec, "compared": True, "method": "rank", "confidence": 1 - alpha, "e2el": e2el.as_dict(),
+            "output_tok_s": tput.as_dict(), "ttft": ttft.as_dict(), "verdicts": verdicts,
+            "verdict": verdict}, failures
+
+
+def compare_levels(rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any]], pct: float,
+                   alpha: float = ALPHA) -> tuple[list[dict[str, Any]], list[str]]:
+    """compare_level at every level of this run: (records, failure reasons)."""
+    base = {r["level"]: r for r in baseline_rows}
+    records, failures = [], []
+    for row in rows:
+        rec, failed = compare_level(row, base.get(row["level"]), pct, alpha)
+        records.append(rec)
+        failures += failed
+    return records, failures
+
+
+def _interval(s: dict[str, Any]) -> str:
+    bound = lambda v: "?" if v is None else f"{v:+.1f}%"  # noqa: E731
+    return f"{s['estimate_pct']:+.1f}% [{bound(s.get('lower_pct'))}, {bound(s.get('upper_pct'))}]"
+
+
+def comparison_line(rec: dict[str, Any], version: str | None = None, run_id: str | None = None) -> str:
+    """One level's comparison with production, for notes and reports."""
+    against = f"production v{version}" + (f" (run {run_id[:12]})" if run_id else "") if version else "production"
+    head = f"{rec['level']} vs {against}"
+    pct = rec.get("threshold_pct")
+    if not rec.get("compared"):
+        return f"{rec['level']}: not compared with {against} ({rec.get('reason', '?')})"
+    if rec.get("method") == "p95":
+        shown = lambda v: "-" if v is None else f"{v:+.1f}%"  # noqa: E731
+        return (f"{head}: one measurement each side, {rec.get('fallback_reason')}: p95 e2e "
+                f"{shown(rec.get('p95_e2el_change_pct'))}, output throughput "
+                f"{shown(rec.get('output_throughput_change_pct'))} (regression_pct {pct:g}): {rec.get('verdict')}")
+    e2el, tput, ttft = rec["e2el"], rec["output_tok_s"], rec["ttft"]
+    return (f"{head}: e2e latency {_interval(e2el)} (regresses above +{pct:g}%), per-request output tok/s "
+            f"{_interval(tput)} (below -{pct:g}%), TTFT {_interval(ttft)} (not gated); "
+            f"{100 * rec.get('confidence', 1 - ALPHA):g}% one-sided bounds, {e2el['n_candidate']} vs "
+            f"{e2el['n_baseline']} requests: {rec.get('verdict')}")
 
 
 def cost_per_1m_output_tokens(output_throughput: float | None, price_per_hour: float | None) -> float | None:

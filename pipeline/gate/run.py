@@ -26,9 +26,9 @@ from pipeline.gate.stages import compare, evals, fetch, serve
 from pipeline.gate.stages import format as formatcheck
 from pipeline.gate.stages import load as loadtest
 from pipeline.gate.verdict import Verdict, decide
-from pipeline.integrations import registry, tracking
+from pipeline.integrations import registry, traces, tracking
 from pipeline.releasing import signing
-from pipeline.report import markdown
+from pipeline.report import html, markdown, views
 from pipeline.report.document import Candidate, Environment, GateReport, SourceControl, Tracking
 from pipeline.util.git import git
 from pipeline.util.progress import progress_for
@@ -211,11 +211,13 @@ def sample_summary(ctx: GateContext, results: list[StageResult], sample: Advisor
 
 
 def _artifacts(report: GateReport, run_dir: Path) -> list[tuple[Path, str | None]]:
-    """What the MLflow run holds: the report, its markdown, the per-item results and each stage's files.
+    """What the MLflow run holds: the report, its markdown and HTML, the per-item results and each stage's files
+    (the load test's plot among them: stages/load/latency_vs_concurrency.png).
     A report whose run directory was moved since still finds its stage files (paths are re-rooted)."""
     recorded_dir = report.run_dir or str(run_dir)
     files = RunDir(run_dir)
-    out: list[tuple[Path, str | None]] = [(files.report, None), (files.markdown, None), (files.items, None)]
+    out: list[tuple[Path, str | None]] = [(files.report, None), (files.markdown, None), (files.html, None),
+                                         (files.items, None)]
     for stage in report.stages:
         for name in stage.artifacts.values():
             path = Path(name)
@@ -274,7 +276,7 @@ def record(report: GateReport, run_dir: Path, uri: str, signer: signing.Signer |
     metrics["gate.exit_code"] = report.exit_code
     tags = {"modelgate.kind": "gate", "modelgate.verdict": str(report.verdict), "modelgate.revision": pin.revision,
             "modelgate.model_name": model_name, "modelgate.gate_id": report.gate_id,
-            "modelgate.author": report.author,
+            "modelgate.author": report.author, "mlflow.user": report.author,  # MLflow's "Created by"
             "modelgate.baseline_version": report.baseline_version or "",
             signing.GATE_KIND_TAG: report.gate_kind,
             **{f"modelgate.digest.{k}": v for k, v in digests.items()}}
@@ -309,18 +311,23 @@ def record(report: GateReport, run_dir: Path, uri: str, signer: signing.Signer |
             save_report(current, run_dir)
             tracking.upload(uri, run_id, files.report)
             tracking.upload(uri, run_id, files.markdown)
+            tracking.upload(uri, run_id, files.html)
             progress("advisory gate: no model version registered (never promotable)")
             return current
         version = registry.register_version(uri, model_name, pin, run_id, str(report.verdict), digests,
-                                            author=report.author, baseline_version=report.baseline_version)
+                                            author=report.author, baseline_version=report.baseline_version,
+                                            description=views.decision_line(report),
+                                            about=_model_about(report.config_file))
         current = current.with_tracking(model_version=version, error=None)
         save_report(current, run_dir)
         tracking.upload(uri, run_id, files.report)  # the MLflow copy names its model version too
         tracking.upload(uri, run_id, files.markdown)
+        tracking.upload(uri, run_id, files.html)
         progress(f"registered {model_name} version {version} (alias {registry.CANDIDATE!r})")
-        sign_record(current, run_dir, uri, run_id, version, signer)
+        sign_record(current, run_dir, uri, run_id, version, signer)  # last: report.json is final
     except InfraError as exc:
         raise kept(exc) from exc
+    progress(traces.ensure_traces(uri, current, run_dir))  # a view of the artifacts: noted, never fatal
     return current
 
 
@@ -357,11 +364,27 @@ def sign_record(report: GateReport, run_dir: Path, uri: str, run_id: str, versio
     progress(f"signed {name} v{version} with key {signer.key_id}")
 
 
-def save_report(report: GateReport, run_dir: Path) -> None:
-    """report.json and its markdown rendering, secrets redacted in both."""
-    report.save(run_dir)
-    path = RunDir(run_dir).markdown
+def _model_about(config_file: str | None) -> str | None:
+    """release.yaml's model.description (what the model is, for the registered model's description in MLflow);
+    None when it has none or the file is gone (a kept report synced from elsewhere)."""
+    import yaml
+
     try:
-        path.write_text(redact(markdown.render(report)), encoding="utf-8")
-    except OSError as exc:
-        raise InfraError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        data = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) if config_file else None
+    except (OSError, yaml.YAMLError):
+        return None
+    about = ((data or {}).get("model") or {}).get("description") if isinstance(data, dict) else None
+    return str(about).strip() or None if about else None
+
+
+def save_report(report: GateReport, run_dir: Path) -> None:
+    """report.json and its markdown and HTML renderings, secrets redacted in all three."""
+    files = RunDir(run_dir)
+    report.save(run_dir)
+    for path, render in ((files.markdown, lambda: markdown.render(report)),
+                         (files.html, lambda: html.render(report, report_path=files.report))):
+        try:
+            path.write_text(redact(render()), encoding="utf-8")
+        except OSError as exc:
+            raise InfraError(f"cannot write {path}: {exc.strerror or exc}") from exc
+

@@ -3,6 +3,7 @@
     runs/<gate id>/
       report.json          the gate report (report/document.py), written before MLflow is touched
       report.md            its markdown rendering (the PR comment)
+      report.html          its HTML rendering (one self-contained page; MLflow previews it inline)
       items.json           the per-item results the next gate's comparison pairs with (MLflow artifact)
       server.log           the staging vLLM server's log
       <stage>/             each stage's files (format/cases.jsonl, evals/items.jsonl, load/..., compare/...)
@@ -16,6 +17,7 @@ from pathlib import Path
 
 REPORT_FILE = "report.json"
 MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
 ITEMS_FILE = "items.json"
 SERVER_LOG = "server.log"
 BASELINE_DIR = "baseline"
@@ -32,6 +34,10 @@ class RunDir:
     @property
     def markdown(self) -> Path:
         return self.path / MARKDOWN_FILE
+
+    @property
+    def html(self) -> Path:
+        return self.path / HTML_FILE
 
     @property
     def items(self) -> Path:

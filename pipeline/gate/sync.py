@@ -20,7 +20,7 @@ from pathlib import Path
 from pipeline.errors import BadInput, InfraError
 from pipeline.gate.rundir import REPORT_FILE, RunDir
 from pipeline.gate.verdict import Verdict
-from pipeline.integrations import registry, tracking
+from pipeline.integrations import registry, traces, tracking
 from pipeline.report.document import GateReport
 from pipeline.util.progress import Progress
 
@@ -91,9 +91,13 @@ def sync_run_dir(run_dir: Path, *, uri_override: str | None = None, progress: Pr
             save_report(report.with_tracking(error=None), run_dir)
             tracking.upload(uri, run_id, files.report)
             tracking.upload(uri, run_id, files.markdown)
+            tracking.upload(uri, run_id, files.html)
+            progress(traces.ensure_traces(uri, report, run_dir))
             return Synced(run_dir, gate_id, "recorded", run_id, str(info.model_version),
                           note="the report in MLflow was brought up to date")
-        return Synced(run_dir, gate_id, "already recorded", run_id, str(info.model_version))
+        note = traces.ensure_traces(uri, report, run_dir)  # logged once: a no-op when they are there
+        return Synced(run_dir, gate_id, "already recorded", run_id, str(info.model_version),
+                      note="" if note.startswith("per-item traces already") else note)
     progress(f"recording gate {gate_id} from {run_dir} in {tracking.display_uri(uri)}")
     if tracking.display_uri(uri) != report.tracking.uri:
         report = report.with_tracking(uri=tracking.display_uri(uri))

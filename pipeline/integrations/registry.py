@@ -57,24 +57,42 @@ def version_tags(pin: Pin, run_id: str, verdict: str, digests: dict[str, str], a
             **{f"modelgate.digest.{k}": v for k, v in digests.items()}}
 
 
+PRODUCTION_LINE = "\n\nProduction: "
+
+
+def model_description(current: str | None, *, about: str | None = None, production: str | None = None) -> str:
+    """The registered model's description: what the model is (release.yaml model.description), then
+    "Production: v4 since <when> (<event> by <who>: <why>)". Either part is kept when not given."""
+    text = current or ""
+    head, _, tail = text.partition(PRODUCTION_LINE)
+    head = (about or head or "gated by modelgate").strip()
+    return head + (PRODUCTION_LINE + production if production else (PRODUCTION_LINE + tail if tail else ""))
+
+
 def register_version(uri: str, model_name: str, pin: Pin, run_id: str, verdict: str,
-                     digests: dict[str, str], author: str = "unknown", baseline_version: str | None = None) -> str:
+                     digests: dict[str, str], author: str = "unknown", baseline_version: str | None = None,
+                     description: str | None = None, about: str | None = None) -> str:
     """Create the model version of a gated candidate; move the `candidate` alias to it. Returns the version.
-    Resumable: a version already created from `run_id` (a record interrupted after it) is reused, not doubled."""
+    `description` is the version's first line (views.decision_line: the verdict and the deltas that decided it),
+    `about` what the model is (the registered model's description). Resumable: a version already created from
+    `run_id` (a record interrupted after it) is reused, not doubled."""
     from mlflow.exceptions import MlflowException
 
     with mlflow_errors(f"registering {model_name} in MLflow at {display_uri(uri)} failed"):
         client = _client(uri)
         try:
-            client.get_registered_model(model_name)
+            current = client.get_registered_model(model_name).description
+            if about and model_description(current, about=about) != (current or ""):
+                client.update_registered_model(model_name, description=model_description(current, about=about))
         except MlflowException:
-            client.create_registered_model(model_name, description="gated by modelgate")
+            client.create_registered_model(model_name, description=model_description(None, about=about))
         mv = version_of_run(client, model_name, run_id)
         if mv is None:
             mv = client.create_model_version(model_name, source=pin.uri(), run_id=run_id,
                                              tags=version_tags(pin, run_id, verdict, digests, author,
                                                                baseline_version),
-                                             description=f"{pin.uri()} gate verdict: {verdict}")
+                                             description=(description or f"gate verdict: {verdict}") +
+                                             f"\n\nsource {pin.uri()} · author {author}")
         client.set_registered_model_alias(model_name, CANDIDATE, mv.version)
         return str(mv.version)
 
@@ -211,6 +229,22 @@ class Registry:
     def delete_alias(self, name: str, alias: str) -> None:
         self._call(f"deleting alias {alias!r} of {name}", self.client.delete_registered_model_alias, name, alias,
                    missing_ok=True)
+
+    def add_version_line(self, name: str, version: str, line: str) -> None:
+        """Append one line (an approval, promotion or rollback: who, when, why) to a version's description."""
+        mv = self._call(f"reading {name} v{version}", self.client.get_model_version, name, str(version))
+        text = ((mv.description or "") if mv is not None else "").rstrip()
+        if line in text.splitlines():
+            return  # resumed operation: written once
+        self._call(f"describing {name} v{version}", self.client.update_model_version, name, str(version),
+                   description=f"{text}\n\n{line}" if text else line)
+
+    def set_production_line(self, name: str, line: str) -> None:
+        """The registered model's description says which version is production, since when and why."""
+        model = self._call(f"reading model {name}", self.client.get_registered_model, name)
+        current = model.description if model is not None else ""
+        self._call(f"describing model {name}", self.client.update_registered_model, name,
+                   description=model_description(current, production=line))
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self._call(f"tagging {name} v{version}", self.client.set_model_version_tag, name, str(version), key, value)

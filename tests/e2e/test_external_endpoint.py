@@ -1,5 +1,6 @@
 """`serving.mode: external`: the gate uses an already running OpenAI-compatible endpoint (a staging
-deployment) instead of spawning vLLM. Here that endpoint is a real vLLM server started once for the module."""
+deployment) instead of spawning vLLM. Here that endpoint is a real vLLM server started once for the module.
+The load stage's A/A test runs on the same boot (one server for the module: no boot of its own)."""
 
 from __future__ import annotations
 
@@ -9,23 +10,31 @@ from pipeline.config.release import Pin, Serving
 from pipeline.model.fetch import fetch
 from pipeline.serving.vllm_server import VllmServer
 from tests.support import cli
+from tests.support.loadstage import run_load_stage
 from tests.support.releases import DEMO_MODEL, write_demo_release
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def staging(demo_hub, tmp_path_factory):
-    """A running vLLM server for the demo pin, served under the name the gate expects (chat@<rev12>)."""
+def staging_server(demo_hub, tmp_path_factory):
+    """A running vLLM server (the VllmServer) for the demo pin, served under the name the gate expects
+    (chat@<rev12>)."""
     v = demo_hub["variants"]["instruct"]
     pin = Pin("git", demo_hub["repo_path"], v["revision"], v["files"])
     home = tmp_path_factory.mktemp("staging")
     model_dir = fetch(pin, demo_hub["repo_path"], home, file="staging", progress=lambda m: None)
     serving = Serving(enforce_eager=True, max_model_len=1024, startup_timeout_s=300,
                       env={"VLLM_CPU_KVCACHE_SPACE": "1"})
-    with VllmServer(model_dir.path, f"chat@{pin.short}", serving, home / "server.log",
-                    progress=lambda m: None) as endpoint:
-        yield endpoint
+    server = VllmServer(model_dir.path, f"chat@{pin.short}", serving, home / "server.log", progress=lambda m: None)
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def staging(staging_server):
+    """The running server's endpoint."""
+    return staging_server.endpoint
 
 
 KEY_ENV = "STAGING_API_KEY"
@@ -102,3 +111,44 @@ def test_request_profile_leaves_parameters_to_the_real_servers_defaults(staging,
     assert left["request_params"] == {"temperature": 0}
     assert as_written["completion_tokens"] == 8 and as_written["finish_reason"] == "length"
     assert left["completion_tokens"] > 8, left
+
+
+AA_REPEATS = 4  # 3 comparisons: each load run costs ~15-50 s of CI (the benchmark imports vLLM)
+AA_LOAD = {"peak_concurrency": 2, "levels": [1], "regression_pct": 20,
+           "prompts": {"input_len": 32, "output_len": 16, "requests_per_level": 16, "seed": 1},
+           "slo": {"p95_e2el_ms": 60000}}
+
+
+def test_load_a_a_the_same_model_on_the_same_server_never_regresses(staging_server, demo_hub, tmp_path, capsys):
+    """A/A: the load stage runs AA_REPEATS times on one boot; the first run is "production" (its report details,
+    with the per-request latencies, are what the next gate reads). The same model on the same server must never
+    regress, and every comparison is the per-request one. The same requests made 1.5x slower are caught."""
+    import time
+
+    from pipeline.checks import slo
+
+    config = write_demo_release(tmp_path / "team", demo_hub, gates={"load": AA_LOAD})
+    started = time.monotonic()
+    first = run_load_stage(staging_server, config, tmp_path / "run0", production=None)
+    assert first.status.value == "passed", first.reasons
+    (prod_row,) = first.details["levels"]
+    assert len(prod_row["samples"]["e2el_ms"]) == 16 and min(prod_row["samples"]["e2el_ms"]) > 0
+    false_alarms, lines = 0, []
+    for i in range(1, AA_REPEATS):
+        result = run_load_stage(staging_server, config, tmp_path / f"run{i}", production=first.details)
+        (rec,) = result.details["baseline"]["comparisons"]
+        assert rec["compared"] and rec["method"] == "rank", rec
+        false_alarms += rec["verdict"] == "regressed"
+        lines.append(slo.comparison_line(rec, "1"))
+        assert result.metrics["1x.vs_production.e2el_change_lower_pct"] <= rec["e2el"]["estimate_pct"]
+    with capsys.disabled():
+        print(f"\nload A/A: {false_alarms} false alarm(s) in {AA_REPEATS - 1} comparisons with the first run "
+              f"({AA_REPEATS} load runs in {time.monotonic() - started:.0f} s)")
+        print("\n".join(lines))
+    assert false_alarms == 0, lines
+    # the same requests 1.5x slower (a candidate that really is slower): caught
+    slower = {**prod_row, "samples": {**prod_row["samples"],
+                                      "e2el_ms": [1.5 * v for v in prod_row["samples"]["e2el_ms"]]}}
+    rec, failures = slo.compare_level(slower, prod_row, 20)
+    assert rec["verdict"] == "regressed" and rec["e2el"]["lower_pct"] > 20, rec
+    assert failures and failures[0].startswith("load 1x: e2e latency is +50% vs production")

@@ -44,6 +44,9 @@ def test_load_stage_passes_and_lands_in_mlflow(demo_hub, mlflow_server, model_ho
     assert [lvl["concurrency"] for lvl in load["details"]["levels"]] == [1, 2]
     assert load["details"]["curve"]["shape"] in ("gradual", "cliff")
     assert load["details"]["levels"][0]["server"]["scrapes"] >= 1
+    # every completed request's latency is kept for the next gate's per-request comparison
+    samples = load["details"]["levels"][1]["samples"]
+    assert len(samples["e2el_ms"]) == len(samples["ttft_ms"]) == 4 and samples["output_tokens"] == [16] * 4
     fingerprint = load["details"]["fingerprint"]
     assert fingerprint["cpu_count"] >= 1
     # the serving configuration is read from the server's real command line and environment

@@ -56,7 +56,10 @@ def make(name):
             open(pidfile, "w").write(str(proc.pid))
         if name == target and mode == "block":
             print("BLOCKING in " + name, file=sys.stderr, flush=True)
-            time.sleep(600)  # until the signal under test arrives (it raises out of the sleep)
+            # until the signal under test arrives: in short sleeps, since a signal that lands between the
+            # print above and the start of one long sleep is handled by its handler only when that sleep ends
+            while True:
+                time.sleep(0.2)
         if name == target and mode == "write":
             (ctx.run_dir / name).mkdir(parents=True, exist_ok=True)
             (ctx.run_dir / name / "big.bin").write_bytes(b"x" * 4_000_000)

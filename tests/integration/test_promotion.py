@@ -27,12 +27,14 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def team(tmp_path, request):
-    model = "it-" + request.node.name.replace("_", "-")[:60]
+    import re
+
+    model = "it-" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:60].strip("-")
     return make_team(tmp_path / "team", model)
 
 
-def test_approved_passed_version_is_promoted_with_alias_tag_and_audit(team, mlflow_server):
-    uri = mlflow_server
+def test_approved_passed_version_is_promoted_with_alias_tag_and_audit(release_tracking, team):
+    uri = release_tracking
     v1 = record_gate(team, uri, 1)
     proc = modelgate(team, uri, "approve", "--version", v1, "--actor", "alice", "--reason", "read the report")
     assert proc.returncode == 0, proc.stderr
@@ -126,10 +128,10 @@ def test_stale_gate_is_refused_after_production_moved(team, mlflow_server):
     assert promote(team, uri, v3).returncode == 0, "re-gated: not stale"
 
 
-def test_rollback_restores_previous_in_seconds_and_is_recorded(team, mlflow_server):
+def test_rollback_restores_previous_in_seconds_and_is_recorded(release_tracking, team):
     import time
 
-    uri, model = mlflow_server, model_of(team)
+    uri, model = release_tracking, model_of(team)
     v1, v2 = released(team, uri, 1), released(team, uri, 2)
     assert (alias(uri, model, "production"), alias(uri, model, "previous")) == (v2, v1)
     t0 = time.monotonic()

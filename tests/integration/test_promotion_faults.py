@@ -96,8 +96,8 @@ def test_promotion_killed_before_a_step_is_completed_by_a_rerun(team, mlflow_ser
     assert again.returncode == 0 and "already production" in again.stdout
 
 
-def test_two_promotions_at_once_exactly_one_wins(team, mlflow_server):
-    uri, model = mlflow_server, model_of(team)
+def test_two_promotions_at_once_exactly_one_wins(release_tracking, team):
+    uri, model = release_tracking, model_of(team)
     v1 = record_gate(team, uri, 1)
     v2 = record_gate(team, uri, 2)
     for v in (v1, v2):
@@ -119,8 +119,8 @@ def test_two_promotions_at_once_exactly_one_wins(team, mlflow_server):
     assert git(team.parent, "tag", "--list") == f"{model}/v{winner}"
 
 
-def test_promotion_racing_a_rollback_exactly_one_wins(team, mlflow_server):
-    uri, model = mlflow_server, model_of(team)
+def test_promotion_racing_a_rollback_exactly_one_wins(release_tracking, team):
+    uri, model = release_tracking, model_of(team)
     v1 = released(team, uri, 1)
     released(team, uri, 2)
     v3 = record_gate(team, uri, 3)

@@ -108,8 +108,10 @@ def test_report_kept_while_tracking_is_down_is_synced_once(server, tmp_path):
     assert mv.tags["modelgate.digest.evalsets"] == "e" * 64
     assert client.get_model_version_by_alias(model, registry.CANDIDATE).version == mv.version
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"report.json", "report.md", "items.json"} <= artifacts
+    assert {"report.json", "report.md", "report.html", "items.json"} <= artifacts
     assert [a.path for a in client.list_artifacts(run.info.run_id, "stages/fetch")] == ["stages/fetch/files.txt"]
+    assert run.data.tags["modelgate.traces"] == "3 traces"  # the per-item traces, logged by sync
+    assert len(item_traces(client, run)) == 3
     uploaded = json.loads(Path(client.download_artifacts(run.info.run_id, "report.json", str(tmp_path))).read_text())
     local = json.loads((run_dir / "report.json").read_text())
     assert uploaded["tracking"]["model_version"] == local["tracking"]["model_version"] == mv.version
@@ -121,6 +123,12 @@ def test_report_kept_while_tracking_is_down_is_synced_once(server, tmp_path):
     assert every.returncode == 0 and "already recorded" in every.stdout, every.stderr
     _, runs, versions = store_state(server.uri, model)
     assert len(runs) == 1 and len(versions) == 1
+    assert len(item_traces(client, runs[0])) == 3  # exactly once
+
+
+def item_traces(client, run):
+    return client.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, max_results=50,
+                                include_spans=False)
 
 
 def test_record_that_failed_after_creating_the_run_is_resumed_without_a_second_run(server, tmp_path, monkeypatch):

@@ -22,6 +22,47 @@ def mlflow_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def team_server(tmp_path_factory):
+    """The team's tracking server for real (tests/support/team_server.py): PostgreSQL + `mlflow server --app-name
+    basic-auth` on 127.0.0.1, one per session, always torn down: a TeamServer (uri, admin credential)."""
+    from tests.support.team_server import TeamServer
+
+    server = TeamServer(tmp_path_factory.mktemp("team-server")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def team_users(team_server, tmp_path_factory):
+    """modelgate-pr and modelgate-release created by mlflow/setup_users.py (its main, as the admin) for a team's
+    release.yaml: {"pr": Credential, "release": Credential, "config": Path, "output": str}."""
+    from tests.support.team import make_team
+    from tests.support.team_server import new_users, setup_team
+
+    config = make_team(tmp_path_factory.mktemp("users") / "team", "perm-model")
+    pr, release = new_users()
+    return {"pr": pr, "release": release, "config": config, "output": setup_team(team_server, config, (pr, release))}
+
+
+@pytest.fixture(params=["sqlite", "postgres-auth"])
+def release_tracking(request, monkeypatch):
+    """A release test's tracking server, both ways: the session's sqlite server (no auth), and the team's server
+    (PostgreSQL + basic-auth) with the release credential in MLFLOW_TRACKING_USERNAME/PASSWORD, as CI passes it
+    (in-process commands and children both see it), each new team set up by mlflow/setup_users.py. Its URI."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("mlflow_server")
+    from tests.support import team
+    from tests.support.team_server import setup_team
+
+    server, users = request.getfixturevalue("team_server"), request.getfixturevalue("team_users")
+    for key, value in users["release"].env().items():
+        monkeypatch.setenv(key, value)
+    # as a team does before its first gate: mlflow/setup_users.py for each new team's release.yaml
+    monkeypatch.setattr(team, "ON_NEW_TEAM", [*team.ON_NEW_TEAM, lambda config: setup_team(server, config)])
+    return server.uri
+
+
 @pytest.fixture
 def write_release(tmp_path):
     """write_release(data or text, name="release.yaml") -> path of a release.yaml in the test's tmp_path."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +32,26 @@ def sample_document(tmp_path: Path) -> dict[str, Any]:
 def sample_report(tmp_path: Path) -> GateReport:
     """The same report, typed."""
     return GateReport.from_dict(sample_document(tmp_path))
+
+
+def report_with_items(tmp_path: Path) -> GateReport:
+    """The sample report over a run directory holding per-item results: items.json, two prompt cases
+    (format/cases.jsonl) and two eval items, one of them in evals/items.jsonl."""
+    (tmp_path / "format").mkdir()
+    (tmp_path / "evals").mkdir()
+    rows = [{"key": "support/a", "passed": True, "failures": [], "expectations": ["json_schema", "regex"],
+             "output": "{}", "finish_reason": "stop", "latency_s": 0.5, "critical": True},
+            {"key": "support/b", "passed": False, "expectations": ["json_schema", "max_chars"],
+             "failures": [{"expectation": "json_schema", "reason": "missing 'age'", "path": "$"}],
+             "output": "{\"x\": 1}", "finish_reason": "length", "latency_s": 1.25}]
+    (tmp_path / "format" / "cases.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "evals" / "items.jsonl").write_text(json.dumps(
+        {"task": "intent", "doc_hash": "h1", "doc_id": 0, "item_id": "intent-000", "acc": 1.0}) + "\n")
+    (tmp_path / "items.json").write_text(json.dumps({"schema_version": 1, "digests": {}, "items": {
+        "format/pass": {"support/a": 1.0, "support/b": 0.0}, "intent/acc": {"h1": 1.0, "h2": 0.0}}}))
+    doc = sample_document(tmp_path)
+    doc["stages"][0]["artifacts"] = {"cases.jsonl": str(tmp_path / "format" / "cases.jsonl")}
+    doc["stages"].append({"name": "evals", "status": "passed", "duration_s": 1, "metrics": {}, "reasons": [],
+                          "artifacts": {"items.jsonl": str(tmp_path / "evals" / "items.jsonl")}, "details": {}})
+    doc["started_at"] = "2026-12-01T03:00:00+00:00"
+    return GateReport.from_dict(doc)

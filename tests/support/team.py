@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,10 @@ from tests.support.releases import write_release
 from tests.support.signing import KEY, SigningKey
 
 MANAGERS = ["alice", "bob@example.com"]
+
+# Called with each new team's release.yaml, e.g. to give it users on an authenticated tracking server
+# (tests/support/fixtures.py: release_tracking).
+ON_NEW_TEAM: list[Callable[[Path], None]] = []
 
 
 def revision(n: int) -> str:
@@ -41,6 +46,8 @@ def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None
         signing={"public_keys": [KEY.entry()] if public_keys is None else public_keys})
     git(root, "add", "release.yaml")
     git(root, "commit", "--quiet", "-m", "release.yaml")
+    for hook in ON_NEW_TEAM:
+        hook(config)
     return config
 
 
@@ -67,8 +74,36 @@ def _stage(status: Status, metric: float):
     return run
 
 
-def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED, author: str = AUTHOR, *,
-                key: SigningKey | None = KEY, kind: str = "release") -> str:
+def _cases_stage(status: Status, cases: int):
+    """A stand-in format stage that judged `cases` prompt cases (cases.jsonl and the per-item results written as
+    the real stage writes them): the failing ones are the last when the stage failed."""
+    import json
+
+    def run(ctx):
+        failing = cases // 2 if status != Status.PASSED else 0
+        rows, items = [], {}
+        for i in range(cases):
+            key, ok = f"support/case_{i:02d}", i < cases - failing
+            failures = [] if ok else [{"expectation": "json_schema", "reason": "not valid JSON: Expecting value at "
+                                       "line 1 column 1", "path": None}]
+            rows.append({"key": key, "suite": "support", "case_id": f"case_{i:02d}", "passed": ok, "critical": False,
+                         "failures": failures, "expectations": ["json_schema", "max_chars"],
+                         "output": '{"intent": "refund"}' if ok else "Sure! Here is the JSON you asked for",
+                         "finish_reason": "stop", "latency_s": 0.25 + i / 100, "completion_tokens": 9})
+            items[key] = 1.0 if ok else 0.0
+        out = ctx.files.stage("format")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cases.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        ctx.items["format/pass"] = items
+        rate = sum(items.values()) / cases
+        return StageResult("format", status, metrics={"pass_rate": rate, "cases": cases},
+                           reasons=[f"{int(sum(items.values()))}/{cases} cases passed ({rate:.1%})"],
+                           artifacts={"cases.jsonl": str(out / "cases.jsonl")})
+    return run
+
+
+def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED, author: str = AUTHOR,
+                cases: int = 0, *, key: SigningKey | None = KEY, kind: str = "release") -> str:
     """Pin revision n, run the gate machinery with one stand-in stage, return the registered version (an advisory
     gate: its run id). A release gate is signed with `key` (None: unsigned)."""
     from pipeline.config.release import load_release
@@ -76,9 +111,9 @@ def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED,
 
     set_candidate(config, n)
     release = load_release(config)
+    stage = _cases_stage(verdict, cases) if cases else _stage(verdict, 0.9 if verdict == Status.PASSED else 0.4)
     report = run_gate(release, home=config.parent / ".modelgate", tracking_uri=uri, author=author,
-                      stages=(("format", _stage(verdict, 0.9 if verdict == Status.PASSED else 0.4)),),
-                      kind=kind, signer=key.signer() if key else None)
+                      stages=(("format", stage),), kind=kind, signer=key.signer() if key else None)
     return report.tracking.run_id if kind == "advisory" else report.tracking.model_version
 
 

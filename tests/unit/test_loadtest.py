@@ -2,6 +2,7 @@
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -274,7 +275,7 @@ def test_baseline_comparison_skipped_on_other_hardware_and_compared_on_the_same(
 
     def ctx(load):
         store = SimpleNamespace(production=lambda name: Baseline("3", "run3", None, {}, {}, load))
-        return SimpleNamespace(baseline_store=store, release=SimpleNamespace(model_name="m"))
+        return SimpleNamespace(baseline_store=store, release=SimpleNamespace(model_name="m", alpha=0.05))
 
     info, failures = compare_baseline(ctx({"levels": rows, "fingerprint": {**fp, "cpu_count": 96}}), cfg, rows, fp)
     assert info["status"] == "skipped" and "cpu_count: 96 (baseline)" in info["reason"] and failures == []
@@ -283,3 +284,94 @@ def test_baseline_comparison_skipped_on_other_hardware_and_compared_on_the_same(
     base = [row(1, 1, p95_e2el=3000)]
     info, failures = compare_baseline(ctx({"levels": base, "fingerprint": fp}), cfg, rows, fp)
     assert info["status"] == "compared" and failures[0].startswith("load 1x: p95_e2el_ms 5000 is 67% above")
+
+
+def detailed(latencies_s, ttfts_s=None, errors=None, out=16):
+    """A `--save-detailed` benchmark result with these per-request latencies (seconds)."""
+    n = len(latencies_s)
+    return bench(completed=n, latencies=list(latencies_s), ttfts=list(ttfts_s or [0.1] * n),
+                 output_lens=[0 if (errors and errors[i]) else out for i in range(n)],
+                 errors=list(errors or [""] * n))
+
+
+def test_per_request_samples_are_kept_from_the_detailed_result_without_failed_requests():
+    result = detailed([1.0, 2.0, 0.0], ttfts_s=[0.1, 0.2, 0.0], errors=["", "", "TimeoutError"])
+    r = slo.level_summary(1, 2, result)
+    assert r["samples"] == {"e2el_ms": [1000.0, 2000.0], "ttft_ms": [100.0, 200.0], "output_tokens": [16, 16]}
+    assert "samples" not in row()  # a result saved without details: none
+    req = servebench.BenchRequest("http://127.0.0.1:8000", "m", "t", 1, 2, 8, 8, 0)
+    assert "--save-detailed" in servebench.build_command(req, Path("."), "x.json")
+
+
+def _spread(n, seed=3, sigma=0.1):
+    import numpy as np
+
+    return list(np.random.default_rng(seed).lognormal(0.0, sigma, n))
+
+
+def test_per_request_comparison_fails_only_beyond_the_threshold_with_confidence():
+    base = slo.level_summary(1, 2, detailed(_spread(24)))
+    same = slo.level_summary(1, 2, detailed(_spread(24, seed=4)))
+    rec, failures = slo.compare_level(same, base, 20)
+    assert failures == [] and rec["method"] == "rank" and rec["verdict"] == "within threshold"
+    assert rec["e2el"]["lower_pct"] < rec["e2el"]["estimate_pct"] < rec["e2el"]["upper_pct"] < 20
+    slower = slo.level_summary(1, 2, detailed([1.5 * v for v in _spread(24, seed=4)]))
+    rec, failures = slo.compare_level(slower, base, 20)
+    assert rec["verdict"] == "regressed" and rec["verdicts"] == {"e2el": "regressed", "output_tok_s": "regressed"}
+    assert len(failures) == 2 and failures[0].startswith("load 1x: e2e latency is +5")
+    assert "> regression_pct 20" in failures[0] and "< -regression_pct 20" in failures[1]
+    # 20% slower on average: the interval straddles the threshold, which is reported, not failed
+    near = slo.level_summary(1, 2, detailed([1.2 * v for v in _spread(24, seed=4)]))
+    rec, failures = slo.compare_level(near, base, 20)
+    assert rec["verdict"] == "inconclusive" and failures == []
+    line = slo.comparison_line(rec, "3", "0123456789abcdef")
+    assert line.startswith("1x vs production v3 (run 0123456789ab): e2e latency +")
+    assert "(regresses above +20%)" in line and "95% one-sided bounds, 24 vs 24 requests: inconclusive" in line
+
+
+def test_older_production_records_and_too_few_requests_fall_back_to_the_p95_check_and_say_so():
+    old = row(1, 2, p95_e2el=3000, tput=100)  # recorded before per-request latencies were kept
+    cand = slo.level_summary(1, 2, detailed(_spread(8)), {})
+    cand["p95_e2el_ms"] = 4000.0
+    rec, failures = slo.compare_level(cand, old, 20)
+    assert rec["method"] == "p95" and rec["fallback_reason"] == "production's run recorded no per-request latencies"
+    assert rec["verdict"] == "regressed" and failures == [
+        "load 1x: p95_e2el_ms 4000 is 33% above the baseline's 3000 (regression_pct 20)"]
+    assert "one measurement each side, production's run recorded no per-request latencies: p95 e2e +33.3%" in \
+        slo.comparison_line(rec, "3")
+    tiny = slo.level_summary(1, 2, detailed([1.0, 1.1]))
+    rec, _ = slo.compare_level(tiny, tiny, 20)
+    assert rec["method"] == "p95"
+    assert rec["fallback_reason"].startswith("too few requests for a bound at 95% confidence")
+    rec, _ = slo.compare_level(row(3, 6), None, 20)
+    assert not rec["compared"] and slo.comparison_line(rec, "3") == \
+        "3x: not compared with production v3 (production's gate did not run this level)"
+
+
+def test_the_stage_reports_each_levels_comparison_and_logs_its_bounds(write_release):
+    from types import SimpleNamespace
+
+    from pipeline.gate.result import StageResult
+    from pipeline.gate.stages.load import compare_baseline, comparison_metrics
+    from pipeline.report import views
+
+    cfg = _release(write_release, {"regression_pct": 20}).load_gate
+    fp = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {}))
+    base = [slo.level_summary(1, 2, detailed(_spread(24)))]
+    rows = [slo.level_summary(1, 2, detailed([1.5 * v for v in _spread(24, seed=4)])),
+            slo.level_summary(3, 6, detailed(_spread(24)))]
+    store = SimpleNamespace(production=lambda name: Baseline("3", "run3", None, {}, {},
+                                                             {"levels": base, "fingerprint": fp}))
+    ctx = SimpleNamespace(baseline_store=store, release=SimpleNamespace(model_name="m", alpha=0.05))
+    info, failures = compare_baseline(ctx, cfg, rows, fp)
+    assert info["confidence"] == 0.95 and [r["level"] for r in info["comparisons"]] == ["1x", "3x"]
+    assert len(failures) == 2 and all(f.startswith("load 1x:") for f in failures)
+    metrics = comparison_metrics(info)
+    assert metrics["1x.vs_production.e2el_change_lower_pct"] > 20
+    assert metrics["1x.vs_production.e2el_change_upper_pct"] > metrics["1x.vs_production.e2el_change_pct"]
+    assert not any(k.startswith("3x.") for k in metrics)
+    stage = StageResult("load", Status.FAILED, details={"levels": rows, "baseline": info})
+    lines = views.load_summary(SimpleNamespace(stage=lambda name: stage if name == "load" else None))
+    assert any(line.startswith("1x vs production v3 (run run3): e2e latency +5") and line.endswith("regressed")
+               for line in lines)
+    assert any(line.startswith("3x: not compared with production v3") for line in lines)

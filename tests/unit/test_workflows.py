@@ -162,7 +162,8 @@ def test_the_main_job_installs_no_test_tools_and_the_test_command_lints_first():
         return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
 
     setup = commands("setup.sh")
-    for tool in ("chromium", "npm", "actionlint", "playwright", "pytest", "[test]", ",test]", "setup-test"):
+    for tool in ("chromium", "npm", "actionlint", "playwright", "pytest", "[test]", ",test]", "setup-test",
+                 "postgresql", "psycopg"):
         assert tool not in setup, tool
     assert "scripts/setup.sh" in (REPO / "scripts" / "demo.sh").read_text()
     test_sh = commands("test.sh")
@@ -170,3 +171,4 @@ def test_the_main_job_installs_no_test_tools_and_the_test_command_lints_first():
     assert "scripts/setup-test.sh" in test_sh and lint < types < tests
     setup_test = (REPO / "scripts" / "setup-test.sh").read_text()
     assert "scripts/setup.sh" in setup_test and '".[test]"' in setup_test and "chromium" in setup_test
+    assert "apt-get install -y -qq postgresql" in setup_test  # the team's tracking server, for real

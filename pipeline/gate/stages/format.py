@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.checks.expectations import check_case
 from pipeline.config.request_profile import RequestProfile
-from pipeline.config.suite import Suite, load_suites, suites_digest
+from pipeline.config.suite import PromptCase, Suite, load_suites, suites_digest
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
 from pipeline.serving.chat import ChatRequest, run_chats
@@ -35,6 +35,15 @@ class FormatOutcome:
     per_suite: dict[str, float]
     critical_failed: list[str]
     cases_file: Path
+
+
+def expectation_names(case: PromptCase) -> list[str]:
+    """The expectations a case is checked against (named as a failure names them: json_schema, regex, ...)."""
+    e = case.expect
+    named = {"json_schema": e.json_schema is not None, "regex": e.regex is not None,
+             "max_chars": e.max_chars is not None, "contains": bool(e.contains),
+             "not_contains": bool(e.not_contains), "refuses": e.refuses is not None}
+    return [name for name, present in named.items() if present]
 
 
 def suites_for(ctx: GateContext) -> list[Suite]:
@@ -82,7 +91,8 @@ def evaluate(endpoint: Endpoint, suites: list[Suite], *, concurrency: int, out_d
         items[resp.key] = 1.0 if verdict["passed"] else 0.0
         if case.critical and not verdict["passed"]:
             critical_failed.append(resp.key)
-        rows.append({"key": resp.key, "suite": suite.name, **verdict, "output": resp.text[:OUTPUT_KEEP_CHARS],
+        rows.append({"key": resp.key, "suite": suite.name, **verdict, "expectations": expectation_names(case),
+                     "output": resp.text[:OUTPUT_KEEP_CHARS],
                      "finish_reason": resp.finish_reason, "latency_s": round(resp.latency_s, 4),
                      "completion_tokens": resp.completion_tokens, "request_params": request.params})
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,11 @@
 Each level (`gates.load.levels` x `peak_concurrency`) is one run of vLLM's serving benchmark
 (integrations/servebench) with random prompts of fixed input/output length and a fixed seed, while a thread
 scrapes the server's /metrics (queue, KV-cache usage, preemptions). The SLOs are checked at every level, the
-degradation curve is classified, the baseline's recorded load results are compared when the hardware
-fingerprint matches, and the cost per 1M output tokens is computed. Rules: pipeline/checks/slo.py.
+degradation curve is classified, the baseline's recorded load results are compared when the hardware and
+serving fingerprint matches (per request, with a rank test, when production recorded its requests), and the
+cost per 1M output tokens is computed. Rules: pipeline/checks/slo.py. Each level's row keeps its successful
+requests' e2e latency, TTFT and output tokens (`samples`) in the report, where the next gate reads them when this
+version is production.
 """
 
 from __future__ import annotations
@@ -134,12 +137,34 @@ def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]]
                 "reason": "not like with like (hardware or serving configuration differ): "
                           + "; ".join(differences)}, []
     base_rows = baseline.load.get("levels", [])
-    failures = rules.regressions(rows, base_rows, cfg.regression_pct)
+    alpha = ctx.release.alpha  # gates.alpha: the confidence of every statistical comparison of the release
+    per_level, failures = rules.compare_levels(rows, base_rows, cfg.regression_pct, alpha)
     tput = rules.costing_throughput(base_rows, cfg.slo)
-    return {**info, "status": "compared", "regression_pct": cfg.regression_pct,
+    return {**info, "status": "compared", "regression_pct": cfg.regression_pct, "confidence": 1 - alpha,
+            "comparisons": per_level,
             "levels": {r["level"]: {k: r.get(k) for k in ("p95_e2el_ms", "p95_ttft_ms", "output_throughput")}
                        for r in base_rows},
             "cost_per_1m_output_tokens": rules.cost_per_1m_output_tokens(tput, cfg.price_per_hour)}, failures
+
+
+def comparison_metrics(comparison: dict[str, Any]) -> dict[str, float]:
+    """`<level>.vs_production.<e2el|output_tok_s|ttft>_change_{pct,lower_pct,upper_pct}` of the per-request
+    comparisons (the fallback's `p95_e2el_change_pct` / `output_throughput_change_pct`)."""
+    out: dict[str, float] = {}
+    for rec in comparison.get("comparisons", []):
+        prefix = f"{rec['level']}.vs_production"
+        for what in ("e2el", "output_tok_s", "ttft"):
+            s = rec.get(what)
+            if not s:
+                continue
+            for key, name in (("estimate_pct", "change_pct"), ("lower_pct", "change_lower_pct"),
+                              ("upper_pct", "change_upper_pct")):
+                if s.get(key) is not None:
+                    out[f"{prefix}.{what}_{name}"] = s[key]
+        for key in ("p95_e2el_change_pct", "output_throughput_change_pct"):
+            if rec.get(key) is not None:
+                out[f"{prefix}.{key}"] = rec[key]
+    return out
 
 
 def run(ctx: GateContext) -> StageResult:
@@ -170,6 +195,7 @@ def run(ctx: GateContext) -> StageResult:
         for key in ("max_waiting", "mean_waiting", "max_kv_cache_usage", "preemptions"):
             if key in row["server"]:
                 metrics[f"{row['level']}.server.{key}"] = row["server"][key]
+    metrics.update(comparison_metrics(comparison))
     if cost is not None:
         metrics["cost_per_1m_output_tokens"] = cost
     if comparison.get("cost_per_1m_output_tokens") is not None:
@@ -179,6 +205,8 @@ def run(ctx: GateContext) -> StageResult:
              f"degradation curve {curve['shape']}",
              f"baseline comparison {comparison['status']}" +
              (f": {comparison['reason']}" if comparison.get("reason") else "")]
+    notes += [rules.comparison_line(rec, comparison.get("version"), comparison.get("run_id"))
+              for rec in comparison.get("comparisons", [])]
     if cost is not None:
         notes.append(f"cost ${cost:.2f} per 1M output tokens at ${cfg.price_per_hour:g}/h")
     status = Status.FAILED if failures else Status.PASSED
