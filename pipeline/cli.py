@@ -32,14 +32,33 @@ def _home(config: Path) -> Path:
 def cmd_gate(args: argparse.Namespace) -> int:
     from pipeline.config.release import load_release
     from pipeline.gate.run import run_gate
+    from pipeline.releasing import signing
     from pipeline.report import console
     from pipeline.util.secrets import redact
 
+    if args.kind == signing.ADVISORY and args.signing_key_file:
+        raise BadInput("an advisory gate is never signed: drop --signing-key-file (or use --kind release)",
+                       path="--signing-key-file")
+    signer = signing.load_signer(args.signing_key_file) if args.kind == signing.RELEASE else None
     release = load_release(args.config)
     report = run_gate(release, home=_home(args.config), run_dir=args.run_dir, tracking_uri=args.tracking_uri,
-                      pr=args.pr, enforce_eager=args.enforce_eager, author=args.author)
+                      pr=args.pr, enforce_eager=args.enforce_eager, author=args.author, kind=args.kind,
+                      signer=signer)
     print(redact(console.render(report)))
     return report.exit_code
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pipeline.releasing.signing import generate
+
+    path, entry = generate(args.out)
+    print(f"wrote the Ed25519 private key to {path} (mode 0600): store it as the secret MODELGATE_SIGNING_KEY "
+          "of the GitHub environment release-gate, then delete this file", file=sys.stderr)
+    print("# add to release.yaml under signing.public_keys (a reviewed change):")
+    print(yaml.safe_dump([entry], sort_keys=False).rstrip())
+    return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -315,7 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     gate.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
                       help="override serving.enforce_eager (faster start, slower decode)")
+    gate.add_argument("--kind", choices=["release", "advisory"], default="release",
+                      help="release (default): the full configuration, registered and signed, promotable; "
+                      "advisory (pull requests): recorded in the advisory experiment, never registered")
+    gate.add_argument("--signing-key-file", type=Path, help="Ed25519 private key (PEM) signing a release gate "
+                      "(default: $MODELGATE_SIGNING_KEY; without either the record is unsigned, not promotable)")
     gate.set_defaults(func=cmd_gate)
+
+    keygen = sub.add_parser("keygen", help="new Ed25519 signing key; prints its release.yaml public_keys entry")
+    keygen.add_argument("--out", type=Path, required=True, help="private key file to create (mode 0600)")
+    keygen.set_defaults(func=cmd_keygen)
 
     pln = with_config(sub.add_parser("plan", help="how many paired items a metric's margin needs (at 80%% power)"))
     pln.add_argument("--metric", required=True, help="e.g. support_facts/f1 or format/pass")
@@ -416,7 +444,9 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
 
 # MLflow's client retries a refused connection for minutes by default; a gate should fail closed in seconds
 # (the report is kept locally and `modelgate sync` uploads it later). A user's own settings win.
-MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+# Its artifact downloads (promote reads the signed statement) print no progress bar: stderr is one line per error.
+MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                          "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
 
 DEFAULT_SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "MLFLOW_TRACKING_PASSWORD",
-                      "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY")
+                      "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY", "MODELGATE_SIGNING_KEY")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -191,6 +191,20 @@ class PromotionPolicy:
 
 
 @dataclass(frozen=True)
+class AdvisorySample:
+    """`gates.advisory.sample`: an advisory (pull request) gate runs `prompt_cases` prompt cases over all suites
+    (a sample seeded by the candidate's revision) and the first `eval_items` items of each eval task (lm-eval's
+    --limit); None: all. A release gate always runs everything."""
+
+    prompt_cases: int | None = None
+    eval_items: int | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.prompt_cases is not None or self.eval_items is not None
+
+
+@dataclass(frozen=True)
 class Release:
     path: Path  # the release.yaml this came from
     model_name: str
@@ -208,6 +222,14 @@ class Release:
     tracking_uri: str | None
     raw: dict[str, Any]
     promotion: PromotionPolicy = PromotionPolicy()
+    advisory_experiment_name: str | None = None  # tracking.advisory_experiment
+    advisory_sample: AdvisorySample = AdvisorySample()  # gates.advisory.sample
+    signing_keys: tuple[Any, ...] = ()  # signing.PublicKey: who may sign a promotable gate record
+
+    @property
+    def advisory_experiment(self) -> str:
+        """Where advisory (pull request) gates are recorded; never promotable."""
+        return self.advisory_experiment_name or f"{self.tracking_experiment}/advisory"
 
     @property
     def audit_experiment(self) -> str:
@@ -329,7 +351,7 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         remote_code_allowlist=tuple(security.get("remote_code_allowlist", ())),
         secret_env=tuple(dict.fromkeys([*DEFAULT_SECRET_ENV, *security.get("secret_env", ()),
                                         *([serving.api_key_env] if serving.api_key_env else [])])),
-        gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict)},
+        gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict) and k != "advisory"},
         format_gate=_format_gate((data.get("gates") or {}).get("format")),
         evals_gate=_evals_gate((data.get("gates") or {}).get("evals") or {}, file),
         load_gate=_load_gate((data.get("gates") or {}).get("load")),
@@ -338,7 +360,19 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         tracking_uri=tracking.get("uri"),
         raw=data,
         promotion=_promotion(data.get("promotion") or {}),
+        advisory_experiment_name=tracking.get("advisory_experiment"),
+        advisory_sample=AdvisorySample(**(((data.get("gates") or {}).get("advisory") or {}).get("sample") or {})),
+        signing_keys=_signing_keys(data.get("signing") or {}, file),
     )
+
+
+def _signing_keys(d: dict[str, Any], file: str) -> tuple[Any, ...]:
+    entries = d.get("public_keys") or []
+    if not entries:
+        return ()
+    from pipeline.releasing.signing import parse_public_keys
+
+    return parse_public_keys(entries, file)
 
 
 def _promotion(d: dict[str, Any]) -> PromotionPolicy:

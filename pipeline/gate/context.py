@@ -28,6 +28,7 @@ class GateContext:
     items: dict[str, dict[str, float]] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)  # what the items were judged on: suites, evalsets
     baseline_store: Any = None  # integrations.tracking.BaselineStore (None: no baseline lookups)
+    case_sample: int | None = None  # an advisory gate: this many prompt cases, seeded by the revision (None: all)
     # the staging servers' API key: random per gate run, registered as a secret, never on a command line
     api_key: str = field(default_factory=new_api_key, repr=False)
 

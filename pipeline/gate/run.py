@@ -6,6 +6,8 @@ loses nothing; the gate then fails closed (exit 3: a gate that is not recorded c
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -14,8 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.release import Release
-from pipeline.errors import InfraError
+from pipeline.config.release import AdvisorySample, Release
+from pipeline.errors import BadInput, InfraError
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult
 from pipeline.gate.rundir import RunDir
@@ -25,6 +27,7 @@ from pipeline.gate.stages import format as formatcheck
 from pipeline.gate.stages import load as loadtest
 from pipeline.gate.verdict import Verdict, decide
 from pipeline.integrations import registry, traces, tracking
+from pipeline.releasing import signing
 from pipeline.report import html, markdown, views
 from pipeline.report.document import Candidate, Environment, GateReport, SourceControl, Tracking
 from pipeline.util.git import git
@@ -125,12 +128,20 @@ def check_inputs(release: Release) -> None:
 
 def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, tracking_uri: str | None = None,
              pr: int | None = None, enforce_eager: bool | None = None, author: str | None = None,
-             stages: tuple[Stage, ...] = STAGES) -> GateReport:
+             stages: tuple[Stage, ...] = STAGES, kind: str = signing.RELEASE,
+             signer: signing.Signer | None = None) -> GateReport:
+    """One gate. `kind` release: the full configuration, a model version registered, the record signed with
+    `signer` (without one it is recorded unsigned, and promote refuses it); advisory: recorded in the advisory
+    experiment, never registered, never signed."""
+    if kind not in signing.GATE_KINDS:
+        raise BadInput(f"gate kind {kind!r} is not one of {', '.join(signing.GATE_KINDS)}", path="--kind")
     register_secret_env(release.secret_env)
     check_inputs(release)
     progress = progress_for("gate")
     uri = tracking.resolve_uri(tracking_uri, configured=release.tracking_uri, root=release.root)
-    progress(f"tracking store: {tracking.display_uri(uri)}")
+    progress(f"tracking store: {tracking.display_uri(uri)}; {kind} gate"
+             + ("" if kind == signing.ADVISORY else f", signed with key {signer.key_id}" if signer
+                else " UNSIGNED (no signing key: its version cannot be promoted)"))
     tracking.preflight(uri)
     production_at_start = registry.Registry(uri).by_alias(release.model_name, registry.PRODUCTION)
     gate_id = new_gate_id(release)
@@ -140,8 +151,10 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     except OSError as exc:
         raise InfraError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from exc
     started = dt.datetime.now(dt.UTC)
-    ctx = GateContext(release=release, run_dir=run_dir, home=home, enforce_eager=enforce_eager,
-                      baseline_store=registry.BaselineStore(uri))
+    sample = release.advisory_sample if kind == signing.ADVISORY and release.advisory_sample.configured else None
+    ctx = GateContext(release=advisory_profile(release, sample), run_dir=run_dir, home=home,
+                      enforce_eager=enforce_eager, baseline_store=registry.BaselineStore(uri),
+                      case_sample=sample.prompt_cases if sample else None)
     results = run_stages(ctx, stages, after_failure=AFTER_FAILURE, prerequisites=PREREQUISITES)
     verdict, exit_code, reasons = decide(results)
     pin = release.candidate
@@ -163,7 +176,12 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
         baseline_version=baseline_version(results, production_at_start),
         config_file=str(release.path),
         run_dir=str(run_dir),
-        tracking=Tracking(uri=tracking.display_uri(uri), experiment=release.tracking_experiment, run_id=None),
+        tracking=Tracking(uri=tracking.display_uri(uri), run_id=None,
+                          experiment=release.advisory_experiment if kind == signing.ADVISORY
+                          else release.tracking_experiment),
+        gate_kind=kind,
+        config_digest=signing.config_digest(release.raw),
+        sample=sample_summary(ctx, results, sample) if sample else None,
     )
     redact_tree(run_dir)  # logs of the servers and tools: no secret value stays in a file we keep or upload
     save_report(report, run_dir)
@@ -171,7 +189,25 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
         progress(f"interrupted: partial report kept at {run_dir} (not recorded in MLflow)")
         return report
     RunDir(run_dir).items.write_text(json.dumps(registry.items_document(ctx.items, ctx.digests)), encoding="utf-8")
-    return record(report, run_dir, uri)
+    return record(report, run_dir, uri, signer=signer if kind == signing.RELEASE else None)
+
+
+def advisory_profile(release: Release, sample: AdvisorySample | None) -> Release:
+    """The configuration an advisory gate runs: the evals capped at `sample.eval_items` items per task."""
+    if sample is None or sample.eval_items is None:
+        return release
+    cfg = release.evals_gate
+    limit = min(cfg.limit, sample.eval_items) if cfg.limit else sample.eval_items
+    return dataclasses.replace(release, evals_gate=dataclasses.replace(cfg, limit=limit))
+
+
+def sample_summary(ctx: GateContext, results: list[StageResult], sample: AdvisorySample) -> dict[str, Any]:
+    fmt = next((r for r in results if r.name == formatcheck.NAME), None)
+    total = fmt.details.get("cases_total") if fmt else None
+    return {"prompt_cases": min(ctx.case_sample, total) if ctx.case_sample and total else ctx.case_sample,
+            "prompt_cases_total": total,
+            "eval_items": ctx.release.evals_gate.limit if sample.eval_items and ctx.release.evals_gate.enabled
+            else None}
 
 
 def _artifacts(report: GateReport, run_dir: Path) -> list[tuple[Path, str | None]]:
@@ -209,12 +245,16 @@ def _prompting_params(report: GateReport) -> dict[str, str]:
                                ("fewshot_as_multiturn", mode.get("fewshot_as_multiturn")))}
 
 
-def record(report: GateReport, run_dir: Path, uri: str) -> GateReport:
+def record(report: GateReport, run_dir: Path, uri: str, signer: signing.Signer | None = None) -> GateReport:
     """Record a saved gate report (run_dir/report.json, items.json, stage files) in MLflow: one run, one model
     version. Everything comes from the report, so `modelgate sync` calls this too, and every step is resumable:
     an existing run (report.json's tracking.run_id, else the run tagged with this gate_id) is completed rather
     than created again, and a model version already created from that run is reused. Returns the report as
-    recorded (its tracking names the run and the model version; it is saved so)."""
+    recorded (its tracking names the run and the model version; it is saved so).
+
+    An advisory gate's run registers no model version. A release gate's record is signed with `signer` last,
+    once report.json is final (its sha256 is in the statement): the statement and signature become the run's
+    artifacts `signature/` and the version's tags; without a signer the version is tagged unsigned."""
     progress = progress_for("record")
     pin = report.candidate.pin()
     model_name = report.model_name
@@ -238,7 +278,10 @@ def record(report: GateReport, run_dir: Path, uri: str) -> GateReport:
             "modelgate.model_name": model_name, "modelgate.gate_id": report.gate_id,
             "modelgate.author": report.author, "mlflow.user": report.author,  # MLflow's "Created by"
             "modelgate.baseline_version": report.baseline_version or "",
+            signing.GATE_KIND_TAG: report.gate_kind,
             **{f"modelgate.digest.{k}": v for k, v in digests.items()}}
+    params["gate_kind"] = report.gate_kind
+    advisory = report.gate_kind == signing.ADVISORY
     root = Path(report.config_file or run_dir).parent
     files = RunDir(run_dir)
     current = report
@@ -263,6 +306,14 @@ def record(report: GateReport, run_dir: Path, uri: str) -> GateReport:
             on_run_id=embed, failed=not report.passed, run_id=report.tracking.run_id,
             gate_id=report.gate_id, timestamp_ms=_finished_ms(report))
         progress(f"recorded as MLflow run {run_id}")
+        if advisory:
+            current = current.with_tracking(error=None)
+            save_report(current, run_dir)
+            tracking.upload(uri, run_id, files.report)
+            tracking.upload(uri, run_id, files.markdown)
+            tracking.upload(uri, run_id, files.html)
+            progress("advisory gate: no model version registered (never promotable)")
+            return current
         version = registry.register_version(uri, model_name, pin, run_id, str(report.verdict), digests,
                                             author=report.author, baseline_version=report.baseline_version,
                                             description=views.decision_line(report),
@@ -272,11 +323,45 @@ def record(report: GateReport, run_dir: Path, uri: str) -> GateReport:
         tracking.upload(uri, run_id, files.report)  # the MLflow copy names its model version too
         tracking.upload(uri, run_id, files.markdown)
         tracking.upload(uri, run_id, files.html)
+        progress(f"registered {model_name} version {version} (alias {registry.CANDIDATE!r})")
+        sign_record(current, run_dir, uri, run_id, version, signer)  # last: report.json is final
     except InfraError as exc:
         raise kept(exc) from exc
-    progress(f"registered {model_name} version {version} (alias {registry.CANDIDATE!r})")
     progress(traces.ensure_traces(uri, current, run_dir))  # a view of the artifacts: noted, never fatal
     return current
+
+
+def sign_record(report: GateReport, run_dir: Path, uri: str, run_id: str, version: str,
+                signer: signing.Signer | None) -> None:
+    """Sign what the release gate judged (report.json as recorded) and attach it to the run and the version."""
+    progress = progress_for("record")
+    store = registry.Registry(uri)
+    name = report.model_name
+    if signer is None:
+        existing = store.version(name, version)
+        if existing is not None and existing.tags.get(signing.SIGNATURE_TAG):  # a resumed record (sync): keep it
+            return
+        store.set_version_tag(name, version, signing.STATUS_TAG, "unsigned")
+        progress(f"{name} v{version} is UNSIGNED (no signing key): promote will refuse it")
+        return
+    files = RunDir(run_dir)
+    stmt = signing.statement(report, run_id=run_id, report_sha256=signing.sha256_hex(files.report.read_bytes()),
+                             key_id=signer.key_id)
+    sig = signer.sign(stmt)
+    out = run_dir / signing.SIGNATURE_DIR
+    try:
+        out.mkdir(exist_ok=True)
+        (out / signing.STATEMENT_FILE).write_bytes(signing.canonical(stmt))
+        (out / signing.SIGNATURE_FILE).write_text(base64.b64encode(sig).decode() + "\n", encoding="ascii")
+    except OSError as exc:
+        raise InfraError(f"cannot write the signed statement to {out}: {exc.strerror or exc}") from exc
+    tracking.upload(uri, run_id, out / signing.STATEMENT_FILE, signing.SIGNATURE_DIR)
+    tracking.upload(uri, run_id, out / signing.SIGNATURE_FILE, signing.SIGNATURE_DIR)
+    for key, value in ((signing.SIGNATURE_TAG, base64.b64encode(sig).decode()),
+                       (signing.KEY_ID_TAG, signer.key_id), (signing.SIGNED_AT_TAG, stmt["signed_at"]),
+                       (signing.STATUS_TAG, "signed")):
+        store.set_version_tag(name, version, key, value)
+    progress(f"signed {name} v{version} with key {signer.key_id}")
 
 
 def _model_about(config_file: str | None) -> str | None:

@@ -54,12 +54,15 @@ def load_report(run_dir: Path) -> GateReport:
 def recorded(report: GateReport, uri: str) -> bool:
     """True when the report's run and its model version both exist in the store at `uri`."""
     info = report.tracking
-    if not info.run_id or not info.model_version:
+    advisory = report.gate_kind == "advisory"  # an advisory gate registers no version
+    if not info.run_id or not (info.model_version or advisory):
         return False
     store = registry.Registry(uri)
     run = store.run(info.run_id)
     if run is None or not run.active:
         return False
+    if advisory:
+        return True
     version = store.version(report.model_name, str(info.model_version))
     return version is not None and version.run_id == info.run_id
 

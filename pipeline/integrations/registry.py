@@ -53,6 +53,7 @@ def version_tags(pin: Pin, run_id: str, verdict: str, digests: dict[str, str], a
             "modelgate.files": json.dumps(pin.files, sort_keys=True), "modelgate.gate_run_id": run_id,
             "modelgate.verdict": verdict, "modelgate.author": author,
             "modelgate.baseline_version": baseline_version or "",
+            "modelgate.gate_kind": "release",  # only a release gate registers a version
             **{f"modelgate.digest.{k}": v for k, v in digests.items()}}
 
 
@@ -252,6 +253,21 @@ class Registry:
         """The run, typed; None when it does not exist."""
         run = self._call(f"reading run {run_id}", self.client.get_run, run_id, missing_ok=True)
         return RunRecord.from_mlflow(run) if run is not None else None
+
+    def artifact(self, run_id: str, path: str) -> bytes | None:
+        """The bytes of one artifact of the run; None when the run has no such artifact."""
+        from mlflow.exceptions import MlflowException
+
+        with mlflow_errors(f"MLflow at {display_uri(self.uri)}: reading {path} of run {run_id} failed"), \
+                tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.client.download_artifacts(run_id, path, tmp)
+            except (MlflowException, OSError) as exc:
+                if isinstance(exc, OSError) or is_not_found(exc) or "No such file" in str(exc):
+                    return None
+                raise
+            file = Path(local)
+            return file.read_bytes() if file.is_file() else None
 
     def metric_history(self, run_id: str, key: str) -> list[float]:
         """Every value ever logged for metric `key` of the run (a metric can be logged again; a param cannot)."""

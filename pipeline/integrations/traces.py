@@ -136,11 +136,10 @@ def log_traces(uri: str, experiment_id: str, run_id: str, gate_id: str, traces: 
                start_ms: int) -> int:
     """Log `traces` attached to run `run_id` (trace metadata mlflow.sourceRun); returns how many the store holds
     afterwards. MLflow exports traces asynchronously and only warns when one is lost: the count is checked."""
+    import mlflow
     from mlflow.entities import AssessmentSource, Feedback
     from mlflow.tracing.constant import TraceMetadataKey
     from mlflow.tracing.trace_manager import InMemoryTraceManager
-
-    import mlflow
 
     mlflow.set_tracking_uri(uri)
     manager = InMemoryTraceManager.get_instance()

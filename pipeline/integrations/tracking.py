@@ -128,10 +128,9 @@ def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, An
     is completed instead of a second one created. Params are logged with the same values, metrics with the same
     `timestamp_ms` (MLflow skips an identical metric) and artifacts overwrite themselves, so doing it twice
     changes nothing."""
+    import mlflow
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
-
-    import mlflow
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is the gate summary
     # until every param, metric and artifact is in, the run does not say "passed" (a half-recorded run is no pass)

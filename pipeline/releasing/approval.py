@@ -16,7 +16,7 @@ from pipeline.gate.verdict import Verdict
 from pipeline.integrations.registry import Registry
 from pipeline.integrations.tracking import param_key
 from pipeline.releasing.audit import APPROVE, COMPLETED, AuditLog
-from pipeline.releasing.policy import check_untampered, require_manager, resolve_version
+from pipeline.releasing.policy import check_signature, check_untampered, require_manager, resolve_version
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ def approve(release: Release, uri: str, version_ref: str, actor: str | None, rea
         raise Refused(f"{release.model_name} v{mv.version}: its gate verdict is {mv.verdict!r}; there is "
                       "nothing to approve")
     check_untampered(reg, mv)
+    check_signature(release, reg, mv)  # only a signed release gate's record is worth approving
     audit = AuditLog(uri, release.audit_experiment, release.root / "mlflow" / "artifacts")
     for ev in audit.approvals(release.model_name, mv.version):
         if ev.actor.casefold() == actor.casefold():

@@ -6,13 +6,18 @@ bad arguments (unknown version or alias) are `BadInput` (exit 2).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
+from typing import Any
 
 from pipeline.config.release import Release
 from pipeline.errors import BadInput, Refused
 from pipeline.gate.verdict import VERDICTS, Verdict
 from pipeline.integrations.registry import ModelVersion, Registry
 from pipeline.integrations.tracking import EXIT_CODE_PARAM, VERDICT_PARAM, param_key
+from pipeline.releasing import signing
 from pipeline.releasing.audit import AuditLog
 
 
@@ -148,3 +153,70 @@ def check_not_stale(mv: ModelVersion, production: ModelVersion | None) -> None:
         then = f"v{judged_against}" if judged_against else "no production version"
         raise Refused(f"{mv.model_name} v{mv.version} is stale: its gate compared it with {then}, production is "
                       f"now {'v' + now if now else 'unset'}. Re-gate the candidate (`modelgate gate`)")
+
+
+def check_signature(release: Release, reg: Registry, mv: ModelVersion) -> dict[str, Any]:
+    """The version's gate record must be signed by a release gate with a key release.yaml trusts (in its validity
+    window), and the signed statement must say what the MLflow record says: the version's tags, its gate run's
+    params, the sha256 of the run's report.json artifact, and release.yaml's digests when it pins that revision.
+    Returns the verified statement. Call after check_untampered (which ties the tags to the run's params)."""
+    where = f"{mv.model_name} v{mv.version}"
+    tags = mv.tags
+    if not release.signing_keys:
+        raise Refused(f"{where}: no signing keys configured (signing.public_keys in {release.path}): no gate "
+                      "record can be verified, so nothing can be promoted (`modelgate keygen`, see README)")
+    if tags.get(signing.GATE_KIND_TAG, signing.RELEASE) != signing.RELEASE:
+        raise Refused(f"{where}: recorded by an {tags.get(signing.GATE_KIND_TAG)} gate; only a release gate's "
+                      "record can be promoted")
+    if not tags.get(signing.SIGNATURE_TAG) or not mv.run_id:
+        raise Refused(f"{where} is unsigned: only a signed release gate (run from the protected branch, "
+                      "`modelgate gate --kind release` with the signing key) can be promoted; re-gate it there")
+    try:
+        sig = base64.b64decode(tags[signing.SIGNATURE_TAG], validate=True)
+    except (binascii.Error, ValueError):
+        raise Refused(f"{where}: its signature tag is not base64") from None
+    raw = reg.artifact(mv.run_id, f"{signing.SIGNATURE_DIR}/{signing.STATEMENT_FILE}")
+    if raw is None:
+        raise Refused(f"{where}: its gate run {mv.run_id} holds no signed statement "
+                      f"({signing.SIGNATURE_DIR}/{signing.STATEMENT_FILE})")
+    try:
+        stmt = json.loads(raw)
+    except ValueError:
+        stmt = None
+    if not isinstance(stmt, dict):
+        raise Refused(f"{where}: its signed statement is not a JSON object")
+    signing.verify(stmt, sig, release.signing_keys, where)
+    run = reg.run(mv.run_id)
+    params = run.params if run else {}
+    files = tags.get("modelgate.files", "")
+    try:
+        tag_files = json.loads(files)
+    except ValueError:
+        tag_files = None
+    report_bytes = reg.artifact(mv.run_id, "report.json")
+    expected: dict[str, Any] = {
+        "type": signing.STATEMENT_TYPE, "gate_kind": signing.RELEASE, "model_name": release.model_name,
+        "run_id": mv.run_id, "key_id": tags.get(signing.KEY_ID_TAG),
+        "source": tags.get("modelgate.source"), "repo": tags.get("modelgate.repo"),
+        "revision": tags.get("modelgate.revision"), "files": tag_files,
+        "digests": {k.removeprefix("modelgate.digest."): v for k, v in tags.items()
+                    if k.startswith("modelgate.digest.")},
+        "verdict": tags.get("modelgate.verdict"), "exit_code": _int(params.get(EXIT_CODE_PARAM)),
+        "baseline_version": tags.get("modelgate.baseline_version", ""), "gate_id": params.get("gate_id"),
+        "report_sha256": hashlib.sha256(report_bytes).hexdigest() if report_bytes is not None else None,
+    }
+    problems = [f"{k} (signed {stmt.get(k)!r}, recorded {v!r})" for k, v in expected.items() if stmt.get(k) != v]
+    pin = release.candidate
+    if stmt.get("revision") == pin.revision and pin.files and stmt.get("files") != pin.files:
+        problems.append(f"files: release.yaml pins other digests for revision {pin.revision}")
+    if problems:
+        raise Refused(f"{where}: the signed gate statement does not match the record: {'; '.join(problems)}. "
+                      "Refusing it; re-gate the candidate with the release gate")
+    return stmt
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None

@@ -33,6 +33,7 @@ from pipeline.releasing.policy import (
     check_approvals,
     check_gate_passed,
     check_not_stale,
+    check_signature,
     check_untampered,
     require_manager,
     resolve_version,
@@ -206,6 +207,7 @@ def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, 
 
     def begin(production: ModelVersion | None) -> tuple[AuditEvent, str]:
         override = check_gate_passed(mv, override_reason)
+        check_signature(release, reg, mv)
         approvers = check_approvals(release, audit, mv)
         check_not_stale(mv, production)
         # the version that becomes `previous` must still be fetchable, byte for byte (readiness.py)
@@ -243,7 +245,7 @@ def rollback(release: Release, uri: str, to_ref: str | None, actor: str | None, 
     target = resolve_version(reg, release, to_ref or (pending.version if pending else PREVIOUS), "--to")
 
     def begin(production: ModelVersion | None) -> tuple[AuditEvent, str]:
-        readiness.check_rollback_target(release, audit, target)
+        readiness.check_rollback_target(release, reg, audit, target)
         # its weights must still be fetchable, byte for byte, before the alias moves (readiness.py)
         ready = readiness.at_rollback(release, reg, target, actor, home or release.root / ".modelgate", progress)
         previous_after = _previous_before(audit, release.model_name, target.version)

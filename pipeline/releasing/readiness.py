@@ -31,7 +31,7 @@ from pipeline.errors import BadInput, DigestMismatch, InfraError, PinError, Refu
 from pipeline.gate.verdict import Verdict
 from pipeline.integrations.registry import PREVIOUS, ModelVersion, Registry
 from pipeline.releasing.audit import COMPLETED, PROMOTE, ROLLBACK, AuditLog, now_iso
-from pipeline.releasing.policy import check_untampered, resolve_version
+from pipeline.releasing.policy import check_signature, check_untampered, resolve_version
 from pipeline.util.progress import Progress
 
 CHECK = "rollback-check"  # the audit event of a rehearsal
@@ -146,13 +146,16 @@ def at_promotion(release: Release, reg: Registry, previous: ModelVersion | None,
     return audit_tags(result, reason)
 
 
-def check_rollback_target(release: Release, audit: AuditLog, target: ModelVersion) -> None:
-    """A rollback target must have passed a gate or have been production (Refused otherwise)."""
+def check_rollback_target(release: Release, reg: Registry, audit: AuditLog, target: ModelVersion) -> None:
+    """A rollback target must have passed a gate or have been production (Refused otherwise); one that never was
+    production must carry a signed release gate's record, as for a promotion."""
     was_production = any(e.version == target.version for e in audit.events(release.model_name, state=COMPLETED)
                          if e.event in (PROMOTE, ROLLBACK))
     if target.verdict != Verdict.PASSED and not was_production:
         raise Refused(f"{release.model_name} v{target.version}: gate verdict {target.verdict!r} and never "
                       "production: a rollback target must have passed a gate or have been production")
+    if not was_production:  # never released: only a signed release gate's record (as for promote)
+        check_signature(release, reg, target)
 
 
 def at_rollback(release: Release, reg: Registry, target: ModelVersion, actor: str, home: Path,
@@ -218,7 +221,7 @@ def rehearse(release: Release, uri: str, to_ref: str | None, actor: str | None, 
     how = REHEARSAL_SERVE if serve else REHEARSAL
     try:
         check_untampered(reg, target)
-        check_rollback_target(release, audit, target)
+        check_rollback_target(release, reg, audit, target)
     except Refused as exc:
         result = Readiness(target.model_name, target.version, False, how, exc.one_line(), now_iso())
     else:

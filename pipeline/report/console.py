@@ -15,6 +15,8 @@ from pipeline.report.views import (
 
 def render(report: GateReport) -> str:
     lines = [f"gate {report.gate_id}  {report.model_name}  {report.candidate.uri}"]
+    if report.sample_line:
+        lines.append(report.sample_line)
     for stage in report.stages:
         lines.append(f"  {stage.name:<10} {stage.status.value:<13} {round(stage.duration_s, 3):8.1f}s  "
                      + "; ".join(stage.reasons[:2]))

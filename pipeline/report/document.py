@@ -164,6 +164,12 @@ class GateReport:
     baseline_version: str | None = None
     config_file: str | None = None
     run_dir: str = ""
+    # release: the full configuration, registered, signed when a key is given; advisory: a pull request's gate,
+    # recorded in the advisory experiment, never registered nor promotable (absent in older reports: release)
+    gate_kind: str = "release"
+    config_digest: str | None = None  # sha256 of release.yaml's gating-relevant content (signing.config_digest)
+    # an advisory gate's smaller profile: prompt_cases, prompt_cases_total, eval_items (per task); None: everything
+    sample: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     # keys the loaded document did not hold (older reports): left out again when it is saved
     absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
@@ -184,6 +190,20 @@ class GateReport:
     @property
     def passed(self) -> bool:
         return self.verdict == Verdict.PASSED
+
+    @property
+    def sample_line(self) -> str | None:
+        """What an advisory gate ran of the full configuration, for the PR comment; None: everything."""
+        if self.gate_kind != "advisory":
+            return None
+        parts = []
+        sample = self.sample or {}
+        if sample.get("prompt_cases") is not None:
+            parts.append(f"{sample['prompt_cases']} of {sample.get('prompt_cases_total', '?')} prompt cases "
+                         "(a sample seeded by the revision)")
+        if sample.get("eval_items") is not None:
+            parts.append(f"the first {sample['eval_items']} items per eval task")
+        return "advisory gate (not promotable): " + (", ".join(parts) if parts else "the full configuration")
 
     def with_tracking(self, **changes: Any) -> GateReport:
         return dataclasses.replace(self, tracking=dataclasses.replace(self.tracking, **changes))
@@ -210,6 +230,9 @@ class GateReport:
             "baseline_version": self.baseline_version,
             "config_file": self.config_file,
             "run_dir": self.run_dir,
+            "gate_kind": self.gate_kind,
+            "config_digest": self.config_digest,
+            "sample": self.sample,
             "tracking": self.tracking.to_dict(),
         }
         return {k: v for k, v in out.items() if k not in self.absent}
@@ -223,7 +246,8 @@ class GateReport:
         if missing:
             raise MalformedReport(f"{', '.join(missing)} missing", field=missing[0])
         absent = {k for k in ("served_name", "digests", "started_at", "finished_at", "exit_code", "reasons",
-                              "environment", "source_control", "baseline_version", "config_file", "run_dir")
+                              "environment", "source_control", "baseline_version", "config_file", "run_dir",
+                              "gate_kind", "config_digest", "sample")
                   if k not in data}
         current = "verdict"
         try:
@@ -256,7 +280,9 @@ class GateReport:
             finished_at=str(data.get("finished_at") or ""), verdict=verdict, exit_code=exit_code, reasons=reasons,
             stages=stages, environment=environment, source_control=source_control,
             baseline_version=data.get("baseline_version"), config_file=data.get("config_file"),
-            run_dir=str(data.get("run_dir") or ""), tracking=tracking, absent=frozenset(absent))
+            run_dir=str(data.get("run_dir") or ""), gate_kind=str(data.get("gate_kind") or "release"),
+            config_digest=data.get("config_digest"), sample=data.get("sample"), tracking=tracking,
+            absent=frozenset(absent))
 
     @classmethod
     def load(cls, path: Path) -> GateReport:

@@ -54,6 +54,8 @@ def render(report: GateReport, *, mlflow_ui: str | None = None, details_url: str
     if report.pr:
         facts.append(f"PR \\#{WJ}{int(report.pr)}")
     out += [" · ".join(facts), ""]
+    if report.sample_line:
+        out += [f"**{inline(report.sample_line)}**", ""]
     if report.reasons:
         out += [f"- {inline(r)}" for r in report.reasons[:12]] + [""]
 

@@ -11,7 +11,16 @@ import pytest
 
 from tests.support.git import git
 from tests.support.processes import vllm_processes
-from tests.support.quality import FAKE_SECRETS, GATES, LIMIT, MODEL, compare_stage, gate, release_cmd
+from tests.support.quality import (
+    FAKE_SECRETS,
+    GATES,
+    LIMIT,
+    MODEL,
+    compare_stage,
+    gate,
+    release_cmd,
+    signing_key_body,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -100,9 +109,11 @@ def test_no_secret_reaches_output_files_or_mlflow(production, mlflow_server, tmp
     for where, text in texts.items():
         for name, value in FAKE_SECRETS.items():
             assert value not in text, f"{name} leaked into {where}"
+        assert signing_key_body() not in text, f"the signing key leaked into {where}"
         # the staging server's per-gate API key: never on a command line nor in a header dump
         assert not re.search(r"Bearer [A-Za-z0-9_-]{20,}|--api-key|VLLM_API_KEY=", text), where
     assert len(texts) > 20
+    assert mv.tags["modelgate.signature.status"] == "signed"  # the gate had the key, and used it
 
 
 def test_degraded_variant_is_rejected_against_the_production_baseline(production, team, demo_hub, mlflow_server):

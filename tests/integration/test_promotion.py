@@ -20,6 +20,7 @@ from tests.support.team import (
     record_gate,
     released,
     revision,
+    set_candidate,
 )
 
 pytestmark = pytest.mark.integration
@@ -200,9 +201,8 @@ def test_pinned_means_the_newest_gate_of_the_merged_pin(team, mlflow_server):
     record_gate(team, uri, 2)  # another PR's gate moves `candidate`
     import yaml
 
+    set_candidate(team, 1)  # main holds pin 1 (what was merged), with its file digests
     data = yaml.safe_load(team.read_text())
-    data["candidate"]["revision"] = revision(1)  # main holds pin 1 (what was merged)
-    team.write_text(yaml.safe_dump(data, sort_keys=False))
     assert approve(team, uri, "pinned").returncode == 0
     assert promote(team, uri, "pinned").returncode == 0
     assert alias(uri, model, "production") == v1

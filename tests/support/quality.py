@@ -19,6 +19,7 @@ from typing import Any
 from tests.support import cli
 from tests.support.git import commit_all
 from tests.support.releases import copy_project_inputs, write_demo_release
+from tests.support.signing import KEY
 
 MODEL = "smollm2-quality-test"
 LIMIT = 30  # items per lm-eval task: small for CI; the demo runs all 240
@@ -47,8 +48,14 @@ def make_team(root: Path) -> Path:
 
 
 def secret_env() -> dict[str, str]:
-    # the test MLflow server ignores credentials; the client still sends them (basic auth) on every call
-    return {**FAKE_SECRETS, "MLFLOW_TRACKING_USERNAME": "leakcheck-user"}
+    # the test MLflow server ignores credentials; the client still sends them (basic auth) on every call.
+    # The session's signing key (a real one, and a secret too): every quality gate is a signed release gate.
+    return {**FAKE_SECRETS, "MLFLOW_TRACKING_USERNAME": "leakcheck-user", "MODELGATE_SIGNING_KEY": KEY.pem}
+
+
+def signing_key_body() -> str:
+    """The base64 body of the session's private key PEM: it must appear nowhere the gate wrote."""
+    return "".join(line for line in KEY.pem.splitlines() if not line.startswith("-----"))
 
 
 def gate(team: Path, manifest: dict, variant: str, mlflow_uri: str, home: Path, gates: dict | None = None,
@@ -57,6 +64,7 @@ def gate(team: Path, manifest: dict, variant: str, mlflow_uri: str, home: Path, 
     with the test-sized serving settings (plus `serving`)."""
     config = write_demo_release(team, manifest, variant, model=MODEL, gates=gates or GATES, serving=serving,
                                 promotion={"release_managers": ["alice", "bob"], "approvals_required": 1},
+                                signing={"public_keys": [KEY.entry()]},
                                 security={"secret_env": ["SUPPORT_DB_PASSWORD"]})
     proc = cli.run_gate(config, mlflow_uri, home, env=secret_env(), timeout=1500)
     report_path = re.search(r"^report: (.+)$", proc.stdout, re.M)

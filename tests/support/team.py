@@ -18,6 +18,7 @@ from pipeline.gate.result import StageResult, Status
 from tests.support.cli import run_in_process
 from tests.support.git import AUTHOR, GIT_ENV, git
 from tests.support.releases import write_release
+from tests.support.signing import KEY, SigningKey
 
 MANAGERS = ["alice", "bob@example.com"]
 
@@ -97,8 +98,10 @@ def swap_weights(config: Path, n: int, data: bytes = b"other weights") -> None:
     git(hub, "replace", "-f", original, other)
 
 
-def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None = None) -> Path:
-    """A git repository holding release.yaml, with a bare `origin` the version tags are pushed to."""
+def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None = None,
+              public_keys: list[dict] | None = None) -> Path:
+    """A git repository holding release.yaml, with a bare `origin` the version tags are pushed to. release.yaml
+    trusts the session's signing key (tests/support/signing.py), or `public_keys` ([]: none)."""
     root.mkdir(parents=True, exist_ok=True)
     remote = root.parent / f"{root.name}-origin.git"
     subprocess.run(["git", "init", "--quiet", "--bare", str(remote)], check=True)
@@ -108,7 +111,8 @@ def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None
         root, model=model, serving=None,
         candidate={"source": "git", "repo": "hub/model", "revision": revision(1), "files": pin_digests(1)},
         promotion={"release_managers": MANAGERS, "approvals_required": approvals, "git_remote": "origin",
-                   **({"github": github} if github else {})})
+                   **({"github": github} if github else {})},
+        signing={"public_keys": [KEY.entry()] if public_keys is None else public_keys})
     git(root, "add", "release.yaml")
     git(root, "commit", "--quiet", "-m", "release.yaml")
     with (root / ".git" / "info" / "exclude").open("a") as fh:
@@ -171,8 +175,9 @@ def _cases_stage(status: Status, cases: int):
 
 
 def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED, author: str = AUTHOR,
-                cases: int = 0) -> str:
-    """Pin revision n, run the gate machinery with one stand-in stage, return the registered version."""
+                cases: int = 0, *, key: SigningKey | None = KEY, kind: str = "release") -> str:
+    """Pin revision n, run the gate machinery with one stand-in stage, return the registered version (an advisory
+    gate: its run id). A release gate is signed with `key` (None: unsigned)."""
     from pipeline.config.release import load_release
     from pipeline.gate.run import run_gate
 
@@ -180,8 +185,8 @@ def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED,
     release = load_release(config)
     stage = _cases_stage(verdict, cases) if cases else _stage(verdict, 0.9 if verdict == Status.PASSED else 0.4)
     report = run_gate(release, home=config.parent / ".modelgate", tracking_uri=uri, author=author,
-                      stages=(("format", stage),))
-    return report.tracking.model_version
+                      stages=(("format", stage),), kind=kind, signer=key.signer() if key else None)
+    return report.tracking.run_id if kind == "advisory" else report.tracking.model_version
 
 
 def modelgate(config: Path, uri: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

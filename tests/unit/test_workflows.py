@@ -42,8 +42,8 @@ def load(path):
     return data
 
 
-def test_the_four_workflows_exist():
-    assert [p.name for p in FILES] == ["ci.yml", "gate.yml", "promote.yml", "rollback.yml"]
+def test_the_five_workflows_exist():
+    assert [p.name for p in FILES] == ["ci.yml", "gate.yml", "promote.yml", "release-gate.yml", "rollback.yml"]
 
 
 def test_every_workflow_passes_actionlint():
@@ -110,6 +110,41 @@ def test_gate_runs_on_changes_that_matter_and_comments_only_for_same_repo_prs():
     secrets_in = [name for name, s in steps.items() if "secrets." in json.dumps(s)]
     assert secrets_in == ["Gate"], "only the gate step sees the tracking/HF secrets, through env"
     assert "secrets." not in json.dumps(steps["Gate"].get("run", ""))
+
+
+def test_the_release_gate_job_can_only_run_from_the_protected_branch():
+    """Pushes to main (and by hand, which the job refuses off main), in the `release-gate` environment whose
+    secrets are the signing key and the release credential; never on a pull request."""
+    data = load(WORKFLOWS / "release-gate.yml")
+    assert set(data["on"]) == {"push", "workflow_dispatch"}
+    assert data["on"]["push"]["branches"] == ["main"] and "tags" not in data["on"]["push"]
+    assert set(data["on"]["push"]["paths"]) == {"release.yaml", "prompts/**", "evalsets/**", "pipeline/**"}
+    (job,) = data["jobs"].values()
+    assert job["if"] == "github.ref == 'refs/heads/main'"
+    assert job["environment"] == {"name": "release-gate"}
+    assert job["permissions"] == {"contents": "read"}
+    steps = {s.get("name", s.get("uses")): s for s in job["steps"]}
+    assert steps["actions/checkout@v4"]["with"]["persist-credentials"] is False
+    gate = steps["Release gate"]
+    assert "modelgate gate --kind release" in gate["run"]
+    assert gate["env"]["MODELGATE_SIGNING_KEY"] == "${{ secrets.MODELGATE_SIGNING_KEY }}"
+    assert gate["env"]["MLFLOW_TRACKING_USERNAME"] == "${{ secrets.MLFLOW_RELEASE_USERNAME }}"
+    secrets_in = [name for name, s in steps.items() if "secrets." in json.dumps(s)]
+    assert secrets_in == ["Release gate"], "only the gate step sees the signing key and the credentials"
+    assert "secrets." not in gate["run"]
+
+
+def test_the_pull_request_gate_is_advisory_and_never_sees_the_signing_key_or_the_release_credential():
+    text = (WORKFLOWS / "gate.yml").read_text()
+    for needle in ("MODELGATE_SIGNING_KEY", "signing-key", "MLFLOW_RELEASE_", "--kind release", "environment:"):
+        assert needle not in text, needle
+    (job,) = load(WORKFLOWS / "gate.yml")["jobs"].values()
+    gate = next(s for s in job["steps"] if s.get("name") == "Gate")
+    assert "modelgate gate --kind advisory" in gate["run"]
+    assert gate["env"]["MLFLOW_TRACKING_USERNAME"] == "${{ secrets.MLFLOW_PR_USERNAME }}"
+    assert gate["env"]["MLFLOW_TRACKING_PASSWORD"] == "${{ secrets.MLFLOW_PR_PASSWORD }}"
+    for other in ("promote.yml", "rollback.yml", "ci.yml"):  # the key lives in the release-gate environment only
+        assert "MODELGATE_SIGNING_KEY" not in (WORKFLOWS / other).read_text(), other
 
 
 def test_ci_runs_the_readme_test_command():

@@ -50,6 +50,21 @@ def suites_for(ctx: GateContext) -> list[Suite]:
     return load_suites(ctx.release.root / ctx.release.format_gate.prompts_dir)
 
 
+def sample_suites(suites: list[Suite], n: int | None, seed: str) -> list[Suite]:
+    """`n` cases over all suites, the same for the same seed (the candidate's revision); all when n is None or
+    not smaller. Suites keep their order and their cases' order; a suite left without cases is dropped."""
+    import dataclasses
+    import random
+
+    keys = [(suite.name, case.id) for suite in suites for case in suite.cases]
+    if n is None or n >= len(keys):
+        return suites
+    chosen = set(random.Random(seed).sample(keys, n))
+    out = [dataclasses.replace(suite, cases=tuple(c for c in suite.cases if (suite.name, c.id) in chosen))
+           for suite in suites]
+    return [suite for suite in out if suite.cases]
+
+
 def evaluate(endpoint: Endpoint, suites: list[Suite], *, concurrency: int, out_dir: Path, progress: Progress,
              check_alive: Callable[[], None] | None = None,
              profile: RequestProfile | None = None) -> FormatOutcome:
@@ -95,9 +110,10 @@ def run(ctx: GateContext) -> StageResult:
     cfg = ctx.release.format_gate
     if not cfg.enabled:
         return StageResult(NAME, Status.SKIPPED, reasons=["not configured or disabled (gates.format)"])
-    suites = suites_for(ctx)
-    if not suites:
+    all_suites = suites_for(ctx)
+    if not all_suites:
         return StageResult(NAME, Status.SKIPPED, reasons=[f"no suites in {cfg.prompts_dir}/"])
+    suites = sample_suites(all_suites, ctx.case_sample, ctx.release.candidate.revision)
     profile = ctx.release.serving.request_profile
     progress = progress_for(NAME)
     if profile.configured:
@@ -107,7 +123,7 @@ def run(ctx: GateContext) -> StageResult:
                        progress=progress, check_alive=ctx.server.check_alive if ctx.server else None,
                        profile=profile)
     ctx.items[PASS_METRIC] = outcome.items
-    ctx.digests["suites"] = suites_digest(suites)
+    ctx.digests["suites"] = suites_digest(all_suites)  # a sample pairs with the baseline's items of the same suites
     if profile.configured:  # results under other request parameters are not paired with these
         ctx.digests["request_profile"] = profile.digest()
     passed = int(sum(outcome.items.values()))
@@ -124,4 +140,5 @@ def run(ctx: GateContext) -> StageResult:
     return StageResult(NAME, status, metrics=metrics, reasons=reasons,
                        artifacts={"cases.jsonl": str(outcome.cases_file)},
                        details={"suites_digest": ctx.digests["suites"], "per_suite": outcome.per_suite,
+                                "cases_total": sum(len(s.cases) for s in all_suites),
                                 "failing_cases": failing, "request_profile": profile.to_dict()})

@@ -1,0 +1,260 @@
+"""Signed gate statements (Ed25519): what a release gate judged, signed with a key only the release environment
+holds; `promote` verifies it against release.yaml's public keys and the MLflow record.
+
+The statement is a flat JSON object of what was judged (model, pin and every file digest, suite/evalset/config
+digests, verdict, exit code, baseline version, the sha256 of report.json as recorded, gate id, run id, key id,
+signing time). Its canonical bytes (sorted keys, no whitespace, UTF-8) are what is signed, so a verifier
+re-encodes the parsed statement and any changed field breaks the signature.
+
+    signer = load_signer(file=None)              # $MODELGATE_SIGNING_KEY (PEM) or --signing-key-file; None: unsigned
+    stmt = statement(report, run_id=..., report_sha256=..., key_id=signer.key_id)
+    sig = signer.sign(stmt)                      # raw 64 bytes
+    verify(stmt, sig, keys)                      # Refused unless a configured, in-window key with its id verifies it
+
+Key ids are derived from the public key (`ed25519:` + the first 16 hex digits of the sha256 of its 32 raw bytes),
+so a private key needs no separate id and release.yaml cannot name a key by the wrong id.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import BadInput, ConfigError, Refused
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    from pipeline.report.document import GateReport
+
+SIGNING_KEY_ENV = "MODELGATE_SIGNING_KEY"
+STATEMENT_TYPE = "modelgate.gate-statement/1"
+SIGNATURE_DIR = "signature"  # the run's artifact directory: statement.json, statement.sig
+STATEMENT_FILE = "statement.json"
+SIGNATURE_FILE = "statement.sig"
+# version tags
+KEY_ID_TAG = "modelgate.signature.key_id"
+SIGNATURE_TAG = "modelgate.signature"
+SIGNED_AT_TAG = "modelgate.signature.signed_at"
+STATUS_TAG = "modelgate.signature.status"  # signed | unsigned (display only; verification decides)
+GATE_KIND_TAG = "modelgate.gate_kind"
+RELEASE, ADVISORY = "release", "advisory"
+GATE_KINDS = (RELEASE, ADVISORY)
+
+
+def canonical(stmt: dict[str, Any]) -> bytes:
+    """The bytes that are signed: sorted keys, no insignificant whitespace, UTF-8."""
+    return json.dumps(stmt, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def raw_public(public: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    return "ed25519:" + sha256_hex(raw_public(public))[:16]
+
+
+def config_digest(raw: dict[str, Any]) -> str:
+    """sha256 of release.yaml's gating-relevant content: the model name, `gates` (what is checked and the
+    thresholds) and `serving.request_profile` (how the requests look). Not the pin (signed separately), nor
+    who may release or which keys verify."""
+    relevant = {"model": (raw.get("model") or {}).get("name"), "gates": raw.get("gates") or {},
+                "request_profile": (raw.get("serving") or {}).get("request_profile")}
+    return sha256_hex(json.dumps(relevant, sort_keys=True, separators=(",", ":"), default=str).encode())
+
+
+def statement(report: GateReport, *, run_id: str, report_sha256: str, key_id: str,
+              signed_at: str | None = None) -> dict[str, Any]:
+    """What a release gate judged, as signed."""
+    cand = report.candidate
+    src = report.source_control
+    return {
+        "type": STATEMENT_TYPE,
+        "gate_kind": report.gate_kind,
+        "model_name": report.model_name,
+        "source": cand.source, "repo": cand.repo, "revision": cand.revision,
+        "files": dict(sorted(cand.files.items())),
+        "digests": dict(sorted(report.digests.items())),
+        "config_digest": report.config_digest or "",
+        "verdict": str(report.verdict), "exit_code": int(report.exit_code),
+        "baseline_version": report.baseline_version or "",
+        "report_sha256": report_sha256,
+        "gate_id": report.gate_id, "run_id": run_id,
+        "repo_commit": src.commit if src else "",
+        "key_id": key_id,
+        "signed_at": signed_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass(frozen=True)
+class Signer:
+    private: Ed25519PrivateKey
+    key_id: str
+
+    def sign(self, stmt: dict[str, Any]) -> bytes:
+        return self.private.sign(canonical(stmt))
+
+
+def _parse_private(pem: bytes, where: str) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:  # never quote the value: it is a secret
+        raise BadInput(f"the signing key in {where} is not an unencrypted PEM private key") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise BadInput(f"the signing key in {where} is not an Ed25519 key")
+    return key
+
+
+def _register(pem: str) -> None:
+    """The key's text never leaves the process: the whole PEM and its base64 body are redacted everywhere."""
+    from pipeline.util.secrets import register_secret_value
+
+    register_secret_value(pem.strip())
+    body = "".join(line.strip() for line in pem.splitlines() if line.strip() and not line.startswith("-----"))
+    register_secret_value(body)
+
+
+def load_signer(file: Path | None = None) -> Signer | None:
+    """The release gate's signing key: --signing-key-file, else $MODELGATE_SIGNING_KEY (PEM); None when neither."""
+    if file is not None:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read the signing key: {getattr(exc, 'strerror', None) or exc}",
+                           file=str(file)) from exc
+        where = str(file)
+    else:
+        text = os.environ.get(SIGNING_KEY_ENV, "")
+        if not text.strip():
+            return None
+        where = f"${SIGNING_KEY_ENV}"
+    _register(text)
+    private = _parse_private(text.encode(), where)
+    return Signer(private, key_id(private.public_key()))
+
+
+def generate(out: Path) -> tuple[Path, dict[str, Any]]:
+    """A new private key at `out` (mode 0600, never overwritten) and its release.yaml `signing.public_keys` entry."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise BadInput("already exists; refusing to overwrite a key", file=str(out)) from None
+    except OSError as exc:
+        raise BadInput(f"cannot create the key file: {exc.strerror or exc}", file=str(out)) from exc
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    public = private.public_key()
+    entry = {"id": key_id(public), "public_key": base64.b64encode(raw_public(public)).decode(),
+             "not_before": dt.datetime.now(dt.UTC).date().isoformat(), "not_after": None}
+    return out, entry
+
+
+# -- release.yaml's public keys -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PublicKey:
+    id: str
+    public: Ed25519PublicKey
+    not_before: dt.datetime
+    not_after: dt.datetime | None  # None: no end
+
+    def valid_at(self, when: dt.datetime) -> bool:
+        return self.not_before <= when and (self.not_after is None or when <= self.not_after)
+
+    def window(self) -> str:
+        return f"{self.not_before.isoformat()} .. {self.not_after.isoformat() if self.not_after else 'open'}"
+
+
+def _instant(value: Any, end: bool, file: str, path: str) -> dt.datetime:
+    """A date (a whole day: from its start, or to its end) or an ISO 8601 time (UTC unless it says otherwise)."""
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, dt.date):
+        moment = dt.datetime.combine(value, dt.time.max if end else dt.time.min)
+    else:
+        text = str(value)
+        try:
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if len(text) == 10:  # a date
+                moment = dt.datetime.combine(moment.date(), dt.time.max if end else dt.time.min)
+        except ValueError:
+            raise ConfigError(f"{value!r} is not an ISO 8601 date or time", file=file, path=path) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def parse_public_keys(entries: list[dict[str, Any]], file: str) -> tuple[PublicKey, ...]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    keys: list[PublicKey] = []
+    for i, entry in enumerate(entries):
+        where = f"signing.public_keys[{i}]"
+        text = str(entry["public_key"]).strip()
+        try:
+            if text.startswith("-----BEGIN"):
+                public = serialization.load_pem_public_key(text.encode())
+            else:
+                public = Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError("not an Ed25519 public key (PEM, or base64 of its 32 raw bytes)", file=file,
+                              path=f"{where}.public_key") from exc
+        if not isinstance(public, Ed25519PublicKey):
+            raise ConfigError("not an Ed25519 public key", file=file, path=f"{where}.public_key")
+        if entry["id"] != key_id(public):
+            raise ConfigError(f"id {entry['id']!r} is not this key's id {key_id(public)!r} (the id is derived from "
+                              "the key: `modelgate keygen` prints the entry)", file=file, path=f"{where}.id")
+        start = _instant(entry["not_before"], False, file, f"{where}.not_before")
+        stop = _instant(entry["not_after"], True, file, f"{where}.not_after") \
+            if entry.get("not_after") is not None else None
+        if stop is not None and stop < start:
+            raise ConfigError("not_after is before not_before", file=file, path=f"{where}.not_after")
+        keys.append(PublicKey(entry["id"], public, start, stop))
+    return tuple(keys)
+
+
+def verify(stmt: dict[str, Any], signature: bytes, keys: tuple[PublicKey, ...], where: str) -> PublicKey:
+    """The configured key that signed `stmt`; Refused for no keys, an unknown or out-of-window key, a bad signature."""
+    from cryptography.exceptions import InvalidSignature
+
+    if not keys:
+        raise Refused(f"{where}: no signing keys configured (signing.public_keys in release.yaml): no gate "
+                      "record can be verified, so nothing can be promoted")
+    kid = stmt.get("key_id")
+    key = next((k for k in keys if k.id == kid), None)
+    if key is None:
+        raise Refused(f"{where}: signed by key {kid!r}, which is not in signing.public_keys of release.yaml")
+    try:
+        key.public.verify(signature, canonical(stmt))
+    except InvalidSignature:
+        raise Refused(f"{where}: the signature does not verify with key {kid} (the signed statement was changed, "
+                      "or signed by another key)") from None
+    try:
+        when = _instant(stmt.get("signed_at"), False, "", "signed_at")
+    except ConfigError:
+        raise Refused(f"{where}: the statement's signed_at {stmt.get('signed_at')!r} is not a time") from None
+    if not key.valid_at(when):
+        raise Refused(f"{where}: signed at {when.isoformat()} by key {kid}, outside its validity window "
+                      f"({key.window()})")
+    return key
