@@ -21,7 +21,17 @@ from pipeline.integrations.registry import version_tags
 from pipeline.releasing import signing
 from tests.support.git import git
 from tests.support.signing import KEY, SigningKey
-from tests.support.team import alias, approve, make_team, model_of, promote, record_gate, revision, set_candidate
+from tests.support.team import (
+    alias,
+    approve,
+    make_team,
+    model_of,
+    pin_digests,
+    promote,
+    record_gate,
+    revision,
+    set_candidate,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +82,7 @@ def test_signed_release_gate_records_the_statement_on_the_run_and_the_version(te
     stmt = json.loads(open(local).read())
     report = open(client.download_artifacts(mv.run_id, "report.json"), "rb").read()
     assert stmt["run_id"] == mv.run_id and stmt["revision"] == revision(1) and stmt["verdict"] == "passed"
-    assert stmt["report_sha256"] == signing.sha256_hex(report) and stmt["files"]["config.json"] == "a" * 64
+    assert stmt["report_sha256"] == signing.sha256_hex(report) and stmt["files"] == pin_digests(1)
     assert stmt["config_digest"] == signing.config_digest(load_release(team).raw)
     signing.verify(stmt, base64.b64decode(mv.tags[signing.SIGNATURE_TAG]), load_release(team).signing_keys, "v1")
     assert approve(team, uri, v1).returncode == 0
