@@ -46,19 +46,10 @@ class Grant:
     permission: str  # READ | EDIT | MANAGE | ...
 
 
-def advisory_experiment(release: Release) -> str:
-    """release.yaml's `tracking.advisory_experiment`, else "<tracking experiment>/advisory"."""
-    for attr in ("advisory_experiment", "tracking_advisory_experiment"):
-        value = getattr(release, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return f"{release.tracking_experiment}/advisory"
-
-
 def plan(release: Release) -> list[Grant]:
     """Every permission the two users hold, from release.yaml: the table in mlflow/README.md."""
     return [
-        Grant(PR_USER, "experiment", advisory_experiment(release), "EDIT"),
+        Grant(PR_USER, "experiment", release.advisory_experiment, "EDIT"),
         Grant(RELEASE_USER, "experiment", release.tracking_experiment, "EDIT"),
         Grant(RELEASE_USER, "experiment", release.audit_experiment, "EDIT"),
         Grant(RELEASE_USER, "registered_model", release.model_name, "MANAGE"),
