@@ -71,3 +71,13 @@ def test_every_integration_and_e2e_module_carries_its_marker():
                          and any(getattr(t, "id", "") == "pytestmark" for t in node.targets)
                          and f"pytest.mark.{kind}" in ast.unparse(node.value) for node in tree.body)
             assert marked, f"{path.relative_to(REPO)} lacks pytestmark = pytest.mark.{kind}"
+
+
+def test_test_module_basenames_are_unique_across_directories():
+    """pytest imports test modules by basename (rootdir mode, no __init__.py): two test_x.py in different
+    directories stop the whole collection ("import file mismatch"), which only shows when both are collected."""
+    seen: dict[str, list[str]] = {}
+    for path in TESTS.rglob("test_*.py"):
+        if "corpus" not in path.relative_to(TESTS).parts:
+            seen.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
