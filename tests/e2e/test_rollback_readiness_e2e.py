@@ -14,6 +14,7 @@ from tests.support import cli
 from tests.support.git import AUTHOR, commit_all
 from tests.support.processes import vllm_processes
 from tests.support.releases import write_demo_release
+from tests.support.signing import KEY
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +27,16 @@ def _format_passed(ctx):
 
 
 def gate_variant(team, manifest, variant, uri, home) -> str:
-    """Pin the demo hub's `variant`, record a passed gate of it (stand-in stage); the registered version."""
+    """Pin the demo hub's `variant`, record a passed, signed release gate of it (stand-in stage); the registered
+    version. Signed: a rollback target that was never production needs a signed record, as a promotion does."""
     from pipeline.config.release import load_release
     from pipeline.gate.run import run_gate
 
-    config = write_demo_release(team, manifest, variant, model=MODEL, promotion=PROMOTION)
+    config = write_demo_release(team, manifest, variant, model=MODEL, promotion=PROMOTION,
+                                signing={"public_keys": [KEY.entry()]})
     commit_all(team, f"pin {variant}")
     report = run_gate(load_release(config), home=home, tracking_uri=uri, author=AUTHOR,
-                      stages=(("format", _format_passed),))
+                      stages=(("format", _format_passed),), signer=KEY.signer())
     return report.tracking.model_version
 
 
