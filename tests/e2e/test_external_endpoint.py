@@ -114,7 +114,8 @@ def test_request_profile_leaves_parameters_to_the_real_servers_defaults(staging,
 
 
 AA_REPEATS = 4  # 3 comparisons: each load run costs ~15-50 s of CI (the benchmark imports vLLM)
-AA_LOAD = {"peak_concurrency": 2, "levels": [1], "regression_pct": 20,
+# 30: above this 2-core machine's run-to-run drift (lower bounds up to +11% between runs of the same model in CI)
+AA_LOAD = {"peak_concurrency": 2, "levels": [1], "regression_pct": 30,
            "prompts": {"input_len": 32, "output_len": 16, "requests_per_level": 16, "seed": 1},
            "slo": {"p95_e2el_ms": 60000}}
 
