@@ -3,7 +3,6 @@ store, so a test can stop it and start it again as the same server."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,8 +13,32 @@ import httpx
 import pytest
 
 from pipeline.serving.vllm_server import free_port
+from pipeline.util.procgroup import stop_group
 
 VENV_BIN = Path(sys.executable).parent
+
+
+def wait_healthy(proc: subprocess.Popen, uri: str, log: Path, what: str, deadline_s: float) -> None:
+    """Until `uri`/health answers 200. pytest.fail with the log's tail when `proc` exits first, or when the
+    deadline passes (`proc` is stopped then)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_server(proc)
+            pytest.fail(f"{what} not healthy within {deadline_s:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.3)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (started with start_new_session), SIGKILL after 20 s."""
+    stop_group(proc, 20, first=signal.SIGTERM)
 
 
 class MlflowServer:
@@ -34,29 +57,9 @@ class MlflowServer:
              "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
              "--artifacts-destination", str(self.root / "artifacts")],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.uri}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail("mlflow server did not start within 120 s")
-            time.sleep(0.3)
+        wait_healthy(self.proc, self.uri, self.root / "server.log", "mlflow server", 120)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
+        if proc is not None:
+            stop_server(proc)

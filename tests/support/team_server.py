@@ -12,18 +12,16 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pipeline.serving.vllm_server import free_port
+from tests.support.mlflow_server import stop_server, wait_healthy
 
 VENV_BIN = Path(sys.executable).parent
 PG_ROOT = Path("/usr/lib/postgresql")  # where Debian's postgresql-NN packages put their binaries
@@ -153,34 +151,12 @@ class AuthMlflowServer:
                  "--backend-store-uri", self.cluster.uri("mlflow"),
                  "--artifacts-destination", str(self.root / "artifacts")],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + deadline_s
-        while True:
-            if self.proc.poll() is not None:
-                self.proc = None
-                pytest.fail(f"mlflow server (basic-auth, PostgreSQL) exited:\n{_log_tail(self.log)}")
-            try:
-                if httpx.get(f"{self.uri}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"mlflow server (basic-auth, PostgreSQL) not healthy within {deadline_s:.0f} s:\n"
-                            f"{_log_tail(self.log)}")
-            time.sleep(0.3)
+        wait_healthy(self.proc, self.uri, self.log, "mlflow server (basic-auth, PostgreSQL)", deadline_s)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
+        if proc is not None:
+            stop_server(proc)
 
 
 class TeamServer:
