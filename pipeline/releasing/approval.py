@@ -16,7 +16,13 @@ from pipeline.gate.verdict import Verdict
 from pipeline.integrations.registry import Registry
 from pipeline.integrations.tracking import param_key
 from pipeline.releasing.audit import APPROVE, COMPLETED, AuditLog
-from pipeline.releasing.policy import check_signature, check_untampered, require_manager, resolve_version
+from pipeline.releasing.policy import (
+    check_signature,
+    check_untampered,
+    require_manager,
+    resolve_version,
+    version_record,
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ def approve(release: Release, uri: str, version_ref: str, actor: str | None, rea
         raise BadInput("an approval needs a reason (what you checked)", path="--reason")
     reg = Registry(uri)
     mv = resolve_version(reg, release, version_ref)
-    author = mv.tags.get("modelgate.author", "unknown")
+    author = version_record(reg, mv).author
     if actor.casefold() == author.casefold():
         raise Refused(f"{actor} authored {release.model_name} v{mv.version}: a change needs a release manager "
                       "other than its author to approve it")
