@@ -37,6 +37,14 @@ def _team(tmp_path: Path, model: str) -> Path:
     return config
 
 
+def _without_assistant(page) -> None:
+    """Close MLflow's assistant side panel, if it is open, so the screenshots show the tables at full width."""
+    close = page.get_by_role("button", name="Close", exact=True)
+    if close.count() and close.first.is_visible():
+        close.first.click()
+        close.first.wait_for(state="hidden", timeout=10_000)  # the panel is gone (a small button stays)
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by scripts/setup.sh")
 def test_mlflow_ui_shows_verdicts_production_and_per_case_assessments(tmp_path, mlflow_server):
     from mlflow.tracking import MlflowClient
@@ -81,6 +89,7 @@ def test_mlflow_ui_shows_verdicts_production_and_per_case_assessments(tmp_path, 
             page.goto(f"{uri}/#/models/{model}")
             page.get_by_text("REJECTED · ", exact=False).first.wait_for(timeout=30_000)
             page.get_by_text(ABOUT, exact=False).first.wait_for(timeout=10_000)
+            _without_assistant(page)
             model_text = page.inner_text("body")
             rows = {v: page.get_by_role("row").filter(has=page.get_by_role("link", name=f"Version {v}", exact=True))
                     .first.inner_text(timeout=10_000) for v in (good, bad)}
@@ -88,6 +97,7 @@ def test_mlflow_ui_shows_verdicts_production_and_per_case_assessments(tmp_path, 
 
             page.goto(f"{uri}/#/experiments/{experiment_id}/runs/{run_id}/traces")
             page.get_by_text("support/case_05", exact=False).first.wait_for(timeout=30_000)
+            _without_assistant(page)
             traces_text = page.inner_text("body")
             page.screenshot(path=str(shots / "mlflow-gate-traces.png"))
 
@@ -95,6 +105,7 @@ def test_mlflow_ui_shows_verdicts_production_and_per_case_assessments(tmp_path, 
             page.goto(f"{uri}/#/experiments/{experiment_id}/runs/{run_id}/traces?compareToRunUuid={production_run}")
             page.get_by_text(production_name, exact=False).first.wait_for(timeout=30_000)
             page.get_by_text("support/case_05", exact=False).first.wait_for(timeout=30_000)
+            _without_assistant(page)
             compare_text = page.inner_text("body")
             page.screenshot(path=str(shots / "mlflow-gate-compare.png"))
         finally:
