@@ -267,6 +267,8 @@ def record(report: GateReport, run_dir: Path, uri: str, signer: signing.Signer |
         "repo_commit": src.commit if src else None, "pr": report.pr or "",
         **{f"version.{k}": v for k, v in (report.environment.to_dict() if report.environment else {}).items()},
         **{f"file_sha256.{name}": digest for name, digest in pin.files.items()},
+        **{f"digest.{name}": digest for name, digest in digests.items()},
+        "author": report.author, "baseline_version": report.baseline_version or "",
         tracking.VERDICT_PARAM: str(report.verdict), tracking.EXIT_CODE_PARAM: report.exit_code,
         **_prompting_params(report),
     }
@@ -278,8 +280,7 @@ def record(report: GateReport, run_dir: Path, uri: str, signer: signing.Signer |
             "modelgate.model_name": model_name, "modelgate.gate_id": report.gate_id,
             "modelgate.author": report.author, "mlflow.user": report.author,  # MLflow's "Created by"
             "modelgate.baseline_version": report.baseline_version or "",
-            signing.GATE_KIND_TAG: report.gate_kind,
-            **{f"modelgate.digest.{k}": v for k, v in digests.items()}}
+            signing.GATE_KIND_TAG: report.gate_kind}
     params["gate_kind"] = report.gate_kind
     advisory = report.gate_kind == signing.ADVISORY
     root = Path(report.config_file or run_dir).parent
@@ -297,11 +298,21 @@ def record(report: GateReport, run_dir: Path, uri: str, signer: signing.Signer |
                           f"`modelgate sync --run-dir {run_dir}` once the tracking server is back "
                           "(a gate that is not recorded cannot be promoted)")
 
+    artifacts = _artifacts(report, run_dir)
+    if not advisory:  # the model version's full record (its own tags are few and short)
+        version_file = run_dir / registry.VERSION_FILE
+        doc = registry.version_document(model_name, pin, digests, report.author, report.baseline_version,
+                                        report.gate_kind)
+        try:
+            version_file.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise InfraError(f"cannot write {version_file}: {exc.strerror or exc}") from exc
+        artifacts.append((version_file, None))
     progress(f"recording gate {report.gate_id} in experiment {experiment!r}")
     try:
         _, run_id = tracking.record_run(
             uri, experiment, run_name=f"gate {report.served_name}", params=params,
-            metrics=metrics, tags=tags, artifacts=_artifacts(report, run_dir),
+            metrics=metrics, tags=tags, artifacts=artifacts,
             artifact_root=root / "mlflow" / "artifacts",
             on_run_id=embed, failed=not report.passed, run_id=report.tracking.run_id,
             gate_id=report.gate_id, timestamp_ms=_finished_ms(report))
@@ -314,7 +325,7 @@ def record(report: GateReport, run_dir: Path, uri: str, signer: signing.Signer |
             tracking.upload(uri, run_id, files.html)
             progress("advisory gate: no model version registered (never promotable)")
             return current
-        version = registry.register_version(uri, model_name, pin, run_id, str(report.verdict), digests,
+        version = registry.register_version(uri, model_name, pin, run_id, str(report.verdict),
                                             author=report.author, baseline_version=report.baseline_version,
                                             description=views.decision_line(report),
                                             about=_model_about(report.config_file))
@@ -339,9 +350,9 @@ def sign_record(report: GateReport, run_dir: Path, uri: str, run_id: str, versio
     name = report.model_name
     if signer is None:
         existing = store.version(name, version)
-        if existing is not None and existing.tags.get(signing.SIGNATURE_TAG):  # a resumed record (sync): keep it
+        if existing is not None and existing.tags.get(signing.STATUS_TAG) == signing.SIGNED:  # resumed (sync): keep it
             return
-        store.set_version_tag(name, version, signing.STATUS_TAG, "unsigned")
+        store.set_version_tag(name, version, signing.STATUS_TAG, signing.UNSIGNED)
         progress(f"{name} v{version} is UNSIGNED (no signing key): promote will refuse it")
         return
     files = RunDir(run_dir)
@@ -357,10 +368,7 @@ def sign_record(report: GateReport, run_dir: Path, uri: str, run_id: str, versio
         raise InfraError(f"cannot write the signed statement to {out}: {exc.strerror or exc}") from exc
     tracking.upload(uri, run_id, out / signing.STATEMENT_FILE, signing.SIGNATURE_DIR)
     tracking.upload(uri, run_id, out / signing.SIGNATURE_FILE, signing.SIGNATURE_DIR)
-    for key, value in ((signing.SIGNATURE_TAG, base64.b64encode(sig).decode()),
-                       (signing.KEY_ID_TAG, signer.key_id), (signing.SIGNED_AT_TAG, stmt["signed_at"]),
-                       (signing.STATUS_TAG, "signed")):
-        store.set_version_tag(name, version, key, value)
+    store.set_version_tag(name, version, signing.STATUS_TAG, signing.SIGNED)  # the signature itself is the artifact
     progress(f"signed {name} v{version} with key {signer.key_id}")
 
 

@@ -3,6 +3,12 @@ of the weights), and the production baseline is whatever the alias `production` 
 
 The per-item results a gate was judged on are the artifact `items.json` of its gate run, with the digests
 of the suites and evalsets they came from; the comparison stage pairs the candidate's items with them.
+
+A version's tags are few and short (verdict, revision, gate run, baseline version; the signature status): what
+an auditor scans in MLflow's versions table. Its full record (the pin with every file's sha256, the digests,
+author, gate kind) is the gate run's artifact `version.json`, which MLflow previews, and the same values are
+the run's params (written once); promotion compares the three (releasing/policy.py). Versions registered
+before version.json held it all as `modelgate.*` tags: `Registry.record` still reads them.
 """
 
 from __future__ import annotations
@@ -47,14 +53,72 @@ def _client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
-def version_tags(pin: Pin, run_id: str, verdict: str, digests: dict[str, str], author: str = "unknown",
-                 baseline_version: str | None = None) -> dict[str, str]:
-    return {"modelgate.source": pin.source, "modelgate.repo": pin.repo, "modelgate.revision": pin.revision,
-            "modelgate.files": json.dumps(pin.files, sort_keys=True), "modelgate.gate_run_id": run_id,
-            "modelgate.verdict": verdict, "modelgate.author": author,
-            "modelgate.baseline_version": baseline_version or "",
-            "modelgate.gate_kind": "release",  # only a release gate registers a version
-            **{f"modelgate.digest.{k}": v for k, v in digests.items()}}
+VERSION_FILE = "version.json"  # the gate run's artifact: everything the model version was registered with
+# A version's own tags: few and short, what an auditor scans in the versions table. The rest (every file's sha256,
+# the suite/evalset/config digests, the author) is the gate run's artifact version.json and its params.
+VERDICT_TAG, REVISION_TAG, RUN_TAG, BASELINE_TAG = ("modelgate.verdict", "modelgate.revision", "modelgate.gate_run_id",
+                                                    "modelgate.baseline_version")
+LEGACY_FILES_TAG = "modelgate.files"  # versions registered before version.json carried the whole record as tags
+
+
+def version_tags(pin: Pin, run_id: str, verdict: str, baseline_version: str | None = None) -> dict[str, str]:
+    return {VERDICT_TAG: verdict, REVISION_TAG: pin.revision, RUN_TAG: run_id, BASELINE_TAG: baseline_version or ""}
+
+
+def version_document(model_name: str, pin: Pin, digests: dict[str, str], author: str, baseline_version: str | None,
+                     gate_kind: str) -> dict[str, Any]:
+    """version.json: what the model version is (the pin with every file's sha256) and what its gate judged it
+    against (digests of suites, evalsets and config, the production version), by whom."""
+    return {"schema_version": 1, "model_name": model_name, "source": pin.source, "repo": pin.repo,
+            "revision": pin.revision, "files": dict(sorted(pin.files.items())),
+            "digests": dict(sorted(digests.items())), "author": author, "baseline_version": baseline_version or "",
+            "gate_kind": gate_kind}
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """What a model version was gated on, in full. `layout`: "artifact" (the gate run's version.json) or "tags"
+    (a version registered before it: every value was a `modelgate.*` version tag)."""
+
+    pin: Pin
+    digests: dict[str, str]
+    author: str
+    baseline_version: str
+    gate_kind: str
+    layout: str
+
+    @classmethod
+    def from_document(cls, doc: Any) -> VersionRecord:
+        """ValueError (what is wrong) unless `doc` is a version.json document."""
+        if not isinstance(doc, dict) or doc.get("schema_version") != 1:
+            raise ValueError("not a version.json document of schema_version 1")
+        try:
+            files, digests = doc["files"], doc["digests"]
+            if not isinstance(files, dict) or not isinstance(digests, dict):
+                raise ValueError("files and digests must be objects")
+            pin = Pin(source=pin_source(str(doc["source"])), repo=str(doc["repo"]), revision=str(doc["revision"]),
+                      files={str(k): str(v) for k, v in files.items()})
+            return cls(pin, {str(k): str(v) for k, v in digests.items()}, str(doc["author"]),
+                       str(doc["baseline_version"]), str(doc["gate_kind"]), "artifact")
+        except KeyError as exc:
+            raise ValueError(f"field {exc} missing") from None
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> VersionRecord:
+        """A version registered before version.json existed (its tags held everything). ValueError if incomplete."""
+        try:
+            files = json.loads(tags[LEGACY_FILES_TAG])
+            if not isinstance(files, dict):
+                raise ValueError(f"tag {LEGACY_FILES_TAG} is not a JSON object")
+            pin = Pin(source=pin_source(tags["modelgate.source"]), repo=tags["modelgate.repo"],
+                      revision=tags[REVISION_TAG], files=files)
+        except KeyError as exc:
+            raise ValueError(f"tag {exc} missing") from None
+        except ValueError as exc:
+            raise ValueError(f"tag invalid: {exc}") from None
+        digests = {k.removeprefix("modelgate.digest."): v for k, v in tags.items() if k.startswith("modelgate.digest.")}
+        return cls(pin, digests, tags.get("modelgate.author", "unknown"), tags.get(BASELINE_TAG, ""),
+                   tags.get("modelgate.gate_kind", "release"), "tags")
 
 
 PRODUCTION_LINE = "\n\nProduction: "
@@ -69,10 +133,11 @@ def model_description(current: str | None, *, about: str | None = None, producti
     return head + (PRODUCTION_LINE + production if production else (PRODUCTION_LINE + tail if tail else ""))
 
 
-def register_version(uri: str, model_name: str, pin: Pin, run_id: str, verdict: str,
-                     digests: dict[str, str], author: str = "unknown", baseline_version: str | None = None,
-                     description: str | None = None, about: str | None = None) -> str:
+def register_version(uri: str, model_name: str, pin: Pin, run_id: str, verdict: str, author: str = "unknown",
+                     baseline_version: str | None = None, description: str | None = None,
+                     about: str | None = None) -> str:
     """Create the model version of a gated candidate; move the `candidate` alias to it. Returns the version.
+    Its few short tags are `version_tags`; the full record is the gate run's version.json (logged before).
     `description` is the version's first line (views.decision_line: the verdict and the deltas that decided it),
     `about` what the model is (the registered model's description). Resumable: a version already created from
     `run_id` (a record interrupted after it) is reused, not doubled."""
@@ -89,8 +154,7 @@ def register_version(uri: str, model_name: str, pin: Pin, run_id: str, verdict: 
         mv = version_of_run(client, model_name, run_id)
         if mv is None:
             mv = client.create_model_version(model_name, source=pin.uri(), run_id=run_id,
-                                             tags=version_tags(pin, run_id, verdict, digests, author,
-                                                               baseline_version),
+                                             tags=version_tags(pin, run_id, verdict, baseline_version),
                                              description=(description or f"gate verdict: {verdict}") +
                                              f"\n\nsource {pin.uri()} · author {author}")
         client.set_registered_model_alias(model_name, CANDIDATE, mv.version)
@@ -118,15 +182,15 @@ class BaselineStore:
             raise InfraError(f"model version {model_name} v{mv.version} (alias {PRODUCTION}) was not registered "
                              "by modelgate: it names no gate run")
         client = registry.client
-        tags = mv.tags
         try:
-            pin = Pin(source=pin_source(tags["modelgate.source"]), repo=tags["modelgate.repo"],
-                      revision=tags["modelgate.revision"], files=json.loads(tags["modelgate.files"]))
-        except (KeyError, ValueError) as exc:
+            record = registry.record(mv)
+        except ValueError as exc:
+            raise InfraError(f"model version {model_name} v{mv.version} (alias {PRODUCTION}): its record is "
+                             f"unreadable: {exc}") from exc
+        if record is None:
             raise InfraError(f"model version {model_name} v{mv.version} (alias {PRODUCTION}) was not registered "
-                             f"by modelgate: tag {exc} missing or invalid") from exc
-        digests = {k.removeprefix("modelgate.digest."): v for k, v in tags.items()
-                   if k.startswith("modelgate.digest.")}
+                             f"by modelgate: its gate run holds no {VERSION_FILE} and it has no {LEGACY_FILES_TAG} tag")
+        pin, digests = record.pin, record.digests
         with mlflow_errors(f"cannot read {ITEMS_FILE} of the production gate run {mv.run_id}", detail=200), \
                 tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(mv.run_id, ITEMS_FILE, tmp)
@@ -173,11 +237,11 @@ class ModelVersion:
 
     @property
     def verdict(self) -> str:
-        return self.tags.get("modelgate.verdict", "unknown")
+        return self.tags.get(VERDICT_TAG, "unknown")
 
     @property
     def revision(self) -> str:
-        return self.tags.get("modelgate.revision", "")
+        return self.tags.get(REVISION_TAG, "")
 
 
 def _to_version(mv: MlflowModelVersion) -> ModelVersion:
@@ -193,6 +257,24 @@ class Registry:
     def __init__(self, uri: str):
         self.uri = uri
         self.client = _client(uri)
+        self._records: dict[tuple[str, str], VersionRecord | None] = {}
+
+    def record(self, mv: ModelVersion) -> VersionRecord | None:
+        """What the version was gated on: its gate run's version.json, else (a version registered before it
+        existed) its legacy tags; None when neither is there. ValueError when the one found is invalid.
+        Read once per Registry, so one operation's checks and steps all see the same record."""
+        key = (mv.model_name, mv.version)
+        if key not in self._records:
+            raw = self.artifact(mv.run_id, VERSION_FILE) if mv.run_id else None
+            if raw is not None:
+                try:
+                    doc = json.loads(raw)
+                except ValueError:
+                    raise ValueError(f"{VERSION_FILE} of gate run {mv.run_id} is not JSON") from None
+                self._records[key] = VersionRecord.from_document(doc)
+            else:
+                self._records[key] = VersionRecord.from_tags(mv.tags) if LEGACY_FILES_TAG in mv.tags else None
+        return self._records[key]
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, missing_ok: bool = False, **kwargs: Any) -> T | None:
         from mlflow.exceptions import MlflowException

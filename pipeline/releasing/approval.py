@@ -1,22 +1,27 @@
 """`modelgate approve`: a release manager's recorded approval of one gated model version.
 
 Only listed release managers; never the author of the change (recorded at gate time); only a version
-whose gate passed or was inconclusive; a reason is required. Recorded as an audit run and as a version
-tag `modelgate.approval.<actor>`. Approving twice is a no-op that says so.
+whose gate passed or was inconclusive; a reason is required. Recorded as an audit run, and as a line of the
+version's description ("<at> APPROVED by <actor>: <reason>", audit.py) where MLflow's UI shows it (no version
+tag: the versions table keeps its few short tags). Approving twice is a no-op that says so.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from pipeline.config.release import Release
 from pipeline.errors import BadInput, Refused
 from pipeline.gate.verdict import Verdict
 from pipeline.integrations.registry import Registry
-from pipeline.integrations.tracking import param_key
 from pipeline.releasing.audit import APPROVE, COMPLETED, AuditLog
-from pipeline.releasing.policy import check_signature, check_untampered, require_manager, resolve_version
+from pipeline.releasing.policy import (
+    check_signature,
+    check_untampered,
+    require_manager,
+    resolve_version,
+    version_record,
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ def approve(release: Release, uri: str, version_ref: str, actor: str | None, rea
         raise BadInput("an approval needs a reason (what you checked)", path="--reason")
     reg = Registry(uri)
     mv = resolve_version(reg, release, version_ref)
-    author = mv.tags.get("modelgate.author", "unknown")
+    author = version_record(reg, mv).author
     if actor.casefold() == author.casefold():
         raise Refused(f"{actor} authored {release.model_name} v{mv.version}: a change needs a release manager "
                       "other than its author to approve it")
@@ -50,6 +55,4 @@ def approve(release: Release, uri: str, version_ref: str, actor: str | None, rea
             return Approval(mv.version, ev.actor, ev.at, ev.reason, ev.run_id, new=False)
     ev = audit.open(APPROVE, release.model_name, mv.version, actor, state=COMPLETED, reason=reason.strip(),
                     revision=mv.revision, gate_run_id=mv.run_id, author=author)
-    reg.set_version_tag(release.model_name, mv.version, param_key(f"modelgate.approval.{actor}"),
-                        json.dumps({"at": ev.at, "reason": ev.reason, "audit_run_id": ev.run_id}))
     return Approval(mv.version, actor, ev.at, ev.reason, ev.run_id, new=True)

@@ -10,8 +10,8 @@ import datetime as dt
 from typing import Any
 
 from pipeline.config.release import Release
-from pipeline.errors import BadInput
-from pipeline.integrations.registry import CANDIDATE, PREVIOUS, PRODUCTION, Registry
+from pipeline.errors import BadInput, InfraError
+from pipeline.integrations.registry import CANDIDATE, PREVIOUS, PRODUCTION, VERSION_FILE, Registry
 from pipeline.integrations.tracking import display_uri, gate_runs
 from pipeline.releasing import claim, readiness
 from pipeline.releasing.audit import AuditLog, as_dict
@@ -134,14 +134,18 @@ def resolve(release: Release, uri: str, alias: str) -> dict[str, Any]:
     if mv is None:
         raise BadInput(f"model {release.model_name!r} has no alias {alias!r} in MLflow at {display_uri(uri)}",
                        path="alias")
-    import json
-
     audit = AuditLog(uri, release.audit_experiment)
     pending = [claim.resume_hint(e) for e in claim.in_progress(audit, release.model_name)]
-    revision = mv.tags.get("modelgate.revision", "")
-    return {"model": release.model_name, "alias": alias, "version": mv.version,
-            "source": mv.tags.get("modelgate.source"),
-            "repo": mv.tags.get("modelgate.repo"), "revision": revision, "uri": mv.source,
-            "served_name": f"{release.served_name_prefix}@{revision[:12]}", "verdict": mv.verdict,
-            "gate_run_id": mv.run_id, "files": json.loads(mv.tags.get("modelgate.files", "{}")),
-            "in_progress": pending}
+    try:
+        record = reg.record(mv)
+    except ValueError as exc:
+        raise InfraError(f"{release.model_name} v{mv.version} (alias {alias}): its record is unreadable: {exc}") \
+            from exc
+    if record is None:
+        raise InfraError(f"{release.model_name} v{mv.version} (alias {alias}) was not registered by modelgate: its "
+                         f"gate run holds no {VERSION_FILE}")
+    pin = record.pin
+    return {"model": release.model_name, "alias": alias, "version": mv.version, "source": pin.source,
+            "repo": pin.repo, "revision": pin.revision, "uri": mv.source,
+            "served_name": f"{release.served_name_prefix}@{pin.revision[:12]}", "verdict": mv.verdict,
+            "gate_run_id": mv.run_id, "files": pin.files, "in_progress": pending}

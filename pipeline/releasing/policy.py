@@ -15,7 +15,16 @@ from typing import Any
 from pipeline.config.release import Release
 from pipeline.errors import BadInput, Refused
 from pipeline.gate.verdict import VERDICTS, Verdict
-from pipeline.integrations.registry import ModelVersion, Registry
+from pipeline.integrations.registry import (
+    BASELINE_TAG,
+    REVISION_TAG,
+    RUN_TAG,
+    VERDICT_TAG,
+    VERSION_FILE,
+    ModelVersion,
+    Registry,
+    VersionRecord,
+)
 from pipeline.integrations.tracking import EXIT_CODE_PARAM, VERDICT_PARAM, param_key
 from pipeline.releasing import signing
 from pipeline.releasing.audit import AuditLog
@@ -59,16 +68,28 @@ def require_manager(release: Release, actor: str | None, action: str) -> str:
     return actor
 
 
+def version_record(reg: Registry, mv: ModelVersion) -> VersionRecord:
+    """The version's full record (registry.VersionRecord); Refused when it has none or it is unreadable."""
+    where = f"{mv.model_name} v{mv.version}"
+    try:
+        record = reg.record(mv)
+    except ValueError as exc:
+        raise Refused(f"{where}: its record is unreadable ({exc}); re-gate the candidate") from None
+    if record is None:
+        raise Refused(f"{where} was not registered by a modelgate gate: its gate run holds no {VERSION_FILE}")
+    return record
+
+
 def check_untampered(reg: Registry, mv: ModelVersion) -> dict:
-    """The version's tags must still say what its gate run recorded (run params cannot be edited in MLflow).
-    Returns the gate run's params."""
+    """The version's tags and its full record (the gate run's version.json, or a legacy version's tags) must still
+    say what its gate run recorded as params (run params cannot be edited in MLflow). Returns those params."""
     where = f"{mv.model_name} v{mv.version}"
     tags = mv.tags
-    if "modelgate.gate_run_id" not in tags or not mv.run_id:
+    if RUN_TAG not in tags or not mv.run_id:
         raise Refused(f"{where} was not registered by a modelgate gate (no gate run): it cannot be released")
-    if tags["modelgate.gate_run_id"] != mv.run_id:
-        raise Refused(f"{where}: tag modelgate.gate_run_id {tags['modelgate.gate_run_id']} does not match the "
-                      f"version's run {mv.run_id}: the version tags were changed after the gate")
+    if tags[RUN_TAG] != mv.run_id:
+        raise Refused(f"{where}: tag {RUN_TAG} {tags[RUN_TAG]} does not match the version's run {mv.run_id}: the "
+                      "version tags were changed after the gate")
     run = reg.run(mv.run_id)
     if run is None:
         raise Refused(f"{where}: its gate run {mv.run_id} no longer exists in MLflow")
@@ -76,24 +97,39 @@ def check_untampered(reg: Registry, mv: ModelVersion) -> dict:
         raise Refused(f"{where}: its gate run {mv.run_id} was deleted in MLflow: the evidence is gone, it cannot "
                       "be released (restore the run, or re-gate the candidate)")
     params, run_tags = run.params, run.tags
+    if params.get("gate_kind", signing.RELEASE) != signing.RELEASE:  # a param: what the gate itself was
+        raise Refused(f"{where}: recorded by an {params['gate_kind']} gate; only a release gate's record can be "
+                      "promoted")
+    record = version_record(reg, mv)
+    pin = record.pin
+    # a legacy version's run may predate a param (digest.*, author, baseline_version): then it is not compared;
+    # a version.json record has them all, so a missing one is a difference
+    strict = record.layout == "artifact"
     problems = []
     for key in ("revision", "repo", "source"):
-        if tags.get(f"modelgate.{key}") != params.get(key):
-            problems.append(f"{key} {tags.get(f'modelgate.{key}')!r} (gate recorded {params.get(key)!r})")
-    try:
-        files = json.loads(tags.get("modelgate.files", ""))
-    except ValueError:
-        files = None
-    recorded = {k.removeprefix("file_sha256."): v for k, v in params.items() if k.startswith("file_sha256.")}
-    if not isinstance(files, dict) or {param_key(k): v for k, v in files.items()} != recorded:
-        changed = sorted(set(recorded) ^ set(files or {}) |
-                         {k for k, v in (files or {}).items() if recorded.get(param_key(k)) != v})
-        problems.append(f"file digests ({', '.join(changed) or 'unreadable'})")
-    verdict = tags.get("modelgate.verdict")
+        if getattr(pin, key) != params.get(key):
+            problems.append(f"{key} {getattr(pin, key)!r} (gate recorded {params.get(key)!r})")
+    if tags.get(REVISION_TAG) != params.get("revision"):
+        problems.append(f"tag {REVISION_TAG} {tags.get(REVISION_TAG)!r} (gate recorded {params.get('revision')!r})")
+    for what, prefix, mine in (("file digests", "file_sha256.", pin.files), ("digests", "digest.", record.digests)):
+        recorded = {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
+        if prefix == "digest." and not recorded and not strict:
+            continue
+        keyed = {param_key(k): v for k, v in mine.items()}
+        if keyed != recorded:
+            changed = sorted(set(recorded) ^ set(keyed) | {k for k, v in keyed.items() if recorded.get(k) != v})
+            problems.append(f"{what} ({', '.join(changed)})")
+    for key, value in (("author", record.author), ("baseline_version", record.baseline_version),
+                       ("baseline_version", tags.get(BASELINE_TAG, ""))):
+        if (strict or key in params) and params.get(key) != value:
+            problems.append(f"{key} {value!r} (gate recorded {params.get(key)!r})")
+    if record.gate_kind != signing.RELEASE:
+        problems.append(f"gate_kind {record.gate_kind!r} (gate recorded {params.get('gate_kind', signing.RELEASE)!r})")
+    verdict = tags.get(VERDICT_TAG)
     # the verdict and exit code are params of the gate run (written once, immutable in MLflow); the run's tag and
     # metric of the same name can be written again by anyone with write access, so they must agree with the params.
     # A run recorded before the params existed: its exit-code metric must have been logged exactly once.
-    recorded_verdict = params.get(VERDICT_PARAM, run_tags.get("modelgate.verdict"))
+    recorded_verdict = params.get(VERDICT_PARAM, run_tags.get(VERDICT_TAG))
     if EXIT_CODE_PARAM in params:
         exit_codes = [float(params[EXIT_CODE_PARAM])]
         metric = run.metrics.get("gate.exit_code")
@@ -102,15 +138,16 @@ def check_untampered(reg: Registry, mv: ModelVersion) -> dict:
     else:
         exit_codes = reg.metric_history(mv.run_id, "gate.exit_code")
     expected_exit = VERDICTS.get(Verdict(verdict)) if verdict in set(Verdict) else None
-    if verdict != recorded_verdict or run_tags.get("modelgate.verdict") != recorded_verdict \
+    if verdict != recorded_verdict or run_tags.get(VERDICT_TAG) != recorded_verdict \
             or len(exit_codes) != 1 or expected_exit != int(exit_codes[0]):
         shown = ", ".join(f"{c:g}" for c in exit_codes) or "none"
         problems.append(f"verdict {verdict!r} (gate run says {recorded_verdict!r}"
-                        + (f", its tag {run_tags.get('modelgate.verdict')!r}"
-                           if run_tags.get("modelgate.verdict") != recorded_verdict else "")
+                        + (f", its tag {run_tags.get(VERDICT_TAG)!r}"
+                           if run_tags.get(VERDICT_TAG) != recorded_verdict else "")
                         + f", exit code {shown})")
     if problems:
-        raise Refused(f"{where}: version tags differ from what its gate run {mv.run_id} recorded: "
+        shown_where = VERSION_FILE if strict else "version tags"
+        raise Refused(f"{where}: its tags and {shown_where} differ from what its gate run {mv.run_id} recorded: "
                       f"{'; '.join(problems)}. Refusing a tampered version; re-gate the candidate")
     return params
 
@@ -128,9 +165,10 @@ def check_gate_passed(mv: ModelVersion, override_reason: str | None) -> str | No
     raise Refused(f"{where}: its gate verdict is {mv.verdict!r}; only a passed gate can be promoted")
 
 
-def check_approvals(release: Release, audit: AuditLog, mv: ModelVersion) -> list[str]:
+def check_approvals(release: Release, reg: Registry, audit: AuditLog, mv: ModelVersion) -> list[str]:
     """Distinct release managers other than the author who approved this version. Refused if too few."""
-    author = mv.tags.get("modelgate.author", "unknown").casefold()
+    shown_author = version_record(reg, mv).author
+    author = shown_author.casefold()
     approvers: list[str] = []
     for ev in audit.approvals(release.model_name, mv.version):
         who = ev.actor.casefold()
@@ -140,14 +178,14 @@ def check_approvals(release: Release, audit: AuditLog, mv: ModelVersion) -> list
     if len(approvers) < need:
         have = f"approved by {', '.join(approvers)}" if approvers else "no approval yet"
         raise Refused(f"{release.model_name} v{mv.version} needs {need} approval(s) by release managers other "
-                      f"than its author ({mv.tags.get('modelgate.author', 'unknown')}); {have}. "
+                      f"than its author ({shown_author}); {have}. "
                       f"Run `modelgate approve --version {mv.version} --actor <manager> --reason ...`")
     return approvers
 
 
 def check_not_stale(mv: ModelVersion, production: ModelVersion | None) -> None:
     """The gate compared against what production was then; if production moved since, the evidence is old."""
-    judged_against = mv.tags.get("modelgate.baseline_version", "")
+    judged_against = mv.tags.get(BASELINE_TAG, "")
     now = production.version if production else ""
     if judged_against != now:
         then = f"v{judged_against}" if judged_against else "no production version"
@@ -157,24 +195,33 @@ def check_not_stale(mv: ModelVersion, production: ModelVersion | None) -> None:
 
 def check_signature(release: Release, reg: Registry, mv: ModelVersion) -> dict[str, Any]:
     """The version's gate record must be signed by a release gate with a key release.yaml trusts (in its validity
-    window), and the signed statement must say what the MLflow record says: the version's tags, its gate run's
-    params, the sha256 of the run's report.json artifact, and release.yaml's digests when it pins that revision.
-    Returns the verified statement. Call after check_untampered (which ties the tags to the run's params)."""
+    window), and the signed statement must say what the MLflow record says: the version's record (pin, file
+    digests, digests: version.json or a legacy version's tags) and tags (verdict, baseline), its gate run's params,
+    the sha256 of the run's report.json artifact, and release.yaml's digests when it pins that revision.
+    The signature is the run's artifact signature/statement.sig (a legacy version: its tag modelgate.signature).
+    Returns the verified statement. Call after check_untampered (which ties the record and tags to the params)."""
     where = f"{mv.model_name} v{mv.version}"
     tags = mv.tags
     if not release.signing_keys:
         raise Refused(f"{where}: no signing keys configured (signing.public_keys in {release.path}): no gate "
                       "record can be verified, so nothing can be promoted (`modelgate keygen`, see README)")
-    if tags.get(signing.GATE_KIND_TAG, signing.RELEASE) != signing.RELEASE:
-        raise Refused(f"{where}: recorded by an {tags.get(signing.GATE_KIND_TAG)} gate; only a release gate's "
-                      "record can be promoted")
-    if not tags.get(signing.SIGNATURE_TAG) or not mv.run_id:
-        raise Refused(f"{where} is unsigned: only a signed release gate (run from the protected branch, "
-                      "`modelgate gate --kind release` with the signing key) can be promoted; re-gate it there")
+    record = version_record(reg, mv)
+    if record.gate_kind != signing.RELEASE:
+        raise Refused(f"{where}: recorded by an {record.gate_kind} gate; only a release gate's record can be promoted")
+    unsigned = Refused(f"{where} is unsigned: only a signed release gate (run from the protected branch, "
+                       "`modelgate gate --kind release` with the signing key) can be promoted; re-gate it there")
+    if not mv.run_id:
+        raise unsigned
+    encoded = tags.get(signing.LEGACY_SIGNATURE_TAG)
+    if encoded is None:
+        sig_file = reg.artifact(mv.run_id, f"{signing.SIGNATURE_DIR}/{signing.SIGNATURE_FILE}")
+        if sig_file is None:
+            raise unsigned
+        encoded = sig_file.decode("ascii", errors="replace").strip()
     try:
-        sig = base64.b64decode(tags[signing.SIGNATURE_TAG], validate=True)
+        sig = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise Refused(f"{where}: its signature tag is not base64") from None
+        raise Refused(f"{where}: its signature is not base64") from None
     raw = reg.artifact(mv.run_id, f"{signing.SIGNATURE_DIR}/{signing.STATEMENT_FILE}")
     if raw is None:
         raise Refused(f"{where}: its gate run {mv.run_id} holds no signed statement "
@@ -188,27 +235,21 @@ def check_signature(release: Release, reg: Registry, mv: ModelVersion) -> dict[s
     signing.verify(stmt, sig, release.signing_keys, where)
     run = reg.run(mv.run_id)
     params = run.params if run else {}
-    files = tags.get("modelgate.files", "")
-    try:
-        tag_files = json.loads(files)
-    except ValueError:
-        tag_files = None
     report_bytes = reg.artifact(mv.run_id, "report.json")
+    pin = record.pin
     expected: dict[str, Any] = {
         "type": signing.STATEMENT_TYPE, "gate_kind": signing.RELEASE, "model_name": release.model_name,
-        "run_id": mv.run_id, "key_id": tags.get(signing.KEY_ID_TAG),
-        "source": tags.get("modelgate.source"), "repo": tags.get("modelgate.repo"),
-        "revision": tags.get("modelgate.revision"), "files": tag_files,
-        "digests": {k.removeprefix("modelgate.digest."): v for k, v in tags.items()
-                    if k.startswith("modelgate.digest.")},
-        "verdict": tags.get("modelgate.verdict"), "exit_code": _int(params.get(EXIT_CODE_PARAM)),
-        "baseline_version": tags.get("modelgate.baseline_version", ""), "gate_id": params.get("gate_id"),
+        "run_id": mv.run_id, "source": pin.source, "repo": pin.repo, "revision": pin.revision, "files": pin.files,
+        "digests": record.digests, "verdict": tags.get(VERDICT_TAG), "exit_code": _int(params.get(EXIT_CODE_PARAM)),
+        "baseline_version": tags.get(BASELINE_TAG, ""), "gate_id": params.get("gate_id"),
         "report_sha256": hashlib.sha256(report_bytes).hexdigest() if report_bytes is not None else None,
     }
+    if signing.LEGACY_KEY_ID_TAG in tags:  # a legacy version's key-id tag must name the key that signed
+        expected["key_id"] = tags[signing.LEGACY_KEY_ID_TAG]
     problems = [f"{k} (signed {stmt.get(k)!r}, recorded {v!r})" for k, v in expected.items() if stmt.get(k) != v]
-    pin = release.candidate
-    if stmt.get("revision") == pin.revision and pin.files and stmt.get("files") != pin.files:
-        problems.append(f"files: release.yaml pins other digests for revision {pin.revision}")
+    pinned = release.candidate
+    if stmt.get("revision") == pinned.revision and pinned.files and stmt.get("files") != pinned.files:
+        problems.append(f"files: release.yaml pins other digests for revision {pinned.revision}")
     if problems:
         raise Refused(f"{where}: the signed gate statement does not match the record: {'; '.join(problems)}. "
                       "Refusing it; re-gate the candidate with the release gate")

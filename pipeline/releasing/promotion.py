@@ -37,6 +37,7 @@ from pipeline.releasing.policy import (
     check_untampered,
     require_manager,
     resolve_version,
+    version_record,
 )
 from pipeline.util.progress import Progress
 
@@ -115,7 +116,7 @@ class Operation:
                   "approved_by": self.ev.tags.get("modelgate.approvers", "") or "-",
                   f"{self.ev.event}d_by": f"{self.ev.actor} at {self.ev.at}",
                   "promotion_id": self.ev.tags.get("modelgate.promotion_id", ""),
-                  **{f"sha256 {k}": v for k, v in sorted(_files(t).items())}}
+                  **{f"sha256 {k}": v for k, v in sorted(version_record(self.reg, t).pin.files.items())}}
         status = ensure_tag(repo_root(self.release.root), name, fields, actor=self.ev.actor,
                             target=params.get("repo_commit") or None, remote=self.release.promotion.git_remote)
         self.audit.set(self.ev, git_tag=name)
@@ -150,15 +151,6 @@ def _no_other_operation(audit: AuditLog, model: str, event: str) -> AuditEvent |
     if pending and pending[0].event != event:
         raise Conflict(claim.resume_hint(pending[0]))
     return pending[0] if pending else None
-
-
-def _files(mv: ModelVersion) -> dict[str, str]:
-    import json
-
-    try:
-        return json.loads(mv.tags.get("modelgate.files", "{}"))
-    except ValueError:
-        return {}
 
 
 def _audit(release: Release, uri: str) -> AuditLog:
@@ -208,7 +200,7 @@ def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, 
     def begin(production: ModelVersion | None) -> tuple[AuditEvent, str]:
         override = check_gate_passed(mv, override_reason)
         check_signature(release, reg, mv)
-        approvers = check_approvals(release, audit, mv)
+        approvers = check_approvals(release, reg, audit, mv)
         check_not_stale(mv, production)
         # the version that becomes `previous` must still be fetchable, byte for byte (readiness.py)
         ready = readiness.at_promotion(release, reg, production, actor, home or release.root / ".modelgate",

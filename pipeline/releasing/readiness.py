@@ -20,16 +20,15 @@ rollback's audit run, or the rehearsal's own), which `history` reads back as "la
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.release import Pin, Release, pin_source
+from pipeline.config.release import Pin, Release
 from pipeline.errors import BadInput, DigestMismatch, InfraError, PinError, Refused
 from pipeline.gate.verdict import Verdict
-from pipeline.integrations.registry import PREVIOUS, ModelVersion, Registry
+from pipeline.integrations.registry import PREVIOUS, VERSION_FILE, ModelVersion, Registry
 from pipeline.releasing.audit import COMPLETED, PROMOTE, ROLLBACK, AuditLog, now_iso
 from pipeline.releasing.policy import check_signature, check_untampered, resolve_version
 from pipeline.util.progress import Progress
@@ -61,15 +60,18 @@ class Readiness:
         return f"rollback to {self.model_name} v{self.version} is NOT ready ({self.how}): {self.detail}"
 
 
-def pin_of(mv: ModelVersion) -> Pin:
-    """The pin a version was gated on, from its tags (source, repo, revision, per-file digests)."""
-    tags = mv.tags
+def pin_of(reg: Registry, mv: ModelVersion) -> Pin:
+    """The pin a version was gated on (source, repo, revision, per-file digests): its gate run's version.json, or
+    a legacy version's tags."""
     try:
-        return Pin(source=pin_source(tags["modelgate.source"]), repo=tags["modelgate.repo"],
-                   revision=tags["modelgate.revision"], files=json.loads(tags["modelgate.files"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise Refused(f"{mv.model_name} v{mv.version} names no complete pin (tag {exc} missing or invalid): "
-                      "its weights cannot be fetched for a rollback") from exc
+        record = reg.record(mv)
+    except ValueError as exc:
+        raise Refused(f"{mv.model_name} v{mv.version}: its record is unreadable ({exc}): its weights cannot be "
+                      "fetched for a rollback") from exc
+    if record is None:
+        raise Refused(f"{mv.model_name} v{mv.version} names no complete pin (no {VERSION_FILE} in its gate run, "
+                      "no legacy tags): its weights cannot be fetched for a rollback")
+    return record.pin
 
 
 def _why(exc: BadInput, pin: Pin) -> str:
@@ -81,12 +83,13 @@ def _why(exc: BadInput, pin: Pin) -> str:
     return f"{pin.repo}@{pin.short}: {exc.message}"
 
 
-def verify(release: Release, mv: ModelVersion, home: Path, how: str, progress: Progress) -> Readiness:
+def verify(release: Release, reg: Registry, mv: ModelVersion, home: Path, how: str,
+           progress: Progress) -> Readiness:
     """Fetch the version's pin into the model cache and check every digest (model/fetch.py). The source's
     refusal or a wrong byte is `not ready` (with the reason); an environment failure raises InfraError."""
     from pipeline.model.fetch import fetch
 
-    pin = pin_of(mv)
+    pin = pin_of(reg, mv)
     progress(f"proving the rollback path: fetching {mv.model_name} v{mv.version} ({pin.uri()}) and checking "
              f"{len(pin.files)} digest(s)")
     try:
@@ -130,7 +133,7 @@ def at_promotion(release: Release, reg: Registry, previous: ModelVersion | None,
         return audit_tags(None)
     reason = override_reason.strip() if override_reason and override_reason.strip() else None
     try:
-        result = verify(release, previous, home, AT_PROMOTION, progress)
+        result = verify(release, reg, previous, home, AT_PROMOTION, progress)
     except InfraError as exc:
         if reason is None:
             raise
@@ -161,7 +164,7 @@ def check_rollback_target(release: Release, reg: Registry, audit: AuditLog, targ
 def at_rollback(release: Release, reg: Registry, target: ModelVersion, actor: str, home: Path,
                 progress: Progress) -> dict[str, str]:
     """Verify the rollback target before any alias moves; Refused (nothing moved) when it fails."""
-    result = verify(release, target, home, AT_ROLLBACK, progress)
+    result = verify(release, reg, target, home, AT_ROLLBACK, progress)
     record_on_version(reg, result, actor)
     progress(result.line())
     if not result.ready:
@@ -225,11 +228,11 @@ def rehearse(release: Release, uri: str, to_ref: str | None, actor: str | None, 
     except Refused as exc:
         result = Readiness(target.model_name, target.version, False, how, exc.one_line(), now_iso())
     else:
-        result = verify(release, target, home, how, progress)
+        result = verify(release, reg, target, home, how, progress)
         if result.ready and serve:
             assert result.path is not None  # a verified copy
             log_file = home / "rollback-checks" / f"{release.model_name}-v{target.version}-server.log"
-            ok, what = boot(release, result.path, pin_of(target), log_file, progress)
+            ok, what = boot(release, result.path, pin_of(reg, target), log_file, progress)
             result = Readiness(target.model_name, target.version, ok, how,
                                f"{result.detail}; {what}" if ok else what, now_iso(), result.path)
     record_on_version(reg, result, actor)

@@ -38,12 +38,12 @@ STATEMENT_TYPE = "modelgate.gate-statement/1"
 SIGNATURE_DIR = "signature"  # the run's artifact directory: statement.json, statement.sig
 STATEMENT_FILE = "statement.json"
 SIGNATURE_FILE = "statement.sig"
-# version tags
-KEY_ID_TAG = "modelgate.signature.key_id"
-SIGNATURE_TAG = "modelgate.signature"
-SIGNED_AT_TAG = "modelgate.signature.signed_at"
-STATUS_TAG = "modelgate.signature.status"  # signed | unsigned (display only; verification decides)
-GATE_KIND_TAG = "modelgate.gate_kind"
+STATUS_TAG = "modelgate.signature.status"  # the version's tag: signed | unsigned (display only; verification decides)
+SIGNED, UNSIGNED = "signed", "unsigned"
+# versions signed before the signature moved to the artifact carried it as tags (still read: promote verifies them)
+LEGACY_SIGNATURE_TAG = "modelgate.signature"
+LEGACY_KEY_ID_TAG = "modelgate.signature.key_id"
+GATE_KIND_TAG = "modelgate.gate_kind"  # the gate run's tag (and param gate_kind)
 RELEASE, ADVISORY = "release", "advisory"
 GATE_KINDS = (RELEASE, ADVISORY)
 

@@ -21,6 +21,7 @@ from tests.support.quality import (
     release_cmd,
     signing_key_body,
 )
+from tests.support.records import version_record
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +53,7 @@ def test_first_release_uses_absolute_floors_and_records_items(production, mlflow
     client = MlflowClient(tracking_uri=mlflow_server)
     mv = client.get_model_version(MODEL, production["version"])
     assert mv.source.endswith("@" + report["candidate"]["revision"]) and mv.run_id == report["tracking"]["run_id"]
-    assert mv.tags["modelgate.digest.suites"] == report["digests"]["suites"]
+    assert version_record(mlflow_server, MODEL, mv.version)["digests"]["suites"] == report["digests"]["suites"]
     run = client.get_run(mv.run_id)
     assert run.data.metrics["format.pass_rate"] == rows["format/pass"]["candidate_mean"]
     assert run.data.metrics["compare.support_intent.acc.candidate_mean"] == rows["support_intent/acc"]["candidate_mean"]

@@ -37,6 +37,14 @@ def _team(tmp_path: Path, model: str) -> Path:
     return config
 
 
+def _without_assistant(page) -> None:
+    """Close MLflow's assistant side panel, if it is open, so the screenshots show the tables at full width."""
+    close = page.get_by_role("button", name="Close", exact=True)
+    if close.count() and close.first.is_visible():
+        close.first.click()
+        close.first.wait_for(state="hidden", timeout=10_000)  # the panel is gone (a small button stays)
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by scripts/setup.sh")
 def test_mlflow_ui_shows_verdicts_production_and_per_case_assessments(tmp_path, mlflow_server):
     from mlflow.tracking import MlflowClient
@@ -64,7 +72,11 @@ def test_mlflow_ui_shows_verdicts_production_and_per_case_assessments(tmp_path, 
     run = client.get_run(run_id)
     assert run.data.tags["mlflow.user"] == "carol@example.com"
     assert run.data.tags[TRACES_TAG] == "6 traces"
-    assert "report.html" in {a.path for a in client.list_artifacts(run_id)}
+    assert {"report.html", "version.json"} <= {a.path for a in client.list_artifacts(run_id)}
+    # few, short version tags: the file digests are the gate run's version.json, not a JSON blob in the table
+    assert set(client.get_model_version(model, bad).tags) == {
+        "modelgate.verdict", "modelgate.revision", "modelgate.gate_run_id", "modelgate.baseline_version",
+        "modelgate.signature.status"}
     experiment_id = run.info.experiment_id
     production_run = client.get_model_version(model, good).run_id
     production_name = client.get_run(production_run).info.run_name
@@ -77,11 +89,15 @@ def test_mlflow_ui_shows_verdicts_production_and_per_case_assessments(tmp_path, 
             page.goto(f"{uri}/#/models/{model}")
             page.get_by_text("REJECTED · ", exact=False).first.wait_for(timeout=30_000)
             page.get_by_text(ABOUT, exact=False).first.wait_for(timeout=10_000)
+            _without_assistant(page)
             model_text = page.inner_text("body")
+            rows = {v: page.get_by_role("row").filter(has=page.get_by_role("link", name=f"Version {v}", exact=True))
+                    .first.inner_text(timeout=10_000) for v in (good, bad)}
             page.screenshot(path=str(shots / "mlflow-model-page.png"))
 
             page.goto(f"{uri}/#/experiments/{experiment_id}/runs/{run_id}/traces")
             page.get_by_text("support/case_05", exact=False).first.wait_for(timeout=30_000)
+            _without_assistant(page)
             traces_text = page.inner_text("body")
             page.screenshot(path=str(shots / "mlflow-gate-traces.png"))
 
@@ -89,12 +105,16 @@ def test_mlflow_ui_shows_verdicts_production_and_per_case_assessments(tmp_path, 
             page.goto(f"{uri}/#/experiments/{experiment_id}/runs/{run_id}/traces?compareToRunUuid={production_run}")
             page.get_by_text(production_name, exact=False).first.wait_for(timeout=30_000)
             page.get_by_text("support/case_05", exact=False).first.wait_for(timeout=30_000)
+            _without_assistant(page)
             compare_text = page.inner_text("body")
             page.screenshot(path=str(shots / "mlflow-gate-compare.png"))
         finally:
             browser.close()
     assert "PASSED · " in model_text and "REJECTED · " in model_text
+    assert "PASSED · " in rows[good] and "REJECTED · " in rows[bad], rows  # each version's row: its verdict
+    assert "modelgate.verdict" in rows[bad] and "rejected" in rows[bad]
     assert f"Production: v{good} since" in model_text
+    assert "modelgate.files" not in model_text and '"model.safetensors"' not in model_text
     assert all(f"support/case_{i:02d}" in traces_text for i in range(6))
     assert "passed" in traces_text and "json_schema" in traces_text
     assert production_name in compare_text and "support/case_05" in compare_text

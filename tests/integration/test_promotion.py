@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.gate.result import Status
 from tests.support.git import AUTHOR, git
+from tests.support.records import rewrite_record, version_record
 from tests.support.team import (
     alias,
     approve,
@@ -168,16 +169,15 @@ def test_tampered_version_tags_are_refused_at_promotion(team, mlflow_server):
     v1 = record_gate(team, uri, 1)
     approve(team, uri, v1)
     client = MlflowClient(tracking_uri=uri)
-    files = json.loads(client.get_model_version(model, v1).tags["modelgate.files"])
-    files["model.safetensors"] = "c" * 64
-    client.set_model_version_tag(model, v1, "modelgate.files", json.dumps(files))
+    files = version_record(uri, model, v1)["files"]  # the file digests are the gate run's version.json
+    rewrite_record(uri, model, v1, files={**files, "model.safetensors": "c" * 64})
     proc = promote(team, uri, v1)
     assert proc.returncode == 5 and "tampered" in proc.stderr and "model.safetensors" in proc.stderr
-    client.set_model_version_tag(model, v1, "modelgate.files", json.dumps({**files, "model.safetensors": "b" * 64}))
+    rewrite_record(uri, model, v1, files=files)
     client.set_model_version_tag(model, v1, "modelgate.verdict", "passed")
     client.set_model_version_tag(model, v1, "modelgate.revision", revision(9))
     proc = promote(team, uri, v1)
-    assert proc.returncode == 5 and "revision" in proc.stderr
+    assert proc.returncode == 5 and "modelgate.revision" in proc.stderr and revision(9) in proc.stderr
     assert alias(uri, model, "production") is None
 
 

@@ -17,15 +17,16 @@ from mlflow.tracking import MlflowClient
 from pipeline.config.release import load_release
 from pipeline.gate.result import StageResult, Status
 from pipeline.gate.run import run_gate
-from pipeline.integrations.registry import version_tags
 from pipeline.releasing import signing
 from tests.support.git import git
+from tests.support.records import legacy_tags, rewrite_record, to_legacy_layout, version_record
 from tests.support.signing import KEY, SigningKey
 from tests.support.team import (
     alias,
     approve,
     make_team,
     model_of,
+    modelgate,
     pin_digests,
     promote,
     record_gate,
@@ -76,15 +77,21 @@ def test_signed_release_gate_records_the_statement_on_the_run_and_the_version(te
     v1 = record_gate(team, uri, 1)
     client = MlflowClient(tracking_uri=uri)
     mv = client.get_model_version(model, v1)
-    assert mv.tags[signing.KEY_ID_TAG] == KEY.id and mv.tags[signing.STATUS_TAG] == "signed"
-    assert mv.tags[signing.GATE_KIND_TAG] == "release"
+    # few, short tags; the signature, the file digests and the rest of the record are the gate run's artifacts
+    assert mv.tags == {"modelgate.verdict": "passed", "modelgate.revision": revision(1),
+                       "modelgate.gate_run_id": mv.run_id, "modelgate.baseline_version": "",
+                       signing.STATUS_TAG: "signed"}
+    record = version_record(uri, model, v1)
+    assert record["files"] == pin_digests(1) and record["gate_kind"] == "release" and record["author"]
     local = client.download_artifacts(mv.run_id, "signature/statement.json")
     stmt = json.loads(open(local).read())
     report = open(client.download_artifacts(mv.run_id, "report.json"), "rb").read()
     assert stmt["run_id"] == mv.run_id and stmt["revision"] == revision(1) and stmt["verdict"] == "passed"
     assert stmt["report_sha256"] == signing.sha256_hex(report) and stmt["files"] == pin_digests(1)
-    assert stmt["config_digest"] == signing.config_digest(load_release(team).raw)
-    signing.verify(stmt, base64.b64decode(mv.tags[signing.SIGNATURE_TAG]), load_release(team).signing_keys, "v1")
+    assert stmt["config_digest"] == signing.config_digest(load_release(team).raw) and stmt["key_id"] == KEY.id
+    assert stmt["digests"] == record["digests"]
+    sig = open(client.download_artifacts(mv.run_id, "signature/statement.sig")).read()
+    signing.verify(stmt, base64.b64decode(sig), load_release(team).signing_keys, "v1")
     assert approve(team, uri, v1).returncode == 0
     assert promote(team, uri, v1).returncode == 0 and alias(uri, model, "production") == v1
 
@@ -116,7 +123,7 @@ def test_gate_signed_by_a_key_release_yaml_does_not_trust_is_refused(team, mlflo
     assert_nothing_moved(team, uri)
 
 
-def test_a_signature_forged_by_another_key_under_the_trusted_key_id_is_refused(team, mlflow_server):
+def test_a_signature_forged_by_another_key_under_the_trusted_key_id_is_refused(team, mlflow_server, tmp_path):
     """The statement names the trusted key id, but another key signed it: the signature does not verify."""
     uri, model = mlflow_server, model_of(team)
     v1 = record_gate(team, uri, 1)
@@ -125,38 +132,68 @@ def test_a_signature_forged_by_another_key_under_the_trusted_key_id_is_refused(t
     mv = client.get_model_version(model, v1)
     stmt = json.loads(open(client.download_artifacts(mv.run_id, "signature/statement.json")).read())
     forged = base64.b64encode(SigningKey.new().private.sign(signing.canonical(stmt))).decode()
-    client.set_model_version_tag(model, v1, signing.SIGNATURE_TAG, forged)
+    path = tmp_path / "signature" / "statement.sig"
+    path.parent.mkdir()
+    path.write_text(forged + "\n")
+    client.log_artifact(mv.run_id, str(path), artifact_path="signature")  # the run's signature replaced
+    refused(promote(team, uri, v1), "does not verify")
+    client.set_model_version_tag(model, v1, signing.LEGACY_SIGNATURE_TAG, forged)  # or set as a legacy tag
     refused(promote(team, uri, v1), "does not verify")
     assert_nothing_moved(team, uri)
 
 
-def test_a_signature_copied_onto_another_version_is_refused(team, mlflow_server):
-    """v1's valid signature tags copied onto v2 (an unsigned record): v2's run holds no statement, and v1's
-    statement would name v1's run."""
+def test_a_signature_copied_onto_another_version_is_refused(team, mlflow_server, tmp_path):
+    """v1's valid signature copied onto v2 (an unsigned record): as legacy tags, v2's run holds no statement; as
+    the run's artifacts, v1's statement names v1's run."""
     uri, model = mlflow_server, model_of(team)
     v1 = record_gate(team, uri, 1)
     v2 = record_gate(team, uri, 2, key=None)
     client = MlflowClient(tracking_uri=uri)
-    tags = client.get_model_version(model, v1).tags
-    for key in (signing.SIGNATURE_TAG, signing.KEY_ID_TAG, signing.SIGNED_AT_TAG):
-        client.set_model_version_tag(model, v2, key, tags[key])
+    run1, run2 = client.get_model_version(model, v1).run_id, client.get_model_version(model, v2).run_id
+    copies = [Path(client.download_artifacts(run1, f"signature/{name}", str(tmp_path)))
+              for name in ("statement.sig", "statement.json")]
+    client.set_model_version_tag(model, v2, signing.LEGACY_SIGNATURE_TAG, copies[0].read_text().strip())
     refused(promote(team, uri, v2), "holds no signed statement")
+    for path in copies:
+        client.log_artifact(run2, str(path), artifact_path="signature")
+    assert len(client.list_artifacts(run2, "signature")) == 2
+    refused(promote(team, uri, v2), "does not match the record", "run_id")
     assert_nothing_moved(team, uri)
 
 
-@pytest.mark.parametrize("tamper", ["baseline tag", "digest tag", "report artifact", "statement artifact"])
+def test_a_version_registered_before_version_json_is_still_verified_and_promoted(team, mlflow_server):
+    """Stores hold versions whose record and signature are all tags (no version.json): read and verified as such."""
+    uri, model = mlflow_server, model_of(team)
+    v1 = record_gate(team, uri, 1)
+    to_legacy_layout(uri, model, v1)
+    assert approve(team, uri, v1).returncode == 0
+    proc = promote(team, uri, v1)
+    assert proc.returncode == 0 and alias(uri, model, "production") == v1, proc.stderr
+    resolved = modelgate(team, uri, "resolve", "production", "--json")
+    assert json.loads(resolved.stdout)["files"] == pin_digests(1), resolved.stderr
+
+
+@pytest.mark.parametrize("tamper", ["baseline tag", "suite digest", "file digest", "legacy digest tag",
+                                    "report artifact", "statement artifact"])
 def test_a_valid_signature_over_a_record_changed_since_is_refused(team, mlflow_server, tmp_path, tamper):
     uri, model = mlflow_server, model_of(team)
     v1 = record_gate(team, uri, 1)
     assert approve(team, uri, v1).returncode == 0  # approved while the record was intact
     client = MlflowClient(tracking_uri=uri)
     mv = client.get_model_version(model, v1)
-    if tamper == "baseline tag":  # not checked against the run's params: only the signature ties it
+    if tamper == "baseline tag":  # the run's param and the signature tie it
         client.set_model_version_tag(model, v1, "modelgate.baseline_version", "7")
         needle = "baseline_version"
-    elif tamper == "digest tag":
+    elif tamper == "suite digest":  # the record's long values are the run's version.json (EDIT on the experiment)
+        rewrite_record(uri, model, v1, digests={**version_record(uri, model, v1)["digests"], "suites": "0" * 64})
+        needle = "digests (suites)"
+    elif tamper == "file digest":  # what a rollback would fetch and check
+        rewrite_record(uri, model, v1, files={**pin_digests(1), "model.safetensors": "0" * 64})
+        needle = "file digests (model.safetensors)"
+    elif tamper == "legacy digest tag":  # a version registered before version.json: its tags hold the record
+        to_legacy_layout(uri, model, v1)
         client.set_model_version_tag(model, v1, "modelgate.digest.suites", "0" * 64)
-        needle = "digests"
+        needle = "digests (signed {}"  # a legacy run has no digest params: the signed statement catches it
     elif tamper == "report artifact":  # a friendlier report replaces the one the gate wrote
         path = tmp_path / "report.json"
         doc = json.loads(open(client.download_artifacts(mv.run_id, "report.json")).read())
@@ -224,10 +261,10 @@ def test_an_advisory_gate_is_recorded_apart_registers_nothing_and_cannot_be_prom
     release = load_release(team)
     pin = release.candidate
     client.create_registered_model(model)
-    for kind, needle in (("advisory", "advisory gate"), ("release", "is unsigned")):
-        tags = {**version_tags(pin, run_id, "passed", {}, "dev@example.com"), signing.GATE_KIND_TAG: kind}
+    for kind in ("advisory", "release"):  # the run's gate_kind param decides, whatever the tags claim
+        tags = legacy_tags(pin, run_id, "passed", {}, "dev@example.com", gate_kind=kind)
         mv = client.create_model_version(model, source=pin.uri(), run_id=run_id, tags=tags)
-        refused(promote(team, uri, mv.version), needle)
+        refused(promote(team, uri, mv.version), "recorded by an advisory gate")
     assert_nothing_moved(team, uri)
 
 

@@ -18,6 +18,7 @@ from pipeline.gate.run import run_gate
 from pipeline.integrations import registry
 from tests.support import cli
 from tests.support.mlflow_server import MlflowServer
+from tests.support.records import version_record
 from tests.support.releases import write_release
 
 pytestmark = pytest.mark.integration
@@ -105,7 +106,7 @@ def test_report_kept_while_tracking_is_down_is_synced_once(server, tmp_path):
     assert mv.run_id == run.info.run_id and mv.source == release.candidate.uri()
     assert mv.tags["modelgate.gate_run_id"] == run.info.run_id and mv.tags["modelgate.verdict"] == "passed"
     assert mv.tags["modelgate.revision"] == release.candidate.revision
-    assert mv.tags["modelgate.digest.evalsets"] == "e" * 64
+    assert version_record(server.uri, model, mv.version)["digests"]["evalsets"] == "e" * 64
     assert client.get_model_version_by_alias(model, registry.CANDIDATE).version == mv.version
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"report.json", "report.md", "report.html", "items.json"} <= artifacts
