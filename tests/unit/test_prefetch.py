@@ -1,0 +1,83 @@
+"""The gate's background baseline look-up (pipeline/gate/prefetch.py): one read, overlapping the boot; its
+errors raised, unchanged, where the value is used."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pipeline.errors import InfraError
+from pipeline.gate import prefetch
+from pipeline.integrations import registry
+
+
+class Store:
+    def __init__(self, answer=None, error=None, gate: threading.Event | None = None):
+        self.answer, self.error, self.gate, self.asked = answer, error, gate, []
+
+    def production(self, model_name):
+        self.asked.append(model_name)
+        if self.gate is not None:
+            assert self.gate.wait(10), "the test never released the look-up"
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+@pytest.fixture
+def alias(monkeypatch):
+    """registry.Registry(uri).by_alias(...) answers `alias.value` or raises `alias.error`."""
+    state = type("Alias", (), {"value": None, "error": None, "asked": []})()
+
+    class FakeRegistry:
+        def __init__(self, uri):
+            self.uri = uri
+
+        def by_alias(self, name, which):
+            state.asked.append((self.uri, name, which))
+            if state.error is not None:
+                raise state.error
+            return state.value
+
+    monkeypatch.setattr(registry, "Registry", FakeRegistry)
+    return state
+
+
+def test_one_read_answers_every_stage_and_the_start_alias(alias):
+    alias.value = "v3"
+    store = Store(answer="baseline v3")
+    lookups = prefetch.BaselinePrefetch("sqlite:///x.db", "m", store=store)
+    assert lookups.production("m") == "baseline v3"
+    assert lookups.production("m") == "baseline v3"  # the serve, compare and load stages: still one read
+    assert lookups.production_at_start() == "v3"
+    lookups.settle()
+    assert store.asked == ["m"] and alias.asked == [("sqlite:///x.db", "m", registry.PRODUCTION)]
+
+
+def test_a_failed_read_raises_its_own_error_where_the_value_is_used(alias):
+    alias.error = InfraError("MLflow at x: reading alias 'production' of m failed: 403")
+    lookups = prefetch.BaselinePrefetch("u", "m", store=Store(error=InfraError("cannot read items.json of run r")))
+    with pytest.raises(InfraError, match="cannot read items.json of run r"):
+        lookups.production("m")
+    with pytest.raises(InfraError, match="reading alias 'production' of m failed: 403"):
+        lookups.production_at_start()
+
+
+def test_the_look_up_runs_in_the_background_and_is_waited_for(alias):
+    release = threading.Event()
+    store = Store(answer="b", gate=release)
+    lookups = prefetch.BaselinePrefetch("u", "m", store=store)  # returns at once: the read is blocked
+    with pytest.raises(TimeoutError):
+        prefetch._Lookup().get(timeout_s=0)
+    waiter = threading.Thread(target=lambda: release.set())
+    waiter.start()
+    assert lookups.production("m") == "b"
+    waiter.join()
+
+
+def test_another_model_is_read_when_asked(alias):
+    store = Store(answer="other")
+    lookups = prefetch.BaselinePrefetch("u", "m", store=store)
+    lookups.settle()
+    assert lookups.production("n") == "other" and store.asked == ["m", "n"]
