@@ -62,6 +62,13 @@ class BaselinePrefetch:
         value: registry.ModelVersion | None = self._alias.get(timeout_s)
         return value
 
+    def check(self) -> None:
+        """Raise the alias read's error if it has failed (the runner's checkpoint before each stage): read before
+        the stages, it stopped the gate at its start (exit 3, named by cause); now it stops it at the next stage
+        boundary, the servers torn down. A read still running, or one that succeeded, passes."""
+        if self._alias.done.is_set() and self._alias.error is not None:
+            raise self._alias.error
+
     def production(self, model_name: str) -> registry.Baseline | None:
         if model_name != self.model_name:  # not this gate's model: read it now
             return self.store.production(model_name)

@@ -157,7 +157,8 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     ctx = GateContext(release=advisory_profile(release, sample), run_dir=run_dir, home=home,
                       enforce_eager=enforce_eager, baseline_store=baselines,
                       case_sample=sample.prompt_cases if sample else None)
-    results = run_stages(ctx, stages, after_failure=AFTER_FAILURE, prerequisites=PREREQUISITES)
+    results = run_stages(ctx, stages, after_failure=AFTER_FAILURE, prerequisites=PREREQUISITES,
+                         checkpoint=baselines.check)
     verdict, exit_code, reasons = decide(results)
     if verdict == Verdict.INTERRUPTED:  # the partial report is kept: no waiting for MLflow, no error from it
         try:

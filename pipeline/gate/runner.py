@@ -9,6 +9,10 @@ later stage. Infrastructure errors
 (and OSErrors: a full disk, an unwritable directory) become an `error` status with the message (and the
 server log tail); bad input propagates (exit 2, nothing recorded); SIGINT/SIGTERM mark the running stage
 `interrupted`. Servers are torn down in every case.
+
+`checkpoint`, when given, is called before each stage: the gate's background look-ups (gate/prefetch.py) raise
+there the error that, read serially before the stages, would have stopped the gate at its start; it
+propagates like bad input (servers torn down, nothing recorded).
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ STOPPING = (Status.FAILED, Status.ERROR, Status.INTERRUPTED)
 
 
 def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collection[str] = (),
-               prerequisites: Collection[str] = ()) -> list[StageResult]:
+               prerequisites: Collection[str] = (),
+               checkpoint: Callable[[], None] | None = None) -> list[StageResult]:
     results: list[StageResult] = []
     with ctx.cleanup:
         for name, run in stages:
+            if checkpoint is not None:
+                checkpoint()
             stopping = STOPPING if name not in after_failure else (Status.ERROR, Status.INTERRUPTED)
             blocker = next((r for r in results if r.status in stopping
                             or (r.status == Status.FAILED and r.name in prerequisites)), None)

@@ -81,3 +81,38 @@ def test_another_model_is_read_when_asked(alias):
     lookups = prefetch.BaselinePrefetch("u", "m", store=store)
     lookups.settle()
     assert lookups.production("n") == "other" and store.asked == ["m", "n"]
+
+
+def test_a_failed_alias_read_stops_the_gate_at_the_next_stage_with_its_own_error(alias, tmp_path):
+    """As when it was read before the stages: exit 3 named by cause, the servers torn down, no later stage."""
+    from pipeline.gate.context import GateContext
+    from pipeline.gate.result import StageResult, Status
+    from pipeline.gate.runner import run_stages
+
+    alias.error = InfraError("MLflow at x: reading alias 'production' of m failed: 403 Forbidden")
+    lookups = prefetch.BaselinePrefetch("u", "m", store=Store(answer=None))
+    lookups.settle()
+    ran, torn_down = [], []
+    ctx = GateContext(release=None, run_dir=tmp_path, home=tmp_path)  # type: ignore[arg-type]
+    ctx.cleanup.callback(lambda: torn_down.append(True))
+
+    def stage(name):
+        def run(_ctx):
+            ran.append(name)
+            return StageResult(name, Status.PASSED)
+        return name, run
+
+    with pytest.raises(InfraError, match="reading alias 'production' of m failed: 403 Forbidden"):
+        run_stages(ctx, [stage("fetch"), stage("serve")], checkpoint=lookups.check)
+    assert ran == [] and torn_down == [True]
+
+
+def test_a_read_still_running_or_done_passes_the_checkpoint(alias):
+    release = threading.Event()
+    alias.value = "v1"
+    lookups = prefetch.BaselinePrefetch("u", "m", store=Store(answer="b", gate=release))
+    lookups.check()  # running (the baseline read waits) or done: no error
+    release.set()
+    lookups.settle()
+    lookups.check()
+    assert lookups.production_at_start() == "v1"
