@@ -17,6 +17,8 @@ from typing import Any
 
 from pipeline.integrations import registry
 
+OVERLAPPED = ("fetch", "serve")  # the stages the look-ups run beside (stages/fetch.py, stages/serve.py NAME)
+
 
 class _Lookup:
     """One value computed in the background thread: its result or the exception it raised."""
@@ -62,11 +64,14 @@ class BaselinePrefetch:
         value: registry.ModelVersion | None = self._alias.get(timeout_s)
         return value
 
-    def check(self) -> None:
-        """Raise the alias read's error if it has failed (the runner's checkpoint before each stage): read before
-        the stages, it stopped the gate at its start (exit 3, named by cause); now it stops it at the next stage
-        boundary, the servers torn down. A read still running, or one that succeeded, passes."""
-        if self._alias.done.is_set() and self._alias.error is not None:
+    def check(self, stage: str) -> None:
+        """The runner's checkpoint before `stage`. During the stages it overlaps (OVERLAPPED: the fetch and the
+        boot) a failed alias read raises at once; before any later stage the read is waited for, so the gate
+        goes no further on a production version it does not know (read before the stages, a failed read stopped
+        the gate at its start: exit 3, named by cause; now at the end of the boot, the servers torn down)."""
+        if stage not in OVERLAPPED:
+            self._alias.get()
+        elif self._alias.done.is_set() and self._alias.error is not None:
             raise self._alias.error
 
     def production(self, model_name: str) -> registry.Baseline | None:

@@ -10,8 +10,8 @@ later stage. Infrastructure errors
 server log tail); bad input propagates (exit 2, nothing recorded); SIGINT/SIGTERM mark the running stage
 `interrupted`. Servers are torn down in every case.
 
-`checkpoint`, when given, is called before each stage: the gate's background look-ups (gate/prefetch.py) raise
-there the error that, read serially before the stages, would have stopped the gate at its start; it
+`checkpoint(name)`, when given, is called before each stage: the gate's background look-ups (gate/prefetch.py)
+raise there the error that, read serially before the stages, would have stopped the gate at its start; it
 propagates like bad input (servers torn down, nothing recorded).
 """
 
@@ -33,12 +33,10 @@ STOPPING = (Status.FAILED, Status.ERROR, Status.INTERRUPTED)
 
 def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collection[str] = (),
                prerequisites: Collection[str] = (),
-               checkpoint: Callable[[], None] | None = None) -> list[StageResult]:
+               checkpoint: Callable[[str], None] | None = None) -> list[StageResult]:
     results: list[StageResult] = []
     with ctx.cleanup:
         for name, run in stages:
-            if checkpoint is not None:
-                checkpoint()
             stopping = STOPPING if name not in after_failure else (Status.ERROR, Status.INTERRUPTED)
             blocker = next((r for r in results if r.status in stopping
                             or (r.status == Status.FAILED and r.name in prerequisites)), None)
@@ -46,6 +44,12 @@ def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collect
                 results.append(StageResult(name, Status.SKIPPED,
                                            reasons=[f"not run: stage {blocker.name} {blocker.status.value}"]))
                 continue
+            if checkpoint is not None:
+                try:
+                    checkpoint(name)  # its errors propagate (module doc); an interrupt while it waits is the stage's
+                except (KeyboardInterrupt, Interrupted) as exc:
+                    results.append(StageResult(name, Status.INTERRUPTED, reasons=[f"interrupted by {_signal(exc)}"]))
+                    continue
             progress = progress_for(name)
             progress("started")
             t0 = time.monotonic()
@@ -54,8 +58,7 @@ def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collect
             except BadInput:
                 raise
             except (KeyboardInterrupt, Interrupted) as exc:
-                signal_name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
-                result = StageResult(name, Status.INTERRUPTED, reasons=[f"interrupted by {signal_name}"])
+                result = StageResult(name, Status.INTERRUPTED, reasons=[f"interrupted by {_signal(exc)}"])
             except OSError as exc:  # disk full, unwritable directory, too many open files: infrastructure
                 where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
                 result = StageResult(name, Status.ERROR,
@@ -71,3 +74,7 @@ def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collect
             progress(f"{result.status.value} in {result.duration_s:.1f}s")
             results.append(result)
     return results
+
+
+def _signal(exc: BaseException) -> str:
+    return exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"

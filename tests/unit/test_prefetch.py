@@ -103,16 +103,55 @@ def test_a_failed_alias_read_stops_the_gate_at_the_next_stage_with_its_own_error
         return name, run
 
     with pytest.raises(InfraError, match="reading alias 'production' of m failed: 403 Forbidden"):
-        run_stages(ctx, [stage("fetch"), stage("serve")], checkpoint=lookups.check)
+        run_stages(ctx, [stage("fetch"), stage("serve")], checkpoint=lookups.check)  # fetch: failed already
     assert ran == [] and torn_down == [True]
 
 
-def test_a_read_still_running_or_done_passes_the_checkpoint(alias):
-    release = threading.Event()
-    alias.value = "v1"
-    lookups = prefetch.BaselinePrefetch("u", "m", store=Store(answer="b", gate=release))
-    lookups.check()  # running (the baseline read waits) or done: no error
-    release.set()
+def test_the_checkpoint_waits_for_the_alias_read_after_the_boot_and_not_during_it(alias):
+    checked = []
+    lookups = prefetch.BaselinePrefetch("u", "m", store=Store(answer="b"))
     lookups.settle()
-    lookups.check()
-    assert lookups.production_at_start() == "v1"
+    lookups._alias = prefetch._Lookup()  # stands for a read that has not finished yet
+    lookups.check("fetch")  # overlapped: passes at once while the read runs
+    lookups.check("serve")
+    waiter = threading.Thread(target=lambda: checked.append(lookups.check("format")))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # the first stage after the boot waits for the read
+    lookups._alias.value = "v1"
+    lookups._alias.done.set()
+    waiter.join(10)
+    assert checked == [None] and lookups.production_at_start() == "v1"
+
+
+def test_stage_names_overlapped_are_the_gates():
+    from pipeline.gate.stages import fetch, serve
+
+    assert prefetch.OVERLAPPED == (fetch.NAME, serve.NAME)
+
+
+def test_an_interrupt_while_the_checkpoint_waits_marks_that_stage_interrupted(tmp_path):
+    from pipeline.errors import Interrupted
+    from pipeline.gate.context import GateContext
+    from pipeline.gate.result import StageResult, Status
+    from pipeline.gate.runner import run_stages
+
+    def checkpoint(name):
+        if name == "format":
+            raise Interrupted("SIGTERM")
+
+    ran = []
+
+    def stage(name):
+        def run(_ctx):
+            ran.append(name)
+            return StageResult(name, Status.PASSED)
+        return name, run
+
+    ctx = GateContext(release=None, run_dir=tmp_path, home=tmp_path)  # type: ignore[arg-type]
+    stages = [stage(n) for n in ("serve", "format", "evals")]
+    results = run_stages(ctx, stages, checkpoint=checkpoint)
+    assert ran == ["serve"]
+    assert [(r.name, r.status) for r in results] == [
+        ("serve", Status.PASSED), ("format", Status.INTERRUPTED), ("evals", Status.SKIPPED)]
+    assert results[1].reasons == ["interrupted by SIGTERM"]
