@@ -1,15 +1,24 @@
 """Measure the pipeline itself on the demo model (not a test; prints numbers).
 
-1. `modelgate gate` on a release.yaml (default: the repository's) with a throw-away MLflow store:
-   wall time per stage (from runs/<id>/report.json) and vLLM boots per gate (the "starting vLLM" progress
-   lines; the goal is exactly one per model).
-2. One vLLM boot of the same model: the evals stage's workload (lm-eval on the release's evalsets) while the
-   server's token and request counters are read from /metrics, then vLLM's serving benchmark at saturation
-   (concurrency --saturation-concurrency) with random prompts of the evals' own mean prompt and output
-   lengths, so both sides are the same prefill/decode mix. Prints the eval stage's token throughput
-   (prompt + generated tokens/s) as a fraction of the saturated one.
+1. The gate (`run_gate`, as `modelgate gate` runs it, in a child process timed from outside) on a release.yaml
+   (default: the repository's) with a throw-away MLflow store: wall time per stage (from the run's
+   report.json), vLLM boots per gate (the "starting vLLM" progress lines; the goal is exactly one per model)
+   and the boot's own time ("vLLM ready after"), evals-stage items/s.
+2. On the same server, two additions that change nothing the gate runs: the evals stage is metered (the
+   server's token and request counters, /metrics, before and after it), and once the load test is done a last
+   stage runs vLLM's serving benchmark at saturation (concurrency --saturation-concurrency) with random prompts
+   of the evals' own mean prompt and output lengths, so both sides are the same prefill/decode mix. Prints the
+   evals stage's token throughput (prompt + generated tokens/s) as a fraction of the saturated one. That
+   stage's time is not counted in the gate's wall time.
+3. "Nothing idle": the limit a gate can reach = vLLM boot + the evals' tokens at saturated throughput + the
+   load test's traffic time (the sum of its levels' benchmark durations), each term and gate wall / limit.
 
-    .venv/bin/python benchmarks/pipeline_bench.py [--config release.yaml] [--enforce-eager] [--skip-gate]
+Every goal of issue 13 is printed with "goal met" or "goal not met". Sizes (--items, --load-levels, ...) make
+a tiny run for the test that keeps this instrument working (tests/e2e/test_pipeline_bench_e2e.py); without
+them the release's own configuration is measured.
+
+    .venv/bin/python benchmarks/pipeline_bench.py [--config release.yaml] [--enforce-eager] [--items N]
+        [--load-levels 1,3] [--load-requests-per-concurrency N] [--prompt-cases N] [--saturation-concurrency N]
 """
 
 from __future__ import annotations
@@ -17,101 +26,289 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# the goals of issue 13; "today's" figures are the issue's own measurement (2 cores, demo, compiled vLLM)
+TODAY_ITEMS_PER_S = 0.75
+TODAY_GATE_S = 570.0
+ITEMS_SPEEDUP_GOAL = 3.0
+SATURATION_GOAL = 0.90
+LIMIT_RATIO_GOAL = 1.15
+GATE_SPEEDUP_GOAL = 2.0
 
-def gate_timings(config: Path, enforce_eager: bool, tmp: Path) -> None:
+
+def goal(met: bool) -> str:
+    return "goal met" if met else "goal not met"
+
+
+@dataclass
+class GateFigures:
+    wall_s: float  # the gate's wall time, the benchmark's own saturation stage excluded
+    boots: int
+    boot_s: float | None  # the gate's own vLLM boot: "vLLM ready after X s"
+    load_traffic_s: float  # sum of the load levels' benchmark durations
+    evals_s: float | None  # the evals stage's duration
+    report: dict[str, Any]
+
+
+def sized_config(config: Path, args: argparse.Namespace, tmp: Path) -> tuple[Path, str]:
+    """The release to gate: `config` itself, or (sizes given) a copy in `tmp` with its relative paths made
+    absolute and the sizes applied. Returns (path, gate kind): a prompt-case sample is an advisory gate."""
+    import yaml
+
+    if args.items is None and args.load_levels is None and args.load_requests_per_concurrency is None \
+            and args.prompt_cases is None:
+        return config, "release"
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    root = config.parent
+    cand = raw["candidate"]
+    if cand.get("source", "git") == "git" and "://" not in cand["repo"] and not cand["repo"].startswith("git@"):
+        cand["repo"] = str((root / cand["repo"]).resolve())
+    gates = raw.setdefault("gates", {})
+    if "format" in gates:
+        gates["format"]["prompts_dir"] = str((root / gates["format"].get("prompts_dir", "prompts")).resolve())
+    if "evals" in gates:
+        gates["evals"]["include_path"] = str((root / gates["evals"].get("include_path", "evalsets")).resolve())
+        if args.items is not None:
+            gates["evals"]["limit"] = args.items
+    if "load" in gates:
+        if args.load_levels is not None:
+            gates["load"]["levels"] = args.load_levels
+        if args.load_requests_per_concurrency is not None:
+            gates["load"].setdefault("prompts", {})["requests_per_concurrency"] = args.load_requests_per_concurrency
+    kind = "release"
+    if args.prompt_cases is not None:
+        gates.setdefault("advisory", {})["sample"] = {"prompt_cases": args.prompt_cases}
+        kind = "advisory"
+    out = tmp / "release.yaml"
+    out.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return out, kind
+
+
+def gate_timings(config: Path, kind: str, args: argparse.Namespace, tmp: Path) -> GateFigures:
+    """The gate as `modelgate gate` runs it (a child process: its start-up counts), timed from outside."""
     run_dir = tmp / "run"
-    cmd = [sys.executable, "-m", "pipeline", "gate", "--config", str(config), "--run-dir", str(run_dir),
-           "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
-    if enforce_eager:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--gate-child", str(run_dir), "--config", str(config),
+           "--kind", kind, "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+           "--saturation-concurrency", str(args.saturation_concurrency)]
+    if args.saturation_prompts:
+        cmd += ["--saturation-prompts", str(args.saturation_prompts)]
+    if args.enforce_eager:
         cmd.append("--enforce-eager")
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     wall = time.monotonic() - t0
+    (tmp / "gate.log").write_text(proc.stderr, encoding="utf-8")
+    if args.keep_log:
+        args.keep_log.write_text(proc.stderr, encoding="utf-8")
+    if not (run_dir / "report.json").exists():
+        print(proc.stderr[-4000:], file=sys.stderr)
+        raise SystemExit(f"pipeline_bench: the gate exited {proc.returncode} without a report")
     report = json.loads((run_dir / "report.json").read_text())
+    stages = {s["name"]: s for s in report["stages"]}
+    wall -= stages[SATURATION]["duration_s"] if SATURATION in stages else 0.0
     boots = proc.stderr.count("starting vLLM")
-    print(f"gate: exit {proc.returncode}, verdict {report['verdict']}, wall {wall:.1f} s, vLLM boots {boots} "
-          f"(goal: 1 per model served)")
-    for stage in report["stages"]:
+    ready = re.findall(r"vLLM ready after ([0-9.]+)s", proc.stderr)
+    boot_s = float(ready[0]) if ready else None
+    print(f"gate: exit {proc.returncode}, verdict {report['verdict']}, wall {wall:.1f} s")
+    print(f"vLLM boots per gate: {boots} (goal: 1 per model served: {goal(boots == 1)})")
+    print("per-stage times (report.json):")
+    gate_stages = [s for s in report["stages"] if s["name"] != SATURATION]
+    for stage in gate_stages:
         print(f"  {stage['name']:<8} {stage['status']:<8} {stage['duration_s']:8.1f} s")
-    load = next((s for s in report["stages"] if s["name"] == "load" and s["details"].get("levels")), None)
-    for row in (load or {}).get("details", {}).get("levels", []):
-        print(f"  load {row['level']:>4} conc {row['concurrency']:>3}: p95 TTFT {row.get('p95_ttft_ms', 0):7.0f} ms, "
-              f"p95 e2e {row.get('p95_e2el_ms', 0):7.0f} ms, {row.get('output_throughput', 0):6.1f} out tok/s, "
-              f"{row.get('request_throughput', 0):.2f} req/s, {row['completed']}/{row['num_prompts']} ok, "
-              f"max waiting {row['server'].get('max_waiting', 0):.0f}, "
-              f"max KV {100 * row['server'].get('max_kv_cache_usage', 0):.1f}%")
-    if load:
-        print(f"  load curve {load['details']['curve']['shape']}, cost per 1M output tokens "
-              f"{load['details'].get('cost_per_1m_output_tokens')}")
+    accounted = sum(s["duration_s"] for s in gate_stages)
+    print(f"  {'outside':<8} {'':<8} {wall - accounted:8.1f} s (start-up, input checks, report, MLflow record)")
+    load = stages.get("load")
+    rows = [r for r in (load or {}).get("details", {}).get("levels", []) if isinstance(r, dict)]
+    for row in rows:
+        print(f"  load {row.get('level', '?'):>4} conc {row.get('concurrency', '?'):>3}: "
+              f"p95 TTFT {row.get('p95_ttft_ms') or 0:7.0f} ms, p95 e2e {row.get('p95_e2el_ms') or 0:7.0f} ms, "
+              f"{row.get('output_throughput') or 0:6.1f} out tok/s, {row.get('request_throughput') or 0:.2f} req/s, "
+              f"{row.get('completed')}/{row.get('num_prompts')} ok, {row.get('duration') or 0:.1f} s")
+    traffic = sum(float(r.get("duration") or 0.0) for r in rows)
+    evals = stages.get("evals") or {}
+    items_per_s = evals.get("metrics", {}).get("items_per_s")
+    if items_per_s is not None:
+        target = ITEMS_SPEEDUP_GOAL * TODAY_ITEMS_PER_S
+        n_items = evals.get("metrics", {}).get("items", 0)
+        print(f"evals-stage items/s: {items_per_s:.2f} ({n_items:.0f} items; goal >= {ITEMS_SPEEDUP_GOAL:g}x "
+              f"today's {TODAY_ITEMS_PER_S:g} = {target:.2f}: {goal(items_per_s >= target)})")
+    else:
+        print("evals-stage items/s: n/a (the evals stage did not run)")
+    evals_s = evals.get("duration_s") if evals.get("status") in ("passed", "failed") else None
+    return GateFigures(wall, boots, boot_s, traffic, evals_s, report)
 
 
-def eval_vs_saturation(config: Path, enforce_eager: bool, tmp: Path, concurrency: int) -> None:
+SATURATION = "saturation"  # the benchmark's own stage, appended after the gate's last one
+
+
+@dataclass
+class Saturation:
+    eval_tokens: float
+    eval_tps: float
+    saturated_tps: float
+
+
+def _counters(endpoint: Any) -> tuple[float, float, float]:
     import httpx
 
+    from pipeline.serving.prometheus import parse
+
+    m = parse(httpx.get(f"{endpoint.base_url}/metrics", headers=endpoint.headers(), timeout=10).text)
+    return (m.get("vllm:prompt_tokens_total", 0.0), m.get("vllm:generation_tokens_total", 0.0),
+            m.get("vllm:request_success_total", 0.0))
+
+
+def child_gate(config: Path, run_dir: Path, uri: str, kind: str, enforce_eager: bool, concurrency: int,
+               prompts: int | None) -> int:
+    """The gate, in this (child) process, with two additions that do not change what it runs: the evals stage
+    is metered (the server's token and request counters read before and after it), and a last stage saturates
+    the same server with the evals' own mix (their mean prompt and output lengths) once the load test is done."""
     from pipeline.cli import _home
     from pipeline.config.release import load_release
+    from pipeline.gate.context import GateContext
+    from pipeline.gate.result import StageResult, Status
+    from pipeline.gate.run import STAGES, run_gate
     from pipeline.gate.stages import evals
-    from pipeline.model.fetch import fetch
-    from pipeline.serving.prometheus import parse
-    from pipeline.serving.vllm_server import VllmServer
     from pipeline.tools.servebench import BenchRequest, run_level
 
+    metered: dict[str, Any] = {}
+
+    def evals_metered(ctx: GateContext) -> StageResult:
+        before, t0 = _counters(ctx.endpoint), time.monotonic()
+        result = evals.run(ctx)
+        metered["seconds"] = time.monotonic() - t0
+        metered["prompt"], metered["generated"], metered["requests"] = (
+            b - a for a, b in zip(before, _counters(ctx.endpoint), strict=True))
+        return result
+
+    def saturate(ctx: GateContext) -> StageResult:
+        if not metered.get("requests"):
+            return StageResult(SATURATION, Status.SKIPPED, reasons=["the evals sent no requests"])
+        in_len = max(1, round(metered["prompt"] / metered["requests"]))
+        out_len = max(1, round(metered["generated"] / metered["requests"]))
+        req = BenchRequest(ctx.endpoint.base_url, ctx.endpoint.served_name, str(ctx.model_dir.path),
+                           concurrency=concurrency, num_prompts=prompts or concurrency * 8, input_len=in_len,
+                           output_len=out_len, seed=0, request_timeout_s=ctx.release.serving.request_timeout_s,
+                           api_key=ctx.endpoint.api_key)
+        out = ctx.files.stage(SATURATION)
+        result = run_level(req, out, "saturated.json", out / "bench.log")
+        return StageResult(SATURATION, Status.PASSED, details={
+            "evals": metered, "input_len": in_len, "output_len": out_len, "concurrency": concurrency,
+            **{k: result.get(k) for k in ("total_token_throughput", "request_throughput", "completed",
+                                          "num_prompts", "duration")}})
+
+    stages = tuple((name, evals_metered if name == evals.NAME else run) for name, run in STAGES)
     release = load_release(config)
-    say = lambda m: print(f"  [bench] {m}", file=sys.stderr, flush=True)  # noqa: E731
-    pin = release.candidate
-    model_dir = fetch(pin, release.repo_location(pin), _home(config), file=str(config),
-                      allowlist=release.remote_code_allowlist, progress=say)
-    served = release.served_name(pin)
-    with VllmServer(model_dir.path, served, release.serving, tmp / "server.log", enforce_eager=enforce_eager or None,
-                    progress=say) as endpoint:
-        def counters() -> tuple[float, float, float]:
-            m = parse(httpx.get(f"{endpoint.base_url}/metrics", headers=endpoint.headers(), timeout=10).text)
-            return (m.get("vllm:prompt_tokens_total", 0.0), m.get("vllm:generation_tokens_total", 0.0),
-                    m.get("vllm:request_success_total", 0.0))
-
-        before, t0 = counters(), time.monotonic()
-        evals.evaluate(endpoint, model_dir.path, release.evals_gate, release.root, tmp / "evals", say)
-        eval_s = time.monotonic() - t0
-        prompt, generated, requests = (b - a for a, b in zip(before, counters(), strict=True))
-        # saturate the same server with the evals' own mix: their mean prompt and output lengths
-        in_len, out_len = max(1, round(prompt / max(requests, 1))), max(1, round(generated / max(requests, 1)))
-        req = BenchRequest(endpoint.base_url, served, str(model_dir.path), concurrency=concurrency,
-                           num_prompts=concurrency * 8, input_len=in_len, output_len=out_len, seed=0,
-                           request_timeout_s=release.serving.request_timeout_s, api_key=endpoint.api_key)
-        result = run_level(req, tmp / "bench", "saturated.json", tmp / "bench.log")
-    eval_tps = (prompt + generated) / eval_s
-    sat = result["total_token_throughput"]
-    print(f"evals workload: {requests:.0f} requests, {prompt:.0f} prompt + {generated:.0f} generated tokens in "
-          f"{eval_s:.1f} s = {eval_tps:.0f} tok/s (lm-eval num_concurrent {release.evals_gate.num_concurrent})")
-    print(f"saturated serving benchmark, same mix ({in_len} in / {out_len} out, concurrency {concurrency}): "
-          f"{sat:.0f} total tok/s, {result['request_throughput']:.2f} req/s, "
-          f"{result['completed']}/{result['num_prompts']} ok")
-    print(f"eval stage throughput = {eval_tps / sat:.2f} of saturated")
+    report = run_gate(release, home=_home(config), run_dir=run_dir, tracking_uri=uri, kind=kind,
+                      enforce_eager=True if enforce_eager else None, stages=(*stages, (SATURATION, saturate)))
+    return report.exit_code
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def eval_vs_saturation(report: dict[str, Any], evals_stage_s: float) -> Saturation | None:
+    stage = next((s for s in report["stages"] if s["name"] == SATURATION), None)
+    if stage is None or stage["status"] != "passed":
+        print(f"evals-stage token throughput / saturated: n/a (saturation stage "
+              f"{stage['status'] if stage else 'absent'}: {'; '.join(stage['reasons']) if stage else ''})")
+        return None
+    d = stage["details"]
+    ev = d["evals"]
+    tokens = ev["prompt"] + ev["generated"]
+    eval_tps = tokens / evals_stage_s
+    sat = float(d["total_token_throughput"])
+    print(f"evals workload (the gate's evals stage, from the server's counters): {ev['requests']:.0f} requests, "
+          f"{ev['prompt']:.0f} prompt + {ev['generated']:.0f} generated tokens in {evals_stage_s:.1f} s = "
+          f"{eval_tps:.0f} tok/s")
+    print(f"saturated serving benchmark, same server, same mix ({d['input_len']} in / {d['output_len']} out, "
+          f"concurrency {d['concurrency']}): {sat:.0f} total tok/s, {d['request_throughput']:.2f} req/s, "
+          f"{d['completed']}/{d['num_prompts']} ok, {d['duration']:.1f} s (not counted in the gate's wall time)")
+    ratio = eval_tps / sat if sat > 0 else 0.0
+    print(f"evals-stage token throughput / saturated: {ratio:.2f} (goal >= {SATURATION_GOAL:.2f}: "
+          f"{goal(ratio >= SATURATION_GOAL)})")
+    return Saturation(tokens, eval_tps, sat)
+
+
+def nothing_idle(gate: GateFigures, sat: Saturation | None, today_gate_s: float) -> None:
+    boot = gate.boot_s or 0.0
+    if sat is None:  # no evals (or none completed): their term is zero, the ratio is an upper bound
+        sat = Saturation(0.0, 0.0, 0.0)
+    eval_s = sat.eval_tokens / sat.saturated_tps if sat.saturated_tps > 0 else 0.0
+    limit = boot + eval_s + gate.load_traffic_s
+    print('"nothing idle" limit:')
+    print(f"  vLLM boot:                            {boot:8.1f} s"
+          + ("" if gate.boot_s is not None else " (no 'vLLM ready' line: the gate did not boot vLLM)"))
+    print(f"  eval tokens at saturated throughput:  {eval_s:8.1f} s ({sat.eval_tokens:.0f} tokens at "
+          f"{sat.saturated_tps:.0f} tok/s)")
+    print(f"  load test traffic:                    {gate.load_traffic_s:8.1f} s")
+    print(f"  limit:                                {limit:8.1f} s")
+    ratio = gate.wall_s / limit if limit > 0 else float("inf")
+    print(f"gate wall time / limit: {gate.wall_s:.1f} / {limit:.1f} = {ratio:.2f} "
+          f"(goal <= {LIMIT_RATIO_GOAL:.2f}: {goal(ratio <= LIMIT_RATIO_GOAL)})")
+    speedup = today_gate_s / gate.wall_s
+    print(f"gate speed-up vs today's {today_gate_s:.0f} s: {speedup:.2f}x (goal >= {GATE_SPEEDUP_GOAL:g}x: "
+          f"{goal(speedup >= GATE_SPEEDUP_GOAL)})")
+
+
+def levels(text: str) -> list[float]:
+    try:
+        out = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from exc
+    if not out or any(x <= 0 for x in out):
+        raise argparse.ArgumentTypeError(f"levels must be positive numbers: {text!r}")
+    return [int(x) if x.is_integer() else x for x in out]
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "release.yaml")
     parser.add_argument("--enforce-eager", action="store_true", help="faster start, slower decode")
-    parser.add_argument("--skip-gate", action="store_true")
-    parser.add_argument("--skip-saturation", action="store_true")
-    parser.add_argument("--saturation-concurrency", type=int, default=16)
-    args = parser.parse_args()
+    parser.add_argument("--items", type=positive, help="eval items per task (default: the release's)")
+    parser.add_argument("--load-levels", type=levels, help="load levels, e.g. 1 or 1,3,5 (default: the release's)")
+    parser.add_argument("--load-requests-per-concurrency", type=positive)
+    parser.add_argument("--prompt-cases", type=positive, help="a sample of the prompt cases (an advisory gate)")
+    parser.add_argument("--saturation-concurrency", type=positive, default=16)
+    parser.add_argument("--saturation-prompts", type=positive, help="default: 8 x the saturation concurrency")
+    parser.add_argument("--today-gate-s", type=float, default=TODAY_GATE_S,
+                        help="today's gate wall time the 2x goal compares with (issue 13: 570 s, compiled)")
+    parser.add_argument("--keep-log", type=Path, help="write the gate's progress log (stderr) here")
+    parser.add_argument("--gate-child", type=Path, help=argparse.SUPPRESS)  # internal: run the gate, this run dir
+    parser.add_argument("--kind", default="release", help=argparse.SUPPRESS)
+    parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
-        if not args.skip_gate:
-            gate_timings(args.config.resolve(), args.enforce_eager, Path(tmp))
-        if not args.skip_saturation:
-            eval_vs_saturation(args.config.resolve(), args.enforce_eager, Path(tmp), args.saturation_concurrency)
+    config = args.config.resolve()
+    if args.gate_child:
+        return child_gate(config, args.gate_child, args.tracking_uri, args.kind, args.enforce_eager,
+                          args.saturation_concurrency, args.saturation_prompts)
+    print(f"pipeline_bench: {config}, vLLM {'eager (--enforce-eager)' if args.enforce_eager else 'as configured'}"
+          f", sizes: items {args.items or 'all'}, load levels {args.load_levels or 'configured'}, "
+          f"prompt cases {args.prompt_cases or 'all'}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        gate_config, kind = sized_config(config, args, tmp)
+        gate = gate_timings(gate_config, kind, args, tmp)
+        sat = eval_vs_saturation(gate.report, gate.evals_s) if gate.evals_s else None
+        if sat is None:
+            print("evals-stage token throughput / saturated: n/a (the evals stage did not complete)")
+        nothing_idle(gate, sat, args.today_gate_s)
     return 0
 
 

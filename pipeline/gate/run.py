@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.config.release import AdvisorySample, Release
 from pipeline.errors import BadInput, InfraError
 from pipeline.gate.context import GateContext
+from pipeline.gate.prefetch import BaselinePrefetch
 from pipeline.gate.result import StageResult
 from pipeline.gate.rundir import RunDir
 from pipeline.gate.runner import Stage, run_stages
@@ -143,7 +144,8 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
              + ("" if kind == signing.ADVISORY else f", signed with key {signer.key_id}" if signer
                 else " UNSIGNED (no signing key: its version cannot be promoted)"))
     tracking.preflight(uri)
-    production_at_start = registry.Registry(uri).by_alias(release.model_name, registry.PRODUCTION)
+    # the production alias and baseline are read in the background, overlapping the fetch and the boot (prefetch.py)
+    baselines = BaselinePrefetch(uri, release.model_name)
     gate_id = new_gate_id(release)
     run_dir = (run_dir or release.root / "runs" / gate_id).resolve()
     try:
@@ -153,10 +155,19 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     started = dt.datetime.now(dt.UTC)
     sample = release.advisory_sample if kind == signing.ADVISORY and release.advisory_sample.configured else None
     ctx = GateContext(release=advisory_profile(release, sample), run_dir=run_dir, home=home,
-                      enforce_eager=enforce_eager, baseline_store=registry.BaselineStore(uri),
+                      enforce_eager=enforce_eager, baseline_store=baselines,
                       case_sample=sample.prompt_cases if sample else None)
-    results = run_stages(ctx, stages, after_failure=AFTER_FAILURE, prerequisites=PREREQUISITES)
+    results = run_stages(ctx, stages, after_failure=AFTER_FAILURE, prerequisites=PREREQUISITES,
+                         checkpoint=baselines.check)
     verdict, exit_code, reasons = decide(results)
+    if verdict == Verdict.INTERRUPTED:  # the partial report is kept: no waiting for MLflow, no error from it
+        try:
+            production_at_start = baselines.production_at_start(timeout_s=0)
+        except Exception:  # noqa: BLE001 - not finished or failed: the partial report names no baseline
+            production_at_start = None
+    else:  # as when it was read before the stages: a failed read is the gate's InfraError (exit 3), named by cause
+        production_at_start = baselines.production_at_start()
+        baselines.settle()  # the gate uses MLflow itself from here on
     pin = release.candidate
     report = GateReport(
         gate_id=gate_id,

@@ -9,6 +9,10 @@ later stage. Infrastructure errors
 (and OSErrors: a full disk, an unwritable directory) become an `error` status with the message (and the
 server log tail); bad input propagates (exit 2, nothing recorded); SIGINT/SIGTERM mark the running stage
 `interrupted`. Servers are torn down in every case.
+
+`checkpoint(name)`, when given, is called before each stage: the gate's background look-ups (gate/prefetch.py)
+raise there the error that, read serially before the stages, would have stopped the gate at its start; it
+propagates like bad input (servers torn down, nothing recorded).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ STOPPING = (Status.FAILED, Status.ERROR, Status.INTERRUPTED)
 
 
 def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collection[str] = (),
-               prerequisites: Collection[str] = ()) -> list[StageResult]:
+               prerequisites: Collection[str] = (),
+               checkpoint: Callable[[str], None] | None = None) -> list[StageResult]:
     results: list[StageResult] = []
     with ctx.cleanup:
         for name, run in stages:
@@ -39,6 +44,12 @@ def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collect
                 results.append(StageResult(name, Status.SKIPPED,
                                            reasons=[f"not run: stage {blocker.name} {blocker.status.value}"]))
                 continue
+            if checkpoint is not None:
+                try:
+                    checkpoint(name)  # its errors propagate (module doc); an interrupt while it waits is the stage's
+                except (KeyboardInterrupt, Interrupted) as exc:
+                    results.append(StageResult(name, Status.INTERRUPTED, reasons=[f"interrupted by {_signal(exc)}"]))
+                    continue
             progress = progress_for(name)
             progress("started")
             t0 = time.monotonic()
@@ -47,8 +58,7 @@ def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collect
             except BadInput:
                 raise
             except (KeyboardInterrupt, Interrupted) as exc:
-                signal_name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
-                result = StageResult(name, Status.INTERRUPTED, reasons=[f"interrupted by {signal_name}"])
+                result = StageResult(name, Status.INTERRUPTED, reasons=[f"interrupted by {_signal(exc)}"])
             except OSError as exc:  # disk full, unwritable directory, too many open files: infrastructure
                 where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
                 result = StageResult(name, Status.ERROR,
@@ -64,3 +74,7 @@ def run_stages(ctx: GateContext, stages: Sequence[Stage], after_failure: Collect
             progress(f"{result.status.value} in {result.duration_s:.1f}s")
             results.append(result)
     return results
+
+
+def _signal(exc: BaseException) -> str:
+    return exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
