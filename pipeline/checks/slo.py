@@ -13,8 +13,10 @@ Rules (documented in README.md, `load` row):
 - Regression: only when the fingerprints match: the hardware (CPU model and count, GPU model and count, vLLM
   version) and the serving configuration the server was really started with (read from its command line and
   environment: eager or compiled, dtype, quantization, max_model_len, max_num_seqs, KV cache size and dtype,
-  tensor/pipeline parallel size, any other server argument). When they differ the comparison is skipped with the
-  differing fields named; the SLOs still apply. At a level both ran (same concurrency), the candidate's
+  tensor/pipeline parallel size, any other server argument). When they differ the comparison is skipped, saying
+  so in words and then per field (`not comparable: compilation mode differs`, `serving.enforce_eager: False
+  (baseline) != True (candidate)`); the SLOs still apply. Every level's report line says whether it was compared,
+  against which production version and run, and why not. At a level both ran (same concurrency), the candidate's
   per-request latencies are compared with the ones production's gate recorded (pipeline/checks/shift.py: a
   Mann-Whitney rank test and the Hodges-Lehmann shift of log latencies, one-sided bounds at confidence 1 - alpha,
   alpha = `gates.alpha`): the level regresses only when the lower bound of the e2e latency increase exceeds
