@@ -174,17 +174,27 @@ def test_load_a_a_the_same_model_on_the_same_server_never_regresses(staging_serv
     assert failures and failures[0].startswith("load 1x: e2e latency is +50% vs production")
 
 
-def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(production_load, demo_hub,
+def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(staging, production_load, demo_hub,
                                                                              tmp_path, capsys):
-    """A candidate that really is slower: `deep` (each decoder layer followed by a copy with zero output
-    projections: the same answers, twice the layers per token), served with production's very configuration
+    """A candidate that really is slower: `deep` (each decoder layer followed by two copies with zero output
+    projections: the same answers, three times the layers per token), served with production's very configuration
     (STAGING_SERVING), so the fingerprints match and the comparison is made. Its load stage fails (the
     candidate's failure: exit 1) naming the level, the estimate and the bound against regression_pct, and the
     report line shows the interval next to the threshold, against production v1's run."""
     import time
 
+    import httpx
+
     from pipeline.checks import slo
     from pipeline.gate.verdict import decide
+
+    def greedy(endpoint):
+        body = {"model": endpoint.served_name, "temperature": 0, "max_tokens": 12,
+                "messages": [{"role": "user", "content": "Name three colours."}]}
+        answer = httpx.post(f"{endpoint.base_url}/v1/chat/completions", json=body, headers=endpoint.headers(),
+                            timeout=60)
+        answer.raise_for_status()
+        return answer.json()["choices"][0]["message"]["content"]
 
     config, first, _ = production_load
     v = demo_hub["variants"]["deep"]
@@ -196,6 +206,8 @@ def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(pr
     with server:
         booted = time.monotonic()
         result = run_load_stage(server, config, tmp_path / "candidate", production=first.details)
+        loaded = time.monotonic()
+        assert greedy(server.endpoint) == greedy(staging)  # the same answers: only slower
     comparison = result.details["baseline"]
     assert comparison["status"] == "compared", comparison  # same hardware, same serving configuration
     assert result.details["fingerprint"]["serving"] == first.details["fingerprint"]["serving"]
@@ -212,4 +224,4 @@ def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(pr
     assert (verdict.value, code) == ("rejected", 1) and reasons[0].startswith("load: load 1x: e2e latency is +")
     with capsys.disabled():
         print(f"\nload, slower candidate (deep, same serving configuration): {line}\n"
-              f"  boot {booted - started:.0f} s, load run {time.monotonic() - booted:.0f} s")
+              f"  fetch and boot {booted - started:.0f} s, load run {loaded - booted:.0f} s")
