@@ -13,8 +13,10 @@ Rules (documented in README.md, `load` row):
 - Regression: only when the fingerprints match: the hardware (CPU model and count, GPU model and count, vLLM
   version) and the serving configuration the server was really started with (read from its command line and
   environment: eager or compiled, dtype, quantization, max_model_len, max_num_seqs, KV cache size and dtype,
-  tensor/pipeline parallel size, any other server argument). When they differ the comparison is skipped with the
-  differing fields named; the SLOs still apply. At a level both ran (same concurrency), the candidate's
+  tensor/pipeline parallel size, any other server argument). When they differ the comparison is skipped, saying
+  so in words and then per field (`not comparable: compilation mode differs`, `serving.enforce_eager: False
+  (baseline) != True (candidate)`); the SLOs still apply. Every level's report line says whether it was compared,
+  against which production version and run, and why not. At a level both ran (same concurrency), the candidate's
   per-request latencies are compared with the ones production's gate recorded (pipeline/checks/shift.py: a
   Mann-Whitney rank test and the Hodges-Lehmann shift of log latencies, one-sided bounds at confidence 1 - alpha,
   alpha = `gates.alpha`): the level regresses only when the lower bound of the e2e latency increase exceeds
@@ -141,7 +143,8 @@ SERVING_FLAGS = {"--dtype": "dtype", "--quantization": "quantization", "--max-mo
                  "--kv-cache-dtype": "kv_cache_dtype", "--gpu-memory-utilization": "gpu_memory_utilization",
                  "--tensor-parallel-size": "tensor_parallel_size",
                  "--pipeline-parallel-size": "pipeline_parallel_size", "--block-size": "block_size",
-                 "--swap-space": "swap_space", "--cpu-offload-gb": "cpu_offload_gb"}
+                 "--swap-space": "swap_space", "--cpu-offload-gb": "cpu_offload_gb",
+                 "--kv-cache-memory-bytes": "kv_cache_memory_bytes", "--compilation-config": "compilation"}
 SWITCHES = {"--enforce-eager": ("enforce_eager", True),
             "--enable-prefix-caching": ("prefix_caching", True),
             "--no-enable-prefix-caching": ("prefix_caching", False),
@@ -211,20 +214,68 @@ def fingerprint(vllm_version: str, serving: dict[str, Any] | None = None) -> dic
 
 
 def fingerprint_differences(candidate: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
-    """[] when comparable; otherwise one line per differing field (hardware, then `serving.<field>`)."""
+    """[] when comparable; otherwise one line per differing field (hardware, then `serving.<field>`, the server
+    environment as `serving.env.<NAME>`)."""
+    return [line for _, line in _differences(candidate, baseline)]
+
+
+# fingerprint field -> the name a reader knows it by (`not comparable: <names> differ`)
+HARDWARE_NAMES = {"cpu_model": "CPU model", "cpu_count": "CPU count", "gpu_model": "GPU model",
+                  "gpu_count": "GPU count", "vllm": "vLLM version"}
+SERVING_NAMES = {"enforce_eager": "compilation mode", "compilation": "compilation mode", "dtype": "dtype",
+                 "quantization": "quantization", "max_model_len": "max_model_len", "max_num_seqs": "max_num_seqs",
+                 "max_num_batched_tokens": "max_num_batched_tokens", "kv_cache_dtype": "KV cache dtype",
+                 "gpu_memory_utilization": "KV cache size", "kv_cache_memory_bytes": "KV cache size",
+                 "block_size": "KV cache block size",
+                 "swap_space": "swap space", "cpu_offload_gb": "CPU offload",
+                 "tensor_parallel_size": "tensor parallel size", "pipeline_parallel_size": "pipeline parallel size",
+                 "prefix_caching": "prefix caching", "chunked_prefill": "chunked prefill",
+                 "other_args": "extra server args", "env.VLLM_CPU_KVCACHE_SPACE": "KV cache size",
+                 "env.VLLM_CPU_OMP_THREADS_BIND": "CPU thread binding", "env.OMP_NUM_THREADS": "CPU threads",
+                 "env.VLLM_ATTENTION_BACKEND": "attention backend"}
+
+
+def _differences(candidate: dict[str, Any], baseline: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """(human name, detail line) per differing field, in fingerprint order; the name of what was not recorded
+    starts with "!"."""
     if not baseline:
-        return ["the baseline recorded no hardware fingerprint"]
-    keys = ("cpu_model", "cpu_count", "gpu_model", "gpu_count", "vllm")
-    out = [f"{k}: {baseline.get(k)!r} (baseline) != {candidate.get(k)!r} (candidate)"
-           for k in keys if candidate.get(k) != baseline.get(k)]
+        return [("!the baseline recorded no fingerprint", "the baseline recorded no hardware fingerprint")]
+    out = [(HARDWARE_NAMES[k], f"{k}: {baseline.get(k)!r} (baseline) != {candidate.get(k)!r} (candidate)")
+           for k in HARDWARE_NAMES if candidate.get(k) != baseline.get(k)]
     mine, theirs = candidate.get("serving"), baseline.get("serving")
     if mine is None or theirs is None:
         which = "the baseline" if theirs is None else "this gate"
-        return [*out, f"serving: {which} recorded no serving configuration (cannot tell like from like)"]
-    for key in sorted(set(mine) | set(theirs)):
-        if mine.get(key) != theirs.get(key):
-            out.append(f"serving.{key}: {theirs.get(key)!r} (baseline) != {mine.get(key)!r} (candidate)")
+        return [*out, (f"!{which} recorded no serving configuration",
+                       f"serving: {which} recorded no serving configuration (cannot tell like from like)")]
+    flat_mine, flat_theirs = _flat(mine), _flat(theirs)
+    for key in sorted(set(flat_mine) | set(flat_theirs), key=lambda k: (k.startswith("env."), k)):
+        if flat_mine.get(key) != flat_theirs.get(key):
+            name = SERVING_NAMES.get(key, "server environment" if key.startswith("env.") else key)
+            out.append((name, f"serving.{key}: {flat_theirs.get(key)!r} (baseline) != {flat_mine.get(key)!r} "
+                              "(candidate)"))
     return out
+
+
+def _flat(serving: dict[str, Any]) -> dict[str, Any]:
+    """The serving configuration with its environment spread out as `env.<NAME>`."""
+    out = {k: v for k, v in serving.items() if k != "env"}
+    out.update({f"env.{name}": value for name, value in (serving.get("env") or {}).items()})
+    return out
+
+
+def not_comparable(candidate: dict[str, Any], baseline: dict[str, Any] | None) -> tuple[str, list[str]] | None:
+    """None when the fingerprints match; otherwise ("not comparable: compilation mode differs", the detail
+    lines): the human names of the differing fields, each once, then one line per field."""
+    diffs = _differences(candidate, baseline)
+    if not diffs:
+        return None
+    names = list(dict.fromkeys(name for name, _ in diffs if not name.startswith("!")))
+    parts = []
+    if names:
+        joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        parts.append(f"{joined} {'differs' if len(names) == 1 else 'differ'}")
+    parts += [name[1:] for name, _ in diffs if name.startswith("!")]
+    return "not comparable: " + "; ".join(parts), [line for _, line in diffs]
 
 
 def regressions(rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any]], pct: float) -> list[str]:
@@ -348,9 +399,28 @@ def _interval(s: dict[str, Any]) -> str:
     return f"{s['estimate_pct']:+.1f}% [{bound(s.get('lower_pct'))}, {bound(s.get('upper_pct'))}]"
 
 
+def _against(version: str | None, run_id: str | None) -> str:
+    return f"production v{version}" + (f" (run {run_id[:12]})" if run_id else "") if version else "production"
+
+
+def comparison_lines(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> list[str]:
+    """Every level's line for the report (the load stage's `baseline` details): the comparison made, or why
+    none was, naming what it would have been against."""
+    version, run_id = baseline.get("version"), baseline.get("run_id")
+    records = {rec["level"]: rec for rec in baseline.get("comparisons", [])}
+    out = []
+    for row in rows:
+        rec = records.pop(row["level"], None)
+        if rec is None:
+            rec = {"level": row["level"], "compared": False,
+                   "reason": baseline.get("reason") or "no comparison recorded for this level"}
+        out.append(comparison_line(rec, version, run_id))
+    return out + [comparison_line(rec, version, run_id) for rec in records.values()]
+
+
 def comparison_line(rec: dict[str, Any], version: str | None = None, run_id: str | None = None) -> str:
     """One level's comparison with production, for notes and reports."""
-    against = f"production v{version}" + (f" (run {run_id[:12]})" if run_id else "") if version else "production"
+    against = _against(version, run_id)
     head = f"{rec['level']} vs {against}"
     pct = rec.get("threshold_pct")
     if not rec.get("compared"):

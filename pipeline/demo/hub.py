@@ -42,6 +42,12 @@ A variant that loads elsewhere but not on a staging machine sized for production
   repeated): the same answers, 3x the KV cache per token. On a server whose KV cache holds one
   full-length request of `instruct` but not three, vLLM refuses to start from its engine core (no model
   file fails to load): the serve stage's differential check boots production to decide.
+
+A variant that is only slower:
+
+* `deep`: block expansion (variants.expand_blocks): each of the 30 decoder layers followed by DEEP_COPIES copies
+  with zero output projections (90 layers): the same answers at about three times the layers' compute per token,
+  on the same serving configuration: the load stage's regression against production catches it.
 """
 
 from __future__ import annotations
@@ -66,11 +72,12 @@ from pipeline.util.progress import Progress
 
 REPO_NAME = "SmolLM2-135M-Instruct"
 HF_REPO_ID = "modelgate-demo/SmolLM2-135M-Instruct"
-VARIANTS = ("instruct", "degraded", "corrupt", "pickle", "template", "eos", "shallow", "lowbit", "aa", "mha")
-MANIFEST_VERSION = 3  # 2: the template, eos, shallow, lowbit and aa variants; 3: mha
+VARIANTS = ("instruct", "degraded", "corrupt", "pickle", "template", "eos", "shallow", "lowbit", "aa", "mha", "deep")
+MANIFEST_VERSION = 4  # 2: the template, eos, shallow, lowbit and aa variants; 3: mha; 4: deep
 CORRUPT_KEEP_BYTES = 1 << 20
 DROP_LAYERS = 2  # SmolLM2-135M without its last 2 of 30 layers: fluent sentences, wrong answers
 QUANT_BITS = 6  # per-tensor 6-bit RTN: still fluent; 5 bits loops, 4 and less is word salad
+DEEP_COPIES = 2  # 30 -> 90 layers: measured 1.6x the e2e latency with one copy, too close to CI's run-to-run drift
 
 COMMIT_MESSAGES = {
     "instruct": "instruct: SmolLM2-135M-Instruct converted from GGUF Q4_1 to bf16 safetensors\n",
@@ -88,6 +95,9 @@ COMMIT_MESSAGES = {
     "aa": "aa: instruct byte for byte plus a README.md model card\n",
     "mha": "mha: instruct with grouped-query attention expanded to multi-head attention (num_key_value_heads = "
            "num_attention_heads, each K/V projection head repeated): same outputs, a larger KV cache per token\n",
+    "deep": f"deep: instruct with each decoder layer followed by {DEEP_COPIES} copies whose o_proj and down_proj "
+            f"are zero (block expansion, num_hidden_layers 30 -> {30 * (DEEP_COPIES + 1)}): same outputs, "
+            f"{DEEP_COPIES + 1}x the layers' compute per token\n",
 }
 
 _GIT_DATE = "1704067200 +0000"  # 2024-01-01T00:00:00Z
@@ -103,7 +113,9 @@ GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
     "LC_ALL": "C",
 }
-_GIT_OPTS = ("-c", "core.autocrlf=false", "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false")
+# zlib level 1: the bf16 weights barely compress, and level 6 takes 2.5x as long for the same size
+_GIT_OPTS = ("-c", "core.autocrlf=false", "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false",
+             "-c", "core.compression=1")
 
 
 # --------------------------------------------------------------------------- git
@@ -270,14 +282,15 @@ def build_variants(instruct_dir: Path, work: Path, progress: Progress = print,
     corrupt = make_corrupt(instruct_dir, work / "corrupt")
     progress("demo hub: writing pickle variant (pytorch_model.bin)")
     pickled = make_pickle(instruct_dir, work / "pickle")
-    progress("demo hub: writing template, eos, shallow, lowbit, aa and mha variants")
+    progress("demo hub: writing template, eos, shallow, lowbit, aa, mha and deep variants")
     return {"instruct": instruct_dir, "degraded": degraded, "corrupt": corrupt, "pickle": pickled,
             "template": kinds.change_template(instruct_dir, work / "template"),
             "eos": kinds.change_eos(instruct_dir, work / "eos"),
             "shallow": kinds.drop_layers(instruct_dir, work / "shallow", DROP_LAYERS),
             "lowbit": kinds.quantize_rtn(instruct_dir, work / "lowbit", QUANT_BITS),
             "aa": kinds.add_model_card(instruct_dir, work / "aa"),
-            "mha": kinds.expand_kv_heads(instruct_dir, work / "mha")}
+            "mha": kinds.expand_kv_heads(instruct_dir, work / "mha"),
+            "deep": kinds.expand_blocks(instruct_dir, work / "deep", DEEP_COPIES)}
 
 
 # --------------------------------------------------------------------------- publishing
@@ -370,7 +383,8 @@ def publish_demo_hub(home: Path, progress: Progress = print, *,
     home.mkdir(parents=True, exist_ok=True)
     recipe: dict[str, float | str | None] = {"noise_scale": noise_scale, "seed": seed,
                                              "corrupt_keep_bytes": CORRUPT_KEEP_BYTES,
-                                             "drop_layers": DROP_LAYERS, "quant_bits": QUANT_BITS}
+                                             "drop_layers": DROP_LAYERS, "quant_bits": QUANT_BITS,
+                                             "deep_copies": DEEP_COPIES}
     if build_instruct is None:
         from pipeline.demo.convert import GGUF_SHA256
 

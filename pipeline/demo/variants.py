@@ -20,6 +20,11 @@ compression mistake changes; the output bytes depend only on the input bytes and
   repeated for the query heads that shared it, config `num_key_value_heads` = `num_attention_heads`), as an
   export for a runtime without GQA support does. The outputs are the same; the KV cache per token grows by
   the group size, so a server sized for production's KV cache may no longer hold one full-length request.
+* `expand_blocks`: every decoder layer followed by copies of itself whose output projections (o_proj,
+  down_proj) are zero, as block expansion (LLaMA Pro) initializes a deeper model before its fine-tuning: a
+  zero output projection adds nothing to the residual stream, so the answers are the instruct model's, while
+  every token goes through (copies + 1) x the layers (their attention and MLP compute, their KV cache per
+  token): a candidate that really is slower on the same server configuration.
 """
 
 from __future__ import annotations
@@ -241,4 +246,50 @@ def expand_kv_heads(src_dir: Path, dst_dir: Path) -> Path:
         save_file(tensors, str(dst_dir / path.name), metadata=metadata)
     if not expanded:
         raise ValueError(f"{src_dir}: no k_proj/v_proj tensors to expand")
+    return dst_dir
+
+
+# --------------------------------------------------------------------------- depth (block expansion)
+
+_ZERO_OUTPUT = re.compile(r"\.(self_attn\.o_proj|mlp\.down_proj)\.(weight|bias)$")
+
+
+def expand_blocks(src_dir: Path, dst_dir: Path, copies: int = 1) -> Path:
+    """Copy `src_dir` with each decoder layer followed by `copies` copies of itself whose o_proj/down_proj are
+    zero (so they add nothing to the residual stream): layer i becomes layers i*(copies+1) .. i*(copies+1)+copies;
+    config.json's num_hidden_layers multiplied by copies + 1."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    src_dir = Path(src_dir)
+    config = json.loads((src_dir / "config.json").read_text(encoding="utf-8"))
+    layers, step = int(config["num_hidden_layers"]), copies + 1
+    dst_dir = _copy_dir(src_dir, dst_dir, skip=tuple(p.name for p in src_dir.glob("*.safetensors")))
+    _rewrite_json(dst_dir / "config.json", lambda d: d.update(num_hidden_layers=step * layers))
+    zeroed = 0
+    for path in sorted(src_dir.glob("*.safetensors")):
+        tensors = {}
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+            for name in sorted(f.keys()):
+                tensor = f.get_tensor(name)
+                m = _LAYER.match(name)
+                if m is None:
+                    tensors[name] = tensor.contiguous()
+                    continue
+                i, rest = int(m.group(1)), name[m.end():]
+                if i >= layers:
+                    raise ValueError(f"{path}: {name} is beyond num_hidden_layers {layers}")
+                tensors[f"model.layers.{step * i}.{rest}"] = tensor.contiguous()
+                for j in range(1, step):
+                    copy = tensor.clone()
+                    if _ZERO_OUTPUT.search(name):
+                        copy.zero_()
+                        zeroed += 1
+                    tensors[f"model.layers.{step * i + j}.{rest}"] = copy.contiguous()
+        save_file(tensors, str(dst_dir / path.name), metadata=metadata)
+    if not zeroed:
+        raise ValueError(f"{src_dir}: no o_proj/down_proj tensors to zero in the copied layers")
     return dst_dir

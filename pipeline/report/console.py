@@ -9,6 +9,7 @@ from pipeline.report.views import (
     LOG_TAILS,
     baseline_line,
     comparison_rows,
+    load_summary,
     sensitivity_notes,
 )
 
@@ -29,6 +30,10 @@ def render(report: GateReport) -> str:
         for row in [COMPARISON_HEADER] + rows:
             lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
         lines.extend(f"  {note}" for note in sensitivity_notes(report))
+    load = load_summary(report)  # per level: compared with which production run, the interval, the verdict
+    if load:
+        lines.append("load test:")
+        lines.extend(f"  {line}" for line in load)
     for stage in report.stages:
         for key, title in LOG_TAILS:
             tail = stage.details.get(key)

@@ -154,7 +154,8 @@ def load_summary(report: GateReport) -> list[str]:
     base = d.get("baseline") or {}
     why = f" ({base['reason']})" if base.get("reason") else ""
     lines.append(f"baseline comparison: {base.get('status', '?')}{why}")
-    lines += [slo.comparison_line(rec, base.get("version"), base.get("run_id")) for rec in base.get("comparisons", [])]
+    lines += [f"  {line}" for line in base.get("differences", [])]
+    lines += slo.comparison_lines(d["levels"], base)
     if d.get("cost_per_1m_output_tokens") is not None:
         lines.append(f"cost: ${d['cost_per_1m_output_tokens']:.3f} per 1M output tokens at "
                      f"${d.get('price_per_hour', 0):g}/h")

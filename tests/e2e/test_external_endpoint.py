@@ -1,6 +1,8 @@
 """`serving.mode: external`: the gate uses an already running OpenAI-compatible endpoint (a staging
 deployment) instead of spawning vLLM. Here that endpoint is a real vLLM server started once for the module.
-The load stage's A/A test runs on the same boot (one server for the module: no boot of its own)."""
+The load stage's A/A test runs on the same boot (one server for the module: no boot of its own); its first run is
+production's recorded load, against which a really slower candidate (the `deep` variant, on one more boot with
+the same serving configuration) is rejected."""
 
 from __future__ import annotations
 
@@ -24,11 +26,15 @@ def staging_server(demo_hub, tmp_path_factory):
     pin = Pin("git", demo_hub["repo_path"], v["revision"], v["files"])
     home = tmp_path_factory.mktemp("staging")
     model_dir = fetch(pin, demo_hub["repo_path"], home, file="staging", progress=lambda m: None)
-    serving = Serving(enforce_eager=True, max_model_len=1024, startup_timeout_s=300,
-                      env={"VLLM_CPU_KVCACHE_SPACE": "1"})
-    server = VllmServer(model_dir.path, f"chat@{pin.short}", serving, home / "server.log", progress=lambda m: None)
+    server = VllmServer(model_dir.path, f"chat@{pin.short}", STAGING_SERVING, home / "server.log",
+                        progress=lambda m: None)
     with server:
         yield server
+
+
+# the staging server's configuration; the slower candidate is served with the very same one
+STAGING_SERVING = Serving(enforce_eager=True, max_model_len=1024, startup_timeout_s=300,
+                          env={"VLLM_CPU_KVCACHE_SPACE": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +126,20 @@ AA_LOAD = {"peak_concurrency": 2, "levels": [1], "regression_pct": 30,
            "slo": {"p95_e2el_ms": 60000}}
 
 
-def test_load_a_a_the_same_model_on_the_same_server_never_regresses(staging_server, demo_hub, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def production_load(staging_server, demo_hub, tmp_path_factory):
+    """Production's gate's load stage: one AA_LOAD run on the staging server (`instruct`): (release file, stage
+    result, seconds). Its details, with the per-request latencies, are what the next gate reads."""
+    import time
+
+    base = tmp_path_factory.mktemp("production-load")
+    config = write_demo_release(base / "team", demo_hub, gates={"load": AA_LOAD})
+    started = time.monotonic()
+    first = run_load_stage(staging_server, config, base / "run0", production=None)
+    return config, first, time.monotonic() - started
+
+
+def test_load_a_a_the_same_model_on_the_same_server_never_regresses(staging_server, production_load, capsys):
     """A/A: the load stage runs AA_REPEATS times on one boot; the first run is "production" (its report details,
     with the per-request latencies, are what the next gate reads). The same model on the same server must never
     regress, and every comparison is the per-request one. The same requests made 1.5x slower are caught."""
@@ -128,9 +147,9 @@ def test_load_a_a_the_same_model_on_the_same_server_never_regresses(staging_serv
 
     from pipeline.checks import slo
 
-    config = write_demo_release(tmp_path / "team", demo_hub, gates={"load": AA_LOAD})
-    started = time.monotonic()
-    first = run_load_stage(staging_server, config, tmp_path / "run0", production=None)
+    config, first, first_s = production_load
+    tmp_path = config.parent.parent
+    started = time.monotonic() - first_s
     assert first.status.value == "passed", first.reasons
     (prod_row,) = first.details["levels"]
     assert len(prod_row["samples"]["e2el_ms"]) == 16 and min(prod_row["samples"]["e2el_ms"]) > 0
@@ -153,3 +172,56 @@ def test_load_a_a_the_same_model_on_the_same_server_never_regresses(staging_serv
     rec, failures = slo.compare_level(slower, prod_row, 20)
     assert rec["verdict"] == "regressed" and rec["e2el"]["lower_pct"] > 20, rec
     assert failures and failures[0].startswith("load 1x: e2e latency is +50% vs production")
+
+
+def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(staging, production_load, demo_hub,
+                                                                             tmp_path, capsys):
+    """A candidate that really is slower: `deep` (each decoder layer followed by two copies with zero output
+    projections: the same answers, three times the layers per token), served with production's very configuration
+    (STAGING_SERVING), so the fingerprints match and the comparison is made. Its load stage fails (the
+    candidate's failure: exit 1) naming the level, the estimate and the bound against regression_pct, and the
+    report line shows the interval next to the threshold, against production v1's run."""
+    import time
+
+    import httpx
+
+    from pipeline.checks import slo
+    from pipeline.gate.verdict import decide
+
+    def greedy(endpoint):
+        body = {"model": endpoint.served_name, "temperature": 0, "max_tokens": 12,
+                "messages": [{"role": "user", "content": "Name three colours."}]}
+        answer = httpx.post(f"{endpoint.base_url}/v1/chat/completions", json=body, headers=endpoint.headers(),
+                            timeout=60)
+        answer.raise_for_status()
+        return answer.json()["choices"][0]["message"]["content"]
+
+    config, first, _ = production_load
+    v = demo_hub["variants"]["deep"]
+    pin = Pin("git", demo_hub["repo_path"], v["revision"], v["files"])
+    started = time.monotonic()
+    model_dir = fetch(pin, demo_hub["repo_path"], tmp_path / "home", file="staging", progress=lambda m: None)
+    server = VllmServer(model_dir.path, f"chat@{pin.short}", STAGING_SERVING, tmp_path / "server.log",
+                        progress=lambda m: None)
+    with server:
+        booted = time.monotonic()
+        result = run_load_stage(server, config, tmp_path / "candidate", production=first.details)
+        loaded = time.monotonic()
+        assert greedy(server.endpoint) == greedy(staging)  # the same answers: only slower
+    comparison = result.details["baseline"]
+    assert comparison["status"] == "compared", comparison  # same hardware, same serving configuration
+    assert result.details["fingerprint"]["serving"] == first.details["fingerprint"]["serving"]
+    (rec,) = comparison["comparisons"]
+    assert rec["compared"] and rec["method"] == "rank" and rec["verdict"] == "regressed", rec
+    assert rec["e2el"]["lower_pct"] > AA_LOAD["regression_pct"], rec
+    assert result.status.value == "failed"
+    assert result.reasons[0].startswith("load 1x: e2e latency is +") and "> regression_pct 30" in result.reasons[0]
+    line = slo.comparison_lines(result.details["levels"], comparison)[0]
+    assert line.startswith("1x vs production v1 (run aa-productio): e2e latency +") and \
+        "(regresses above +30%)" in line and line.endswith(": regressed")
+    assert line in result.reasons  # the stage's notes carry the same line
+    verdict, code, reasons = decide([result])
+    assert (verdict.value, code) == ("rejected", 1) and reasons[0].startswith("load: load 1x: e2e latency is +")
+    with capsys.disabled():
+        print(f"\nload, slower candidate (deep, same serving configuration): {line}\n"
+              f"  fetch and boot {booted - started:.0f} s, load run {loaded - booted:.0f} s")

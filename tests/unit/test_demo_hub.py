@@ -344,6 +344,36 @@ def test_mha_variant_repeats_each_kv_head_for_its_query_group(tmp_path):
         variants.expand_kv_heads(full, tmp_path / "twice")
 
 
+def test_deep_variant_follows_each_layer_by_copies_with_zero_output_projections(tmp_path):
+    """Block expansion: layer 3i is layer i, layers 3i+1 and 3i+2 its copies with down_proj zero (they add
+    nothing to the residual stream); three times the layers in config.json; deterministic."""
+    src = write_tiny_model(tmp_path / "src")
+    dst = variants.expand_blocks(src, tmp_path / "dst", copies=2)
+    assert changed_files(src, dst) == {"config.json", "model.safetensors"}
+    before, after = (json.loads((d / "config.json").read_text()) for d in (src, dst))
+    assert after == {**before, "num_hidden_layers": 9}
+    old = safetensors_torch.load_file(str(src / "model.safetensors"))
+    new = safetensors_torch.load_file(str(dst / "model.safetensors"))
+    layer_names = [k for k in old if k.startswith("model.layers.")]
+    assert len(new) == len(old) + 2 * len(layer_names)
+    assert all(torch.equal(new[k], old[k]) for k in old if not k.startswith("model.layers."))
+    for name in layer_names:
+        i, rest = int(name.split(".")[2]), name.split(".", 3)[3]
+        assert torch.equal(new[f"model.layers.{3 * i}.{rest}"], old[name])
+        for j in (1, 2):
+            copy = new[f"model.layers.{3 * i + j}.{rest}"]
+            assert copy.dtype == old[name].dtype and copy.shape == old[name].shape
+            if rest == "mlp.down_proj.weight":
+                assert not copy.any() and old[name].any()
+            else:
+                assert torch.equal(copy, old[name])
+    assert digest_tree(variants.expand_blocks(src, tmp_path / "again", copies=2)) == digest_tree(dst)
+    assert json.loads((variants.expand_blocks(src, tmp_path / "one") / "config.json").read_text())[
+        "num_hidden_layers"] == 6
+    with pytest.raises(ValueError, match="copies must be"):
+        variants.expand_blocks(src, tmp_path / "none", copies=0)
+
+
 def test_hub_publishes_each_regression_variant_as_its_own_commit(two_homes):
     _, (man_a, _), _ = two_homes
     files = {name: v["files"] for name, v in man_a["variants"].items()}
@@ -355,6 +385,8 @@ def test_hub_publishes_each_regression_variant_as_its_own_commit(two_homes):
     assert diff("lowbit") == {"model.safetensors"}
     assert diff("aa") == {"README.md"}
     assert diff("mha") == {"config.json", "model.safetensors"}
+    assert diff("deep") == {"config.json", "model.safetensors"}
+    assert man_a["recipe"]["deep_copies"] == hubmod.DEEP_COPIES
     assert man_a["recipe"]["drop_layers"] == hubmod.DROP_LAYERS and man_a["recipe"]["quant_bits"] == hubmod.QUANT_BITS
-    for name in ("template", "eos", "shallow", "lowbit", "aa", "mha"):
+    for name in ("template", "eos", "shallow", "lowbit", "aa", "mha", "deep"):
         assert hubmod.COMMIT_MESSAGES[name].startswith(f"{name}: ")

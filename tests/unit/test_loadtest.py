@@ -101,10 +101,68 @@ def test_compiled_production_and_eager_candidate_are_not_compared():
                                                                 {"VLLM_CPU_KVCACHE_SPACE": "1"}))
     assert slo.fingerprint_differences(cand, prod) == [
         "serving.enforce_eager: False (baseline) != True (candidate)",
-        "serving.env: {'VLLM_CPU_KVCACHE_SPACE': '2'} (baseline) != {'VLLM_CPU_KVCACHE_SPACE': '1'} (candidate)"]
+        "serving.env.VLLM_CPU_KVCACHE_SPACE: '2' (baseline) != '1' (candidate)"]
+    assert slo.not_comparable(cand, prod) == ("not comparable: compilation mode and KV cache size differ",
+                                              slo.fingerprint_differences(cand, prod))
+    # the demo's case: only the compilation mode differs
+    demo_prod = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {"VLLM_CPU_KVCACHE_SPACE": "1"}))
+    assert slo.not_comparable(cand, demo_prod) == ("not comparable: compilation mode differs",
+                                                   ["serving.enforce_eager: False (baseline) != True (candidate)"])
+    assert slo.not_comparable(cand, cand) is None
     old_baseline = {k: v for k, v in prod.items() if k != "serving"}  # recorded before serving was fingerprinted
     assert slo.fingerprint_differences(cand, old_baseline) == [
         "serving: the baseline recorded no serving configuration (cannot tell like from like)"]
+    assert slo.not_comparable(cand, old_baseline)[0] == \
+        "not comparable: the baseline recorded no serving configuration"
+    assert slo.not_comparable(cand, None)[0] == "not comparable: the baseline recorded no fingerprint"
+
+
+def test_the_demos_compiled_production_and_eager_candidate_read_compilation_mode_differs(write_release):
+    """`modelgate gate` then `modelgate gate --enforce-eager` on one release: the servers' real command lines
+    (build_command) differ in the compilation mode only, and the load stage says so in those words."""
+    from types import SimpleNamespace
+
+    from pipeline.config.release import Serving
+    from pipeline.gate.stages.load import compare_baseline
+    from pipeline.serving.vllm_server import build_command
+
+    serving = Serving(env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+    fps = [slo.fingerprint("0.32.0", serving=slo.serving_config(
+        build_command(Path("/m"), name, port, serving, enforce_eager=eager), serving.env))
+        for name, port, eager in (("chat@aaaa", 8001, None), ("chat@bbbb", 8002, True))]
+    rows = [row(1, 1), row(3, 3)]
+    store = SimpleNamespace(production=lambda name: Baseline("1", "run1", None, {}, {},
+                                                             {"levels": rows, "fingerprint": fps[0]}))
+    ctx = SimpleNamespace(baseline_store=store, release=SimpleNamespace(model_name="m", alpha=0.05))
+    info, failures = compare_baseline(ctx, _release(write_release, {}).load_gate, rows, fps[1])
+    assert failures == [] and info["status"] == "skipped"
+    assert info["reason"] == "not comparable: compilation mode differs"
+    assert info["differences"] == ["serving.enforce_eager: False (baseline) != True (candidate)"]
+    assert slo.comparison_lines(rows, info) == [
+        f"{lvl}: not compared with production v1 (run run1) (not comparable: compilation mode differs)"
+        for lvl in ("1x", "3x")]
+    kv = [*build_command(Path("/m"), "chat@x", 8001, serving), "--kv-cache-memory-bytes", "1000000"]
+    assert slo.not_comparable(slo.fingerprint("0.32.0", serving=slo.serving_config(kv, serving.env)), fps[0]) == (
+        "not comparable: KV cache size differs", ["serving.kv_cache_memory_bytes: None (baseline) != '1000000' "
+                                                  "(candidate)"])
+
+
+def test_not_comparable_names_every_differing_field_in_words():
+    """Hardware, then the serving fields by the names a reader knows; each name once; one detail line each."""
+    base = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {"OMP_NUM_THREADS": "2"}))
+    other = [*COMPILED, "--quantization", "fp8", "--max-num-seqs", "4", "--pipeline-parallel-size", "2",
+             "--kv-cache-dtype", "fp8", "--some-new-flag", "x"]
+    other[other.index("bfloat16")] = "float16"
+    other[other.index("2048")] = "1024"
+    cand = {**slo.fingerprint("0.33.0", serving=slo.serving_config(other, {"VLLM_CPU_KVCACHE_SPACE": "4"})),
+            "gpu_count": base["gpu_count"] + 1}
+    reason, lines = slo.not_comparable(cand, base)
+    assert reason == ("not comparable: GPU count, vLLM version, dtype, KV cache dtype, max_model_len, max_num_seqs, "
+                      "extra server args, pipeline parallel size, quantization, CPU threads and KV cache size differ")
+    assert len(lines) == 11 and lines[0].startswith("gpu_count: ") and lines[1] == \
+        "vllm: '0.32.0' (baseline) != '0.33.0' (candidate)"
+    assert "serving.other_args: None (baseline) != ['--some-new-flag=x'] (candidate)" in lines
+    assert "serving.env.OMP_NUM_THREADS: '2' (baseline) != None (candidate)" in lines
 
 
 def test_regressions_against_the_baseline_at_the_same_level():
@@ -278,7 +336,10 @@ def test_baseline_comparison_skipped_on_other_hardware_and_compared_on_the_same(
         return SimpleNamespace(baseline_store=store, release=SimpleNamespace(model_name="m", alpha=0.05))
 
     info, failures = compare_baseline(ctx({"levels": rows, "fingerprint": {**fp, "cpu_count": 96}}), cfg, rows, fp)
-    assert info["status"] == "skipped" and "cpu_count: 96 (baseline)" in info["reason"] and failures == []
+    assert info["status"] == "skipped" and info["reason"] == "not comparable: CPU count differs" and failures == []
+    assert info["differences"] == [f"cpu_count: 96 (baseline) != {fp['cpu_count']} (candidate)"]
+    assert slo.comparison_lines(rows, info) == \
+        ["1x: not compared with production v3 (run run3) (not comparable: CPU count differs)"]
     info, _ = compare_baseline(ctx(None), cfg, rows, fp)
     assert info["reason"] == "the baseline's gate recorded no load results"
     base = [row(1, 1, p95_e2el=3000)]

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from pipeline.cli import main
-from pipeline.report import html, markdown
+from pipeline.report import console, html, markdown
 from pipeline.report.document import GateReport
 from tests.support.paths import REPO
 
@@ -127,3 +127,40 @@ def test_a_candidate_that_does_not_load_renders_with_its_evidence(tmp_path):
     md = markdown.render(GateReport.load(tmp_path / "report.json"))
     assert "### serve: smoke probe answers" in md and "chat (stop): ''" in md
     assert "server log" not in md  # a passed stage shows no log
+
+
+UNLIKE = {"version": "1", "run_id": "0123456789abcdef0123", "status": "skipped",
+          "reason": "not comparable: compilation mode differs",
+          "differences": ["serving.enforce_eager: False (baseline) != True (candidate)"]}
+RANK = {"level": "1x", "threshold_pct": 20, "compared": True, "method": "rank", "confidence": 0.95,
+        "e2el": {"estimate_pct": 81.2, "lower_pct": 70.4, "upper_pct": 92.0, "n_candidate": 16, "n_baseline": 16},
+        "output_tok_s": {"estimate_pct": -44.8, "lower_pct": -48.0, "upper_pct": -41.3},
+        "ttft": {"estimate_pct": 60.0, "lower_pct": 40.0, "upper_pct": 80.0}, "verdict": "regressed"}
+COMPARED = {"version": "1", "run_id": "0123456789abcdef0123", "status": "compared", "regression_pct": 20,
+            "comparisons": [RANK, {"level": "3x", "threshold_pct": 20, "compared": False,
+                                   "reason": "production's gate did not run this level"}]}
+
+
+@pytest.mark.parametrize(("baseline", "expected"), [
+    (UNLIKE, ["1x: not compared with production v1 (run 0123456789ab) (not comparable: compilation mode differs)",
+              "3x: not compared with production v1 (run 0123456789ab) (not comparable: compilation mode differs)",
+              "5x: not compared with production v1 (run 0123456789ab) (not comparable: compilation mode differs)",
+              "serving.enforce_eager: False (baseline) != True (candidate)"]),
+    (COMPARED, ["1x vs production v1 (run 0123456789ab): e2e latency +81.2% [+70.4%, +92.0%] (regresses above "
+                "+20%), per-request output tok/s -44.8% [-48.0%, -41.3%] (below -20%)",
+                "3x: not compared with production v1 (run 0123456789ab) (production's gate did not run this level)",
+                "5x: not compared with production v1 (run 0123456789ab) (no comparison recorded for this level)"]),
+], ids=["not-comparable", "compared"])
+def test_every_rendering_says_per_level_what_was_compared_with_which_interval(tmp_path, baseline, expected):
+    """The load section, in markdown, HTML and on the console: every level's line, compared or not, names
+    production's version and run; a compared level shows its interval next to the threshold."""
+    path = fixture(tmp_path, "rejected-load")
+    doc = json.loads(path.read_text())
+    load = next(s for s in doc["stages"] if s["name"] == "load")
+    load["details"]["baseline"] = baseline
+    path.write_text(json.dumps(doc))
+    data = GateReport.load(path)
+    for text in (markdown.render(data), html.render(data, report_path=path), console.render(data)):
+        plain = text.replace("\\", "").replace("&#x27;", "'").replace("&gt;", ">").replace("&lt;", "<")
+        for line in expected:
+            assert line in plain, (line, text[-3000:])

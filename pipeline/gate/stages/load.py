@@ -131,11 +131,9 @@ def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]]
     info: dict[str, Any] = {"version": baseline.version, "run_id": baseline.run_id}
     if not baseline.load:
         return {**info, "status": "skipped", "reason": "the baseline's gate recorded no load results"}, []
-    differences = rules.fingerprint_differences(fp, baseline.load.get("fingerprint"))
-    if differences:
-        return {**info, "status": "skipped",
-                "reason": "not like with like (hardware or serving configuration differ): "
-                          + "; ".join(differences)}, []
+    unlike = rules.not_comparable(fp, baseline.load.get("fingerprint"))
+    if unlike is not None:  # "not comparable: compilation mode differs", one line per differing field
+        return {**info, "status": "skipped", "reason": unlike[0], "differences": unlike[1]}, []
     base_rows = baseline.load.get("levels", [])
     alpha = ctx.release.alpha  # gates.alpha: the confidence of every statistical comparison of the release
     per_level, failures = rules.compare_levels(rows, base_rows, cfg.regression_pct, alpha)
@@ -205,8 +203,7 @@ def run(ctx: GateContext) -> StageResult:
              f"degradation curve {curve['shape']}",
              f"baseline comparison {comparison['status']}" +
              (f": {comparison['reason']}" if comparison.get("reason") else "")]
-    notes += [rules.comparison_line(rec, comparison.get("version"), comparison.get("run_id"))
-              for rec in comparison.get("comparisons", [])]
+    notes += comparison.get("differences", []) + rules.comparison_lines(rows, comparison)
     if cost is not None:
         notes.append(f"cost ${cost:.2f} per 1M output tokens at ${cfg.price_per_hour:g}/h")
     status = Status.FAILED if failures else Status.PASSED
