@@ -9,6 +9,7 @@ from pipeline.report.views import (
     LOG_TAILS,
     baseline_line,
     comparison_rows,
+    replay_line,
     sensitivity_notes,
 )
 
@@ -29,6 +30,9 @@ def render(report: GateReport) -> str:
         for row in [COMPARISON_HEADER] + rows:
             lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
         lines.extend(f"  {note}" for note in sensitivity_notes(report))
+    replay = replay_line(report)
+    if replay:
+        lines.append(replay)
     for stage in report.stages:
         for key, title in LOG_TAILS:
             tail = stage.details.get(key)
