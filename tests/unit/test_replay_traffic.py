@@ -150,3 +150,14 @@ def test_release_yaml_replay_section(tmp_path):
     with pytest.raises(ConfigError, match="gates.replay.length_ratio: min 2 is above max 1"):
         load_release(write_release(tmp_path, name="ratio.yaml",
                                    gates={"replay": {"path": "t.jsonl", "length_ratio": {"min": 2, "max": 1}}}))
+
+
+def test_the_repository_release_yaml_replays_the_demo_traffic():
+    repo = Path(__file__).resolve().parents[2]
+    release = load_release(repo / "release.yaml")
+    gate = release.replay_gate
+    assert gate.enabled and (release.root / gate.path) == repo / "traffic" / "demo.jsonl"
+    records = load_traffic(release.root / gate.path).records
+    chosen = sample(records, gate.size, gate.seed, gate.strata)
+    assert gate.size is not None and len(chosen) == gate.size < len(records)
+    assert "--tool-call-parser" in release.serving.extra_args  # the agent-assist client's tool calls
