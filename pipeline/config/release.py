@@ -167,6 +167,30 @@ class LoadGate:
         return max(1, round(self.peak_concurrency * level))
 
 
+REPLAY_CHECKS = ("json_schema", "json_object", "tool_call", "not_truncated", "stop", "non_empty", "length")
+
+
+@dataclass(frozen=True)
+class ReplayGate:
+    """`gates.replay`: recorded production chat requests (JSONL) replayed against the candidate, each judged by
+    the checks its own request implies (checks/replay.py), paired with production's answers (stages/replay.py)."""
+
+    enabled: bool = False
+    path: str = ""  # a JSONL file or a directory of *.jsonl, relative to release.yaml
+    skip_invalid: bool = False  # malformed lines counted and shown instead of bad input
+    concurrency: int = 4
+    size: int | None = None  # requests sampled (None: all)
+    seed: int = 0
+    strata: str | None = None  # tag whose values each get their share of the sample
+    pass_rate: Threshold = Threshold()  # every check's margin and floor ...
+    checks: dict[str, Threshold] = field(default_factory=dict)  # ... unless the check has its own
+    length_min: float = 0.5  # candidate's output length / production's: within [length_min, length_max]
+    length_max: float = 2.0
+
+    def threshold(self, check: str) -> Threshold:
+        return self.checks.get(check, self.pass_rate)
+
+
 @dataclass(frozen=True)
 class GitHubTarget:
     repository: str  # owner/name
@@ -225,6 +249,7 @@ class Release:
     advisory_experiment_name: str | None = None  # tracking.advisory_experiment
     advisory_sample: AdvisorySample = AdvisorySample()  # gates.advisory.sample
     signing_keys: tuple[Any, ...] = ()  # signing.PublicKey: who may sign a promotable gate record
+    replay_gate: ReplayGate = ReplayGate()  # gates.replay
 
     @property
     def advisory_experiment(self) -> str:
@@ -352,6 +377,7 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         secret_env=tuple(dict.fromkeys([*DEFAULT_SECRET_ENV, *security.get("secret_env", ()),
                                         *([serving.api_key_env] if serving.api_key_env else [])])),
         gates={k: v for k, v in (data.get("gates") or {}).items() if isinstance(v, dict) and k != "advisory"},
+        replay_gate=_replay_gate((data.get("gates") or {}).get("replay"), file),
         format_gate=_format_gate((data.get("gates") or {}).get("format")),
         evals_gate=_evals_gate((data.get("gates") or {}).get("evals") or {}, file),
         load_gate=_load_gate((data.get("gates") or {}).get("load")),
@@ -404,6 +430,23 @@ def _evals_gate(d: dict[str, Any], file: str) -> EvalsGate:
         per_task[task] = Prompting(**{**prompting.__dict__, **overrides})
     return EvalsGate(enabled=enabled and bool(tasks), tasks=tasks, metrics=metrics, prompting=prompting,
                      per_task=per_task, **d)
+
+
+def _replay_gate(d: dict[str, Any] | None, file: str) -> ReplayGate:
+    """No `gates.replay` section: no replay."""
+    if d is None:
+        return ReplayGate()
+    d = dict(d)
+    sample = d.pop("sample", None) or {}
+    length = d.pop("length_ratio", None) or {}
+    gate = ReplayGate(enabled=d.pop("enabled", True), pass_rate=Threshold(**d.pop("pass_rate", None) or {}),
+                      checks={k: Threshold(**v) for k, v in sorted((d.pop("checks", None) or {}).items())},
+                      length_min=float(length.get("min", ReplayGate.length_min)),
+                      length_max=float(length.get("max", ReplayGate.length_max)), **sample, **d)
+    if gate.length_min > gate.length_max:
+        raise ConfigError(f"min {gate.length_min:g} is above max {gate.length_max:g}", file=file,
+                          path="gates.replay.length_ratio")
+    return gate
 
 
 def _load_gate(d: dict[str, Any] | None) -> LoadGate:

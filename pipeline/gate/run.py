@@ -23,7 +23,7 @@ from pipeline.gate.prefetch import BaselinePrefetch
 from pipeline.gate.result import StageResult
 from pipeline.gate.rundir import RunDir
 from pipeline.gate.runner import Stage, run_stages
-from pipeline.gate.stages import compare, evals, fetch, serve
+from pipeline.gate.stages import compare, evals, fetch, replay, serve
 from pipeline.gate.stages import format as formatcheck
 from pipeline.gate.stages import load as loadtest
 from pipeline.gate.verdict import Verdict, decide
@@ -37,9 +37,10 @@ from pipeline.util.secrets import redact, redact_tree, register_secret_env
 from pipeline.util.versions import installed_version
 
 # each stage module names itself (NAME) and runs (run); the order is the gate's
-STAGES: tuple[Stage, ...] = tuple((m.NAME, m.run) for m in (fetch, serve, formatcheck, evals, compare, loadtest))
+STAGES: tuple[Stage, ...] = tuple((m.NAME, m.run) for m in (fetch, serve, formatcheck, evals, compare, replay,
+                                                                     loadtest))
 # a rejected candidate still gets every quality metric in its report; the load test is not worth its time
-AFTER_FAILURE = (evals.NAME, compare.NAME)
+AFTER_FAILURE = (evals.NAME, compare.NAME, replay.NAME)
 # ...unless the candidate could not be fetched or served: then there is nothing to evaluate
 PREREQUISITES = (fetch.NAME, serve.NAME)
 
@@ -105,6 +106,11 @@ def check_inputs(release: Release) -> None:
             raise ConfigError(f"no prompt suites (*.yaml) found in {prompts}", file=str(release.path),
                               path="gates.format.prompts_dir")
         load_suites(prompts)
+    if release.replay_gate.enabled:  # malformed traffic is bad input before any server starts
+        from pipeline.config.traffic import load_traffic
+
+        load_traffic(release.root / release.replay_gate.path, skip_invalid=release.replay_gate.skip_invalid,
+                     file=str(release.path))
     cfg = release.evals_gate
     if cfg.enabled:
         file, include = str(release.path), release.root / cfg.include_path

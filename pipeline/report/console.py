@@ -10,6 +10,7 @@ from pipeline.report.views import (
     baseline_line,
     comparison_rows,
     load_summary,
+    replay_line,
     sensitivity_notes,
 )
 
@@ -30,6 +31,9 @@ def render(report: GateReport) -> str:
         for row in [COMPARISON_HEADER] + rows:
             lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
         lines.extend(f"  {note}" for note in sensitivity_notes(report))
+    replay = replay_line(report)
+    if replay:
+        lines.append(replay)
     load = load_summary(report)  # per level: compared with which production run, the interval, the verdict
     if load:
         lines.append("load test:")

@@ -65,6 +65,24 @@ def _img(path: Path | None, alt: str) -> str:
     return f'<img class="plot" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _replay(report: GateReport) -> str:
+    line = views.replay_line(report)
+    if line is None:
+        return ""
+    inner = f"<p>{escape(line)}</p>" + _table(views.REPLAY_HEADER, views.replay_rows(report), status_col=4,
+                                               numeric=frozenset({1, 2, 3}))
+    cases, invalid = views.replay_cases(report)
+    for case in cases[:views.REPLAY_SHOWN]:
+        why = "".join(f"<li><b>{escape(check)}</b>: {escape(reason)}</li>" for check, reason in case.failures)
+        tag = '<span class="fail">regression</span>' if case.regressed else "failed (production failed too)"
+        inner += (f"<h3><code>{escape(case.source)}</code> {tag}</h3><ul>{why}</ul>"
+                  f"<p>request: {escape(case.request)}</p><p>candidate:</p><pre>{escape(case.candidate)}</pre>"
+                  f"<p>production:</p><pre>{escape(case.production)}</pre>")
+    if invalid:
+        inner += "<p>Invalid lines skipped:</p><ul>" + "".join(f"<li>{escape(i)}</li>" for i in invalid) + "</ul>"
+    return _section("Replay of production traffic", inner)
+
+
 def render(report: GateReport, *, report_path: Path | None = None, mlflow_ui: str | None = None,
            details_url: str | None = None) -> str:
     """One self-contained page with the plots inline; `report_path` finds the plot beside a moved report."""
@@ -102,6 +120,9 @@ def render(report: GateReport, *, report_path: Path | None = None, mlflow_ui: st
                          f"<pre>{escape(case.output)}</pre>")
         of = f" of {total}" if total else ""
         parts.append(_section(f"Failing prompt cases ({len(cases)}{of})", "".join(items)))
+    replay = _replay(report)
+    if replay:
+        parts.append(replay)
     for title, text in views.evidence(report):
         parts.append(_section(title, f"<pre>{escape(text)}</pre>"))
     load = views.load_rows(report)

@@ -45,6 +45,27 @@ def _table(header: list[str], rows: list[list[str]], escape: bool = True) -> lis
         ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
 
 
+def replay_section(report: GateReport) -> list[str]:
+    """Replayed production traffic: per-check rates side by side, then the requests production passed and the
+    candidate failed (scrubbed excerpts of the request and both answers)."""
+    line = views.replay_line(report)
+    if line is None:
+        return []
+    out = ["", "### Replay of production traffic", "", inline(line), ""]
+    out += _table(views.REPLAY_HEADER, views.replay_rows(report))
+    cases, invalid = views.replay_cases(report)
+    for case in cases[:views.REPLAY_SHOWN]:
+        why = "; ".join(f"{check}: {reason}" for check, reason in case.failures)
+        tag = "**regression**" if case.regressed else "failed (production failed too)"
+        out += ["", f"**{inline(case.source)}** {tag}: {inline(why)}", "", f"request: {inline(case.request)}", "",
+                "candidate:", "", code_block(case.candidate), "", "production:", "", code_block(case.production)]
+    if len(cases) > views.REPLAY_SHOWN:
+        out += ["", f"… and {len(cases) - views.REPLAY_SHOWN} more in stages/replay/replay.jsonl."]
+    if invalid:
+        out += ["", "Invalid lines skipped:", ""] + [f"- {inline(i)}" for i in invalid]
+    return out
+
+
 def render(report: GateReport, *, mlflow_ui: str | None = None, details_url: str | None = None) -> str:
     """The PR comment / report.md; `mlflow_ui=`, `details_url=` add links."""
     cand = report.candidate
@@ -82,6 +103,7 @@ def render(report: GateReport, *, mlflow_ui: str | None = None, details_url: str
             out += [f"**{inline(case.key)}**{crit}: {inline(why)}", "", code_block(case.output), ""]
         if len(cases) > 15:
             out.append(f"… and {len(cases) - 15} more in the full report.")
+    out += replay_section(report)
     for title, text in views.evidence(report):
         out += ["", f"### {inline(title)}", "", code_block(text)]
     load = views.load_rows(report)

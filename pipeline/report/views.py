@@ -248,3 +248,71 @@ def decision_line(report: GateReport, limit: int = 3) -> str:
     if not rows:
         parts += [" ".join(str(r).split())[:160] for r in report.reasons[:2]]
     return " · ".join(parts)
+
+
+REPLAY_HEADER = ["check", "n", "production", "candidate", "verdict"]
+REPLAY_SHOWN = 10  # requests shown in the markdown and HTML reports (all in stages/replay/replay.jsonl)
+
+
+@dataclass(frozen=True)
+class ReplayCase:
+    """A replayed request as shown: where it was recorded, whether production passed what the candidate failed
+    (a regression), each failed check as (check, the candidate's reason), and scrubbed excerpts."""
+
+    key: str
+    source: str
+    regressed: list[str]
+    failures: list[tuple[str, str]]
+    request: str
+    candidate: str
+    production: str
+
+
+def replay_line(report: GateReport) -> str | None:
+    """How many requests were replayed of how many, and where production's answers came from."""
+    stage = report.stage("replay")
+    if not stage or "sampled" not in stage.details:
+        return None
+    d = stage.details
+    line = f"replay: {d['sampled']} sampled of {d['recorded']} recorded requests"
+    extra = [f"{d['duplicates']} duplicate(s) removed"] if d.get("duplicates") else []
+    extra += [f"{d['invalid_count']} invalid line(s) skipped"] if d.get("invalid_count") else []
+    line += f" ({', '.join(extra)})" if extra else ""
+    prod = d.get("production")
+    if prod is None:
+        return line + "; no production version: absolute floors only"
+    return line + (f"; production v{prod['version']} ({prod['served_name']}): {prod['recorded']} recorded "
+                   f"answer(s), {prod['asked']} asked in this gate")
+
+
+def replay_rows(report: GateReport) -> list[list[str]]:
+    """Per check: items, production's pass rate, the candidate's, the verdict (side by side)."""
+    stage = report.stage("replay")
+    per_check = stage.details.get("per_check") if stage else None
+    if not isinstance(per_check, dict):
+        return []
+
+    def rate(v: Any) -> str:
+        return "-" if v is None else f"{v:.1%}"
+
+    return [[name, str(v.get("n")), rate(v.get("production")), rate(v.get("candidate")), str(v.get("verdict"))]
+            for name, v in per_check.items()]
+
+
+def replay_cases(report: GateReport) -> tuple[list[ReplayCase], list[str]]:
+    """The replayed requests that failed a check (regressions first, as the stage ordered them) and the
+    skipped invalid lines ("file:line: problem")."""
+    stage = report.stage("replay")
+    if not stage:
+        return [], []
+    cases = []
+    for r in stage.details.get("requests") or []:
+        failures = [(name, str(v.get("candidate_reason") or "failed")) for name, v in (r.get("checks") or {}).items()
+                    if not v.get("candidate")]
+        if failures:
+            cases.append(ReplayCase(key=str(r.get("key")), source=str(r.get("source")),
+                                    regressed=list(r.get("regressed") or []), failures=failures,
+                                    request=str(r.get("request") or ""), candidate=str(r.get("candidate") or ""),
+                                    production=str(r.get("production") or "")))
+    invalid = [f"{i.get('source')}: {i.get('problem')}" for i in stage.details.get("invalid") or []]
+    return cases, invalid

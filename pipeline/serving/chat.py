@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ChatRequest:
     key: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     params: dict[str, Any]
 
 
@@ -36,6 +36,12 @@ class ChatResponse:
     completion_tokens: int
     error: str | None = None
     no_answer: bool = False  # the endpoint never answered (timeouts, refused) after the retries
+    tool_calls: tuple[tuple[str, str], ...] = ()  # (function name, arguments JSON) of the answer's tool calls
+
+
+def _tool_calls(message: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    functions = [c.get("function") or {} for c in message.get("tool_calls") or []]
+    return tuple((str(f.get("name")), str(f.get("arguments") or "")) for f in functions)
 
 
 def _one(client: httpx.Client, served_name: str, req: ChatRequest, retries: int) -> ChatResponse:
@@ -58,8 +64,9 @@ def _one(client: httpx.Client, served_name: str, req: ChatRequest, retries: int)
         data = resp.json()
         choice = data["choices"][0]
         usage = data.get("usage") or {}
-        return ChatResponse(req.key, choice["message"].get("content") or "", choice.get("finish_reason"),
-                            latency, int(usage.get("completion_tokens") or 0))
+        message = choice["message"]
+        return ChatResponse(req.key, message.get("content") or "", choice.get("finish_reason"),
+                            latency, int(usage.get("completion_tokens") or 0), tool_calls=_tool_calls(message))
     raise AssertionError("unreachable")
 
 

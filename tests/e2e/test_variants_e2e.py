@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import vllm_processes
-from tests.support.quality import flip_rates, gate, metric_rows
+from tests.support.quality import GATES, flip_rates, gate, metric_rows
+from tests.support.replay import TOOL_SERVING, assert_no_personal_data, replay_gates
 
 # Staging's KV cache in the differential test: 48 MiB, room for one request of max_model_len 1024 tokens of
 # `instruct` (30 layers x 3 KV heads x 64 dims x K and V x 2 bytes = 22.5 KiB a token: 22.5 MiB) but not of `mha`
@@ -48,8 +49,13 @@ def summary(variant: str, proc, report, production) -> dict:
 
 @pytest.mark.parametrize("variant", REGRESSIONS)
 def test_regression_variant_is_rejected_naming_the_gate_and_evidence(variant, quality_production, quality_team,
-                                                                     demo_hub, mlflow_server):
-    proc, report = gate(quality_team, demo_hub, variant, mlflow_server, quality_production["home"])
+                                                                     demo_hub, mlflow_server, tmp_path):
+    # the eos gate also replays recorded production traffic (tests/support/replay.py): production's recorded
+    # answers and, for the requests an older production answered, production served and asked in this gate
+    replaying = variant == "eos"
+    gates = {**GATES, **replay_gates(tmp_path, demo_hub)} if replaying else None
+    proc, report = gate(quality_team, demo_hub, variant, mlflow_server, quality_production["home"], gates=gates,
+                        serving=TOOL_SERVING if replaying else None)
     assert report is not None, proc.stdout + proc.stderr[-3000:]
     print("variant-result: " + json.dumps(summary(variant, proc, report, quality_production)))
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
@@ -60,7 +66,27 @@ def test_regression_variant_is_rejected_naming_the_gate_and_evidence(variant, qu
     assert fmt["verdict"] == "fail" and fmt["delta"] < -0.15, fmt  # margin 0.15
     named = [r for r in report["reasons"] if r.startswith("compare: format/pass: candidate ")]
     assert named and f"vs baseline {fmt['baseline_mean']:.4g}" in named[0], report["reasons"]
+    if replaying:
+        assert_replay_rejects_truncation(report, quality_production, mlflow_server, tmp_path)
     assert vllm_processes() == []
+
+
+def assert_replay_rejects_truncation(report, production, mlflow_uri, tmp_path):
+    """eos runs every answer on to max_tokens: the replay gate fails naming not_truncated, the regressions come
+    first with both answers, production's answers came from the record and from asking it, nothing personal
+    from the traffic is stored."""
+    stage = next(s for s in report["stages"] if s["name"] == "replay")
+    assert stage["status"] == "failed", stage["reasons"]
+    rows = {m["name"]: m for m in stage["details"]["metrics"]}
+    assert rows["replay/not_truncated"]["verdict"] == "fail", rows
+    assert rows["replay/not_truncated"]["candidate_mean"] < rows["replay/not_truncated"]["baseline_mean"]
+    assert any(r.startswith("replay: replay/not_truncated: candidate ") for r in report["reasons"])
+    prod = stage["details"]["production"]
+    assert prod["version"] == production["version"] and prod["recorded"] > 0 and prod["asked"] > 0, prod
+    first = stage["details"]["requests"][0]
+    assert "not_truncated" in first["regressed"] and first["candidate"] and first["production"], first
+    print("replay-result: " + json.dumps({"per_check": stage["details"]["per_check"], "production": prod}))
+    assert_no_personal_data(report, mlflow_uri, tmp_path)
 
 
 def test_identical_weights_at_a_new_commit_is_never_rejected(quality_production, quality_team, demo_hub,

@@ -1,0 +1,158 @@
+"""The replay gate through the real gate runner, report renderings and MLflow (sqlite), with the candidate and
+production as stand-in chat endpoints on loopback (tests/support/fake_chat.py; the real vLLM path is in
+tests/e2e/test_variants_e2e.py): no production version -> absolute floors; a candidate that breaks the
+response_format schemas is rejected against production's recorded answers and those asked in the gate (the
+re-serve path with production's boot stood in), regressions first; no email, phone or card number of the
+recorded traffic reaches any file of the run directory or any MLflow artifact."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config.release import load_release
+from pipeline.demo import traffic as demo_traffic
+from pipeline.gate import run as gate
+from pipeline.gate.result import StageResult, Status
+from pipeline.gate.stages import replay
+from pipeline.util import pii
+from tests.support.fake_chat import fake_chat
+from tests.support.releases import write_release
+
+pytestmark = pytest.mark.integration
+
+REV_1 = "1111111111111111111111111111111111111111"
+REV_2 = "2222222222222222222222222222222222222222"
+EMAIL = re.compile(r"[\w.+-]+@example\.com")
+GATES = {"replay": {"path": "traffic.jsonl", "sample": {"size": 60, "seed": 1, "strata": "client"},
+                    "pass_rate": {"margin": 0.15}}}
+
+
+def good(body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None, str]:
+    """What production recorded for each kind of demo request (pipeline/demo/traffic.py), echoing the
+    customer's email back as support answers do."""
+    fmt = (body.get("response_format") or {}).get("type")
+    user = body["messages"][-1]["content"]
+    order = (re.search(r"NW-\d{6}", user) or re.search(r".", "NW-000000"))
+    order_id = order.group() if order and order.group().startswith("NW-") else "NW-000000"
+    if fmt == "json_schema":
+        return json.dumps({"order_id": order_id, "issue": "late", "wants": "refund"}), None, "stop"
+    if fmt == "json_object":
+        return json.dumps({"intent": "orders", "urgency": "normal"}), None, "stop"
+    if body.get("tools"):
+        choice = body.get("tool_choice")
+        name = choice["function"]["name"] if isinstance(choice, dict) else "lookup_order"
+        args = {"lookup_order": {"order_id": order_id}, "create_return": {"order_id": order_id, "reason": "other"},
+                "check_stock": {"product": "rain jacket"}}[name]
+        return None, [{"name": name, "arguments": json.dumps(args)}], "tool_calls"
+    email = EMAIL.search(user)
+    return ("Thanks for reaching out! I'm sorry for the trouble. I have checked this for you and our team will "
+            f"follow up by email{' at ' + email.group() if email else ''} within one business day."), None, "stop"
+
+
+def broken(body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None, str]:
+    """A candidate whose answers to response_format schemas are prose around the JSON."""
+    content, calls, finish = good(body)
+    if (body.get("response_format") or {}).get("type") == "json_schema":
+        return f"Sure! Here is the order: {content}", None, "stop"
+    return content, calls, finish
+
+
+def team(tmp_path: Path, revision: str, production_name: str) -> Path:
+    """release.yaml pinning `revision`, and the demo traffic: 3 of 4 answers recorded by `production_name`, the
+    rest by an older production (asked again in the gate)."""
+    records = demo_traffic.generate(120, seed=5, served_name=production_name)
+    for i, rec in enumerate(records):
+        if i % 4 == 3:
+            rec["response"]["model"] = "chat@0ld0ld0ld0ld"
+    demo_traffic.write(tmp_path / "traffic.jsonl", records)
+    return write_release(tmp_path, model="replay-it", candidate={
+        "source": "git", "repo": "hub/model", "revision": revision,
+        "files": {"config.json": "a" * 64, "model.safetensors": "b" * 64}}, gates=GATES)
+
+
+def run_gate(config: Path, answer, tmp_path: Path, uri: str, name: str):
+    release = load_release(config)
+
+    def serve(ctx) -> StageResult:
+        endpoint = ctx.cleanup.enter_context(fake_chat(answer, release.served_name(release.candidate)))
+        ctx.endpoint = endpoint
+        return StageResult("serve", Status.PASSED)
+
+    return gate.run_gate(release, home=tmp_path / "home", run_dir=tmp_path / name, tracking_uri=uri,
+                         stages=(("serve", serve), ("replay", replay.run)))
+
+
+def personal_values(path: Path) -> set[str]:
+    values = set()
+    for line in path.read_text().splitlines():
+        for message in json.loads(line)["request"]["messages"]:
+            values |= pii.found(message["content"])
+    return values
+
+
+def test_replay_gate_rejects_a_regression_paired_with_production_and_stores_no_personal_data(
+        tmp_path, monkeypatch):
+    from mlflow.artifacts import download_artifacts
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = team(tmp_path / "t1", REV_1, "chat@" + REV_1[:12])
+    report = run_gate(first, good, tmp_path, uri, "first")
+    stage = report.stage("replay")
+    assert report.exit_code == 0 and stage is not None and stage.status == Status.PASSED
+    assert stage.details["production"] is None and stage.details["sampled"] == 60
+    assert stage.reasons[0].startswith("60 sampled of ")
+    MlflowClient(tracking_uri=uri).set_registered_model_alias("replay-it", "production", "1")
+
+    asked: list[str] = []
+
+    def ask_production(ctx, pin, records, progress):  # production's boot stood in: the same code asks it
+        assert pin.revision == REV_1
+        asked.extend(r.key for r in records)
+        with fake_chat(good, "chat@" + REV_1[:12]) as endpoint:
+            return replay.ask(endpoint, records, concurrency=2, progress=progress)
+
+    monkeypatch.setattr(replay, "ask_production", ask_production)
+    second = team(tmp_path / "t2", REV_2, "chat@" + REV_1[:12])
+    report = run_gate(second, broken, tmp_path, uri, "second")
+    stage = report.stage("replay")
+    assert stage is not None and stage.status == Status.FAILED and report.exit_code == 1
+    prod = stage.details["production"]
+    assert prod["version"] == "1" and prod["recorded"] > 0 and prod["asked"] == len(asked) > 0
+    assert prod["recorded"] + prod["asked"] == 60
+    rows = {m["name"]: m for m in stage.details["metrics"]}
+    assert rows["replay/json_schema"]["verdict"] == "fail" and rows["replay/json_schema"]["baseline_mean"] == 1.0
+    assert rows["replay/non_empty"]["verdict"] == "pass" and rows["replay/non_empty"]["n"] == 60
+    assert rows["replay/tool_call"]["verdict"] != "fail" and rows["replay/tool_call"]["delta"] == 0  # too few to pass
+    assert any(r.startswith("replay: replay/json_schema: candidate 0 vs baseline 1") for r in report.reasons)
+    first_row = stage.details["requests"][0]
+    assert first_row["regressed"] == ["json_schema"] and "not JSON" in \
+        first_row["checks"]["json_schema"]["candidate_reason"]
+    assert first_row["candidate"].startswith("Sure! Here is the order") and first_row["production"].startswith("{")
+
+    run_dir = Path(report.run_dir or "")
+    markdown = (run_dir / "report.md").read_text()
+    assert "### Replay of production traffic" in markdown and "60 sampled of" in markdown
+    assert "**regression**" in markdown and "json\\_schema: not JSON" in markdown
+    html = (run_dir / "report.html").read_text()
+    assert "Replay of production traffic" in html and "regression</span>" in html
+
+    # privacy: nothing personal from the recorded requests in any stored file, locally or in MLflow
+    values = personal_values(tmp_path / "t2" / "traffic.jsonl")
+    assert any("@example.com" in v for v in values) and any("555" in v for v in values)
+    assert any("4111" in v or "5555" in v or "4012" in v for v in values)
+    downloaded = Path(download_artifacts(run_id=report.tracking.run_id, dst_path=str(tmp_path / "artifacts"),
+                                         tracking_uri=uri))
+    files = [p for p in [*run_dir.rglob("*"), *downloaded.rglob("*")] if p.is_file()]
+    assert {"replay.jsonl", "comparison.csv", "report.json", "report.md", "report.html"} <= {p.name for p in files}
+    for path in files:
+        text = path.read_bytes().decode("utf-8", "replace")
+        for value in values:
+            assert value not in text, f"{value!r} leaked into {path}"
+    assert "[email]" in (run_dir / "replay" / "replay.jsonl").read_text() or "***" in \
+        (run_dir / "replay" / "replay.jsonl").read_text()

@@ -1,0 +1,61 @@
+"""Recorded production traffic for the real-stack replay gate (tests/e2e/test_variants_e2e.py's eos gate).
+
+    replay_gates(tmp_path, demo_hub)   gates.replay over a small generated traffic file (pipeline/demo/traffic.py):
+                                       most answers recorded by production (`instruct`), RESERVED by an older one
+    TOOL_SERVING                       the serving arguments production's tool-calling clients need
+    assert_no_personal_data(report, mlflow_uri, tmp_path)   no email, phone or card number of the traffic in any
+                                       file of the run directory or artifact of its MLflow run
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.demo import traffic
+from pipeline.util import pii
+
+RECORDS = 16  # requests recorded (all replayed): every check gets a few, eos fails not_truncated on (nearly) all
+RESERVED = 3  # of them answered by an older production: production is served and asked those in the gate
+MAX_TOKENS = 32  # the recorded answers stopped well within it; the eos variant's run on to it
+TOOL_SERVING = {"extra_args": ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]}
+
+
+def traffic_file(tmp_path: Path, demo_hub: dict[str, Any]) -> Path:
+    served = "chat@" + demo_hub["variants"]["instruct"]["revision"][:12]  # production is `instruct`
+    records = traffic.generate(RECORDS, seed=11, served_name=served)
+    for rec in records[:RESERVED]:
+        rec["response"]["model"] = "chat@000000000000"
+    for rec in records:
+        rec["request"]["max_tokens"] = MAX_TOKENS
+    return traffic.write(tmp_path / "traffic" / "recorded.jsonl", records)
+
+
+def replay_gates(tmp_path: Path, demo_hub: dict[str, Any]) -> dict[str, Any]:
+    path = traffic_file(tmp_path, demo_hub)
+    return {"replay": {"path": str(path), "concurrency": 4, "pass_rate": {"margin": 0.15}}}
+
+
+def personal_values(path: Path) -> set[str]:
+    values: set[str] = set()
+    for line in path.read_text().splitlines():
+        for message in json.loads(line)["request"]["messages"]:
+            values |= pii.found(message["content"])
+    return values
+
+
+def assert_no_personal_data(report: dict[str, Any], mlflow_uri: str, tmp_path: Path) -> None:
+    from mlflow.artifacts import download_artifacts
+
+    values = personal_values(tmp_path / "traffic" / "recorded.jsonl")
+    assert any("@example.com" in v for v in values), values
+    run_dir = Path(report["run_dir"])
+    downloaded = Path(download_artifacts(run_id=report["tracking"]["run_id"], dst_path=str(tmp_path / "artifacts"),
+                                         tracking_uri=mlflow_uri))
+    files = [p for p in [*run_dir.rglob("*"), *downloaded.rglob("*")] if p.is_file()]
+    assert "replay.jsonl" in {p.name for p in files}
+    for path in files:
+        text = path.read_bytes().decode("utf-8", "replace")
+        for value in values:
+            assert value not in text, f"{value!r} leaked into {path}"
