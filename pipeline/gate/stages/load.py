@@ -77,7 +77,7 @@ class Bench:
             ctx.server.check_alive()  # failed requests from a dead server: infrastructure, not a rejection
         if int(result.get("completed", 0)) == 0:  # nothing was measured: the endpoint, not the model's latency
             health = "answers" if _healthy(self.client, endpoint.base_url) else "does not answer"
-            failed = int(result.get("failed", 0)) or req.num_prompts
+            failed = int(result.get("num_prompts") or req.num_prompts)  # none completed: every one failed
             raise InfraError(f"load {name}: no request completed ({failed} failed; per-request "
                              f"timeout serving.request_timeout_s={req.request_timeout_s:g} s; "
                              f"{endpoint.base_url}/health {health}): the staging endpoint did not serve the "
