@@ -198,6 +198,10 @@ def _panel(ax: Any, xkey: str, data: list[dict[str, Any]], slo: LoadSlo, knee: d
         ax.set_xticks(x, [f"{c}\n({r['level']})" for c, r in zip(x, data, strict=True)])
     else:
         ax.set_xlabel("offered request rate (req/s, Poisson arrivals)")
+        missed = [r for r in data if r.get("within_slo") is False]
+        if missed:
+            ax.plot([r["request_rate"] for r in missed], [r.get("p95_e2el_ms", float("nan")) for r in missed], "rX",
+                    markersize=10, linestyle="none", label="knee step missing the SLOs")
         if knee and knee.get("rate") is not None:
             hi = knee.get("first_failing") or knee["rate"]
             ax.axvspan(knee["rate"], hi, color="tab:green", alpha=0.15,
