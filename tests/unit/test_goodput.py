@@ -278,3 +278,20 @@ def test_the_plot_shows_both_kinds_of_load_with_goodput_and_the_slo_lines(tmp_pa
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     only_rates = load.plot([], [row(level="1rps", request_rate=1.0)], None, LoadSlo(), tmp_path / "r.png", "t")
     assert only_rates.stat().st_size > 0
+
+
+def test_suite_prompts_are_every_cases_chat_messages_in_a_seeded_order(tmp_path, write_release):
+    from types import SimpleNamespace
+
+    from pipeline.config.suite import load_suites
+    from pipeline.gate.stages import load
+
+    cfg = load_release(release_with(write_release, {"prompts": {"source": "suites", "output_len": 12, "seed": 3}}))
+    ctx = SimpleNamespace(release=SimpleNamespace(root=REPO, format_gate=SimpleNamespace(prompts_dir="prompts")))
+    path = load.suite_dataset(ctx, cfg.load_gate, tmp_path)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    cases = {f"{s.name}/{c.id}": c.messages_payload() for s in load_suites(REPO / "prompts") for c in s.cases}
+    assert sorted(rec["case"] for rec in lines) == sorted(cases) and len(lines) > 1
+    assert all(rec["messages"] == cases[rec["case"]] and rec["output_tokens"] == 12 for rec in lines)
+    assert [rec["case"] for rec in lines] != list(cases)  # shuffled with prompts.seed
+    assert load.suite_dataset(ctx, load_release(release_with(write_release, {})).load_gate, tmp_path) is None
