@@ -7,6 +7,7 @@ and the problem, on one line.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,7 +32,7 @@ _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 PinSource = Literal["huggingface", "git"]
 ServingMode = Literal["spawn", "external"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
-LoadPromptSource = Literal["random"]
+LoadPromptSource = Literal["random", "suites"]
 
 
 def pin_source(value: str) -> PinSource:
@@ -130,7 +131,9 @@ class EvalsGate:
 
 @dataclass(frozen=True)
 class LoadPrompts:
-    source: LoadPromptSource = "random"  # vLLM's random dataset: token-exact input/output lengths, fixed seed
+    # random: vLLM's random dataset (token-exact input/output lengths, fixed seed); suites: the chat messages of
+    # the prompt suites (gates.format.prompts_dir) through /v1/chat/completions, output_len tokens each
+    source: LoadPromptSource = "random"
     input_len: int = 128
     output_len: int = 64
     requests_per_concurrency: int = 8  # a level sends this x its concurrency requests
@@ -139,6 +142,15 @@ class LoadPrompts:
 
     def requests_for(self, concurrency: int) -> int:
         return self.requests_per_level or self.requests_per_concurrency * concurrency
+
+    def requests_for_rate(self, rate: float) -> int:
+        """A request-rate level sends requests_per_level requests, else ~RATE_LEVEL_SECONDS of arrivals (at least
+        MIN_RATE_REQUESTS)."""
+        return self.requests_per_level or max(MIN_RATE_REQUESTS, math.ceil(rate * RATE_LEVEL_SECONDS))
+
+
+RATE_LEVEL_SECONDS = 10.0
+MIN_RATE_REQUESTS = 16
 
 
 @dataclass(frozen=True)
@@ -153,15 +165,35 @@ class LoadSlo:
 
 
 @dataclass(frozen=True)
+class LoadKnee:
+    """`gates.load.knee`: a bounded search for the highest request rate (Poisson arrivals) that meets every
+    latency SLO. From `start_rate` the rate grows by `growth` until a rate fails (or `max_rate`), or shrinks by it
+    while the start fails; then the interval (last passing, first failing) is bisected (geometric mean) until
+    first failing / last passing <= 1 + `precision`. At most `max_steps` benchmark runs and `max_seconds`.
+    `min_rate`: the gate fails when the highest passing rate is below it (None: reported only)."""
+
+    start_rate: float = 1.0
+    max_rate: float = 64.0
+    growth: float = 2.0
+    precision: float = 0.25
+    max_steps: int = 8
+    max_seconds: float = 600.0
+    min_rate: float | None = None
+
+
+@dataclass(frozen=True)
 class LoadGate:
     enabled: bool = True
     peak_concurrency: int = 1
-    levels: tuple[float, ...] = (1, 3, 5)  # multipliers of peak_concurrency
+    levels: tuple[float, ...] = (1, 3, 5)  # multipliers of peak_concurrency (closed loop)
     prompts: LoadPrompts = LoadPrompts()
     slo: LoadSlo = LoadSlo()
     regression_pct: float = 20.0
     price_per_hour: float | None = None
-    request_rate: float | None = None
+    request_rate: float | None = None  # arrival cap of the concurrency levels
+    rates: tuple[float, ...] = ()  # request-rate levels: requests/s, open loop (vllm bench --request-rate)
+    burstiness: float = 1.0  # of the rate levels' arrivals (vllm bench --burstiness): 1 Poisson, <1 burstier
+    knee: LoadKnee | None = None
 
     def concurrency(self, level: float) -> int:
         return max(1, round(self.peak_concurrency * level))
@@ -380,7 +412,7 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         replay_gate=_replay_gate((data.get("gates") or {}).get("replay"), file),
         format_gate=_format_gate((data.get("gates") or {}).get("format")),
         evals_gate=_evals_gate((data.get("gates") or {}).get("evals") or {}, file),
-        load_gate=_load_gate((data.get("gates") or {}).get("load")),
+        load_gate=_load_gate((data.get("gates") or {}).get("load"), file),
         alpha=float((data.get("gates") or {}).get("alpha", 0.05)),
         tracking_experiment=tracking.get("experiment", f"modelgate/{model['name']}"),
         tracking_uri=tracking.get("uri"),
@@ -449,7 +481,7 @@ def _replay_gate(d: dict[str, Any] | None, file: str) -> ReplayGate:
     return gate
 
 
-def _load_gate(d: dict[str, Any] | None) -> LoadGate:
+def _load_gate(d: dict[str, Any] | None, file: str) -> LoadGate:
     """No `gates.load` section: no load test. `load: {}` runs it with the defaults."""
     if d is None:
         return LoadGate(enabled=False)
@@ -457,4 +489,16 @@ def _load_gate(d: dict[str, Any] | None) -> LoadGate:
     prompts = LoadPrompts(**d.pop("prompts", None) or {})
     slo = LoadSlo(**d.pop("slo", None) or {})
     levels = tuple(d.pop("levels", LoadGate.levels))
-    return LoadGate(prompts=prompts, slo=slo, levels=levels, **d)
+    rates = tuple(float(r) for r in d.pop("rates", ()))
+    knee = LoadKnee(**d.pop("knee")) if d.get("knee") is not None else None
+    d.pop("knee", None)
+    if not levels and not rates and knee is None:
+        raise ConfigError("no load to run: give concurrency levels, request rates or a knee search", file=file,
+                          path="gates.load.levels")
+    if knee is not None and knee.max_rate < knee.start_rate:
+        raise ConfigError(f"max_rate {knee.max_rate:g} is below start_rate {knee.start_rate:g}", file=file,
+                          path="gates.load.knee.max_rate")
+    if knee is not None and not any((slo.p95_e2el_ms, slo.p95_ttft_ms, slo.p95_tpot_ms)):
+        raise ConfigError("a knee search needs a latency SLO to search against (p95_e2el_ms, p95_ttft_ms or "
+                          "p95_tpot_ms)", file=file, path="gates.load.slo")
+    return LoadGate(prompts=prompts, slo=slo, levels=levels, rates=rates, knee=knee, **d)

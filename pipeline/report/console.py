@@ -6,9 +6,11 @@ from pipeline.gate.rundir import REPORT_FILE
 from pipeline.report.document import GateReport
 from pipeline.report.views import (
     COMPARISON_HEADER,
+    LOAD_HEADER,
     LOG_TAILS,
     baseline_line,
     comparison_rows,
+    load_rows,
     load_summary,
     replay_line,
     sensitivity_notes,
@@ -27,17 +29,16 @@ def render(report: GateReport) -> str:
         line = baseline_line(report)
         if line:
             lines.append(line)
-        widths = [max(len(r[i]) for r in rows + [COMPARISON_HEADER]) for i in range(len(COMPARISON_HEADER))]
-        for row in [COMPARISON_HEADER] + rows:
-            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        lines.extend(_columns([COMPARISON_HEADER, *rows]))
         lines.extend(f"  {note}" for note in sensitivity_notes(report))
     replay = replay_line(report)
     if replay:
         lines.append(replay)
-    load = load_summary(report)  # per level: compared with which production run, the interval, the verdict
+    load = load_rows(report)
     if load:
         lines.append("load test:")
-        lines.extend(f"  {line}" for line in load)
+        lines.extend(_columns([LOAD_HEADER, *load]))
+        lines.extend(f"  {line}" for line in load_summary(report))
     for stage in report.stages:
         for key, title in LOG_TAILS:
             tail = stage.details.get(key)
@@ -53,3 +54,9 @@ def render(report: GateReport) -> str:
     run_id = report.tracking.run_id
     lines.append(f"mlflow run: {run_id}" if run_id else "mlflow run: (not recorded)")
     return "\n".join(lines)
+
+
+def _columns(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as aligned text lines (the first row is the header)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]

@@ -7,7 +7,9 @@ schema_version 1; `schema_version` changes when a field changes meaning. Fields 
 reports (`baseline_version`, `source_control.author`) stay absent when a report that lacked them is
 re-saved, so every report ever written loads and saves back the same. Stage details are kept as written: the
 compare stage's metric rows gained `kind` and the sensitivity (`mde`, `power`, `underpowered`, `discordance` or
-`sd_diff`, `items_needed`) without a schema change; the renderings show "-" where an older row lacks them.
+`sd_diff`, `items_needed`) without a schema change; the renderings show "-" where an older row lacks them. The load
+stage's details gained the request-rate levels (`rate_levels`), each level's goodput and the knee search (`knee`)
+the same way; `GateReport.load_results()` reads them typed (`LoadResults`), empty for older reports.
 
     report = GateReport.load(run_dir / "report.json")   # missing: OSError; not JSON: ValueError;
                                                         # other schema_version: InfraError;
@@ -145,6 +147,56 @@ class Tracking:
 
 
 @dataclass(frozen=True)
+class Knee:
+    """The load stage's knee search: the highest request rate within every SLO (`rate`, None: none was) and the
+    first failing one (`first_failing`, None: none failed), why the search stopped, its steps (level rows with
+    `within_slo`) and `min_rate` (the gate's floor, None: reported only)."""
+
+    rate: float | None
+    first_failing: float | None
+    stopped: str
+    steps: tuple[dict[str, Any], ...]
+    elapsed_s: float
+    min_rate: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Knee:
+        return cls(rate=d.get("rate"), first_failing=d.get("first_failing"), stopped=str(d.get("stopped") or ""),
+                   steps=tuple(d.get("steps") or ()), elapsed_s=float(d.get("elapsed_s") or 0.0),
+                   min_rate=d.get("min_rate"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rate": self.rate, "first_failing": self.first_failing, "stopped": self.stopped,
+                "steps": list(self.steps), "elapsed_s": self.elapsed_s, "min_rate": self.min_rate}
+
+
+@dataclass(frozen=True)
+class LoadResults:
+    """The load stage's results as the renderings read them: concurrency levels, request-rate levels (both level
+    rows of the stage's details, with `goodput` where measured), the knee, the goodput limits (ms, vLLM's names)
+    and the goodput-limited cost. Reports from before rate levels: no rate levels, no knee."""
+
+    levels: tuple[dict[str, Any], ...] = ()
+    rate_levels: tuple[dict[str, Any], ...] = ()
+    knee: Knee | None = None
+    goodput_limits_ms: dict[str, float] = field(default_factory=dict)
+    cost_per_1m_output_tokens: float | None = None
+    price_per_hour: float | None = None
+
+    @classmethod
+    def from_details(cls, d: Mapping[str, Any]) -> LoadResults:
+        knee = d.get("knee")
+        return cls(levels=tuple(d.get("levels") or ()), rate_levels=tuple(d.get("rate_levels") or ()),
+                   knee=Knee.from_dict(knee) if isinstance(knee, Mapping) else None,
+                   goodput_limits_ms=dict(d.get("goodput_limits_ms") or {}),
+                   cost_per_1m_output_tokens=d.get("cost_per_1m_output_tokens"), price_per_hour=d.get("price_per_hour"))
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.levels or self.rate_levels or (self.knee and self.knee.steps))
+
+
+@dataclass(frozen=True)
 class GateReport:
     gate_id: str
     model_name: str
@@ -178,6 +230,11 @@ class GateReport:
 
     def stage(self, name: str) -> StageResult | None:
         return next((s for s in self.stages if s.name == name), None)
+
+    def load_results(self) -> LoadResults:
+        """The load stage's levels, rate levels, goodput and knee (empty when the stage did not measure)."""
+        stage = self.stage("load")
+        return LoadResults.from_details(stage.details) if stage is not None else LoadResults()
 
     @property
     def pr(self) -> int | None:
@@ -310,5 +367,5 @@ class GateReport:
         return path
 
 
-__all__ = ["REPORT_FILE", "SCHEMA_VERSION", "Candidate", "Environment", "GateReport", "MalformedReport",
-           "SourceControl", "Tracking"]
+__all__ = ["REPORT_FILE", "SCHEMA_VERSION", "Candidate", "Environment", "GateReport", "Knee", "LoadResults",
+           "MalformedReport", "SourceControl", "Tracking"]

@@ -128,8 +128,8 @@ def render(report: GateReport, *, report_path: Path | None = None, mlflow_ui: st
     load = views.load_rows(report)
     if load:
         summary = "<ul>" + "".join(f"<li>{escape(s)}</li>" for s in views.load_summary(report)) + "</ul>"
-        parts.append(_section("Load test", _table(views.LOAD_HEADER, load, numeric=frozenset({1, 4, 5})) + summary +
-                              _img(views.plot_file(report, report_path), "latency versus concurrency")))
+        parts.append(_section("Load test", _table(views.LOAD_HEADER, load, numeric=views.LOAD_NUMERIC) + summary +
+                              _img(views.plot_file(report, report_path), "latency and goodput versus load")))
     if report.environment:
         env = report.environment.to_dict()
         parts.append(_section("Environment", _table(["component", "version"], [[k, v] for k, v in env.items()])))

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.checks import slo
-from pipeline.report.document import GateReport
+from pipeline.checks import goodput, slo
+from pipeline.report.document import GateReport, LoadResults
 
 OUTPUT_LINES = 6  # first lines of a failing case's output shown
 OUTPUT_CHARS = 600
-LOAD_HEADER = ["level", "concurrency", "TTFT p50/p95/p99 ms", "e2e p50/p95/p99 ms", "output tok/s", "req/s",
-               "failed", "queue max", "KV cache max"]
+LOAD_HEADER = ["level", "load", "TTFT p50/p95/p99 ms", "e2e p50/p95/p99 ms", "output tok/s", "req/s",
+               "goodput req/s", "failed", "queue max", "KV cache max"]
+LOAD_NUMERIC = frozenset({4, 5, 6})  # the load table's numeric columns
 COMPARISON_HEADER = ["metric", "kind", "baseline", "candidate", "delta", "interval", "margin", "MDE 80%", "floor",
                      "n", "verdict"]
 VERDICT_COLUMN = COMPARISON_HEADER.index("verdict")
@@ -129,36 +130,66 @@ def _triple(row: dict[str, Any], what: str) -> str:
     return " / ".join("-" if v is None else f"{v:.0f}" for v in vals)
 
 
+def _load_results(report: GateReport) -> LoadResults:
+    stage = report.stage("load")
+    return LoadResults.from_details(stage.details) if stage is not None else LoadResults()
+
+
+def _load_row(r: dict[str, Any], name: str, load: str) -> list[str]:
+    server = r.get("server") or {}
+    kv = server.get("max_kv_cache_usage")
+    good = r.get("goodput")
+    return [name, load, _triple(r, "ttft"), _triple(r, "e2el"), f"{r.get('output_throughput', 0):.1f}",
+            f"{r.get('request_throughput', 0):.2f}",
+            "-" if good is None else f"{good:.2f} ({100 * r.get('good_fraction', 0):.0f}%)",
+            f"{int(r.get('failed', 0))} of {int(r.get('num_prompts', 0))}",
+            "-" if server.get("max_waiting") is None else f"{server['max_waiting']:.0f}",
+            "-" if kv is None else f"{100 * kv:.1f}%"]
+
+
 def load_rows(report: GateReport) -> list[list[str]]:
-    load = report.stage("load")
-    if not load or not load.details.get("levels"):
-        return []
-    rows = []
-    for r in load.details["levels"]:
-        server = r.get("server") or {}
-        kv = server.get("max_kv_cache_usage")
-        rows.append([str(r.get("level")), str(r.get("concurrency")), _triple(r, "ttft"), _triple(r, "e2el"),
-                     f"{r.get('output_throughput', 0):.1f}", f"{r.get('request_throughput', 0):.2f}",
-                     f"{int(r.get('failed', 0))} of {int(r.get('num_prompts', 0))}",
-                     "-" if server.get("max_waiting") is None else f"{server['max_waiting']:.0f}",
-                     "-" if kv is None else f"{100 * kv:.1f}%"])
+    """The load table: concurrency levels (load = concurrent requests), request-rate levels (load = the offered
+    rate) and the knee search's steps, each with its goodput (requests/s within every SLO, % of the requests)."""
+    res = _load_results(report)
+    rows = [_load_row(r, str(r.get("level")), str(r.get("concurrency"))) for r in res.levels]
+    rows += [_load_row(r, str(r.get("level")), f"{r.get('request_rate', 0):g} req/s") for r in res.rate_levels]
+    if res.knee is not None:
+        rows += [_load_row(r, f"knee {r.get('level')} " + ("within SLO" if r.get("within_slo") else "misses SLO"),
+                           f"{r.get('request_rate', 0):g} req/s") for r in res.knee.steps]
     return rows
+
+
+def goodput_line(limits: dict[str, float]) -> str:
+    """What a good request is, in words: "goodput: requests with TTFT <= 500 ms and e2e latency <= 5000 ms"."""
+    names = {"ttft": "TTFT", "tpot": "TPOT", "e2el": "e2e latency"}
+    parts = [f"{names.get(k, k)} <= {v:g} ms" for k, v in limits.items()]
+    return "goodput: completed requests with " + (" and ".join(parts) if parts else "no latency SLO (all of them)")
 
 
 def load_summary(report: GateReport) -> list[str]:
     load = report.stage("load")
-    if not load or not load.details.get("levels"):
+    res = _load_results(report)
+    if not load or not res.measured:
         return []
     d = load.details
-    lines = [f"degradation curve: {d.get('curve', {}).get('shape', '?')}"]
+    lines = []
+    if res.levels:
+        lines.append(f"degradation curve: {d.get('curve', {}).get('shape', '?')}")
+    if "goodput_limits_ms" in d:
+        lines.append(goodput_line(res.goodput_limits_ms))
+    if res.rate_levels:
+        lines.append(f"request-rate levels: Poisson arrivals (burstiness {d.get('burstiness', 1):g}), open loop")
+    if res.knee is not None:
+        lines.append("knee: " + goodput.knee_line(res.knee.to_dict()))
     base = d.get("baseline") or {}
     why = f" ({base['reason']})" if base.get("reason") else ""
     lines.append(f"baseline comparison: {base.get('status', '?')}{why}")
     lines += [f"  {line}" for line in base.get("differences", [])]
-    lines += slo.comparison_lines(d["levels"], base)
-    if d.get("cost_per_1m_output_tokens") is not None:
-        lines.append(f"cost: ${d['cost_per_1m_output_tokens']:.3f} per 1M output tokens at "
-                     f"${d.get('price_per_hour', 0):g}/h")
+    lines += slo.comparison_lines(d.get("levels", []), base)
+    if res.cost_per_1m_output_tokens is not None:
+        how = " (goodput-limited)" if "goodput_limits_ms" in d else ""
+        lines.append(f"cost: ${res.cost_per_1m_output_tokens:.3f} per 1M output tokens{how} at "
+                     f"${res.price_per_hour or 0:g}/h")
     return lines
 
 

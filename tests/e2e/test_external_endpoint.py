@@ -6,6 +6,8 @@ the same serving configuration) is rejected."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pipeline.config.release import Pin, Serving
@@ -117,6 +119,54 @@ def test_request_profile_leaves_parameters_to_the_real_servers_defaults(staging,
     assert left["request_params"] == {"temperature": 0}
     assert as_written["completion_tokens"] == 8 and as_written["finish_reason"] == "length"
     assert left["completion_tokens"] > 8, left
+
+
+# request-rate levels and the knee search on the module's server (no boot of their own): 4 benchmark runs
+DEPTH_LOAD = {"levels": [], "rates": [1], "burstiness": 1,
+              "prompts": {"source": "suites", "output_len": 8, "requests_per_level": 6, "seed": 1},
+              "slo": {"p95_e2el_ms": 60000, "p95_ttft_ms": 30000}, "price_per_hour": 0.10,
+              "knee": {"start_rate": 2, "growth": 8, "max_rate": 16, "max_steps": 3, "max_seconds": 240}}
+
+
+def test_load_rate_levels_goodput_and_the_knee_search_on_the_real_server(staging_server, demo_hub, tmp_path):
+    """A Poisson rate level with the prompt suites' chat messages, its goodput (equal to vLLM's own --goodput
+    count of the same requests), and a knee search bounded by max_rate: 2 -> 16 req/s, both within the SLOs."""
+    import json
+
+    from tests.support.releases import copy_project_inputs
+
+    team = tmp_path / "team"
+    config = write_demo_release(team, demo_hub, gates={"load": DEPTH_LOAD})
+    copy_project_inputs(team, "prompts")
+    result = run_load_stage(staging_server, config, tmp_path / "run", production=None)
+    assert result.status.value == "passed", result.reasons
+    (row,) = result.details["rate_levels"]
+    assert row["level"] == "1rps" and row["completed"] == 6 and row["failed"] == 0, row
+    assert row["good_requests"] == 6 and row["goodput"] == pytest.approx(row["vllm_request_goodput"], rel=1e-9)
+    bench = json.loads(open(row["result_file"]).read())
+    assert bench["request_rate"] == 1 and bench["burstiness"] == 1 and bench["max_concurrency"] is None
+    assert bench["backend"] == "openai-chat" and len(set(bench["input_lens"])) > 1  # real chat messages
+    assert bench["output_lens"] == [8] * 6
+    knee = result.details["knee"]
+    assert [s["request_rate"] for s in knee["steps"]] == [2, 16] and all(s["within_slo"] for s in knee["steps"])
+    assert knee["rate"] == 16 and knee["first_failing"] is None and knee["stopped"].startswith("max_rate 16")
+    assert result.metrics["knee.rate"] == 16 and result.metrics["knee.steps"] == 2
+    assert result.metrics["1rps.goodput"] > 0 and result.metrics["knee.16rps.goodput"] > 0
+    assert result.metrics["cost_per_1m_output_tokens"] > 0
+    assert open(result.artifacts["latency_vs_concurrency.png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert any(r.startswith("knee: highest rate within SLO 16 req/s, no failing rate found") for r in result.reasons)
+
+
+def test_an_impossible_slo_fails_the_rate_level_naming_it(staging_server, demo_hub, tmp_path):
+    tight = {"levels": [], "rates": [2], "slo": {"p95_e2el_ms": 1},
+             "prompts": {"input_len": 16, "output_len": 4, "requests_per_level": 4, "seed": 1}}
+    config = write_demo_release(tmp_path / "team", demo_hub, gates={"load": tight})
+    result = run_load_stage(staging_server, config, tmp_path / "run", production=None)
+    assert result.status.value == "failed"
+    assert re.match(r"load 2rps: p95_e2el_ms \d+ > SLO 1$", result.reasons[0]), result.reasons
+    (row,) = result.details["rate_levels"]
+    assert row["completed"] == 4 and row["good_requests"] == 0 and row["goodput"] == 0
+    assert row["vllm_request_goodput"] == 0
 
 
 AA_REPEATS = 4  # 3 comparisons: each load run costs ~15-50 s of CI (the benchmark imports vLLM)

@@ -33,6 +33,7 @@ def test_load_stage_passes_and_lands_in_mlflow(demo_hub, mlflow_server, model_ho
     for level in ("1x", "2x"):
         assert metrics[f"load.{level}.p95_e2el_ms"] > 0 and metrics[f"load.{level}.output_throughput"] > 0
         assert metrics[f"load.{level}.completed"] == 4 and metrics[f"load.{level}.failed"] == 0
+        assert metrics[f"load.{level}.goodput"] > 0 and metrics[f"load.{level}.good_fraction"] == 1  # generous SLOs
     assert metrics["load.cost_per_1m_output_tokens"] > 0
     artifacts = {a.path for a in client.list_artifacts(run_id, "stages/load")}
     assert {"stages/load/latency_vs_concurrency.png", "stages/load/bench_1x.json",
