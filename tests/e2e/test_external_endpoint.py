@@ -153,3 +153,49 @@ def test_load_a_a_the_same_model_on_the_same_server_never_regresses(staging_serv
     rec, failures = slo.compare_level(slower, prod_row, 20)
     assert rec["verdict"] == "regressed" and rec["e2el"]["lower_pct"] > 20, rec
     assert failures and failures[0].startswith("load 1x: e2e latency is +50% vs production")
+
+
+def test_prefix_cached_multiple_choice_scoring_decides_every_item_as_lm_evals_echo_path(staging_server, tmp_path):
+    """The multiple-choice task through lm-eval twice on this server, its chat template as the demo gate runs it:
+    `loglikelihood: prefix_cached` (next-token logprobs, prefix cache read) and `echo` (lm-eval's
+    local-completions, prompt logprobs). Same per-item acc/acc_norm; every choice's loglikelihood within bf16
+    noise of the other's; the prefix cache served most of the new path's prompt tokens."""
+    import json
+
+    import httpx
+
+    from pipeline.serving.prometheus import parse
+    from pipeline.tools.lmeval import ChatMode, run_lmeval
+    from tests.support.paths import REPO
+
+    endpoint = staging_server.endpoint
+
+    def cache() -> tuple[float, float]:
+        m = parse(httpx.get(f"{endpoint.base_url}/metrics", headers=endpoint.headers(), timeout=10).text)
+        return m["vllm:prefix_cache_queries_total"], m["vllm:prefix_cache_hits_total"]
+
+    runs, hit_rate = {}, 0.0
+    for way in ("prefix_cached", "echo"):
+        before = cache()
+        runs[way] = run_lmeval(endpoint.base_url, endpoint.served_name, staging_server.model_dir,
+                               ["support_intent"], REPO / "evalsets", tmp_path / way, num_concurrent=4, limit=6,
+                               progress=lambda m: None, api_key=endpoint.api_key, loglikelihood=way,
+                               modes={"support_intent": ChatMode(True, True)})
+        if way == "prefix_cached":
+            queries, hits = (after - b for after, b in zip(cache(), before, strict=True))
+            hit_rate = hits / queries
+    assert "modelgate-completions" in runs["prefix_cached"].command
+    assert "local-completions" in runs["echo"].command
+    new, old = ({it["doc_hash"]: it for it in runs[w].items} for w in ("prefix_cached", "echo"))
+    assert len(new) == 6 and new.keys() == old.keys()
+    assert {h: (it["acc"], it["acc_norm"]) for h, it in new.items()} == \
+        {h: (it["acc"], it["acc_norm"]) for h, it in old.items()}
+
+    def choice_lls(run) -> dict[int, list[float]]:
+        lines = open(run.samples_files["support_intent"], encoding="utf-8").read().splitlines()
+        return {s["doc_id"]: [r[0] for r in s["filtered_resps"]] for s in map(json.loads, lines)}
+
+    a, b = choice_lls(runs["prefix_cached"]), choice_lls(runs["echo"])
+    gaps = [abs(x - y) for d in a for x, y in zip(a[d], b[d], strict=True)]
+    assert len(gaps) == 36 and max(gaps) < 0.1, gaps  # bf16 KV computed in other batch shapes, not other numbers
+    assert hit_rate > 0.5, hit_rate

@@ -141,7 +141,7 @@ def test_build_command():
     args = cmd[cmd.index("--model_args") + 1].split(",")
     assert "base_url=http://127.0.0.1:8011/v1/completions" in args
     assert {"model=demo", "tokenizer=/m", "tokenized_requests=False", "num_concurrent=8"} <= set(args)
-    assert cmd[cmd.index("--model") + 1] == "local-completions"
+    assert cmd[cmd.index("--model") + 1] == "modelgate-completions"  # local-completions + prefix-cached scoring
     assert cmd[cmd.index("--tasks") + 1] == "support_intent,support_facts"
     assert "--log_samples" in cmd and cmd[cmd.index("--limit") + 1] == "5"
     for url in ("http://h:1/v1", "http://h:1/v1/", "http://h:1/v1/completions"):

@@ -55,7 +55,7 @@ def evaluate(endpoint: Endpoint, tokenizer_dir: Path, cfg: EvalsGate, root: Path
     return run_lmeval(endpoint.base_url, endpoint.served_name, tokenizer_dir, list(cfg.tasks), evalsets,
                       out_dir, num_concurrent=cfg.num_concurrent, limit=cfg.limit, progress=progress,
                       api_key=endpoint.api_key, timeout_s=endpoint.request_timeout_s,
-                      modes=chat_modes(cfg, evalsets, tokenizer_dir))
+                      modes=chat_modes(cfg, evalsets, tokenizer_dir), loglikelihood=cfg.loglikelihood)
 
 
 def item_values(run: LmEvalRun, metric_names: Iterable[str], *, who: str = "the candidate",
@@ -139,4 +139,4 @@ def run(ctx: GateContext) -> StageResult:
                                 "lm_eval_version": result.lm_eval_version, "command": result.command,
                                 "commands": result.commands,
                                 "prompting": {t: m.to_dict() for t, m in modes.items()},
-                                "limit": cfg.limit})
+                                "loglikelihood": cfg.loglikelihood, "limit": cfg.limit})
