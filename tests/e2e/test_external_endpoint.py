@@ -201,8 +201,8 @@ def test_prefix_cached_multiple_choice_scoring_decides_every_item_as_lm_evals_ec
         new = [float(r[0]) for r in s["filtered_resps"]]
         gaps += [abs(x - y) for x, y in zip(new, old, strict=True)]
         # lm-eval's multiple_choice metrics: argmax of the loglikelihoods, of loglikelihood per character
-        acc = float(max(range(len(old)), key=lambda i: old[i]) == s["target"])
-        acc_norm = float(max(range(len(old)), key=lambda i: old[i] / len(choices[i])) == s["target"])
+        acc = float(max(range(len(old)), key=lambda i: old[i]) == int(s["target"]))
+        acc_norm = float(max(range(len(old)), key=lambda i: old[i] / len(choices[i])) == int(s["target"]))
         item = next(it for it in run.items if it["doc_id"] == s["doc_id"])
         assert (item["acc"], item["acc_norm"]) == (acc, acc_norm), (s["doc_id"], new, old)
     # bf16 logits from other kernels/batch shapes (prefix-cached KV, one position) round differently: < 0.5 apart
