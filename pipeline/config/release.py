@@ -121,6 +121,9 @@ class EvalsGate:
     tasks: tuple[str, ...] = ()
     num_concurrent: int = 4
     limit: int | None = None  # items per task (tests); None: all
+    # loglikelihood requests (multiple_choice tasks): "prefix_cached" forced decoding on vLLM's prefix cache
+    # (pipeline/tools/lmeval_model.py), or "echo": lm-eval's local-completions prompt-logprob requests
+    loglikelihood: Literal["prefix_cached", "echo"] = "prefix_cached"
     metrics: dict[str, Threshold] = field(default_factory=dict)  # "task/metric" -> thresholds
     prompting: Prompting = Prompting()  # every task's, unless per_task says otherwise
     per_task: dict[str, Prompting] = field(default_factory=dict)  # task -> its prompting (defaults filled in)

@@ -33,6 +33,10 @@ from pipeline.errors import BadInput, InfraError, Interrupted
 from pipeline.util.procgroup import stop_group
 
 _TQDM = re.compile(r"(\d+)%\|")
+# how loglikelihood requests (multiple_choice tasks) are scored: forced decoding on vLLM's prefix cache
+# (lm-eval model modelgate-completions, pipeline/tools/lmeval_model.py) or lm-eval's local-completions echo
+# requests with prompt logprobs (vLLM reads no prefix cache for those: every choice prefills its whole context)
+LOGLIKELIHOOD_MODES = ("prefix_cached", "echo")
 MAX_RETRIES = 3  # attempts per request (lm-eval's max_retries), each bounded by the per-request timeout
 
 
@@ -278,12 +282,20 @@ def resolve_task_yamls(include_path: Path, tasks: list[str]) -> list[Path]:
     return out
 
 
-def evalset_digest(include_path: Path, tasks: list[str], modes: dict[str, ChatMode] | None = None) -> str:
-    """sha256 over the task YAMLs, their includes, data files and loader modules (path + content), and over
-    how each task is prompted (``modes``: task -> ChatMode) when any task goes through a chat template.
+# a task (or an include) whose output type is scored by loglikelihood requests
+_LOGLIKELIHOOD_TASK = re.compile(r"^output_type:\s*[\"']?(multiple_choice|loglikelihood)\b", re.M)
 
-    Changes whenever an item, a prompt template, the loader or the prompting changes; independent of CWD.
-    All tasks raw (or ``modes`` None) gives the digest of the evalsets alone, as before chat modes existed.
+
+def evalset_digest(include_path: Path, tasks: list[str], modes: dict[str, ChatMode] | None = None,
+                   loglikelihood: str = "echo") -> str:
+    """sha256 over the task YAMLs, their includes, data files and loader modules (path + content), over how
+    each task is prompted (``modes``: task -> ChatMode) when any task goes through a chat template, and over
+    how loglikelihoods are scored (``loglikelihood``) when it is not lm-eval's own echo path and a task is
+    scored by loglikelihood: the two paths agree except on near-ties (bf16), so per-item results are paired
+    only with a baseline scored the same way (a baseline scored otherwise is re-evaluated).
+
+    Changes whenever an item, a prompt template, the loader, the prompting or the scoring changes; independent
+    of CWD. All tasks raw (or ``modes`` None) and echo scoring give the digest of the evalsets alone.
     """
     include_path = Path(include_path).resolve()
     seen: set[Path] = set()
@@ -297,6 +309,9 @@ def evalset_digest(include_path: Path, tasks: list[str], modes: dict[str, ChatMo
     if modes and any(m.apply_chat_template for m in modes.values()):
         prompting = {t: modes.get(t, RAW).to_dict() for t in sorted(tasks)}
         h.update(b"prompting\0" + json.dumps(prompting, sort_keys=True).encode() + b"\n")
+    if loglikelihood != "echo" and any(_LOGLIKELIHOOD_TASK.search(f.read_text(encoding="utf-8", errors="replace"))
+                                       for f in files if f.suffix in (".yaml", ".yml")):
+        h.update(b"loglikelihood\0" + loglikelihood.encode() + b"\n")
     return h.hexdigest()
 
 
@@ -306,9 +321,13 @@ def evalset_digest(include_path: Path, tasks: list[str], modes: dict[str, ChatMo
 def build_command(
     base_url: str, model_name: str, tokenizer_dir: Path, tasks: list[str], include_path: Path,
     raw_dir: Path, num_concurrent: int = 4, limit: int | None = None, max_retries: int | None = None,
-    timeout_s: float | None = None, mode: ChatMode = RAW,
+    timeout_s: float | None = None, mode: ChatMode = RAW, loglikelihood: str = "prefix_cached",
 ) -> list[str]:
     """The lm-eval 0.4.13 command line for one run (``base_url`` is the server root or .../v1).
+
+    ``loglikelihood``: "prefix_cached" runs lm-eval's CLI through ``pipeline.tools.lm_eval_entry`` with
+    ``--model modelgate-completions`` (local-completions whose loglikelihoods are scored by forced decoding on
+    the prefix cache; generations unchanged); "echo" runs ``python -m lm_eval`` with ``local-completions``.
 
     Raw mode sends the prompt text (vLLM tokenizes it as /v1/completions does). Chat mode adds
     ``--apply_chat_template`` (and ``--fewshot_as_multiturn true|false``: lm-eval turns it on by itself) and
@@ -326,8 +345,12 @@ def build_command(
         f"num_concurrent={num_concurrent}", f"max_retries={max_retries or MAX_RETRIES}",
         *([f"timeout={max(1, int(timeout_s))}"] if timeout_s else []),  # per request (lm-eval's default: 300 s)
     ])
+    if loglikelihood not in LOGLIKELIHOOD_MODES:
+        raise ValueError(f"loglikelihood must be one of {', '.join(LOGLIKELIHOOD_MODES)}, not {loglikelihood!r}")
+    module, model = ("pipeline.tools.lm_eval_entry", "modelgate-completions") if loglikelihood == "prefix_cached" \
+        else ("lm_eval", "local-completions")
     cmd = [
-        sys.executable, "-m", "lm_eval", "run", "--model", "local-completions", "--model_args", model_args,
+        sys.executable, "-m", module, "run", "--model", model, "--model_args", model_args,
         "--tasks", ",".join(tasks), "--include_path", str(Path(include_path).resolve()),
         "--output_path", str(raw_dir), "--log_samples", "--seed", "0,1234,1234,1234",
     ]
@@ -344,6 +367,9 @@ def lmeval_env(api_key: str | None) -> dict[str, str]:
 
     env = dict(child_env(), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    # the child imports this very pipeline package (pipeline.tools.lm_eval_entry), whatever is installed
+    here = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([here, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     if api_key:
         env["OPENAI_API_KEY"] = api_key
     return env
@@ -400,6 +426,7 @@ def run_lmeval(
     api_key: str | None = None,
     timeout_s: float | None = None,
     modes: dict[str, ChatMode] | None = None,
+    loglikelihood: str = "prefix_cached",
 ) -> LmEvalRun:
     """Run ``tasks`` from ``include_path`` against ``base_url`` (served as ``model_name``).
 
@@ -410,7 +437,8 @@ def run_lmeval(
     merged into one LmEvalRun (``commands`` holds each). Raises BadInput for unknown tasks,
     InfraError if lm-eval fails, Interrupted on KeyboardInterrupt (the child group is stopped first).
     ``api_key`` reaches lm-eval's ``local-completions`` as OPENAI_API_KEY in its environment (it reads no
-    other source), never on its command line.
+    other source), never on its command line. ``loglikelihood``: how loglikelihood requests are scored
+    (LOGLIKELIHOOD_MODES, see ``build_command``).
     """
     output_dir = Path(output_dir).resolve()
     raw_dir = output_dir / "raw"
@@ -423,8 +451,10 @@ def run_lmeval(
     t0 = time.monotonic()
     for mode, group in mode_groups(tasks, modes):
         cmd = build_command(base_url, model_name, tokenizer_dir, group, include_path, raw_dir,
-                            num_concurrent=num_concurrent, limit=limit, timeout_s=timeout_s, mode=mode)
-        progress(f"lm-eval: {', '.join(group)} ({mode.label}), num_concurrent={num_concurrent}, limit={limit}")
+                            num_concurrent=num_concurrent, limit=limit, timeout_s=timeout_s, mode=mode,
+                            loglikelihood=loglikelihood)
+        progress(f"lm-eval: {', '.join(group)} ({mode.label}), num_concurrent={num_concurrent}, limit={limit}, "
+                 f"loglikelihood: {loglikelihood}")
         runs.append(_run_once(cmd, env, raw_dir, log_path, progress, timeout_s))
     wall = time.monotonic() - t0
     run = runs[0]

@@ -275,3 +275,57 @@ def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(st
     with capsys.disabled():
         print(f"\nload, slower candidate (deep, same serving configuration): {line}\n"
               f"  fetch and boot {booted - started:.0f} s, load run {loaded - booted:.0f} s")
+
+
+def test_prefix_cached_multiple_choice_scoring_decides_every_item_as_lm_evals_echo_path(staging_server, tmp_path,
+                                                                                        monkeypatch):
+    """The multiple-choice task through the evals' lm-eval run on this server (its chat template, as the demo gate
+    runs it) with `loglikelihood: prefix_cached`; then every choice it logged (lm-eval's own (context,
+    continuation) strings) scored again in this process by lm-eval's `local-completions` loglikelihood path (echo,
+    prompt logprobs) on the same server. Same acc and acc_norm on every item; every choice's loglikelihood within
+    bf16 rounding of the logits of the other's; the prefix cache served most of the new path's prompt tokens."""
+    import json
+    from types import SimpleNamespace
+
+    import httpx
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    from pipeline.serving.prometheus import parse
+    from pipeline.tools.lmeval import ChatMode, run_lmeval
+    from tests.support.paths import REPO
+
+    endpoint = staging_server.endpoint
+
+    def cache() -> tuple[float, float]:
+        m = parse(httpx.get(f"{endpoint.base_url}/metrics", headers=endpoint.headers(), timeout=10).text)
+        return m["vllm:prefix_cache_queries_total"], m["vllm:prefix_cache_hits_total"]
+
+    before = cache()
+    run = run_lmeval(endpoint.base_url, endpoint.served_name, staging_server.model_dir, ["support_intent"],
+                     REPO / "evalsets", tmp_path, num_concurrent=4, limit=5, progress=lambda m: None,
+                     api_key=endpoint.api_key, modes={"support_intent": ChatMode(True, True)})
+    queries, hits = (after - b for after, b in zip(cache(), before, strict=True))
+    assert "modelgate-completions" in run.command and queries > 0 and hits / queries > 0.5, (hits, queries)
+    lines = open(run.samples_files["support_intent"], encoding="utf-8").read().splitlines()
+    samples = sorted(map(json.loads, lines), key=lambda s: s["doc_id"])
+    assert len(samples) == 5 == len(run.items)
+
+    monkeypatch.setenv("OPENAI_API_KEY", endpoint.api_key or "")  # what lm-eval's API models send
+    echo = LocalCompletionsAPI(base_url=f"{endpoint.base_url}/v1/completions", model=endpoint.served_name,
+                               tokenizer=str(staging_server.model_dir), tokenizer_backend="huggingface",
+                               tokenized_requests=True, num_concurrent=4, max_retries=3)
+    args = [(a["arg_0"], a["arg_1"]) for s in samples for a in s["arguments"].values()]
+    lls = [ll for ll, _ in echo.loglikelihood([SimpleNamespace(args=a) for a in args], disable_tqdm=True)]
+    gaps = []
+    for s in samples:
+        choices = [a["arg_1"] for a in s["arguments"].values()]
+        old, lls = lls[:len(choices)], lls[len(choices):]
+        new = [float(r[0]) for r in s["filtered_resps"]]
+        gaps += [abs(x - y) for x, y in zip(new, old, strict=True)]
+        # lm-eval's multiple_choice metrics: argmax of the loglikelihoods, of loglikelihood per character
+        acc = float(max(range(len(old)), key=lambda i: old[i]) == int(s["target"]))
+        acc_norm = float(max(range(len(old)), key=lambda i: old[i] / len(choices[i])) == int(s["target"]))
+        item = next(it for it in run.items if it["doc_id"] == s["doc_id"])
+        assert (item["acc"], item["acc_norm"]) == (acc, acc_norm), (s["doc_id"], new, old)
+    # bf16 logits from other kernels/batch shapes (prefix-cached KV, one position) round differently: < 0.5 apart
+    assert len(gaps) == 30 and max(gaps) < 0.5, gaps

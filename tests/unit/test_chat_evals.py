@@ -121,7 +121,7 @@ def test_command_flags_per_mode():
     chat = build_command("http://h:1", "m", Path("/m"), TASKS, EVALSETS, Path("/o"), mode=CHAT, limit=3)
     # lm-eval 0.4.13's API models render the template only with tokenized requests (else: JSON messages)
     assert "tokenized_requests=True" in chat[chat.index("--model_args") + 1].split(",")
-    assert chat[chat.index("--model") + 1] == "local-completions"
+    assert chat[chat.index("--model") + 1] == "modelgate-completions"  # local-completions + prefix-cached scoring
     assert "--apply_chat_template" in chat and chat[chat.index("--fewshot_as_multiturn") + 1] == "true"
     single = build_command("http://h:1", "m", Path("/m"), TASKS, EVALSETS, Path("/o"), mode=ChatMode(True, False))
     assert single[single.index("--fewshot_as_multiturn") + 1] == "false"  # lm-eval turns it on unless told
@@ -198,7 +198,8 @@ def test_tasks_prompted_differently_run_as_two_invocations_merged_into_one_run(t
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "fake"))
     lines: list[str] = []
     run = run_lmeval("http://127.0.0.1:9", "m", tmp_path, TASKS, EVALSETS, tmp_path / "out", limit=5,
-                     progress=lines.append, modes={"support_intent": CHAT, "support_facts": RAW})
+                     progress=lines.append, modes={"support_intent": CHAT, "support_facts": RAW},
+                     loglikelihood="echo")  # the stand-in is `python -m lm_eval`
     assert [c[c.index("--tasks") + 1] for c in run.commands] == ["support_intent", "support_facts"]
     assert "--apply_chat_template" in run.commands[0] and "--apply_chat_template" not in run.commands[1]
     assert set(run.tasks) == set(TASKS) and run.n_items == 10 == len(run.items)

@@ -141,7 +141,7 @@ def test_build_command():
     args = cmd[cmd.index("--model_args") + 1].split(",")
     assert "base_url=http://127.0.0.1:8011/v1/completions" in args
     assert {"model=demo", "tokenizer=/m", "tokenized_requests=False", "num_concurrent=8"} <= set(args)
-    assert cmd[cmd.index("--model") + 1] == "local-completions"
+    assert cmd[cmd.index("--model") + 1] == "modelgate-completions"  # local-completions + prefix-cached scoring
     assert cmd[cmd.index("--tasks") + 1] == "support_intent,support_facts"
     assert "--log_samples" in cmd and cmd[cmd.index("--limit") + 1] == "5"
     for url in ("http://h:1/v1", "http://h:1/v1/", "http://h:1/v1/completions"):
@@ -246,3 +246,16 @@ def test_item_values_rejects_a_nan_score_naming_task_metric_and_item(tmp_path):
                               "item b (doc_id 1): a metric must give every output a finite score (fix the metric "
                               "function)")
     assert err.value.exit_code == 2
+
+
+def test_the_digest_names_prefix_cached_scoring_only_where_a_task_is_scored_by_loglikelihood():
+    """prefix-cached and echo scoring agree except on near-ties, so a baseline scored the other way is not paired:
+    the digest differs for the multiple-choice task (also named through its tag), not for a generation task."""
+    from pipeline.tools.lmeval import evalset_digest
+
+    assert evalset_digest(EVALSETS, TASKS, loglikelihood="echo") == evalset_digest(EVALSETS, TASKS)
+    assert evalset_digest(EVALSETS, TASKS, loglikelihood="prefix_cached") != evalset_digest(EVALSETS, TASKS)
+    assert evalset_digest(EVALSETS, ["support_demo"], loglikelihood="prefix_cached") == \
+        evalset_digest(EVALSETS, TASKS, loglikelihood="prefix_cached")
+    assert evalset_digest(EVALSETS, ["support_facts"], loglikelihood="prefix_cached") == \
+        evalset_digest(EVALSETS, ["support_facts"])

@@ -55,7 +55,7 @@ def evaluate(endpoint: Endpoint, tokenizer_dir: Path, cfg: EvalsGate, root: Path
     return run_lmeval(endpoint.base_url, endpoint.served_name, tokenizer_dir, list(cfg.tasks), evalsets,
                       out_dir, num_concurrent=cfg.num_concurrent, limit=cfg.limit, progress=progress,
                       api_key=endpoint.api_key, timeout_s=endpoint.request_timeout_s,
-                      modes=chat_modes(cfg, evalsets, tokenizer_dir))
+                      modes=chat_modes(cfg, evalsets, tokenizer_dir), loglikelihood=cfg.loglikelihood)
 
 
 def item_values(run: LmEvalRun, metric_names: Iterable[str], *, who: str = "the candidate",
@@ -118,7 +118,8 @@ def run(ctx: GateContext) -> StageResult:
                            reasons=[f"lm-eval produced no per-item values for {', '.join(missing)}"])
     ctx.items.update(item_values(result, names, include_path=ctx.release.root / cfg.include_path))
     modes = chat_modes(cfg, ctx.release.root / cfg.include_path, ctx.model_dir.path)
-    ctx.digests["evalsets"] = evalset_digest(ctx.release.root / cfg.include_path, list(cfg.tasks), modes)
+    ctx.digests["evalsets"] = evalset_digest(ctx.release.root / cfg.include_path, list(cfg.tasks), modes,
+                                             cfg.loglikelihood)
     metrics: dict[str, float] = {}
     for task, scores in result.tasks.items():
         for metric, value in scores.metrics.items():
@@ -139,4 +140,4 @@ def run(ctx: GateContext) -> StageResult:
                                 "lm_eval_version": result.lm_eval_version, "command": result.command,
                                 "commands": result.commands,
                                 "prompting": {t: m.to_dict() for t, m in modes.items()},
-                                "limit": cfg.limit})
+                                "loglikelihood": cfg.loglikelihood, "limit": cfg.limit})
