@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,6 +112,8 @@ def gate_timings(config: Path, kind: str, args: argparse.Namespace, tmp: Path) -
     (tmp / "gate.log").write_text(proc.stderr, encoding="utf-8")
     if args.keep_log:
         args.keep_log.write_text(proc.stderr, encoding="utf-8")
+    if args.keep_run and run_dir.is_dir():
+        shutil.copytree(run_dir, args.keep_run, dirs_exist_ok=True)
     if not (run_dir / "report.json").exists():
         print(proc.stderr[-4000:], file=sys.stderr)
         raise SystemExit(f"pipeline_bench: the gate exited {proc.returncode} without a report")
@@ -290,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="today's gate wall time the 2x goal compares with (issue 13: 570 s, compiled)")
     parser.add_argument("--keep-log", type=Path, help="write the gate's progress log (stderr) here")
     parser.add_argument("--gate-child", type=Path, help=argparse.SUPPRESS)  # internal: run the gate, this run dir
+    parser.add_argument("--keep-run", type=Path, help="copy the gate's run directory (report.json, ...) here")
     parser.add_argument("--kind", default="release", help=argparse.SUPPRESS)
     parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
