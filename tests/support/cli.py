@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -56,7 +57,14 @@ def start(*argv: str, env: Env | None = None, python: list[str] | None = None,
     if wrap is not None:
         cmd = wrap(cmd)
     return Watched(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env=child_env(env)))
+                                    env=child_env(env), preexec_fn=_as_in_a_terminal))
+
+
+def _as_in_a_terminal() -> None:
+    """The child takes SIGINT as a gate run in a terminal does (Ctrl-C), even when the test run itself was
+    started as a background job, which inherits SIGINT ignored (a shell's `cmd &`): Python then never installs
+    its KeyboardInterrupt handler, and the tests that interrupt a gate would time out."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_in_process(*argv: str, env: Env | None = None) -> subprocess.CompletedProcess[str]:
