@@ -75,8 +75,14 @@ class Watched:
         pytest.fail(f"{why}; stderr so far:\n" + "".join(self.err))
 
     def finish(self, timeout_s: float = 600) -> tuple[int, str, str]:
-        """Wait for the child to exit; (exit code, all stdout, all stderr)."""
-        code = self.proc.wait(timeout=timeout_s)
+        """Wait for the child to exit; (exit code, all stdout, all stderr). A child still running after
+        `timeout_s` is killed before the timeout is raised, so a failed test leaves no process behind."""
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            raise
         for reader in self._readers:
             reader.join(timeout=30)
         return code, "".join(self.out), "".join(self.err)
