@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +67,27 @@ def _copy_dir(src_dir: Path, dst_dir: Path, skip: tuple[str, ...] = ()) -> Path:
         if path.name not in skip:
             shutil.copyfile(path, dst_dir / path.name)
     return dst_dir
+
+
+def _copy_all_but_weights(src_dir: Path, dst_dir: Path) -> Path:
+    return _copy_dir(src_dir, dst_dir, skip=tuple(p.name for p in Path(src_dir).glob("*.safetensors")))
+
+
+def _copy_weights(src_dir: Path, dst_dir: Path,
+                  transform: Callable[[Path, str, Any], Iterable[tuple[str, Any]]]) -> None:
+    """Write each *.safetensors file of `src_dir` into `dst_dir` with its metadata, every tensor (in name order)
+    replaced by what `transform(file, name, tensor)` yields: (name, tensor) pairs, none to leave it out."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    for path in sorted(Path(src_dir).glob("*.safetensors")):
+        tensors = {}
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+            for name in sorted(f.keys()):
+                for new_name, tensor in transform(path, name, f.get_tensor(name)):
+                    tensors[new_name] = tensor.contiguous()
+        save_file(tensors, str(dst_dir / path.name), metadata=metadata)
 
 
 def _rewrite_json(path: Path, change: Callable[[dict[str, Any]], object]) -> None:
@@ -132,23 +153,16 @@ _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 def drop_layers(src_dir: Path, dst_dir: Path, drop: int = DEFAULT_DROP_LAYERS) -> Path:
     """Copy `src_dir` without its last `drop` decoder layers: config.json's num_hidden_layers is reduced and
     the layers' tensors are left out of every *.safetensors file."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     src_dir = Path(src_dir)
     config = json.loads((src_dir / "config.json").read_text(encoding="utf-8"))
     layers = int(config["num_hidden_layers"])
     if not 0 < drop < layers:
         raise ValueError(f"cannot drop {drop} of {layers} layers")
     keep = layers - drop
-    dst_dir = _copy_dir(src_dir, dst_dir, skip=tuple(p.name for p in src_dir.glob("*.safetensors")))
+    dst_dir = _copy_all_but_weights(src_dir, dst_dir)
     _rewrite_json(dst_dir / "config.json", lambda d: d.update(num_hidden_layers=keep))
-    for path in sorted(src_dir.glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata()
-            tensors = {name: f.get_tensor(name) for name in sorted(f.keys())
-                       if not ((m := _LAYER.match(name)) and int(m.group(1)) >= keep)}
-        save_file(tensors, str(dst_dir / path.name), metadata=metadata)
+    _copy_weights(src_dir, dst_dir, lambda path, name, tensor: []
+                  if (m := _LAYER.match(name)) and int(m.group(1)) >= keep else [(name, tensor)])
     return dst_dir
 
 
@@ -173,22 +187,16 @@ def quantize_rtn(src_dir: Path, dst_dir: Path, bits: int = DEFAULT_QUANT_BITS) -
     """Copy `src_dir` with every attention/MLP projection matrix quantized to `bits` (per-tensor RTN) and
     stored back in its original dtype; embeddings and norms are kept."""
     import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+
+    def quantize(path: Path, name: str, tensor: Any) -> list[tuple[str, Any]]:
+        if name.endswith(TARGET_SUFFIXES) and tensor.ndim == 2:
+            quantized = quantize_rtn_tensor(tensor.to(torch.float32).numpy(), bits)
+            tensor = torch.from_numpy(quantized).to(tensor.dtype)
+        return [(name, tensor)]
 
     src_dir = Path(src_dir)
-    dst_dir = _copy_dir(src_dir, dst_dir, skip=tuple(p.name for p in src_dir.glob("*.safetensors")))
-    for path in sorted(src_dir.glob("*.safetensors")):
-        tensors = {}
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata()
-            for name in sorted(f.keys()):
-                tensor = f.get_tensor(name)
-                if name.endswith(TARGET_SUFFIXES) and tensor.ndim == 2:
-                    quantized = quantize_rtn_tensor(tensor.to(torch.float32).numpy(), bits)
-                    tensor = torch.from_numpy(quantized).to(tensor.dtype)
-                tensors[name] = tensor.contiguous()
-        save_file(tensors, str(dst_dir / path.name), metadata=metadata)
+    dst_dir = _copy_all_but_weights(src_dir, dst_dir)
+    _copy_weights(src_dir, dst_dir, quantize)
     return dst_dir
 
 
@@ -214,8 +222,6 @@ def expand_kv_heads(src_dir: Path, dst_dir: Path) -> Path:
     `repeat_kv` does), config.json's num_key_value_heads set to num_attention_heads. Same outputs, a KV cache
     `group` times larger per token."""
     import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
 
     src_dir = Path(src_dir)
     config = json.loads((src_dir / "config.json").read_text(encoding="utf-8"))
@@ -225,25 +231,22 @@ def expand_kv_heads(src_dir: Path, dst_dir: Path) -> Path:
         raise ValueError(f"{src_dir / 'config.json'}: {kv_heads} KV heads for {heads} query heads is not grouped "
                          "query attention")
     group = heads // kv_heads
-    dst_dir = _copy_dir(src_dir, dst_dir, skip=tuple(p.name for p in src_dir.glob("*.safetensors")))
+    dst_dir = _copy_all_but_weights(src_dir, dst_dir)
     _rewrite_json(dst_dir / "config.json", lambda d: d.update(num_key_value_heads=heads))
     expanded = 0
-    for path in sorted(src_dir.glob("*.safetensors")):
-        tensors = {}
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata()
-            for name in sorted(f.keys()):
-                tensor = f.get_tensor(name)
-                if _KV_PROJ.search(name):
-                    rows = tensor.shape[0]
-                    if rows % kv_heads:
-                        raise ValueError(f"{path}: {name} has {rows} rows, not a multiple of {kv_heads} KV heads")
-                    per_head = tensor.reshape(kv_heads, rows // kv_heads, *tensor.shape[1:])
-                    tensor = torch.repeat_interleave(per_head, group, dim=0).reshape(rows * group,
-                                                                                     *tensor.shape[1:])
-                    expanded += 1
-                tensors[name] = tensor.contiguous()
-        save_file(tensors, str(dst_dir / path.name), metadata=metadata)
+
+    def expand(path: Path, name: str, tensor: Any) -> list[tuple[str, Any]]:
+        nonlocal expanded
+        if _KV_PROJ.search(name):
+            rows = tensor.shape[0]
+            if rows % kv_heads:
+                raise ValueError(f"{path}: {name} has {rows} rows, not a multiple of {kv_heads} KV heads")
+            per_head = tensor.reshape(kv_heads, rows // kv_heads, *tensor.shape[1:])
+            tensor = torch.repeat_interleave(per_head, group, dim=0).reshape(rows * group, *tensor.shape[1:])
+            expanded += 1
+        return [(name, tensor)]
+
+    _copy_weights(src_dir, dst_dir, expand)
     if not expanded:
         raise ValueError(f"{src_dir}: no k_proj/v_proj tensors to expand")
     return dst_dir
@@ -258,38 +261,33 @@ def expand_blocks(src_dir: Path, dst_dir: Path, copies: int = 1) -> Path:
     """Copy `src_dir` with each decoder layer followed by `copies` copies of itself whose o_proj/down_proj are
     zero (so they add nothing to the residual stream): layer i becomes layers i*(copies+1) .. i*(copies+1)+copies;
     config.json's num_hidden_layers multiplied by copies + 1."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     if copies < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
     src_dir = Path(src_dir)
     config = json.loads((src_dir / "config.json").read_text(encoding="utf-8"))
     layers, step = int(config["num_hidden_layers"]), copies + 1
-    dst_dir = _copy_dir(src_dir, dst_dir, skip=tuple(p.name for p in src_dir.glob("*.safetensors")))
+    dst_dir = _copy_all_but_weights(src_dir, dst_dir)
     _rewrite_json(dst_dir / "config.json", lambda d: d.update(num_hidden_layers=step * layers))
     zeroed = 0
-    for path in sorted(src_dir.glob("*.safetensors")):
-        tensors = {}
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata()
-            for name in sorted(f.keys()):
-                tensor = f.get_tensor(name)
-                m = _LAYER.match(name)
-                if m is None:
-                    tensors[name] = tensor.contiguous()
-                    continue
-                i, rest = int(m.group(1)), name[m.end():]
-                if i >= layers:
-                    raise ValueError(f"{path}: {name} is beyond num_hidden_layers {layers}")
-                tensors[f"model.layers.{step * i}.{rest}"] = tensor.contiguous()
-                for j in range(1, step):
-                    copy = tensor.clone()
-                    if _ZERO_OUTPUT.search(name):
-                        copy.zero_()
-                        zeroed += 1
-                    tensors[f"model.layers.{step * i + j}.{rest}"] = copy.contiguous()
-        save_file(tensors, str(dst_dir / path.name), metadata=metadata)
+
+    def expand(path: Path, name: str, tensor: Any) -> list[tuple[str, Any]]:
+        nonlocal zeroed
+        m = _LAYER.match(name)
+        if m is None:
+            return [(name, tensor)]
+        i, rest = int(m.group(1)), name[m.end():]
+        if i >= layers:
+            raise ValueError(f"{path}: {name} is beyond num_hidden_layers {layers}")
+        out = [(f"model.layers.{step * i}.{rest}", tensor)]
+        for j in range(1, step):
+            copy = tensor.clone()
+            if _ZERO_OUTPUT.search(name):
+                copy.zero_()
+                zeroed += 1
+            out.append((f"model.layers.{step * i + j}.{rest}", copy))
+        return out
+
+    _copy_weights(src_dir, dst_dir, expand)
     if not zeroed:
         raise ValueError(f"{src_dir}: no o_proj/down_proj tensors to zero in the copied layers")
     return dst_dir
