@@ -31,6 +31,8 @@ class GateContext:
     case_sample: int | None = None  # an advisory gate: this many prompt cases, seeded by the revision (None: all)
     # the staging servers' API key: random per gate run, registered as a secret, never on a command line
     api_key: str = field(default_factory=new_api_key, repr=False)
+    lmeval_prestart: Any = None  # tools.lmeval.Prestarted: the evals' lm-eval run, started early (evals.prestart)
+    bench_worker: Any = None  # tools.servebench.BenchWorker of the load test, started early (load.prestart)
 
     @property
     def files(self) -> RunDir:

@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ _TQDM = re.compile(r"(\d+)%\|")
 # (lm-eval model modelgate-completions, pipeline/tools/lmeval_model.py) or lm-eval's local-completions echo
 # requests with prompt logprobs (vLLM reads no prefix cache for those: every choice prefills its whole context)
 LOGLIKELIHOOD_MODES = ("prefix_cached", "echo")
+GO_ENV = "MODELGATE_LMEVAL_GO"  # a file: a prestarted run holds its first request until it exists (lm_eval_entry)
 MAX_RETRIES = 3  # attempts per request (lm-eval's max_retries), each bounded by the per-request timeout
 
 
@@ -427,6 +429,7 @@ def run_lmeval(
     timeout_s: float | None = None,
     modes: dict[str, ChatMode] | None = None,
     loglikelihood: str = "prefix_cached",
+    prestarted: Prestarted | None = None,
 ) -> LmEvalRun:
     """Run ``tasks`` from ``include_path`` against ``base_url`` (served as ``model_name``).
 
@@ -438,7 +441,8 @@ def run_lmeval(
     InfraError if lm-eval fails, Interrupted on KeyboardInterrupt (the child group is stopped first).
     ``api_key`` reaches lm-eval's ``local-completions`` as OPENAI_API_KEY in its environment (it reads no
     other source), never on its command line. ``loglikelihood``: how loglikelihood requests are scored
-    (LOGLIKELIHOOD_MODES, see ``build_command``).
+    (LOGLIKELIHOOD_MODES, see ``build_command``). ``prestarted``: the first invocation, started earlier by
+    ``prestart`` with the same arguments (its start-up already done), released now instead of started.
     """
     output_dir = Path(output_dir).resolve()
     raw_dir = output_dir / "raw"
@@ -446,7 +450,8 @@ def run_lmeval(
     resolve_task_yamls(include_path, tasks)  # fail fast on unknown task names
     env = lmeval_env(api_key)
     log_path = output_dir / "lm_eval.log"
-    log_path.write_bytes(b"")
+    if prestarted is None:
+        log_path.write_bytes(b"")
     runs: list[LmEvalRun] = []
     t0 = time.monotonic()
     for mode, group in mode_groups(tasks, modes):
@@ -455,7 +460,11 @@ def run_lmeval(
                             loglikelihood=loglikelihood)
         progress(f"lm-eval: {', '.join(group)} ({mode.label}), num_concurrent={num_concurrent}, limit={limit}, "
                  f"loglikelihood: {loglikelihood}")
-        runs.append(_run_once(cmd, env, raw_dir, log_path, progress, timeout_s))
+        if prestarted is not None and prestarted.cmd == cmd:
+            runs.append(prestarted.release(progress, timeout_s))
+        else:
+            runs.append(_run_once(cmd, env, raw_dir, log_path, progress, timeout_s))
+        prestarted = None
     wall = time.monotonic() - t0
     run = runs[0]
     for other in runs[1:]:
@@ -497,6 +506,11 @@ def _run_once(cmd: list[str], env: dict[str, str], raw_dir: Path, log_path: Path
     except BaseException:
         stop_group(proc)
         raise
+    return _finished(cmd, rc, tail, raw_dir, before, log_path, timeout_s)
+
+
+def _finished(cmd: list[str], rc: int, tail: list[str], raw_dir: Path, before: set[Path], log_path: Path,
+              timeout_s: float | None) -> LmEvalRun:
     if rc != 0:
         limits = f" (per-request timeout serving.request_timeout_s={timeout_s:g} s, {MAX_RETRIES} attempts)" \
             if timeout_s else ""
@@ -507,6 +521,99 @@ def _run_once(cmd: list[str], env: dict[str, str], raw_dir: Path, log_path: Path
     run = parse_output(new[-1])
     run.command = cmd
     return run
+
+
+class _Relay:
+    """Progress lines of a prestarted run, held until its stage attaches its own progress, then forwarded."""
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+        self.target: Callable[[str], Any] | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        with self.lock:
+            if self.target is None:
+                self.held.append(line)
+            else:
+                self.target(line)
+
+    def attach(self, target: Callable[[str], Any]) -> None:
+        with self.lock:
+            for line in self.held:
+                target(line)
+            self.held.clear()
+            self.target = target
+
+
+class Prestarted:
+    """The first lm-eval invocation of a stage, started before the stage (gate/run.py: when the server is up) so
+    its imports, task building and tokenizing overlap the stages before it; the model class holds its first
+    request until `release()` creates the go file (GO_ENV, pipeline.tools.lm_eval_entry). Only the
+    prefix-cached model class (ours) can hold; `stop()` (the gate's cleanup) ends it if it was never released."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], raw_dir: Path, log_path: Path) -> None:
+        self.cmd, self.raw_dir, self.log_path = cmd, raw_dir, log_path
+        self.go_file = raw_dir.parent / ".lm_eval.go"
+        self.go_file.unlink(missing_ok=True)
+        self.before = set(raw_dir.rglob("results_*.json"))
+        self.relay = _Relay()
+        self.tail: list[str] = []
+        self.started = time.monotonic()
+        self.lead_s: float | None = None  # how long it had been starting when released
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env={**env, GO_ENV: str(self.go_file)}, cwd=raw_dir.parent,
+                                     start_new_session=True)
+        self.reader = threading.Thread(target=self._read, name="lm-eval-output", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        self.tail = _stream(self.proc, self.log_path, self.relay)
+
+    def release(self, progress: Callable[[str], Any], timeout_s: float | None) -> LmEvalRun:
+        self.lead_s = round(time.monotonic() - self.started, 3)
+        progress(f"lm-eval: started {self.lead_s:.1f}s before this stage, released now")
+        self.relay.attach(progress)
+        self.go_file.touch()
+        try:
+            while self.reader.is_alive():
+                self.reader.join(timeout=0.2)
+            rc = self.proc.wait()
+        except KeyboardInterrupt:
+            stop_group(self.proc)
+            raise Interrupted("SIGINT") from None
+        except BaseException:
+            stop_group(self.proc)
+            raise
+        finally:
+            self.go_file.unlink(missing_ok=True)
+        return _finished(self.cmd, rc, self.tail, self.raw_dir, self.before, self.log_path, timeout_s)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            stop_group(self.proc)
+        self.go_file.unlink(missing_ok=True)
+
+
+def prestart(base_url: str, model_name: str, tokenizer_dir: Path, tasks: list[str], include_path: Path,
+             output_dir: Path, num_concurrent: int = 4, limit: int | None = None, api_key: str | None = None,
+             timeout_s: float | None = None, modes: dict[str, ChatMode] | None = None,
+             loglikelihood: str = "prefix_cached") -> Prestarted | None:
+    """Start the first invocation `run_lmeval` with the same arguments would run, held before its first request;
+    None where it cannot be held (the "echo" path runs lm-eval's own model class)."""
+    if loglikelihood != "prefix_cached" or not tasks:
+        return None
+    output_dir = Path(output_dir).resolve()
+    raw_dir = output_dir / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    resolve_task_yamls(include_path, tasks)
+    mode, group = mode_groups(tasks, modes)[0]
+    cmd = build_command(base_url, model_name, tokenizer_dir, group, include_path, raw_dir,
+                        num_concurrent=num_concurrent, limit=limit, timeout_s=timeout_s, mode=mode,
+                        loglikelihood=loglikelihood)
+    log_path = output_dir / "lm_eval.log"
+    log_path.write_bytes(b"")
+    return Prestarted(cmd, lmeval_env(api_key), raw_dir, log_path)
 
 
 # ---------------------------------------------------------------- parsing lm-eval's output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,10 @@ def test_load_stage_passes_and_lands_in_mlflow(demo_hub, mlflow_server, model_ho
     report = json.loads(open(client.download_artifacts(run_id, "report.json", str(tmp_path))).read())
     load = next(s for s in report["stages"] if s["name"] == "load")
     assert [lvl["concurrency"] for lvl in load["details"]["levels"]] == [1, 2]
+    # both levels ran on one serving-benchmark worker (vLLM's benchmark imported once, started with the server)
+    log = (Path(report["run_dir"]) / "load" / "servebench.log").read_text()
+    assert log.count("serving-benchmark worker ready") == 1
+    assert sum(1 for line in log.splitlines() if line.startswith("$ ")) == 2
     assert load["details"]["curve"]["shape"] in ("gradual", "cliff")
     assert load["details"]["levels"][0]["server"]["scrapes"] >= 1
     # every completed request's latency is kept for the next gate's per-request comparison

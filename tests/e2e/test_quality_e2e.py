@@ -68,6 +68,10 @@ def test_first_release_uses_absolute_floors_and_records_items(production, mlflow
     assert run.data.params["evals.fewshot_as_multiturn.support_facts"] == "true"
     assert prompts_of(report, "support_intent")[0].startswith("<|im_start|>system\nClassify each customer")
     assert prompts_of(report, "support_facts")[0].startswith("<|im_start|>system\nAnswer each question")
+    # lm-eval was started while the format stage ran (once the server was up) and released by the evals stage
+    evals = next(s for s in report["stages"] if s["name"] == "evals")
+    assert evals["details"]["prestarted_lead_s"] > 0
+    assert re.search(r"evals: lm-eval: started [\d.]+s before this stage, released now", production["proc"].stderr)
 
 
 def prompts_of(report, task):
@@ -180,6 +184,7 @@ def test_changed_evalset_reevaluates_the_baseline_on_the_same_items(production, 
     evals = next(s for s in report["stages"] if s["name"] == "evals")
     assert evals["details"]["prompting"]["support_facts"]["apply_chat_template"] is False
     assert len(evals["details"]["commands"]) == 2 and "--apply_chat_template" in evals["details"]["commands"][0]
+    assert evals["details"]["prestarted_lead_s"] > 0  # the first invocation was prestarted, the second was not
     assert not any("<|im_start|>" in p for p in prompts_of(report, "support_facts"))
     assert all("<|im_start|>" in p for p in prompts_of(report, "support_intent"))
     f1 = rows["support_facts/f1"]  # the same model re-evaluated: a score within its margin, by the bootstrap

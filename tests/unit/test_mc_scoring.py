@@ -179,3 +179,34 @@ def test_release_yaml_selects_the_scoring_and_defaults_to_the_prefix_cache(write
     with pytest.raises(ConfigError) as info:
         load_release(write_release(release_data(gates=gates)))
     assert info.value.path == "gates.evals.loglikelihood"
+
+
+def test_a_prestarted_lm_eval_run_holds_its_first_request_until_released(tmp_path):
+    """lm_eval_entry's hold: the model's request methods wait for the go file (tools/lmeval.Prestarted creates it
+    when the evals stage starts), then run; a run whose gate is gone exits instead of waiting forever."""
+    import os
+    import threading
+    import time
+
+    from pipeline.tools import lm_eval_entry
+
+    go = tmp_path / ".lm_eval.go"
+    threading.Timer(0.3, go.touch).start()
+    t0 = time.monotonic()
+    lm_eval_entry.wait_for(go, os.getppid(), poll_s=0.01)
+    assert go.exists() and time.monotonic() - t0 >= 0.25
+    go.unlink()
+    with pytest.raises(SystemExit, match="the gate that started this lm-eval run is gone"):
+        lm_eval_entry.wait_for(go, parent=-1)
+
+
+def test_a_prestarted_runs_progress_is_held_until_its_stage_attaches():
+    from pipeline.tools.lmeval import _Relay
+
+    relay, seen = _Relay(), []
+    relay("lm-eval: imports done")
+    relay("lm-eval: tokenizing 100%")
+    assert seen == []
+    relay.attach(seen.append)
+    relay("lm-eval: requesting")
+    assert seen == ["lm-eval: imports done", "lm-eval: tokenizing 100%", "lm-eval: requesting"]

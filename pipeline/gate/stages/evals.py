@@ -20,6 +20,7 @@ from pipeline.errors import BadInput, InfraError
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
 from pipeline.serving.vllm_server import Endpoint
+from pipeline.tools import lmeval
 from pipeline.tools.lmeval import ChatMode, LmEvalRun, evalset_digest, has_chat_template, run_lmeval, task_shots
 from pipeline.util.progress import Progress, progress_for
 
@@ -46,16 +47,39 @@ def missing_template(cfg: EvalsGate, model_dir: Path) -> list[str]:
 
 
 def evaluate(endpoint: Endpoint, tokenizer_dir: Path, cfg: EvalsGate, root: Path, out_dir: Path,
-             progress: Progress) -> LmEvalRun:
+             progress: Progress, prestarted: lmeval.Prestarted | None = None) -> LmEvalRun:
     """lm-eval's tasks of `cfg` (evalsets under `root`) against `endpoint`; its files in `out_dir`.
 
     Each task is prompted as `chat_modes` resolves it for the model in `tokenizer_dir`; tasks prompted
-    differently run as separate lm-eval invocations on the same server."""
+    differently run as separate lm-eval invocations on the same server. `prestarted`: see `prestart`."""
     evalsets = root / cfg.include_path
     return run_lmeval(endpoint.base_url, endpoint.served_name, tokenizer_dir, list(cfg.tasks), evalsets,
                       out_dir, num_concurrent=cfg.num_concurrent, limit=cfg.limit, progress=progress,
                       api_key=endpoint.api_key, timeout_s=endpoint.request_timeout_s,
-                      modes=chat_modes(cfg, evalsets, tokenizer_dir), loglikelihood=cfg.loglikelihood)
+                      modes=chat_modes(cfg, evalsets, tokenizer_dir), loglikelihood=cfg.loglikelihood,
+                      prestarted=prestarted)
+
+
+def prestart(ctx: GateContext) -> None:
+    """Start the candidate's lm-eval run while the server answers the stages before this one (gate/run.py: once
+    the server is up), held before its first request until the stage releases it, so lm-eval's ~15 s of
+    start-up is off the gate's critical path. Nothing when the stage would not run lm-eval on this endpoint; a
+    failure here is left for the stage itself to meet and report."""
+    cfg = ctx.release.evals_gate
+    if not cfg.enabled or ctx.endpoint is None or missing_template(cfg, ctx.model_dir.path):
+        return
+    evalsets = ctx.release.root / cfg.include_path
+    try:
+        started = lmeval.prestart(ctx.endpoint.base_url, ctx.endpoint.served_name, ctx.model_dir.path,
+                                  list(cfg.tasks), evalsets, ctx.files.stage(NAME), num_concurrent=cfg.num_concurrent,
+                                  limit=cfg.limit, api_key=ctx.endpoint.api_key,
+                                  timeout_s=ctx.endpoint.request_timeout_s,
+                                  modes=chat_modes(cfg, evalsets, ctx.model_dir.path), loglikelihood=cfg.loglikelihood)
+    except Exception:  # noqa: BLE001 - the stage runs lm-eval itself and reports what goes wrong, by cause
+        return
+    if started is not None:
+        ctx.lmeval_prestart = started
+        ctx.cleanup.callback(started.stop)
 
 
 def item_values(run: LmEvalRun, metric_names: Iterable[str], *, who: str = "the candidate",
@@ -103,8 +127,9 @@ def run(ctx: GateContext) -> StageResult:
             f"the candidate's tokenizer has no chat template (no chat_template.jinja, no chat_template in "
             f"tokenizer_config.json), but gates.evals says chat_template: true for {', '.join(missing)}"])
     try:
+        prestarted, ctx.lmeval_prestart = ctx.lmeval_prestart, None
         result = evaluate(ctx.endpoint, ctx.model_dir.path, cfg, ctx.release.root, ctx.files.stage(NAME),
-                          progress_for(NAME))
+                          progress_for(NAME), prestarted)
     except InfraError:
         if ctx.server is not None:
             ctx.server.check_alive()  # "vLLM died" (with its log tail) explains lm-eval's failure better
@@ -140,4 +165,6 @@ def run(ctx: GateContext) -> StageResult:
                                 "lm_eval_version": result.lm_eval_version, "command": result.command,
                                 "commands": result.commands,
                                 "prompting": {t: m.to_dict() for t, m in modes.items()},
-                                "loglikelihood": cfg.loglikelihood, "limit": cfg.limit})
+                                "loglikelihood": cfg.loglikelihood, "limit": cfg.limit,
+                                # seconds lm-eval had been starting before the stage (None: started by the stage)
+                                "prestarted_lead_s": prestarted.lead_s if prestarted else None})

@@ -27,7 +27,7 @@ from pipeline.errors import InfraError
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
 from pipeline.serving.prometheus import Scraper
-from pipeline.tools.servebench import BenchRequest, is_loopback, last_error, run_level
+from pipeline.tools.servebench import BenchRequest, BenchWorker, is_loopback, last_error, run_level
 from pipeline.util.progress import Progress, progress_for
 from pipeline.util.versions import installed_version
 
@@ -51,6 +51,7 @@ class Bench:
                  chat_dataset: Path | None) -> None:
         self.ctx, self.cfg, self.out_dir, self.client = ctx, cfg, out_dir, client
         self.chat_dataset = str(chat_dataset) if chat_dataset else None
+        self.worker = worker(ctx)
 
     def request(self, *, concurrency: int | None, num_prompts: int, request_rate: float | None,
                 burstiness: float = 1.0) -> BenchRequest:
@@ -68,7 +69,7 @@ class Bench:
         ctx, out_dir, endpoint = self.ctx, self.out_dir, self.ctx.endpoint
         try:
             with Scraper(lambda: self.client.get(f"{endpoint.base_url}/metrics").text) as scraper:
-                result = run_level(req, out_dir, f"bench_{name}.json", out_dir / "servebench.log")
+                result = run_level(req, out_dir, f"bench_{name}.json", self.worker.log_file, self.worker)
         except InfraError:
             if ctx.server is not None:
                 ctx.server.check_alive()  # a dead server is the better explanation
@@ -121,6 +122,23 @@ class Bench:
         if self.chat_dataset:
             return f"prompt suites' chat messages / {p.output_len} out tokens"
         return f"{p.input_len} in / {p.output_len} out tokens"
+
+
+def worker(ctx: GateContext) -> BenchWorker:
+    """The gate's serving-benchmark worker (one process for every level), started if not yet; the gate's
+    cleanup stops it."""
+    if ctx.bench_worker is None:
+        ctx.bench_worker = BenchWorker(ctx.files.stage(NAME) / "servebench.log")
+        ctx.cleanup.callback(ctx.bench_worker.close)
+    worker: BenchWorker = ctx.bench_worker.start()
+    return worker
+
+
+def prestart(ctx: GateContext) -> None:
+    """Start the benchmark worker while the server answers the stages before the load test, so its import
+    (~10 s) is not on the gate's critical path; nothing when the load test will not drive this endpoint."""
+    if ctx.release.load_gate.enabled and ctx.endpoint is not None and is_loopback(ctx.endpoint.base_url):
+        worker(ctx)
 
 
 def suite_dataset(ctx: GateContext, cfg: LoadGate, out_dir: Path) -> Path | None:
