@@ -5,6 +5,7 @@ stages produced (the verified model directory, the running endpoint). Servers re
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,20 @@ class GateContext:
     case_sample: int | None = None  # an advisory gate: this many prompt cases, seeded by the revision (None: all)
     # the staging servers' API key: random per gate run, registered as a secret, never on a command line
     api_key: str = field(default_factory=new_api_key, repr=False)
+    # started with the candidate's server, before it is healthy (the serve stage calls them with ctx.endpoint set):
+    # later stages' clients whose start-up overlaps the boot (gate/run.py fills it from the stages it runs)
+    warm_up: list[Callable[[GateContext], None]] = field(default_factory=list)
     lmeval_prestart: Any = None  # tools.lmeval.Prestarted: the evals' lm-eval run, started early (evals.prestart)
     bench_worker: Any = None  # tools.servebench.BenchWorker of the load test, started early (load.prestart)
+
+    def cleanup_warm_up(self) -> None:
+        """Stop the clients started for the later stages (the server did not come up: nothing will use them)."""
+        started, self.lmeval_prestart = self.lmeval_prestart, None
+        if started is not None:
+            started.stop()
+        worker, self.bench_worker = self.bench_worker, None
+        if worker is not None:
+            worker.close()
 
     @property
     def files(self) -> RunDir:

@@ -163,18 +163,11 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     ctx = GateContext(release=advisory_profile(release, sample), run_dir=run_dir, home=home,
                       enforce_eager=enforce_eager, baseline_store=baselines,
                       case_sample=sample.prompt_cases if sample else None)
-    names = {name for name, _ in stages}
-
-    def checkpoint(stage: str) -> None:
-        baselines.check(stage)
-        if stage == formatcheck.NAME:  # the server is up: start lm-eval and the load test's worker meanwhile
-            if evals.NAME in names:
-                evals.prestart(ctx)
-            if loadtest.NAME in names:
-                loadtest.prestart(ctx)
-
+    names = {name for name, _ in stages}  # clients of the later stages start while the server boots (serve.py)
+    ctx.warm_up = [warm for name, warm in ((evals.NAME, evals.prestart), (loadtest.NAME, loadtest.prestart))
+                   if name in names]
     results = run_stages(ctx, stages, after_failure=AFTER_FAILURE, prerequisites=PREREQUISITES,
-                         checkpoint=checkpoint)
+                         checkpoint=baselines.check)
     verdict, exit_code, reasons = decide(results)
     if verdict == Verdict.INTERRUPTED:  # the partial report is kept: no waiting for MLflow, no error from it
         try:

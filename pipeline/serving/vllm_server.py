@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,7 +156,9 @@ class VllmServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> Endpoint:
+    def start(self, on_started: Callable[[Endpoint], None] | None = None) -> Endpoint:
+        """Spawn vLLM and wait until it is healthy. `on_started(endpoint)` is called once the process runs,
+        before the wait: work that needs only the address (clients' start-up) can overlap the boot."""
         port = port_for(self.serving)
         cmd = build_command(self.model_dir, self.served_name, port, self.serving, self.enforce_eager)
         env = server_env(self.serving, self.api_key, self.extra_env)
@@ -172,6 +175,8 @@ class VllmServer:
         self.endpoint = Endpoint(base_url=base_url, served_name=self.served_name, log_file=self.log_file,
                                  pid=self.proc.pid, command=tuple(cmd), api_key=self.api_key,
                                  request_timeout_s=self.serving.request_timeout_s)
+        if on_started is not None:
+            on_started(self.endpoint)
         self._wait_healthy(base_url)
         return self.endpoint
 

@@ -547,8 +547,8 @@ class _Relay:
 
 
 class Prestarted:
-    """The first lm-eval invocation of a stage, started before the stage (gate/run.py: when the server is up) so
-    its imports, task building and tokenizing overlap the stages before it; the model class holds its first
+    """The first lm-eval invocation of a stage, started before the stage (the gate starts it while vLLM boots) so
+    its imports, task building and tokenizing overlap the boot; the model class holds its first
     request until `release()` creates the go file (GO_ENV, pipeline.tools.lm_eval_entry). Only the
     prefix-cached model class (ours) can hold; `stop()` (the gate's cleanup) ends it if it was never released."""
 

@@ -68,7 +68,7 @@ def test_first_release_uses_absolute_floors_and_records_items(production, mlflow
     assert run.data.params["evals.fewshot_as_multiturn.support_facts"] == "true"
     assert prompts_of(report, "support_intent")[0].startswith("<|im_start|>system\nClassify each customer")
     assert prompts_of(report, "support_facts")[0].startswith("<|im_start|>system\nAnswer each question")
-    # lm-eval was started while the format stage ran (once the server was up) and released by the evals stage
+    # lm-eval was started while vLLM booted and released by the evals stage
     evals = next(s for s in report["stages"] if s["name"] == "evals")
     assert evals["details"]["prestarted_lead_s"] > 0
     assert re.search(r"evals: lm-eval: started [\d.]+s before this stage, released now", production["proc"].stderr)

@@ -271,7 +271,7 @@ def test_a_server_that_fails_on_changed_cached_bytes_is_reported_as_the_changed_
         def __init__(self, *args, **kwargs):
             pass
 
-        def start(self):
+        def start(self, on_started=None):
             raise InfraError("vLLM exited with code 1 during start-up")
 
         def stop(self):

@@ -61,8 +61,8 @@ def evaluate(endpoint: Endpoint, tokenizer_dir: Path, cfg: EvalsGate, root: Path
 
 
 def prestart(ctx: GateContext) -> None:
-    """Start the candidate's lm-eval run while the server answers the stages before this one (gate/run.py: once
-    the server is up), held before its first request until the stage releases it, so lm-eval's ~15 s of
+    """Start the candidate's lm-eval run while the server boots (ctx.warm_up, called by the serve stage once vLLM
+    is spawned), held before its first request until the stage releases it, so lm-eval's ~15 s of
     start-up is off the gate's critical path. Nothing when the stage would not run lm-eval on this endpoint; a
     failure here is left for the stage itself to meet and report."""
     cfg = ctx.release.evals_gate

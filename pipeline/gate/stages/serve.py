@@ -17,6 +17,7 @@ Every outcome keeps the evidence: the probe's answers, the server log (artifact)
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +66,19 @@ def verify_model_bytes(ctx: GateContext, progress: Progress) -> dict[str, float]
     return {"hash_s": seconds, "hash_gb_per_s": verification.gb_per_s, "hash_wait_s": waited}
 
 
+def warm_up(ctx: GateContext, endpoint: Endpoint) -> None:
+    """Start the later stages' clients (ctx.warm_up: lm-eval, the load test's benchmark worker) now that the
+    endpoint's address is known, so their start-up overlaps the boot; each one that fails is left to its own
+    stage, which meets the same failure and reports it by cause."""
+    previous, ctx.endpoint = ctx.endpoint, endpoint  # set for good only once the server is healthy
+    try:
+        for start in ctx.warm_up:
+            with contextlib.suppress(Exception):
+                start(ctx)
+    finally:
+        ctx.endpoint = previous
+
+
 def run(ctx: GateContext) -> StageResult:
     release = ctx.release
     progress = progress_for(NAME)
@@ -75,6 +89,7 @@ def run(ctx: GateContext) -> StageResult:
         endpoint = Endpoint(base_url=url.rstrip("/").removesuffix("/v1"),
                             served_name=served_name, log_file=None, pid=None, api_key=external_api_key(serving),
                             request_timeout_s=serving.request_timeout_s)
+        warm_up(ctx, endpoint)
     else:
         server = VllmServer(ctx.model_dir.path, served_name, serving, ctx.files.server_log,
                             enforce_eager=ctx.enforce_eager, progress=progress, api_key=ctx.api_key)
@@ -82,8 +97,9 @@ def run(ctx: GateContext) -> StageResult:
         ctx.cleanup.callback(server.stop)
         ctx.server = server
         try:
-            endpoint = server.start()
+            endpoint = server.start(on_started=lambda started: warm_up(ctx, started))
         except StartupError as exc:
+            ctx.cleanup_warm_up()  # nothing will use them; the machine must be free for a differential boot
             verify_model_bytes(ctx, progress)  # bytes changed since verification are the cause (exit 2), if so
             server.stop()  # a timed-out server still runs; the machine must be free for a differential boot
             return does_not_start(ctx, exc, progress)
