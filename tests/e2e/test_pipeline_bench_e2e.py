@@ -38,8 +38,10 @@ FIGURES = {
     "saturation ratio": rf"^evals-stage token throughput / saturated: {NUM} \(goal >= {NUM}: {VERDICT}\)$",
     "limit: boot": rf"^  vLLM boot: +{NUM} s$",
     "limit: eval tokens": rf"^  eval tokens at saturated throughput: +{NUM} s \(\d+ tokens at \d+ tok/s\)$",
+    "limit: format tokens": rf"^  format tokens at saturated throughput: +{NUM} s \(\d+ tokens at \d+ tok/s\)$",
     "limit: load test": rf"^  load test traffic: +{NUM} s$",
     "limit": rf"^  limit: +{NUM} s$",
+    "limit, cache free": rf"^the same limit with prompt tokens served by the prefix cache counted as free: {NUM} s, ",
     "gate / limit": rf"^gate wall time / limit: {NUM} / {NUM} = {NUM} \(goal <= {NUM}: {VERDICT}\)$",
     "gate speed-up": rf"^gate speed-up vs today's {NUM} s: {NUM}x \(goal >= {NUM}x: {VERDICT}\)$",
 }
