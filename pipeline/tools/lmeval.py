@@ -38,6 +38,7 @@ _TQDM = re.compile(r"(\d+)%\|")
 # (lm-eval model modelgate-completions, pipeline/tools/lmeval_model.py) or lm-eval's local-completions echo
 # requests with prompt logprobs (vLLM reads no prefix cache for those: every choice prefills its whole context)
 LOGLIKELIHOOD_MODES = ("prefix_cached", "echo")
+WAITING_NICENESS = 10  # a prestarted run's niceness until released
 GO_ENV = "MODELGATE_LMEVAL_GO"  # a file: a prestarted run holds its first request until it exists (lm_eval_entry)
 MAX_RETRIES = 3  # attempts per request (lm-eval's max_retries), each bounded by the per-request timeout
 
@@ -561,9 +562,10 @@ class Prestarted:
         self.tail: list[str] = []
         self.started = time.monotonic()
         self.lead_s: float | None = None  # how long it had been starting when released
+        # at a lower priority while it waits: started during the boot, its imports must not slow vLLM's own
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env={**env, GO_ENV: str(self.go_file)}, cwd=raw_dir.parent,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=lambda: os.nice(WAITING_NICENESS))
         self.reader = threading.Thread(target=self._read, name="lm-eval-output", daemon=True)
         self.reader.start()
 
@@ -572,6 +574,11 @@ class Prestarted:
 
     def release(self, progress: Callable[[str], Any], timeout_s: float | None) -> LmEvalRun:
         self.lead_s = round(time.monotonic() - self.started, 3)
+        try:  # back to normal priority for its requests (lowering niceness needs root or CAP_SYS_NICE)
+            os.setpriority(os.PRIO_PGRP, self.proc.pid, os.getpriority(os.PRIO_PROCESS, 0))
+        except OSError:
+            progress("lm-eval: could not restore its priority (no CAP_SYS_NICE): it runs at niceness "
+                     f"+{WAITING_NICENESS}")
         progress(f"lm-eval: started {self.lead_s:.1f}s before this stage, released now")
         self.relay.attach(progress)
         self.go_file.touch()

@@ -155,8 +155,8 @@ def timeout_for(req: BenchRequest) -> float:
 
 class BenchWorker:
     """One serving-benchmark process for many runs: vLLM's benchmark module is imported once (~10 s on 2 cores)
-    instead of once per level, and `start()` can be called early (the gate starts it while vLLM boots), so that
-    import overlaps the boot. The process runs in its own group; `close()` (or
+    instead of once per level, and `start()` can be called early (the gate starts it once the server is up), so
+    that import overlaps the stages before the load test. The process runs in its own group; `close()` (or
     a timeout, a crash, Ctrl-C) stops the whole group. Its output is appended to `log_file`."""
 
     def __init__(self, log_file: Path) -> None:

@@ -44,7 +44,7 @@ def test_load_stage_passes_and_lands_in_mlflow(demo_hub, mlflow_server, model_ho
     report = json.loads(open(client.download_artifacts(run_id, "report.json", str(tmp_path))).read())
     load = next(s for s in report["stages"] if s["name"] == "load")
     assert [lvl["concurrency"] for lvl in load["details"]["levels"]] == [1, 2]
-    # both levels ran on one serving-benchmark worker (vLLM's benchmark imported once, started during the boot)
+    # both levels ran on one serving-benchmark worker (vLLM's benchmark imported once, started with the format stage)
     log = (Path(report["run_dir"]) / "load" / "servebench.log").read_text()
     assert log.count("serving-benchmark worker ready") == 1
     assert sum(1 for line in log.splitlines() if line.startswith("$ ")) == 2

@@ -135,8 +135,8 @@ def worker(ctx: GateContext) -> BenchWorker:
 
 
 def prestart(ctx: GateContext) -> None:
-    """Start the benchmark worker while the server boots (ctx.warm_up, called by the serve stage), so its import
-    (~10 s) is not on the gate's critical path; nothing when the load test will not drive this endpoint."""
+    """Start the benchmark worker once the server is up (gate/run.py, before the format stage), so its import
+    (~10 s) overlaps the stages before the load test; nothing when the load test will not drive this endpoint."""
     if ctx.release.load_gate.enabled and ctx.endpoint is not None and is_loopback(ctx.endpoint.base_url):
         worker(ctx)
 
