@@ -61,7 +61,6 @@ class GateFigures:
     boots: int
     boot_s: float | None  # the gate's own vLLM boot: "vLLM ready after X s"
     load_traffic_s: float  # sum of the load levels' benchmark durations
-    evals_s: float | None  # the evals stage's duration
     report: dict[str, Any]
 
 
@@ -160,8 +159,7 @@ def gate_timings(config: Path, kind: str, args: argparse.Namespace, tmp: Path) -
               f"today's {TODAY_ITEMS_PER_S:g} = {target:.2f}: {goal(items_per_s >= target)})")
     else:
         print("evals-stage items/s: n/a (the evals stage did not run)")
-    evals_s = evals.get("duration_s") if evals.get("status") in ("passed", "failed") else None
-    return GateFigures(wall, boots, boot_s, traffic, evals_s, report)
+    return GateFigures(wall, boots, boot_s, traffic, report)
 
 
 SATURATION = "saturation"  # the benchmark's own stage, appended after the gate's last one
@@ -212,7 +210,7 @@ def child_gate(config: Path, run_dir: Path, uri: str, kind: str, enforce_eager: 
     from pipeline.gate.context import GateContext
     from pipeline.gate.result import StageResult, Status
     from pipeline.gate.run import STAGES, run_gate
-    from pipeline.tools.servebench import BenchRequest, BenchWorker, run_level
+    from pipeline.tools.servebench import BenchRequest, BenchWorker
 
     metered: dict[str, dict[str, float]] = {}
 
@@ -241,7 +239,7 @@ def child_gate(config: Path, run_dir: Path, uri: str, kind: str, enforce_eager: 
                                    concurrency=concurrency, num_prompts=prompts or concurrency * 8, input_len=in_len,
                                    output_len=out_len, seed=0, request_timeout_s=ctx.release.serving.request_timeout_s,
                                    api_key=ctx.endpoint.api_key)
-                result = run_level(req, out, f"saturated_{name}.json", worker.log_file, worker)
+                result = worker.level(req, out, f"saturated_{name}.json")
                 runs[name] = {"metered": m, "input_len": in_len, "output_len": out_len, "concurrency": concurrency,
                               **{k: result.get(k) for k in ("total_token_throughput", "request_throughput",
                                                             "completed", "num_prompts", "duration")}}

@@ -498,16 +498,27 @@ def _run_once(cmd: list[str], env: dict[str, str], raw_dir: Path, log_path: Path
     before = set(raw_dir.rglob("results_*.json"))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                             cwd=raw_dir.parent, start_new_session=True)
+    tail: list[str] = []
+
+    def stream() -> None:
+        tail[:] = _stream(proc, log_path, progress)
+
+    rc = _await(proc, stream)
+    return _finished(cmd, rc, tail, raw_dir, before, log_path, timeout_s)
+
+
+def _await(proc: subprocess.Popen, follow: Callable[[], None]) -> int:
+    """Run `follow()` (reading the child's output) and wait for the child; its exit code. On Ctrl-C (Interrupted)
+    or any other exception the child's group is stopped first."""
     try:
-        tail = _stream(proc, log_path, progress)
-        rc = proc.wait()
+        follow()
+        return proc.wait()
     except KeyboardInterrupt:
         stop_group(proc)
         raise Interrupted("SIGINT") from None
     except BaseException:
         stop_group(proc)
         raise
-    return _finished(cmd, rc, tail, raw_dir, before, log_path, timeout_s)
 
 
 def _finished(cmd: list[str], rc: int, tail: list[str], raw_dir: Path, before: set[Path], log_path: Path,
@@ -582,16 +593,13 @@ class Prestarted:
         progress(f"lm-eval: started {self.lead_s:.1f}s before this stage, released now")
         self.relay.attach(progress)
         self.go_file.touch()
-        try:
+
+        def follow() -> None:  # the reader thread copies its output; joined in steps so Ctrl-C gets through
             while self.reader.is_alive():
                 self.reader.join(timeout=0.2)
-            rc = self.proc.wait()
-        except KeyboardInterrupt:
-            stop_group(self.proc)
-            raise Interrupted("SIGINT") from None
-        except BaseException:
-            stop_group(self.proc)
-            raise
+
+        try:
+            rc = _await(self.proc, follow)
         finally:
             self.go_file.unlink(missing_ok=True)
         return _finished(self.cmd, rc, self.tail, self.raw_dir, self.before, self.log_path, timeout_s)

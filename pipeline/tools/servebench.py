@@ -185,7 +185,7 @@ class BenchWorker:
         stop_group(proc, grace_s=1.0)  # members it may have left behind
 
     def __enter__(self) -> BenchWorker:
-        return self.start()
+        return self  # started by its first run
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -226,6 +226,23 @@ class BenchWorker:
         done.unlink(missing_ok=True)
         return code
 
+    def level(self, req: BenchRequest, result_dir: Path, result_file: str) -> dict:
+        """Run one level; return the benchmark's result JSON. Raises InfraError when it crashes or hangs."""
+        if not is_loopback(req.base_url):
+            raise InfraError(f"the load test only drives loopback endpoints, not {req.base_url}")
+        result_dir.mkdir(parents=True, exist_ok=True)
+        out = result_dir / result_file
+        out.unlink(missing_ok=True)
+        code = self.run(req, result_dir, result_file)
+        if code != 0 or not out.exists():
+            raise InfraError(f"the serving benchmark exited with code {code} at {req.what} "
+                             f"without a result (per-request timeout serving.request_timeout_s="
+                             f"{req.request_timeout_s:g} s; log: {self.log_file}): {last_error(self.log_file)}")
+        try:
+            return json.loads(out.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise InfraError(f"unreadable benchmark result {out}: {exc}") from exc
+
     def _died(self, code: int, req: BenchRequest) -> Exception:
         self.proc = None
         if code < 0 and -code in (signal.SIGINT, signal.SIGTERM):
@@ -234,28 +251,10 @@ class BenchWorker:
                           f"{last_error(self.log_file)}")
 
 
-def run_level(req: BenchRequest, result_dir: Path, result_file: str, log_file: Path,
-              worker: BenchWorker | None = None) -> dict:
-    """Run one level (on `worker`, else a worker of its own); return the benchmark's result JSON. Raises
-    InfraError when it crashes or hangs."""
-    if not is_loopback(req.base_url):
-        raise InfraError(f"the load test only drives loopback endpoints, not {req.base_url}")
-    result_dir.mkdir(parents=True, exist_ok=True)
-    out = result_dir / result_file
-    out.unlink(missing_ok=True)
-    if worker is None:
-        with BenchWorker(log_file) as own:
-            code = own.run(req, result_dir, result_file)
-    else:
-        code = worker.run(req, result_dir, result_file)
-    if code != 0 or not out.exists():
-        raise InfraError(f"the serving benchmark exited with code {code} at {req.what} "
-                         f"without a result (per-request timeout serving.request_timeout_s="
-                         f"{req.request_timeout_s:g} s; log: {log_file}): {last_error(log_file)}")
-    try:
-        return json.loads(out.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise InfraError(f"unreadable benchmark result {out}: {exc}") from exc
+def run_level(req: BenchRequest, result_dir: Path, result_file: str, log_file: Path) -> dict:
+    """One level on a worker of its own (BenchWorker.level)."""
+    with BenchWorker(log_file) as worker:
+        return worker.level(req, result_dir, result_file)
 
 
 _EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::|$)")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import InfraError
-from pipeline.tools.servebench import BenchRequest, BenchWorker, run_level
+from pipeline.tools.servebench import BenchRequest, BenchWorker
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +45,13 @@ def test_one_worker_runs_every_job_and_names_each_failure(demo_hub, tmp_path):
     pid = worker.proc.pid
     try:
         # every request refused: the benchmark itself completes and reports it (the load stage judges that)
-        first = run_level(req, tmp_path, "bench_first.json", log, worker)
+        first = worker.level(req, tmp_path, "bench_first.json")
         assert first["completed"] == 0 and first["failed"] == 2, first
         # the benchmark crashes (no tokenizer there): an InfraError naming its own error; the worker serves on
         with pytest.raises(InfraError, match=r"the serving benchmark exited with code 1 at concurrency 1 .*Error"):
-            run_level(broken, tmp_path, "bench_broken.json", log, worker)
+            worker.level(broken, tmp_path, "bench_broken.json")
         assert worker.proc is not None and worker.proc.pid == pid and _alive(pid)
-        again = run_level(req, tmp_path, "bench_again.json", log, worker)
+        again = worker.level(req, tmp_path, "bench_again.json")
         assert again["failed"] == 2 and worker.proc.pid == pid
         text = log.read_text()
         assert text.count("$ ") == 3 and text.count("serving-benchmark worker ready") == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pipeline.config.release import EvalsGate
 from pipeline.errors import BadInput, InfraError
@@ -46,18 +47,24 @@ def missing_template(cfg: EvalsGate, model_dir: Path) -> list[str]:
     return [t for t in cfg.tasks if cfg.prompting_for(t).chat_template is True]
 
 
+def lmeval_args(endpoint: Endpoint, tokenizer_dir: Path, cfg: EvalsGate, root: Path) -> dict[str, Any]:
+    """The arguments of lm-eval's run for `cfg` against `endpoint` (run_lmeval and lmeval.prestart take the same:
+    a prestarted run is used only when its command is the one the stage would run)."""
+    evalsets = root / cfg.include_path
+    return {"base_url": endpoint.base_url, "model_name": endpoint.served_name, "tokenizer_dir": tokenizer_dir,
+            "tasks": list(cfg.tasks), "include_path": evalsets, "num_concurrent": cfg.num_concurrent,
+            "limit": cfg.limit, "api_key": endpoint.api_key, "timeout_s": endpoint.request_timeout_s,
+            "modes": chat_modes(cfg, evalsets, tokenizer_dir), "loglikelihood": cfg.loglikelihood}
+
+
 def evaluate(endpoint: Endpoint, tokenizer_dir: Path, cfg: EvalsGate, root: Path, out_dir: Path,
              progress: Progress, prestarted: lmeval.Prestarted | None = None) -> LmEvalRun:
     """lm-eval's tasks of `cfg` (evalsets under `root`) against `endpoint`; its files in `out_dir`.
 
     Each task is prompted as `chat_modes` resolves it for the model in `tokenizer_dir`; tasks prompted
     differently run as separate lm-eval invocations on the same server. `prestarted`: see `prestart`."""
-    evalsets = root / cfg.include_path
-    return run_lmeval(endpoint.base_url, endpoint.served_name, tokenizer_dir, list(cfg.tasks), evalsets,
-                      out_dir, num_concurrent=cfg.num_concurrent, limit=cfg.limit, progress=progress,
-                      api_key=endpoint.api_key, timeout_s=endpoint.request_timeout_s,
-                      modes=chat_modes(cfg, evalsets, tokenizer_dir), loglikelihood=cfg.loglikelihood,
-                      prestarted=prestarted)
+    return run_lmeval(output_dir=out_dir, progress=progress, prestarted=prestarted,
+                      **lmeval_args(endpoint, tokenizer_dir, cfg, root))
 
 
 def prestart(ctx: GateContext) -> None:
@@ -68,13 +75,9 @@ def prestart(ctx: GateContext) -> None:
     cfg = ctx.release.evals_gate
     if not cfg.enabled or ctx.endpoint is None or missing_template(cfg, ctx.model_dir.path):
         return
-    evalsets = ctx.release.root / cfg.include_path
     try:
-        started = lmeval.prestart(ctx.endpoint.base_url, ctx.endpoint.served_name, ctx.model_dir.path,
-                                  list(cfg.tasks), evalsets, ctx.files.stage(NAME), num_concurrent=cfg.num_concurrent,
-                                  limit=cfg.limit, api_key=ctx.endpoint.api_key,
-                                  timeout_s=ctx.endpoint.request_timeout_s,
-                                  modes=chat_modes(cfg, evalsets, ctx.model_dir.path), loglikelihood=cfg.loglikelihood)
+        started = lmeval.prestart(output_dir=ctx.files.stage(NAME),
+                                  **lmeval_args(ctx.endpoint, ctx.model_dir.path, cfg, ctx.release.root))
     except Exception:  # noqa: BLE001 - the stage runs lm-eval itself and reports what goes wrong, by cause
         return
     if started is not None:

@@ -27,7 +27,7 @@ from pipeline.errors import InfraError
 from pipeline.gate.context import GateContext
 from pipeline.gate.result import StageResult, Status
 from pipeline.serving.prometheus import Scraper
-from pipeline.tools.servebench import BenchRequest, BenchWorker, is_loopback, last_error, run_level
+from pipeline.tools.servebench import BenchRequest, BenchWorker, is_loopback, last_error
 from pipeline.util.progress import Progress, progress_for
 from pipeline.util.versions import installed_version
 
@@ -69,7 +69,7 @@ class Bench:
         ctx, out_dir, endpoint = self.ctx, self.out_dir, self.ctx.endpoint
         try:
             with Scraper(lambda: self.client.get(f"{endpoint.base_url}/metrics").text) as scraper:
-                result = run_level(req, out_dir, f"bench_{name}.json", self.worker.log_file, self.worker)
+                result = self.worker.level(req, out_dir, f"bench_{name}.json")
         except InfraError:
             if ctx.server is not None:
                 ctx.server.check_alive()  # a dead server is the better explanation

@@ -67,8 +67,8 @@ def verify_model_bytes(ctx: GateContext, progress: Progress) -> dict[str, float]
 
 
 def warm_up(ctx: GateContext, endpoint: Endpoint) -> None:
-    """Start the later stages' clients (ctx.warm_up: lm-eval, the load test's benchmark worker) now that the
-    endpoint's address is known, so their start-up overlaps the boot; each one that fails is left to its own
+    """Start the later stages' clients (ctx.warm_up: lm-eval, see gate/run.py) now that the endpoint's address
+    is known, so their start-up overlaps the boot; each one that fails is left to its own
     stage, which meets the same failure and reports it by cause."""
     previous, ctx.endpoint = ctx.endpoint, endpoint  # set for good only once the server is healthy
     try:
