@@ -44,7 +44,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     report = run_gate(release, home=_home(args.config), run_dir=args.run_dir, tracking_uri=args.tracking_uri,
                       pr=args.pr, enforce_eager=args.enforce_eager, author=args.author, kind=args.kind,
                       signer=signer)
-    print(redact(console.render(report)))
+    print(redact(console.render(report.redacted())))
     return report.exit_code
 
 

@@ -416,6 +416,7 @@ def save_report(report: GateReport, run_dir: Path) -> None:
     """report.json and its markdown and HTML renderings, secrets redacted in all three."""
     files = RunDir(run_dir)
     report.save(run_dir)
+    report = report.redacted()  # the renderings escape text: redact the fields, not only the rendered text
     for path, render in ((files.markdown, lambda: markdown.render(report)),
                          (files.html, lambda: html.render(report, report_path=files.report))):
         try:

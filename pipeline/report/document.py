@@ -33,7 +33,7 @@ from pipeline.errors import InfraError
 from pipeline.gate.result import StageResult
 from pipeline.gate.rundir import REPORT_FILE, RunDir
 from pipeline.gate.verdict import VERDICTS, Verdict
-from pipeline.util.secrets import redact
+from pipeline.util.secrets import redact, redact_data
 
 SCHEMA_VERSION = 1
 REQUIRED = ("gate_id", "model_name", "candidate", "stages", "tracking", "verdict")
@@ -351,11 +351,17 @@ class GateReport:
             raise InfraError(f"{path}: report schema_version {version!r} is not {SCHEMA_VERSION}")
         return cls.from_dict(data)
 
+    def redacted(self) -> GateReport:
+        """This report with every secret value replaced in every field, before any rendering: a renderer escapes
+        text (markdown's `\\+`, HTML's `&amp;`), so a secret redacted only in the rendered text could slip
+        through in its escaped spelling."""
+        return GateReport.from_dict(redact_data(self.to_dict()))
+
     def save(self, run_dir: Path) -> Path:
         """Write report.json atomically (temp file + rename), secrets redacted. Disk errors are infrastructure
         errors."""
         path = RunDir(run_dir).report
-        text = redact(json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str))
+        text = redact(json.dumps(redact_data(self.to_dict()), indent=2, sort_keys=False, default=str))
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report-", suffix=".json")

@@ -11,6 +11,7 @@ import os
 import secrets as _random
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pipeline.config.release import DEFAULT_SECRET_ENV
 
@@ -51,6 +52,18 @@ def redact(text: str) -> str:
     for value in secret_values():
         text = text.replace(value, "***")
     return text
+
+
+def redact_data(data: Any) -> Any:
+    """`data` (JSON-like: dicts, lists, strings, numbers) with `redact` applied to every string, keys included.
+    Redacting the data, not its JSON text, also catches a secret that JSON would escape (quotes, non-ASCII)."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {redact_data(k): redact_data(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [redact_data(v) for v in data]
+    return data
 
 
 def child_env(base: dict[str, str] | None = None) -> dict[str, str]:

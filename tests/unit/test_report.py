@@ -86,6 +86,30 @@ def test_html_report_is_self_contained_and_escaped(tmp_path):
     assert "modelgate: REJECTED: bot v7 (exit 1)" in page
 
 
+@pytest.mark.parametrize("secret", ["ab+cd-ef_gh*ij/kl", 'quo"te\\back', "<tag>&amp;'x'", "naïve-ключ"])
+def test_a_secret_that_the_renderers_escape_is_redacted_in_every_file_of_the_report(secret, tmp_path, monkeypatch):
+    # markdown escapes + - _ *, HTML & < > ' ", JSON quotes, backslashes and non-ASCII: each spelling of the secret
+    # must be gone, so the fields are redacted before any rendering, not only the rendered text
+    from pipeline.gate.run import save_report
+
+    monkeypatch.setenv("GITHUB_TOKEN", secret)
+    report = sample_report(tmp_path)
+    report = dataclasses.replace(report, reasons=(*report.reasons, f"token {secret} leaked"))
+    save_report(report, tmp_path)
+    spellings = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+                 markdown.inline(secret)}
+    import html as std_html
+    spellings |= {std_html.escape(secret), std_html.escape(secret, quote=False)}
+    written = {p.name: p.read_text(encoding="utf-8") for p in tmp_path.iterdir() if p.is_file()}
+    assert {"report.json", "report.md", "report.html"} <= set(written)
+    for name, text in written.items():
+        for spelling in spellings:
+            assert spelling not in text, f"{spelling!r} in {name}"
+    assert "token *** leaked" in written["report.json"] and markdown.inline("token *** leaked") in written["report.md"]
+    assert "token *** leaked" in std_html.unescape(written["report.html"])
+    assert secret not in console.render(report.redacted()) and "token *** leaked" in console.render(report.redacted())
+
+
 def test_save_is_atomic_redacts_secrets_and_loads_back(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_supersecretvalue")
     report = sample_report(tmp_path)
