@@ -212,8 +212,9 @@ class BenchWorker:
                 exited = proc.poll()
                 if exited is not None:
                     raise self._died(exited, req)
-                if time.monotonic() > deadline:
-                    self.close()
+                if time.monotonic() > deadline:  # a hung job: no graceful end of jobs to wait for
+                    stop_group(proc)
+                    self.proc = None
                     raise InfraError(f"the serving benchmark at {req.what} did not finish within "
                                      f"{timeout_for(req):.0f} s (log: {self.log_file})")
                 time.sleep(0.05)
