@@ -445,26 +445,20 @@ def run_lmeval(
     (LOGLIKELIHOOD_MODES, see ``build_command``). ``prestarted``: the first invocation, started earlier by
     ``prestart`` with the same arguments (its start-up already done), released now instead of started.
     """
-    output_dir = Path(output_dir).resolve()
-    raw_dir = output_dir / "raw"
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    resolve_task_yamls(include_path, tasks)  # fail fast on unknown task names
-    env = lmeval_env(api_key)
-    log_path = output_dir / "lm_eval.log"
+    plan = _plan(base_url, model_name, tokenizer_dir, tasks, include_path, output_dir, num_concurrent=num_concurrent,
+                 limit=limit, api_key=api_key, timeout_s=timeout_s, modes=modes, loglikelihood=loglikelihood)
+    output_dir, log_path = plan.output_dir, plan.log_path
     if prestarted is None:
         log_path.write_bytes(b"")
     runs: list[LmEvalRun] = []
     t0 = time.monotonic()
-    for mode, group in mode_groups(tasks, modes):
-        cmd = build_command(base_url, model_name, tokenizer_dir, group, include_path, raw_dir,
-                            num_concurrent=num_concurrent, limit=limit, timeout_s=timeout_s, mode=mode,
-                            loglikelihood=loglikelihood)
+    for mode, group, cmd in plan.invocations:
         progress(f"lm-eval: {', '.join(group)} ({mode.label}), num_concurrent={num_concurrent}, limit={limit}, "
                  f"loglikelihood: {loglikelihood}")
         if prestarted is not None and prestarted.cmd == cmd:
             runs.append(prestarted.release(progress, timeout_s))
         else:
-            runs.append(_run_once(cmd, env, raw_dir, log_path, progress, timeout_s))
+            runs.append(_run_once(cmd, plan.env, plan.raw_dir, log_path, progress, timeout_s))
         prestarted = None
     wall = time.monotonic() - t0
     run = runs[0]
@@ -618,17 +612,35 @@ def prestart(base_url: str, model_name: str, tokenizer_dir: Path, tasks: list[st
     None where it cannot be held (the "echo" path runs lm-eval's own model class)."""
     if loglikelihood != "prefix_cached" or not tasks:
         return None
+    plan = _plan(base_url, model_name, tokenizer_dir, tasks, include_path, output_dir, num_concurrent=num_concurrent,
+                 limit=limit, api_key=api_key, timeout_s=timeout_s, modes=modes, loglikelihood=loglikelihood)
+    plan.log_path.write_bytes(b"")
+    return Prestarted(plan.invocations[0][2], plan.env, plan.raw_dir, plan.log_path)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What run_lmeval runs and where, built once for it and for prestart (so a prestarted command is the
+    command run_lmeval would run): the output directories, the child environment, one command per mode group."""
+    output_dir: Path
+    raw_dir: Path
+    log_path: Path
+    env: dict[str, str]
+    invocations: list[tuple[ChatMode, list[str], list[str]]]  # (mode, tasks, command)
+
+
+def _plan(base_url: str, model_name: str, tokenizer_dir: Path, tasks: list[str], include_path: Path,
+          output_dir: Path, *, num_concurrent: int, limit: int | None, api_key: str | None, timeout_s: float | None,
+          modes: dict[str, ChatMode] | None, loglikelihood: str) -> _Plan:
     output_dir = Path(output_dir).resolve()
     raw_dir = output_dir / "raw"
     raw_dir.mkdir(parents=True, exist_ok=True)
-    resolve_task_yamls(include_path, tasks)
-    mode, group = mode_groups(tasks, modes)[0]
-    cmd = build_command(base_url, model_name, tokenizer_dir, group, include_path, raw_dir,
-                        num_concurrent=num_concurrent, limit=limit, timeout_s=timeout_s, mode=mode,
-                        loglikelihood=loglikelihood)
-    log_path = output_dir / "lm_eval.log"
-    log_path.write_bytes(b"")
-    return Prestarted(cmd, lmeval_env(api_key), raw_dir, log_path)
+    resolve_task_yamls(include_path, tasks)  # fail fast on unknown task names
+    invocations = [(mode, group, build_command(base_url, model_name, tokenizer_dir, group, include_path, raw_dir,
+                                               num_concurrent=num_concurrent, limit=limit, timeout_s=timeout_s,
+                                               mode=mode, loglikelihood=loglikelihood))
+                   for mode, group in mode_groups(tasks, modes)]
+    return _Plan(output_dir, raw_dir, output_dir / "lm_eval.log", lmeval_env(api_key), invocations)
 
 
 # ---------------------------------------------------------------- parsing lm-eval's output
