@@ -82,13 +82,15 @@ def rate_label(rate: float) -> str:
 
 
 def rate_summary(rate: float, burstiness: float, result: dict[str, Any], slo: LoadSlo,
-                 server: dict[str, float] | None = None) -> dict[str, Any]:
+                 server: dict[str, float] | None = None, *, keep_samples: bool = True) -> dict[str, Any]:
     """One request-rate level's row: the benchmark's counts, rates and percentiles (slo.level_summary), the
-    goodput, the offered rate and what vLLM itself computed as goodput (`vllm_request_goodput`)."""
+    goodput, the offered rate and what vLLM itself computed as goodput (`vllm_request_goodput`). With
+    `keep_samples` (a rate level, not a knee step) its per-request records, for the comparison with production."""
     row = rules.level_summary(rate, 0, result, server)
     row.pop("multiplier", None)
     row.pop("concurrency", None)
-    row.pop("samples", None)  # per-request records are kept for the concurrency levels' comparison only
+    if not keep_samples:
+        row.pop("samples", None)
     row.update({"level": rate_label(rate), "kind": "rate", "request_rate": rate, "burstiness": burstiness})
     row.update(goodput(result, limits(slo)))
     if isinstance(result.get("request_goodput"), (int, float)):
@@ -204,3 +206,44 @@ def knee_line(knee: dict[str, Any]) -> str:
         head += f", goodput there {at['goodput']:.2f} req/s"
     return (f"{head}; {len(knee.get('steps', []))} step(s) in {knee.get('elapsed_s', 0):.0f} s, stopped: "
             f"{knee.get('stopped', '?')}")
+
+
+def _interval_text(lo: float | None, hi: float | None) -> str:
+    shown = lambda v: "?" if v is None else f"{v:.3g}"  # noqa: E731
+    return f"[{shown(lo)}, {shown(hi)})"
+
+
+def knee_comparison(knee: dict[str, Any], base_knee: dict[str, Any] | None, request_limits: dict[str, float],
+                    base_limits: dict[str, float] | None) -> dict[str, Any]:
+    """This gate's knee interval next to production's: `relation` "lower" (this gate missed the SLOs at a rate
+    production met), "higher" (it met them at a rate production missed) or "overlapping" (not separable by one
+    bracket each side). Never gated: a knee is one search, with no confidence bound."""
+    mine = [knee.get("rate"), knee.get("first_failing")]
+    if base_knee is None:
+        return {"compared": False, "interval": mine, "reason": "production's gate ran no knee search"}
+    if base_limits is not None and {k: float(v) for k, v in base_limits.items()} != \
+            {k: float(v) for k, v in request_limits.items()}:
+        return {"compared": False, "interval": mine,
+                "reason": f"production's knee was searched against other limits ({base_limits} ms, this gate "
+                          f"{request_limits} ms)"}
+    theirs = [base_knee.get("rate"), base_knee.get("first_failing")]
+    if mine[1] is not None and (theirs[0] is not None and mine[1] <= theirs[0]):
+        relation = "lower"
+    elif mine[0] is not None and theirs[1] is not None and mine[0] >= theirs[1]:
+        relation = "higher"
+    else:
+        relation = "overlapping"
+    return {"compared": True, "gated": False, "interval": mine, "production_interval": theirs,
+            "relation": relation}
+
+
+def knee_comparison_line(cmp: dict[str, Any], version: str | None = None) -> str:
+    against = f"production v{version}" if version else "production"
+    if not cmp.get("compared"):
+        return f"knee: not compared with {against} ({cmp.get('reason', '?')})"
+    (lo, hi), (plo, phi) = cmp["interval"], cmp["production_interval"]
+    why = {"lower": f"this gate missed the SLOs at {hi:.3g} req/s, which {against} met" if hi is not None else "",
+           "higher": f"this gate met the SLOs at {lo:.3g} req/s, which {against} missed" if lo is not None else "",
+           "overlapping": "the intervals overlap"}[cmp["relation"]]
+    return (f"knee vs {against}: {_interval_text(lo, hi)} vs {_interval_text(plo, phi)} req/s: {cmp['relation']} "
+            f"({why}); shown, not gated: one search each side, no confidence bound")

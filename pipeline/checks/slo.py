@@ -339,9 +339,9 @@ def compare_level(row: dict[str, Any], b: dict[str, Any] | None, pct: float,
     rec: dict[str, Any] = {"level": lvl, "threshold_pct": pct}
     if b is None:
         return {**rec, "compared": False, "reason": "production's gate did not run this level"}, []
-    if b.get("concurrency") != row["concurrency"]:
-        return {**rec, "compared": False, "reason": f"production ran {lvl} at concurrency {b.get('concurrency')}, "
-                                                    f"this gate at {row['concurrency']}"}, []
+    if load_of(b) != load_of(row):
+        return {**rec, "compared": False, "reason": f"production ran {lvl} at {describe_load(b)}, "
+                                                    f"this gate at {describe_load(row)}"}, []
     mine, theirs = row.get("samples"), b.get("samples")
     fallback = None
     if not theirs or not theirs.get("e2el_ms"):
@@ -380,6 +380,20 @@ def compare_level(row: dict[str, Any], b: dict[str, Any] | None, pct: float,
     return {**rec, "compared": True, "method": "rank", "confidence": 1 - alpha, "e2el": e2el.as_dict(),
             "output_tok_s": tput.as_dict(), "ttft": ttft.as_dict(), "verdicts": verdicts,
             "verdict": verdict}, failures
+
+
+def load_of(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What a level offered the server: its concurrency, or (a request-rate level) its rate and burstiness."""
+    if row.get("kind") == "rate":
+        return "rate", row.get("request_rate"), row.get("burstiness", 1.0)
+    return "concurrency", row.get("concurrency")
+
+
+def describe_load(row: dict[str, Any]) -> str:
+    load = load_of(row)
+    if load[0] == "rate":
+        return f"{load[1]:g} req/s (burstiness {load[2]:g})" if isinstance(load[1], (int, float)) else "? req/s"
+    return f"concurrency {load[1]}"
 
 
 def compare_levels(rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any]], pct: float,

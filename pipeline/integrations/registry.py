@@ -211,7 +211,8 @@ def _load_details(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
     except unreadable:
         return None
     stage = report.stage("load")
-    if not stage or stage.status not in (Status.PASSED, Status.FAILED) or not stage.details.get("levels"):
+    if not stage or stage.status not in (Status.PASSED, Status.FAILED) or not (
+            stage.details.get("levels") or stage.details.get("rate_levels")):
         return None
     return stage.details
 

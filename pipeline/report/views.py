@@ -185,7 +185,9 @@ def load_summary(report: GateReport) -> list[str]:
     why = f" ({base['reason']})" if base.get("reason") else ""
     lines.append(f"baseline comparison: {base.get('status', '?')}{why}")
     lines += [f"  {line}" for line in base.get("differences", [])]
-    lines += slo.comparison_lines(d.get("levels", []), base)
+    lines += slo.comparison_lines([*d.get("levels", []), *d.get("rate_levels", [])], base)
+    if base.get("knee"):
+        lines.append(goodput.knee_comparison_line(base["knee"], base.get("version")))
     if res.cost_per_1m_output_tokens is not None:
         how = " (goodput-limited)" if "goodput_limits_ms" in d else ""
         lines.append(f"cost: ${res.cost_per_1m_output_tokens:.3f} per 1M output tokens{how} at "

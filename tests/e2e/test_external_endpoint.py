@@ -253,7 +253,7 @@ def test_an_impossible_slo_fails_the_rate_level_naming_it(staging_server, demo_h
 
 AA_REPEATS = 4  # 3 comparisons: each load run costs ~15-50 s of CI (the benchmark imports vLLM)
 # 30: above this 2-core machine's run-to-run drift (lower bounds up to +11% between runs of the same model in CI)
-AA_LOAD = {"peak_concurrency": 2, "levels": [1], "regression_pct": 30,
+AA_LOAD = {"peak_concurrency": 2, "levels": [1], "rates": [4], "regression_pct": 30,
            "prompts": {"input_len": 32, "output_len": 16, "requests_per_level": 16, "seed": 1},
            "slo": {"p95_e2el_ms": 60000}}
 
@@ -288,13 +288,16 @@ def test_load_a_a_the_same_model_on_the_same_server_never_regresses(staging_serv
     false_alarms, lines = 0, []
     for i in range(1, AA_REPEATS):
         result = run_load_stage(staging_server, config, tmp_path / f"run{i}", production=first.details)
-        (rec,) = result.details["baseline"]["comparisons"]
-        assert rec["compared"] and rec["method"] == "rank", rec
-        false_alarms += rec["verdict"] == "regressed"
-        lines.append(slo.comparison_line(rec, "1"))
-        assert result.metrics["1x.vs_production.e2el_change_lower_pct"] <= rec["e2el"]["estimate_pct"]
+        # the concurrency level and the request-rate level (4 req/s, the same seeded arrivals), each per request
+        recs = result.details["baseline"]["comparisons"]
+        assert [r["level"] for r in recs] == ["1x", "4rps"]
+        for rec in recs:
+            assert rec["compared"] and rec["method"] == "rank", rec
+            false_alarms += rec["verdict"] == "regressed"
+            lines.append(slo.comparison_line(rec, "1"))
+            assert result.metrics[f"{rec['level']}.vs_production.e2el_change_lower_pct"] <= rec["e2el"]["estimate_pct"]
     with capsys.disabled():
-        print(f"\nload A/A: {false_alarms} false alarm(s) in {AA_REPEATS - 1} comparisons with the first run "
+        print(f"\nload A/A: {false_alarms} false alarm(s) in {2 * (AA_REPEATS - 1)} comparisons with the first run "
               f"({AA_REPEATS} load runs in {time.monotonic() - started:.0f} s)")
         print("\n".join(lines))
     assert false_alarms == 0, lines
@@ -343,9 +346,11 @@ def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(st
     comparison = result.details["baseline"]
     assert comparison["status"] == "compared", comparison  # same hardware, same serving configuration
     assert result.details["fingerprint"]["serving"] == first.details["fingerprint"]["serving"]
-    (rec,) = comparison["comparisons"]
-    assert rec["compared"] and rec["method"] == "rank" and rec["verdict"] == "regressed", rec
-    assert rec["e2el"]["lower_pct"] > AA_LOAD["regression_pct"], rec
+    rec, rate_rec = comparison["comparisons"]
+    for r in (rec, rate_rec):  # at concurrency 2 and at production's 4 req/s arrivals
+        assert r["compared"] and r["method"] == "rank" and r["verdict"] == "regressed", r
+        assert r["e2el"]["lower_pct"] > AA_LOAD["regression_pct"], r
+    assert any(f.startswith("load 4rps: e2e latency is +") for f in result.reasons)
     assert result.status.value == "failed"
     assert result.reasons[0].startswith("load 1x: e2e latency is +") and "> regression_pct 30" in result.reasons[0]
     line = slo.comparison_lines(result.details["levels"], comparison)[0]

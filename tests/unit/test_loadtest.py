@@ -436,3 +436,59 @@ def test_the_stage_reports_each_levels_comparison_and_logs_its_bounds(write_rele
     assert any(line.startswith("1x vs production v3 (run run3): e2e latency +5") and line.endswith("regressed")
                for line in lines)
     assert any(line.startswith("3x: not compared with production v3") for line in lines)
+
+
+def test_request_rate_levels_are_compared_per_request_with_productions_at_the_same_rate_and_burstiness(
+        write_release):
+    from types import SimpleNamespace
+
+    from pipeline.checks import goodput
+    from pipeline.gate.stages.load import compare_baseline, comparison_metrics
+
+    cfg = _release(write_release, {"regression_pct": 20}).load_gate
+    fp = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {}))
+
+    def rate_row(rate, latencies, burstiness=1.0, keep_samples=True):
+        return goodput.rate_summary(rate, burstiness, detailed(latencies), cfg.slo, keep_samples=keep_samples)
+
+    assert rate_row(2, _spread(24))["samples"]["e2el_ms"] and "samples" not in rate_row(2, _spread(24),
+                                                                                          keep_samples=False)
+    base = {"levels": [slo.level_summary(1, 2, detailed(_spread(24)))],
+            "rate_levels": [rate_row(2, _spread(24)), rate_row(4, _spread(24))], "fingerprint": fp}
+    rows = [slo.level_summary(1, 2, detailed(_spread(24, seed=4))),
+            rate_row(2, [1.5 * v for v in _spread(24, seed=4)]),  # 1.5x slower at the same 2 req/s
+            rate_row(4, _spread(24, seed=5), burstiness=0.5)]      # other arrivals: not comparable
+    store = SimpleNamespace(production=lambda name: Baseline("3", "run3", None, {}, {}, base))
+    ctx = SimpleNamespace(baseline_store=store, release=SimpleNamespace(model_name="m", alpha=0.05))
+    info, failures = compare_baseline(ctx, cfg, rows, fp)
+    recs = {r["level"]: r for r in info["comparisons"]}
+    assert recs["1x"]["verdict"] == "within threshold"
+    assert recs["2rps"]["method"] == "rank" and recs["2rps"]["verdict"] == "regressed"
+    assert recs["2rps"]["e2el"]["lower_pct"] > 20
+    assert failures and all(f.startswith("load 2rps:") for f in failures)
+    assert not recs["4rps"]["compared"] and recs["4rps"]["reason"] == \
+        "production ran 4rps at 4 req/s (burstiness 1), this gate at 4 req/s (burstiness 0.5)"
+    assert comparison_metrics(info)["2rps.vs_production.e2el_change_lower_pct"] > 20
+    lines = slo.comparison_lines(rows, info)
+    assert lines[1].startswith("2rps vs production v3 (run run3): e2e latency +") and lines[1].endswith("regressed")
+    # a production record with rate levels only is still a load record the next gate reads
+    assert set(info["levels"]) == {"1x", "2rps", "4rps"}
+
+
+def test_the_knee_is_shown_beside_productions_never_gated_and_only_against_the_same_limits():
+    from pipeline.checks import goodput
+
+    limits = {"e2el": 5000.0}
+    knee = {"rate": 2.0, "first_failing": 4.0, "steps": []}
+    assert goodput.knee_comparison(knee, None, limits, None) == {
+        "compared": False, "interval": [2.0, 4.0], "reason": "production's gate ran no knee search"}
+    lower = goodput.knee_comparison(knee, {"rate": 4.0, "first_failing": 8.0}, limits, {"e2el": 5000})
+    assert lower["relation"] == "lower" and lower["gated"] is False
+    line = goodput.knee_comparison_line(lower, "3")
+    assert line == ("knee vs production v3: [2, 4) vs [4, 8) req/s: lower (this gate missed the SLOs at 4 req/s, "
+                    "which production v3 met); shown, not gated: one search each side, no confidence bound")
+    assert goodput.knee_comparison(knee, {"rate": 1.0, "first_failing": 2.0}, limits, limits)["relation"] == "higher"
+    assert goodput.knee_comparison(knee, {"rate": 3.0, "first_failing": 6.0}, limits, limits)["relation"] == \
+        "overlapping"
+    other = goodput.knee_comparison(knee, {"rate": 3.0, "first_failing": 6.0}, limits, {"e2el": 1000.0})
+    assert not other["compared"] and "other limits" in goodput.knee_comparison_line(other)

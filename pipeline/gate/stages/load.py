@@ -110,7 +110,7 @@ class Bench:
         progress(f"{'knee step' if prefix else 'level'} {goodput.rate_label(rate)}: {rate:g} req/s "
                  f"(burstiness {cfg.burstiness:g}), {req.num_prompts} requests ({self._lengths()})")
         result, server = self.run(name, req)
-        row = goodput.rate_summary(rate, cfg.burstiness, result, cfg.slo, server)
+        row = goodput.rate_summary(rate, cfg.burstiness, result, cfg.slo, server, keep_samples=not prefix)
         row["result_file"] = str(self.out_dir / f"bench_{name}.json")
         progress(f"{'knee step' if prefix else 'level'} {row['level']}: {row['completed']}/{row['num_prompts']} "
                  f"completed at {row.get('request_throughput', 0):.2f} req/s, p95 e2e "
@@ -250,8 +250,10 @@ def effective_serving(ctx: GateContext) -> dict[str, Any] | None:
     return rules.serving_config(ctx.endpoint.command, ctx.server.env)
 
 
-def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]],
-                     fp: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]], fp: dict[str, Any],
+                     knee: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Every concurrency and request-rate level (`rows` holds both) against production's row at the same load,
+    per request; the knee side by side with production's (shown, not gated: one bracket each side)."""
     baseline = ctx.baseline_store.production(ctx.release.model_name) if ctx.baseline_store else None
     if baseline is None:
         return {"status": "skipped", "reason": "no production version yet"}, []
@@ -261,15 +263,20 @@ def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]]
     unlike = rules.not_comparable(fp, baseline.load.get("fingerprint"))
     if unlike is not None:  # "not comparable: compilation mode differs", one line per differing field
         return {**info, "status": "skipped", "reason": unlike[0], "differences": unlike[1]}, []
-    base_rows = baseline.load.get("levels", [])
+    base_rows = [*baseline.load.get("levels", []), *baseline.load.get("rate_levels", [])]
     alpha = ctx.release.alpha  # gates.alpha: the confidence of every statistical comparison of the release
     per_level, failures = rules.compare_levels(rows, base_rows, cfg.regression_pct, alpha)
-    tput = goodput.costing_throughput(base_rows, cfg.slo)
-    return {**info, "status": "compared", "regression_pct": cfg.regression_pct, "confidence": 1 - alpha,
-            "comparisons": per_level,
-            "levels": {r["level"]: {k: r.get(k) for k in ("p95_e2el_ms", "p95_ttft_ms", "output_throughput")}
-                       for r in base_rows},
-            "cost_per_1m_output_tokens": rules.cost_per_1m_output_tokens(tput, cfg.price_per_hour)}, failures
+    base_knee = baseline.load.get("knee")
+    tput = goodput.costing_throughput([*base_rows, *(base_knee["steps"] if base_knee else [])], cfg.slo)
+    out = {**info, "status": "compared", "regression_pct": cfg.regression_pct, "confidence": 1 - alpha,
+           "comparisons": per_level,
+           "levels": {r["level"]: {k: r.get(k) for k in ("p95_e2el_ms", "p95_ttft_ms", "output_throughput")}
+                      for r in base_rows},
+           "cost_per_1m_output_tokens": rules.cost_per_1m_output_tokens(tput, cfg.price_per_hour)}
+    if knee is not None:
+        out["knee"] = goodput.knee_comparison(knee, base_knee, goodput.limits(cfg.slo),
+                                              baseline.load.get("goodput_limits_ms"))
+    return out, failures
 
 
 def comparison_metrics(comparison: dict[str, Any]) -> dict[str, float]:
@@ -344,7 +351,7 @@ def run(ctx: GateContext) -> StageResult:
         failures += goodput.knee_failures(knee)
     curve = rules.curve_shape(rows)
     fp = rules.fingerprint(vllm_version(), serving=effective_serving(ctx))
-    comparison, regressed = compare_baseline(ctx, cfg, rows, fp)
+    comparison, regressed = compare_baseline(ctx, cfg, [*rows, *rate_rows], fp, knee)
     failures += regressed
     costed = [*rows, *rate_rows, *(knee["steps"] if knee else [])]
     cost = rules.cost_per_1m_output_tokens(goodput.costing_throughput(costed, cfg.slo), cfg.price_per_hour)
@@ -370,7 +377,9 @@ def run(ctx: GateContext) -> StageResult:
         notes.append("knee: " + goodput.knee_line(knee))
     notes.append(f"baseline comparison {comparison['status']}" +
                  (f": {comparison['reason']}" if comparison.get("reason") else ""))
-    notes += comparison.get("differences", []) + rules.comparison_lines(rows, comparison)
+    notes += comparison.get("differences", []) + rules.comparison_lines([*rows, *rate_rows], comparison)
+    if comparison.get("knee"):
+        notes.append(goodput.knee_comparison_line(comparison["knee"], comparison.get("version")))
     if cost is not None:
         notes.append(f"cost ${cost:.2f} per 1M output tokens (goodput-limited) at ${cfg.price_per_hour:g}/h")
     status = Status.FAILED if failures else Status.PASSED
