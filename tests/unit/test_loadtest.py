@@ -471,8 +471,21 @@ def test_request_rate_levels_are_compared_per_request_with_productions_at_the_sa
     assert comparison_metrics(info)["2rps.vs_production.e2el_change_lower_pct"] > 20
     lines = slo.comparison_lines(rows, info)
     assert lines[1].startswith("2rps vs production v3 (run run3): e2e latency +") and lines[1].endswith("regressed")
-    # a production record with rate levels only is still a load record the next gate reads
     assert set(info["levels"]) == {"1x", "2rps", "4rps"}
+    # with a knee on both sides: shown in the report beside production's, and no failure added for it
+    knee = {"rate": 2.0, "first_failing": 4.0, "steps": [], "elapsed_s": 1.0, "stopped": "precision reached"}
+    base["knee"], base["goodput_limits_ms"] = {"rate": 4.0, "first_failing": 8.0, "steps": []}, goodput.limits(cfg.slo)
+    info, with_knee = compare_baseline(ctx, cfg, rows, fp, knee)
+    assert with_knee == failures and info["knee"]["relation"] == "lower"
+    from pipeline.gate.result import StageResult
+    from pipeline.report import views
+
+    stage = StageResult("load", Status.FAILED, details={"levels": rows[:1], "rate_levels": rows[1:], "knee": knee,
+                                                         "baseline": info})
+    shown = views.load_summary(SimpleNamespace(stage=lambda name: stage if name == "load" else None))
+    assert any(line.startswith("2rps vs production v3 (run run3): e2e latency +") for line in shown)
+    assert "knee vs production v3: [2, 4) vs [4, 8) req/s: lower (this gate missed the SLOs at 4 req/s, which " \
+           "production v3 met); shown, not gated: one search each side, no confidence bound" in shown
 
 
 def test_the_knee_is_shown_beside_productions_never_gated_and_only_against_the_same_limits():
