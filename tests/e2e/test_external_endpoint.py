@@ -251,7 +251,7 @@ def test_an_impossible_slo_fails_the_rate_level_naming_it(staging_server, demo_h
     assert row["vllm_request_goodput"] == 0
 
 
-AA_REPEATS = 4  # 3 comparisons: each load run costs ~15-50 s of CI (the benchmark imports vLLM)
+AA_REPEATS = 3  # 2 runs compared with the first, 2 levels each: each load run costs ~20-50 s of CI
 # 30: above this 2-core machine's run-to-run drift (lower bounds up to +11% between runs of the same model in CI)
 AA_LOAD = {"peak_concurrency": 2, "levels": [1], "rates": [4], "regression_pct": 30,
            "prompts": {"input_len": 32, "output_len": 16, "requests_per_level": 16, "seed": 1},
@@ -360,7 +360,8 @@ def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(st
     verdict, code, reasons = decide([result])
     assert (verdict.value, code) == ("rejected", 1) and reasons[0].startswith("load: load 1x: e2e latency is +")
     with capsys.disabled():
-        print(f"\nload, slower candidate (deep, same serving configuration): {line}\n"
+        rate_line = slo.comparison_lines(result.details["rate_levels"], comparison)[0]
+        print(f"\nload, slower candidate (deep, same serving configuration): {line}\n  {rate_line}\n"
               f"  fetch and boot {booted - started:.0f} s, load run {loaded - booted:.0f} s")
 
 
