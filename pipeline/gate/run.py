@@ -283,6 +283,7 @@ def record(report: GateReport, run_dir: Path, uri: str, signer: signing.Signer |
     once report.json is final (its sha256 is in the statement): the statement and signature become the run's
     artifacts `signature/` and the version's tags; without a signer the version is tagged unsigned."""
     progress = progress_for("record")
+    report = report.redacted()  # what the record holds (params, tags, version.json, the statement) holds no secret
     pin = report.candidate.pin()
     model_name = report.model_name
     experiment = report.tracking.experiment

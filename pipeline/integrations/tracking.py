@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.errors import BadInput, InfraError
 from pipeline.integrations.mlflow_errors import mlflow_errors
+from pipeline.util.secrets import redact
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -135,6 +136,7 @@ def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, An
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is the gate summary
     # until every param, metric and artifact is in, the run does not say "passed" (a half-recorded run is no pass)
     verdict = tags.get(VERDICT_TAG)
+    tags = {k: redact(str(v)) for k, v in tags.items()}  # no secret in a tag or param, whatever the caller passed
     pending = {**tags, VERDICT_TAG: RECORDING} if verdict is not None else tags
     client = None
     # the store is unreachable: no use marking the run (the verdict tag says recording)
@@ -155,7 +157,7 @@ def record_run(uri: str, experiment: str, *, run_name: str, params: dict[str, An
             import time
 
             now = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
-            param_list = [Param(param_key(k), str(v)[:6000]) for k, v in sorted(params.items())]
+            param_list = [Param(param_key(k), redact(str(v))[:6000]) for k, v in sorted(params.items())]
             metric_list = [Metric(param_key(k), float(v), now, 0) for k, v in sorted(metrics.items())]
             for i in range(0, max(len(param_list), len(metric_list)), 100):
                 client.log_batch(run_id, metrics=metric_list[i:i + 100], params=param_list[i:i + 100])

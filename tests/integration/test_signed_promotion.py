@@ -285,12 +285,14 @@ def test_the_private_key_never_reaches_the_run_the_version_or_the_report(team, m
     monkeypatch.setenv(signing.SIGNING_KEY_ENV, key.pem)
     signer = signing.load_signer()  # from the environment, as the release workflow gives it
     assert signer is not None and signer.key_id == key.id
+    body = "".join(line for line in key.pem.splitlines() if not line.startswith("-----"))
+    # the key reaches a stage's reasons and (a careless caller) the author: a param, a tag and the report's header
     report = run_gate(load_release(team), home=tmp_path / "home", tracking_uri=uri, stages=(("format", _leaky_stage),),
-                      signer=signer)
+                      signer=signer, author=f"ci-bot {body}")
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(report.tracking.run_id)
     mv = client.get_model_version(model, report.tracking.model_version)
-    body = "".join(line for line in key.pem.splitlines() if not line.startswith("-----"))
+    assert run.data.params["author"] == "ci-bot ***" and run.data.tags["mlflow.user"] == "ci-bot ***"
     run_dir = Path(report.run_dir)
     texts = {"params": repr(run.data.params), "tags": repr(run.data.tags), "version": repr(mv.tags),
              "report": (run_dir / "report.json").read_text()}
