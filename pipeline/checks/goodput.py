@@ -242,8 +242,11 @@ def knee_comparison_line(cmp: dict[str, Any], version: str | None = None) -> str
     if not cmp.get("compared"):
         return f"knee: not compared with {against} ({cmp.get('reason', '?')})"
     (lo, hi), (plo, phi) = cmp["interval"], cmp["production_interval"]
-    why = {"lower": f"this gate missed the SLOs at {hi:.3g} req/s, which {against} met" if hi is not None else "",
-           "higher": f"this gate met the SLOs at {lo:.3g} req/s, which {against} missed" if lo is not None else "",
-           "overlapping": "the intervals overlap"}[cmp["relation"]]
+    if cmp["relation"] == "lower":  # knee_comparison says "lower" only with a first failing rate, "higher" with a knee
+        why = f"this gate missed the SLOs at {hi:.3g} req/s, which {against} met"
+    elif cmp["relation"] == "higher":
+        why = f"this gate met the SLOs at {lo:.3g} req/s, which {against} missed"
+    else:
+        why = "the intervals overlap"
     return (f"knee vs {against}: {_interval_text(lo, hi)} vs {_interval_text(plo, phi)} req/s: {cmp['relation']} "
             f"({why}); shown, not gated: one search each side, no confidence bound")

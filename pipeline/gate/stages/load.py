@@ -351,9 +351,10 @@ def run(ctx: GateContext) -> StageResult:
         failures += goodput.knee_failures(knee)
     curve = rules.curve_shape(rows)
     fp = rules.fingerprint(vllm_version(), serving=effective_serving(ctx))
-    comparison, regressed = compare_baseline(ctx, cfg, [*rows, *rate_rows], fp, knee)
+    levels = [*rows, *rate_rows]  # both kinds are compared with production's row at the same load
+    comparison, regressed = compare_baseline(ctx, cfg, levels, fp, knee)
     failures += regressed
-    costed = [*rows, *rate_rows, *(knee["steps"] if knee else [])]
+    costed = [*levels, *(knee["steps"] if knee else [])]
     cost = rules.cost_per_1m_output_tokens(goodput.costing_throughput(costed, cfg.slo), cfg.price_per_hour)
     lengths = "prompt suites' chat messages" if cfg.prompts.source == "suites" else f"{cfg.prompts.input_len} in"
     chart = plot(rows, rate_rows, knee, cfg.slo, out_dir / PLOT, f"{ctx.endpoint.served_name}: latency and "
@@ -377,7 +378,7 @@ def run(ctx: GateContext) -> StageResult:
         notes.append("knee: " + goodput.knee_line(knee))
     notes.append(f"baseline comparison {comparison['status']}" +
                  (f": {comparison['reason']}" if comparison.get("reason") else ""))
-    notes += comparison.get("differences", []) + rules.comparison_lines([*rows, *rate_rows], comparison)
+    notes += comparison.get("differences", []) + rules.comparison_lines(levels, comparison)
     if comparison.get("knee"):
         notes.append(goodput.knee_comparison_line(comparison["knee"], comparison.get("version")))
     if cost is not None:
