@@ -14,6 +14,8 @@
     │                              approval, gate failed or stale, version tags tampered with, a rollback
     │                              path whose weights cannot be fetched and verified (releasing/readiness.py)
     ├── Conflict          (6)      another promotion or rollback of the same model is in progress
+    ├── BaselineUnverified (7)     production's baseline does not verify (alias, signature, items.json or
+    │                              report.json not as its release gate signed them): the gate stops unjudged
     └── Interrupted     (130)      SIGINT / SIGTERM
 
 Exit codes that are not errors: 0 the gate passed, 1 the gate rejected the candidate, 4 inconclusive
@@ -30,6 +32,7 @@ EXIT_INFRA = 3
 EXIT_INCONCLUSIVE = 4
 EXIT_REFUSED = 5
 EXIT_CONFLICT = 6
+EXIT_BASELINE_UNVERIFIED = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -119,6 +122,12 @@ class Conflict(ModelgateError):
     """Another release operation on the same model holds the claim; nothing was changed."""
 
     exit_code = EXIT_CONFLICT
+
+
+class BaselineUnverified(ModelgateError):
+    """The production baseline a gate would compare with does not verify (releasing/chain.py); nothing judged."""
+
+    exit_code = EXIT_BASELINE_UNVERIFIED
 
 
 class Interrupted(ModelgateError):

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
 
 DEFAULT_SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "MLFLOW_TRACKING_PASSWORD",
-                      "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY", "MODELGATE_SIGNING_KEY")
+                      "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY", "MODELGATE_SIGNING_KEY",
+                      "MODELGATE_AUDIT_KEY")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -284,6 +285,7 @@ class Release:
     advisory_experiment_name: str | None = None  # tracking.advisory_experiment
     advisory_sample: AdvisorySample = AdvisorySample()  # gates.advisory.sample
     signing_keys: tuple[Any, ...] = ()  # signing.PublicKey: who may sign a promotable gate record
+    audit_keys: tuple[Any, ...] = ()  # signing.PublicKey: who may seal an audit event (releasing/seal.py)
     replay_gate: ReplayGate = ReplayGate()  # gates.replay
 
     @property
@@ -424,16 +426,17 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         advisory_experiment_name=tracking.get("advisory_experiment"),
         advisory_sample=AdvisorySample(**(((data.get("gates") or {}).get("advisory") or {}).get("sample") or {})),
         signing_keys=_signing_keys(data.get("signing") or {}, file),
+        audit_keys=_signing_keys(data.get("signing") or {}, file, "audit_keys"),
     )
 
 
-def _signing_keys(d: dict[str, Any], file: str) -> tuple[Any, ...]:
-    entries = d.get("public_keys") or []
+def _signing_keys(d: dict[str, Any], file: str, field: str = "public_keys") -> tuple[Any, ...]:
+    entries = d.get(field) or []
     if not entries:
         return ()
     from pipeline.releasing.signing import parse_public_keys
 
-    return parse_public_keys(entries, file)
+    return parse_public_keys(entries, file, field)
 
 
 def _promotion(d: dict[str, Any]) -> PromotionPolicy:

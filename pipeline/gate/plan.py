@@ -89,8 +89,9 @@ def from_production(release: Release, metric: str, tracking_uri: str | None) -> 
     try:
         tracking.preflight(uri)
         from pipeline.integrations.registry import BaselineStore
+        from pipeline.releasing.chain import baseline_verifier
 
-        baseline = BaselineStore(uri).production(release.model_name)
+        baseline = BaselineStore(uri, verify=baseline_verifier(release, uri)).production(release.model_name)
     except InfraError as exc:
         raise BadInput(f"production's spread is not readable ({exc.one_line()}): {NEED_SPREAD}") from exc
     if baseline is None:

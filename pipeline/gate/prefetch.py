@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from pipeline.errors import BaselineUnverified
 from pipeline.integrations import registry
 
 OVERLAPPED = ("fetch", "serve")  # the stages the look-ups run beside (stages/fetch.py, stages/serve.py NAME)
@@ -71,6 +72,9 @@ class BaselinePrefetch:
         the gate at its start: exit 3, named by cause; now at the end of the boot, the servers torn down)."""
         if stage not in OVERLAPPED:
             self._alias.get()
+            self._baseline.done.wait()
+            if isinstance(self._baseline.error, BaselineUnverified):  # never compared with: the gate stops here
+                raise self._baseline.error
         elif self._alias.done.is_set() and self._alias.error is not None:
             raise self._alias.error
 

@@ -28,7 +28,7 @@ from pipeline.gate.stages import format as formatcheck
 from pipeline.gate.stages import load as loadtest
 from pipeline.gate.verdict import Verdict, decide
 from pipeline.integrations import registry, traces, tracking
-from pipeline.releasing import signing
+from pipeline.releasing import chain, signing
 from pipeline.report import html, markdown, views
 from pipeline.report.document import Candidate, Environment, GateReport, SourceControl, Tracking
 from pipeline.util.git import git
@@ -151,7 +151,8 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
                 else " UNSIGNED (no signing key: its version cannot be promoted)"))
     tracking.preflight(uri)
     # the production alias and baseline are read in the background, overlapping the fetch and the boot (prefetch.py)
-    baselines = BaselinePrefetch(uri, release.model_name)
+    baselines = BaselinePrefetch(uri, release.model_name,
+                                 registry.BaselineStore(uri, verify=chain.baseline_verifier(release, uri)))
     gate_id = new_gate_id(release)
     run_dir = (run_dir or release.root / "runs" / gate_id).resolve()
     try:
@@ -385,7 +386,7 @@ def sign_record(report: GateReport, run_dir: Path, uri: str, run_id: str, versio
         return
     files = RunDir(run_dir)
     stmt = signing.statement(report, run_id=run_id, report_sha256=signing.sha256_hex(files.report.read_bytes()),
-                             key_id=signer.key_id)
+                             key_id=signer.key_id, items_sha256=signing.sha256_hex(files.items.read_bytes()))
     sig = signer.sign(stmt)
     out = run_dir / signing.SIGNATURE_DIR
     try:

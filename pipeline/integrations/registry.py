@@ -13,6 +13,7 @@ before version.json held it all as `modelgate.*` tags: `Registry.record` still r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from pipeline.config.release import Pin, pin_source
 from pipeline.errors import InfraError
 from pipeline.gate.result import Status
 from pipeline.gate.rundir import ITEMS_FILE, REPORT_FILE
-from pipeline.integrations.mlflow_errors import error_types, is_not_found, mlflow_errors
+from pipeline.integrations.mlflow_errors import is_not_found, mlflow_errors
 from pipeline.integrations.tracking import RunRecord, display_uri
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ class Baseline:
     digests: dict[str, str]
     items: dict[str, dict[str, float]]
     load: dict[str, Any] | None = None  # the `load` stage details of its gate report (None: not recorded)
+    items_sha256: str = ""  # of the items.json bytes read (the signed statement names the one its gate signed)
+    report_sha256: str | None = None  # of the report.json bytes read (None: the run holds none)
+    verified: str = ""  # what was verified of it (releasing/chain.py), shown in the report
 
 
 def _client(uri: str) -> MlflowClient:
@@ -167,21 +171,28 @@ def version_of_run(client: MlflowClient, model_name: str, run_id: str) -> Mlflow
     return min(found, key=lambda mv: int(mv.version)) if found else None
 
 
-class BaselineStore:
-    """Reads the production baseline from MLflow (alias `production`)."""
+# (registry, production version) -> the check of the baseline read from it (raises when it does not verify)
+BaselineCheck = Callable[[Baseline], Baseline]
+BaselineVerifier = Callable[["Registry", "ModelVersion"], BaselineCheck]
 
-    def __init__(self, uri: str):
+
+class BaselineStore:
+    """Reads the production baseline from MLflow (alias `production`). `verify` (releasing/chain.py) is asked
+    about the version before anything of it is read, and checks the bytes read (items.json, report.json) after."""
+
+    def __init__(self, uri: str, verify: BaselineVerifier | None = None):
         self.uri = uri
+        self.verify = verify
 
     def production(self, model_name: str) -> Baseline | None:
         registry = Registry(self.uri)
         mv = registry.by_alias(model_name, PRODUCTION)
         if mv is None:
             return None
+        check = self.verify(registry, mv) if self.verify is not None else None
         if mv.run_id is None:
             raise InfraError(f"model version {model_name} v{mv.version} (alias {PRODUCTION}) was not registered "
                              "by modelgate: it names no gate run")
-        client = registry.client
         try:
             record = registry.record(mv)
         except ValueError as exc:
@@ -190,25 +201,34 @@ class BaselineStore:
         if record is None:
             raise InfraError(f"model version {model_name} v{mv.version} (alias {PRODUCTION}) was not registered "
                              f"by modelgate: its gate run holds no {VERSION_FILE} and it has no {LEGACY_FILES_TAG} tag")
-        pin, digests = record.pin, record.digests
-        with mlflow_errors(f"cannot read {ITEMS_FILE} of the production gate run {mv.run_id}", detail=200), \
-                tempfile.TemporaryDirectory() as tmp:
-            path = client.download_artifacts(mv.run_id, ITEMS_FILE, tmp)
-            items = json.loads(Path(path).read_text())["items"]
-        return Baseline(version=str(mv.version), run_id=mv.run_id, pin=pin, digests=digests, items=items,
-                        load=_load_details(client, mv.run_id))
+        raw = registry.artifact(mv.run_id, ITEMS_FILE)
+        if raw is None:
+            raise InfraError(f"cannot read {ITEMS_FILE} of the production gate run {mv.run_id}: it holds none")
+        try:
+            items = json.loads(raw)["items"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InfraError(f"{ITEMS_FILE} of the production gate run {mv.run_id} is unreadable: {exc}") from exc
+        report = registry.artifact(mv.run_id, REPORT_FILE)
+        baseline = Baseline(version=str(mv.version), run_id=mv.run_id, pin=record.pin, digests=record.digests,
+                            items=items, load=_load_details(report),
+                            items_sha256=hashlib.sha256(raw).hexdigest(),
+                            report_sha256=hashlib.sha256(report).hexdigest() if report is not None else None)
+        return check(baseline) if check is not None else baseline
 
 
-def _load_details(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+def _load_details(raw: bytes | None) -> dict[str, Any] | None:
     """The baseline gate's load-test results from its report.json; None when absent or unreadable (older
     gates, load test skipped): the load comparison is then skipped, never the gate."""
-    from pipeline.report.document import GateReport
+    from pipeline.report.document import SCHEMA_VERSION, GateReport
 
-    unreadable: tuple[type[BaseException], ...] = (*error_types(), ValueError, InfraError)
-    try:  # not JSON or not a gate report (ValueError), another schema version (InfraError)
-        with tempfile.TemporaryDirectory() as tmp:
-            report = GateReport.load(Path(client.download_artifacts(run_id, REPORT_FILE, tmp)))
-    except unreadable:
+    if raw is None:
+        return None
+    try:  # not JSON or not a gate report (ValueError: MalformedReport is one), another schema version
+        data = json.loads(raw)
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+            return None
+        report = GateReport.from_dict(data)
+    except ValueError:
         return None
     stage = report.stage("load")
     if not stage or stage.status not in (Status.PASSED, Status.FAILED) or not (

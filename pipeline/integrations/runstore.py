@@ -60,6 +60,12 @@ class RunStore:
     def set_tag(self, what: str, run_id: str, key: str, value: str) -> None:
         self._guard(what, self.client.set_tag, run_id, key, value)
 
+    def set_tags(self, what: str, run_id: str, tags: dict[str, str]) -> None:
+        """Several tags in one request (MLflow's log-batch: the tracking store writes them together)."""
+        from mlflow.entities import RunTag
+
+        self._guard(what, self.client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
     def terminate(self, what: str, run_id: str, status: str) -> None:
         self._guard(what, self.client.set_terminated, run_id, status)
 

@@ -14,7 +14,8 @@ from pipeline.config.release import Release
 from pipeline.errors import BadInput, Refused
 from pipeline.gate.verdict import Verdict
 from pipeline.integrations.registry import Registry
-from pipeline.releasing.audit import APPROVE, COMPLETED, AuditLog
+from pipeline.releasing.audit import APPROVE, COMPLETED
+from pipeline.releasing.chain import sealing_log
 from pipeline.releasing.policy import (
     check_signature,
     check_untampered,
@@ -49,9 +50,9 @@ def approve(release: Release, uri: str, version_ref: str, actor: str | None, rea
                       "nothing to approve")
     check_untampered(reg, mv)
     check_signature(release, reg, mv)  # only a signed release gate's record is worth approving
-    audit = AuditLog(uri, release.audit_experiment, release.root / "mlflow" / "artifacts")
+    audit = sealing_log(release, uri, "approve")
     for ev in audit.approvals(release.model_name, mv.version):
-        if ev.actor.casefold() == actor.casefold():
+        if ev.verified and ev.actor.casefold() == actor.casefold():
             return Approval(mv.version, ev.actor, ev.at, ev.reason, ev.run_id, new=False)
     ev = audit.open(APPROVE, release.model_name, mv.version, actor, state=COMPLETED, reason=reason.strip(),
                     revision=mv.revision, gate_run_id=mv.run_id, author=author)

@@ -20,7 +20,8 @@ from pipeline.releasing.audit import IN_PROGRESS, LOST, PROMOTE, ROLLBACK, Audit
 
 
 def in_progress(log: AuditLog, model_name: str) -> list[AuditEvent]:
-    return [e for e in log.events(model_name, state=IN_PROGRESS) if e.event in (PROMOTE, ROLLBACK)]
+    """The verified operations in progress (an unsealed run claims nothing: it cannot block or be resumed)."""
+    return [e for e in log.events(model_name, state=IN_PROGRESS) if e.event in (PROMOTE, ROLLBACK) and e.verified]
 
 
 def resume_hint(ev: AuditEvent) -> str:

@@ -1,7 +1,10 @@
 """`modelgate history` and `modelgate resolve`: what was released, when, by whom, on which evidence.
 
 Read from MLflow only: gate runs (the tracking experiment), model versions and aliases (the registry),
-approvals, promotions and rollbacks (the audit experiment, which records every alias move).
+approvals, promotions and rollbacks (the audit experiment, which records every alias move). Nothing is believed
+because it is there: `history` marks every audit event whose seal does not verify and says whether the
+`production` alias is where the verified trail put it; `resolve` (the deploy hand-off) verifies the whole chain
+(releasing/chain.py) and prints nothing but a verified pin.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ import datetime as dt
 from typing import Any
 
 from pipeline.config.release import Release
-from pipeline.errors import BadInput, InfraError
-from pipeline.integrations.registry import CANDIDATE, PREVIOUS, PRODUCTION, VERSION_FILE, Registry
+from pipeline.errors import BadInput, Refused
+from pipeline.integrations.registry import CANDIDATE, PREVIOUS, PRODUCTION, Registry
 from pipeline.integrations.tracking import display_uri, gate_runs
-from pipeline.releasing import claim, readiness
-from pipeline.releasing.audit import AuditLog, as_dict
+from pipeline.releasing import chain, claim, readiness
+from pipeline.releasing.audit import as_dict
+from pipeline.releasing.policy import check_signature, check_untampered, version_record
 
 
 def _iso(ms: int) -> str:
@@ -34,7 +38,7 @@ def _key_metrics(metrics: dict[str, float]) -> dict[str, float]:
 
 def timeline(release: Release, uri: str) -> dict[str, Any]:
     reg = Registry(uri)
-    audit = AuditLog(uri, release.audit_experiment)
+    audit = chain.audit_log(release, uri)
     versions = reg.versions(release.model_name) if reg.model_exists(release.model_name) else []
     version_of_run = {v.run_id: v.version for v in versions}
     entries: list[dict[str, Any]] = []
@@ -53,8 +57,14 @@ def timeline(release: Release, uri: str) -> dict[str, Any]:
         mv = reg.by_alias(release.model_name, alias)
         aliases[alias] = mv.version if mv else None
     pending = [claim.resume_hint(e) for e in claim.in_progress(audit, release.model_name)]
-    proven = readiness.last_proven(entries)
-    return {"model": release.model_name, "aliases": aliases, "in_progress": pending, "events": entries,
+    proven = readiness.last_proven([e for e in entries if e.get("verified", True)])
+    try:
+        chain.check_production_link(release, audit, reg.by_alias(release.model_name, PRODUCTION))
+        link = None
+    except Refused as exc:
+        link = exc.one_line()
+    return {"model": release.model_name, "aliases": aliases, "production_link": link, "in_progress": pending,
+            "events": entries,
             "rollback_readiness": proven, "rollback_path": _rollback_path(reg, release.model_name, aliases, proven)}
 
 
@@ -78,6 +88,8 @@ def to_text(doc: dict[str, Any]) -> str:
     al = doc["aliases"]
     lines = [f"{doc['model']}: production {_v(al['production'])}, previous {_v(al['previous'])}, "
              f"candidate {_v(al['candidate'])}"]
+    if doc.get("production_link"):
+        lines.append(f"  ! NOT VERIFIED: {doc['production_link']}")
     for hint in doc["in_progress"]:
         lines.append(f"  ! incomplete: {hint}")
     path = doc.get("rollback_path")
@@ -97,6 +109,8 @@ def to_text(doc: dict[str, Any]) -> str:
             state = "" if e["state"] == "completed" else f" ({e['state']})"
             reason = f": {e['reason']}" if e.get("reason") else ""
             what = f"{e['event']:<9} {_v(e['version'])}{extra} by {who}{state}{reason}" + _readiness_note(e)
+        if e.get("verified") is False:
+            what += f"  [UNVERIFIED: {e.get('unverified')}]"
         lines.append(f"{e['at']}  {what}")
     return "\n".join(lines)
 
@@ -129,23 +143,28 @@ def _v(version: str | None) -> str:
 
 
 def resolve(release: Release, uri: str, alias: str) -> dict[str, Any]:
+    """The pin an alias points at, for a deployment, after verifying every link (releasing/chain.py): for
+    `production`, that the alias is where the verified audit trail put it; for any alias, that the version's
+    record is untampered and signed by a trusted release gate key, with the same source and digests. Refused
+    (exit 5, naming the link) otherwise: an unverified pin is never printed."""
     reg = Registry(uri)
     mv = reg.by_alias(release.model_name, alias)
+    audit = chain.audit_log(release, uri)
+    if alias == PRODUCTION:
+        chain.check_production_link(release, audit, mv)
     if mv is None:
         raise BadInput(f"model {release.model_name!r} has no alias {alias!r} in MLflow at {display_uri(uri)}",
                        path="alias")
-    audit = AuditLog(uri, release.audit_experiment)
     pending = [claim.resume_hint(e) for e in claim.in_progress(audit, release.model_name)]
     try:
-        record = reg.record(mv)
-    except ValueError as exc:
-        raise InfraError(f"{release.model_name} v{mv.version} (alias {alias}): its record is unreadable: {exc}") \
-            from exc
-    if record is None:
-        raise InfraError(f"{release.model_name} v{mv.version} (alias {alias}) was not registered by modelgate: its "
-                         f"gate run holds no {VERSION_FILE}")
-    pin = record.pin
+        check_untampered(reg, mv)
+        stmt = check_signature(release, reg, mv)
+    except Refused as exc:
+        raise Refused(f"link gate record of alias {alias!r}: {exc.one_line()}") from None
+    pin = version_record(reg, mv).pin
     return {"model": release.model_name, "alias": alias, "version": mv.version, "source": pin.source,
             "repo": pin.repo, "revision": pin.revision, "uri": mv.source,
             "served_name": f"{release.served_name_prefix}@{pin.revision[:12]}", "verdict": mv.verdict,
-            "gate_run_id": mv.run_id, "files": pin.files, "in_progress": pending}
+            "gate_run_id": mv.run_id, "files": pin.files, "in_progress": pending,
+            "verified": {"signed_by": stmt.get("key_id"), "signed_at": stmt.get("signed_at"),
+                         "alias": "matches the verified audit trail" if alias == PRODUCTION else "not checked"}}

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import json
 from typing import Any
 
 from pipeline.config.release import Release
 from pipeline.errors import BadInput, Refused
+from pipeline.gate.rundir import ITEMS_FILE
 from pipeline.gate.verdict import VERDICTS, Verdict
 from pipeline.integrations.registry import (
     BASELINE_TAG,
@@ -170,13 +172,19 @@ def check_approvals(release: Release, reg: Registry, audit: AuditLog, mv: ModelV
     shown_author = version_record(reg, mv).author
     author = shown_author.casefold()
     approvers: list[str] = []
+    ignored = 0
     for ev in audit.approvals(release.model_name, mv.version):
+        if not ev.verified:  # not sealed by the production environment's audit key: a claim, not an approval
+            ignored += 1
+            continue
         who = ev.actor.casefold()
         if release.promotion.is_manager(ev.actor) and who != author and who not in {a.casefold() for a in approvers}:
             approvers.append(ev.actor)
     need = release.promotion.approvals_required
     if len(approvers) < need:
         have = f"approved by {', '.join(approvers)}" if approvers else "no approval yet"
+        if ignored:
+            have += f" ({ignored} approval record(s) ignored: not sealed by a trusted audit key)"
         raise Refused(f"{release.model_name} v{mv.version} needs {need} approval(s) by release managers other "
                       f"than its author ({shown_author}); {have}. "
                       f"Run `modelgate approve --version {mv.version} --actor <manager> --reason ...`")
@@ -232,7 +240,9 @@ def check_signature(release: Release, reg: Registry, mv: ModelVersion) -> dict[s
         stmt = None
     if not isinstance(stmt, dict):
         raise Refused(f"{where}: its signed statement is not a JSON object")
-    signing.verify(stmt, sig, release.signing_keys, where)
+    # the tracking server's own creation time of the version dates the signature, not the signer's claim
+    created = dt.datetime.fromtimestamp(mv.created_ms / 1000, dt.UTC) if mv.created_ms else None
+    signing.verify(stmt, sig, release.signing_keys, where, server_time=created)
     run = reg.run(mv.run_id)
     params = run.params if run else {}
     report_bytes = reg.artifact(mv.run_id, "report.json")
@@ -246,7 +256,12 @@ def check_signature(release: Release, reg: Registry, mv: ModelVersion) -> dict[s
     }
     if signing.LEGACY_KEY_ID_TAG in tags:  # a legacy version's key-id tag must name the key that signed
         expected["key_id"] = tags[signing.LEGACY_KEY_ID_TAG]
+    if "items_sha256" in stmt:  # the per-item results a later gate pairs with (older statements do not cover them)
+        items = reg.artifact(mv.run_id, ITEMS_FILE)
+        expected["items_sha256"] = hashlib.sha256(items).hexdigest() if items is not None else None
     problems = [f"{k} (signed {stmt.get(k)!r}, recorded {v!r})" for k, v in expected.items() if stmt.get(k) != v]
+    if mv.source != pin.uri():
+        problems.append(f"MLflow source {mv.source!r} (signed pin {pin.uri()!r})")
     pinned = release.candidate
     if stmt.get("revision") == pinned.revision and pinned.files and stmt.get("files") != pinned.files:
         problems.append(f"files: release.yaml pins other digests for revision {pinned.revision}")

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config.release import Release
-from pipeline.errors import BadInput, Conflict
+from pipeline.errors import BadInput, Conflict, Refused
 from pipeline.integrations.registry import PREVIOUS, PRODUCTION, ModelVersion, Registry
-from pipeline.releasing import claim, readiness
+from pipeline.releasing import chain, claim, readiness
 from pipeline.releasing.audit import COMPLETED, PROMOTE, ROLLBACK, AuditEvent, AuditLog, now_iso
 from pipeline.releasing.gittag import ensure_tag, repo_root, tag_name
 from pipeline.releasing.policy import (
@@ -153,10 +153,6 @@ def _no_other_operation(audit: AuditLog, model: str, event: str) -> AuditEvent |
     return pending[0] if pending else None
 
 
-def _audit(release: Release, uri: str) -> AuditLog:
-    return AuditLog(uri, release.audit_experiment, release.root / "mlflow" / "artifacts")
-
-
 def _operate(release: Release, reg: Registry, audit: AuditLog, kind: str, target: ModelVersion, actor: str,
              progress: Progress, settle_s: float, *,
              begin: Callable[[ModelVersion | None], tuple[AuditEvent, str]],
@@ -166,9 +162,17 @@ def _operate(release: Release, reg: Registry, audit: AuditLog, kind: str, target
     or the interrupted operation on the same target resumed; then the steps, and the outcome."""
     production = reg.by_alias(release.model_name, PRODUCTION)
     resumable = claim.find_resumable(audit, release.model_name, kind, target.version)
+    try:
+        chain.check_production_link(release, audit, production)
+        moved = False
+    except Refused as exc:
+        if kind != ROLLBACK:  # a rollback is how a verified version is restored; nothing else may build on it
+            raise
+        progress(f"warning: {exc.one_line()}; this rollback restores a verified version")
+        moved = True
     check_untampered(reg, target)
     if resumable is None:
-        if production and production.version == target.version:
+        if production and production.version == target.version and not moved:
             return Outcome(kind, release.model_name, target.version, None, actor, None, noop=True,
                            notes=[f"v{target.version} is already production; nothing to do"])
         ev, message = begin(production)
@@ -193,7 +197,7 @@ def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, 
     actor = require_manager(release, actor, "promote")
     github_on = _github_configured(release)
     repo_root(release.root)  # the version tag needs the team's git repository: fail before any change
-    reg, audit = Registry(uri), _audit(release, uri)
+    reg, audit = Registry(uri), chain.sealing_log(release, uri, "promote")
     _no_other_operation(audit, release.model_name, PROMOTE)
     mv = resolve_version(reg, release, version_ref)
 
@@ -219,7 +223,8 @@ def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, 
 
 def _previous_before(audit: AuditLog, model: str, version: str) -> str:
     """What production was before `version` last became production ('' if it never was or nothing was)."""
-    made = [e for e in audit.events(model, state=COMPLETED) if e.event in (PROMOTE, ROLLBACK) and e.version == version]
+    made = [e for e in audit.verified(model, state=COMPLETED) if e.event in (PROMOTE, ROLLBACK)
+            and e.version == version]
     return made[-1].from_version if made else ""
 
 
@@ -231,7 +236,7 @@ def rollback(release: Release, uri: str, to_ref: str | None, actor: str | None, 
     why = reason.strip()
     github_on = _github_configured(release)
     repo_root(release.root)
-    reg, audit = Registry(uri), _audit(release, uri)
+    reg, audit = Registry(uri), chain.sealing_log(release, uri, "roll back")
     pending = _no_other_operation(audit, release.model_name, ROLLBACK)
     # a bare re-run resumes an interrupted rollback: `previous` may already have moved
     target = resolve_version(reg, release, to_ref or (pending.version if pending else PREVIOUS), "--to")

@@ -29,6 +29,7 @@ from pipeline.config.release import Pin, Release
 from pipeline.errors import BadInput, DigestMismatch, InfraError, PinError, Refused
 from pipeline.gate.verdict import Verdict
 from pipeline.integrations.registry import PREVIOUS, VERSION_FILE, ModelVersion, Registry
+from pipeline.releasing import chain, signing
 from pipeline.releasing.audit import COMPLETED, PROMOTE, ROLLBACK, AuditLog, now_iso
 from pipeline.releasing.policy import check_signature, check_untampered, resolve_version
 from pipeline.util.progress import Progress
@@ -152,7 +153,7 @@ def at_promotion(release: Release, reg: Registry, previous: ModelVersion | None,
 def check_rollback_target(release: Release, reg: Registry, audit: AuditLog, target: ModelVersion) -> None:
     """A rollback target must have passed a gate or have been production (Refused otherwise); one that never was
     production must carry a signed release gate's record, as for a promotion."""
-    was_production = any(e.version == target.version for e in audit.events(release.model_name, state=COMPLETED)
+    was_production = any(e.version == target.version for e in audit.verified(release.model_name, state=COMPLETED)
                          if e.event in (PROMOTE, ROLLBACK))
     if target.verdict != Verdict.PASSED and not was_production:
         raise Refused(f"{release.model_name} v{target.version}: gate verdict {target.verdict!r} and never "
@@ -219,7 +220,7 @@ def rehearse(release: Release, uri: str, to_ref: str | None, actor: str | None, 
         raise BadInput("--serve boots the version with vLLM, but serving.mode is external", file=str(release.path),
                        path="serving.mode")
     reg = Registry(uri)
-    audit = AuditLog(uri, release.audit_experiment, release.root / "mlflow" / "artifacts")
+    audit = _rehearsal_log(release, uri)
     target = resolve_version(reg, release, to_ref or PREVIOUS, "--to")
     how = REHEARSAL_SERVE if serve else REHEARSAL
     try:
@@ -240,6 +241,14 @@ def rehearse(release: Release, uri: str, to_ref: str | None, actor: str | None, 
                how=how, detail=result.detail[:4000])
     progress(result.line())
     return result
+
+
+def _rehearsal_log(release: Release, uri: str) -> AuditLog:
+    """A rehearsal is recorded sealed where the audit key is at hand (the rollback workflow), else unsealed:
+    `history` then shows it as unverified, and no release command relies on it."""
+    sealer = signing.load_signer(env=signing.AUDIT_KEY_ENV)
+    trusted = sealer is not None and sealer.key_id in {k.id for k in release.audit_keys}
+    return chain.audit_log(release, uri, sealer=sealer if trusted else None)
 
 
 def last_proven(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

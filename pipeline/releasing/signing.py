@@ -2,8 +2,8 @@
 holds; `promote` verifies it against release.yaml's public keys and the MLflow record.
 
 The statement is a flat JSON object of what was judged (model, pin and every file digest, suite/evalset/config
-digests, verdict, exit code, baseline version, the sha256 of report.json as recorded, gate id, run id, key id,
-signing time). Its canonical bytes (sorted keys, no whitespace, UTF-8) are what is signed, so a verifier
+digests, verdict, exit code, baseline version, the sha256 of report.json and items.json as recorded, gate id, run
+id, key id, signing time). Its canonical bytes (sorted keys, no whitespace, UTF-8) are what is signed, so a verifier
 re-encodes the parsed statement and any changed field breaks the signature.
 
     signer = load_signer(file=None)              # $MODELGATE_SIGNING_KEY (PEM) or --signing-key-file; None: unsigned
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pipeline.report.document import GateReport
 
 SIGNING_KEY_ENV = "MODELGATE_SIGNING_KEY"
+AUDIT_KEY_ENV = "MODELGATE_AUDIT_KEY"  # the production environment's key: seals audit events (releasing/seal.py)
 STATEMENT_TYPE = "modelgate.gate-statement/1"
 SIGNATURE_DIR = "signature"  # the run's artifact directory: statement.json, statement.sig
 STATEMENT_FILE = "statement.json"
@@ -77,8 +78,10 @@ def config_digest(raw: dict[str, Any]) -> str:
 
 
 def statement(report: GateReport, *, run_id: str, report_sha256: str, key_id: str,
-              signed_at: str | None = None) -> dict[str, Any]:
-    """What a release gate judged, as signed."""
+              signed_at: str | None = None, items_sha256: str | None = None) -> dict[str, Any]:
+    """What a release gate judged, as signed. `items_sha256` (of the run's items.json) and `report_sha256` (its
+    report.json, which holds the load samples) make the per-item results a later gate pairs with part of what is
+    signed: a baseline is verified against them before it is used (releasing/chain.py)."""
     cand = report.candidate
     src = report.source_control
     return {
@@ -92,6 +95,7 @@ def statement(report: GateReport, *, run_id: str, report_sha256: str, key_id: st
         "verdict": str(report.verdict), "exit_code": int(report.exit_code),
         "baseline_version": report.baseline_version or "",
         "report_sha256": report_sha256,
+        **({"items_sha256": items_sha256} if items_sha256 else {}),
         "gate_id": report.gate_id, "run_id": run_id,
         "repo_commit": src.commit if src else "",
         "key_id": key_id,
@@ -130,8 +134,9 @@ def _register(pem: str) -> None:
     register_secret_value(body)
 
 
-def load_signer(file: Path | None = None) -> Signer | None:
-    """The release gate's signing key: --signing-key-file, else $MODELGATE_SIGNING_KEY (PEM); None when neither."""
+def load_signer(file: Path | None = None, env: str = SIGNING_KEY_ENV) -> Signer | None:
+    """The release gate's signing key: --signing-key-file, else $MODELGATE_SIGNING_KEY (PEM); None when neither.
+    `env` AUDIT_KEY_ENV: the production environment's audit key."""
     if file is not None:
         try:
             text = Path(file).read_text(encoding="utf-8")
@@ -140,10 +145,10 @@ def load_signer(file: Path | None = None) -> Signer | None:
                            file=str(file)) from exc
         where = str(file)
     else:
-        text = os.environ.get(SIGNING_KEY_ENV, "")
+        text = os.environ.get(env, "")
         if not text.strip():
             return None
-        where = f"${SIGNING_KEY_ENV}"
+        where = f"${env}"
     _register(text)
     private = _parse_private(text.encode(), where)
     return Signer(private, key_id(private.public_key()))
@@ -204,13 +209,13 @@ def _instant(value: Any, end: bool, file: str, path: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def parse_public_keys(entries: list[dict[str, Any]], file: str) -> tuple[PublicKey, ...]:
+def parse_public_keys(entries: list[dict[str, Any]], file: str, field: str = "public_keys") -> tuple[PublicKey, ...]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     keys: list[PublicKey] = []
     for i, entry in enumerate(entries):
-        where = f"signing.public_keys[{i}]"
+        where = f"signing.{field}[{i}]"
         text = str(entry["public_key"]).strip()
         try:
             if text.startswith("-----BEGIN"):
@@ -234,27 +239,43 @@ def parse_public_keys(entries: list[dict[str, Any]], file: str) -> tuple[PublicK
     return tuple(keys)
 
 
-def verify(stmt: dict[str, Any], signature: bytes, keys: tuple[PublicKey, ...], where: str) -> PublicKey:
-    """The configured key that signed `stmt`; Refused for no keys, an unknown or out-of-window key, a bad signature."""
+def verify(stmt: dict[str, Any], signature: bytes, keys: tuple[PublicKey, ...], where: str, *,
+           time_field: str = "signed_at", server_time: dt.datetime | None = None,
+           max_lag: dt.timedelta = dt.timedelta(hours=24), keys_name: str = "signing.public_keys") -> PublicKey:
+    """The configured key that signed `stmt`; Refused for no keys, an unknown or out-of-window key, a bad signature.
+
+    The statement's own time (`time_field`) is the signer's claim. With `server_time` (when the tracking server
+    recorded the signed object: the model version's creation time), the key must be valid at that time too, and
+    the claimed time must lie within [server_time - 5 min, server_time + max_lag]: a retired key cannot sign now
+    with a backdated time, because the server's clock, not the signer's, dates the record."""
     from cryptography.exceptions import InvalidSignature
 
     if not keys:
-        raise Refused(f"{where}: no signing keys configured (signing.public_keys in release.yaml): no gate "
-                      "record can be verified, so nothing can be promoted")
+        raise Refused(f"{where}: no signing keys configured ({keys_name} in release.yaml): no record can be "
+                      "verified, so nothing can be promoted")
     kid = stmt.get("key_id")
     key = next((k for k in keys if k.id == kid), None)
     if key is None:
-        raise Refused(f"{where}: signed by key {kid!r}, which is not in signing.public_keys of release.yaml")
+        raise Refused(f"{where}: signed by key {kid!r}, which is not in {keys_name} of release.yaml")
     try:
         key.public.verify(signature, canonical(stmt))
     except InvalidSignature:
         raise Refused(f"{where}: the signature does not verify with key {kid} (the signed statement was changed, "
                       "or signed by another key)") from None
     try:
-        when = _instant(stmt.get("signed_at"), False, "", "signed_at")
+        when = _instant(stmt.get(time_field), False, "", time_field)
     except ConfigError:
-        raise Refused(f"{where}: the statement's signed_at {stmt.get('signed_at')!r} is not a time") from None
+        raise Refused(f"{where}: the statement's {time_field} {stmt.get(time_field)!r} is not a time") from None
     if not key.valid_at(when):
         raise Refused(f"{where}: signed at {when.isoformat()} by key {kid}, outside its validity window "
                       f"({key.window()})")
+    if server_time is not None:
+        if not key.valid_at(server_time):
+            raise Refused(f"{where}: recorded by the tracking server at {server_time.isoformat(timespec='seconds')}, "
+                          f"outside the validity window of key {kid} ({key.window()}); its claimed signing time "
+                          f"{when.isoformat()} is not what dates it")
+        if not server_time - dt.timedelta(minutes=5) <= when <= server_time + max_lag:
+            raise Refused(f"{where}: claims to be signed at {when.isoformat()}, but the tracking server recorded it "
+                          f"at {server_time.isoformat(timespec='seconds')}: a signing time must follow the record "
+                          "(backdated or replayed signature)")
     return key

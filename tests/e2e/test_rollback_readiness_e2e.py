@@ -14,7 +14,7 @@ from tests.support import cli
 from tests.support.git import AUTHOR, commit_all
 from tests.support.processes import vllm_processes
 from tests.support.releases import write_demo_release
-from tests.support.signing import KEY
+from tests.support.signing import KEY, audit_env, trusted_signing
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,7 @@ def gate_variant(team, manifest, variant, uri, home) -> str:
     from pipeline.gate.run import run_gate
 
     config = write_demo_release(team, manifest, variant, model=MODEL, promotion=PROMOTION,
-                                signing={"public_keys": [KEY.entry()]})
+                                signing=trusted_signing())
     commit_all(team, f"pin {variant}")
     report = run_gate(load_release(config), home=home, tracking_uri=uri, author=AUTHOR,
                       stages=(("format", _format_passed),), signer=KEY.signer())
@@ -41,7 +41,8 @@ def gate_variant(team, manifest, variant, uri, home) -> str:
 
 
 def release_cmd(team, uri, home, *args, expect=0):
-    proc = cli.run_subprocess(*args, "--config", str(team / "release.yaml"), env=cli.gate_env(uri, home), timeout=600)
+    proc = cli.run_subprocess(*args, "--config", str(team / "release.yaml"),
+                              env={**cli.gate_env(uri, home), **audit_env()}, timeout=600)
     assert proc.returncode == expect, proc.stdout + proc.stderr[-3000:]
     return proc
 

@@ -15,6 +15,7 @@ from tests.support import cli
 from tests.support.barrier import start_together
 from tests.support.ghfake.fixtures import FAKE_REPO
 from tests.support.git import git
+from tests.support.signing import audit_env
 from tests.support.team import (
     alias,
     approve,
@@ -47,7 +48,7 @@ sys.exit(cli.main(sys.argv[2:]))
 def killed_promote(team, uri, version, step, actor="alice"):
     return subprocess.run([sys.executable, "-c", KILL_BEFORE, step, "promote", "--version", version,
                            "--actor", actor, "--config", str(team)], capture_output=True, text=True,
-                          env=cli.child_env({"MLFLOW_TRACKING_URI": uri}), timeout=120)
+                          env=cli.child_env({"MLFLOW_TRACKING_URI": uri, **audit_env()}), timeout=120)
 
 
 @pytest.fixture
@@ -102,7 +103,7 @@ def test_two_promotions_at_once_exactly_one_wins(release_tracking, team):
     v2 = record_gate(team, uri, 2)
     for v in (v1, v2):
         approve(team, uri, v)
-    env = {"MLFLOW_TRACKING_URI": uri, "MODELGATE_ACTOR": None}
+    env = {"MLFLOW_TRACKING_URI": uri, "MODELGATE_ACTOR": None, **audit_env()}
     procs = start_together(team.parent / "barrier", [["promote", "--version", v, "--actor", "alice", "--config",
                                                       str(team)] for v in (v1, v2)], env=env)
     results = [p.finish(timeout_s=120) for p in procs]
@@ -125,7 +126,7 @@ def test_promotion_racing_a_rollback_exactly_one_wins(release_tracking, team):
     released(team, uri, 2)
     v3 = record_gate(team, uri, 3)
     approve(team, uri, v3)
-    env = {"MLFLOW_TRACKING_URI": uri, "MODELGATE_ACTOR": None}
+    env = {"MLFLOW_TRACKING_URI": uri, "MODELGATE_ACTOR": None, **audit_env()}
     procs = start_together(team.parent / "barrier", [[*args, "--config", str(team)]
                                                      for args in (["promote", "--version", v3, "--actor", "alice"],
                                                                   ["rollback", "--actor", "bob@example.com",

@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.gate.result import Status
 from tests.support.barrier import start_together
 from tests.support.git import git
+from tests.support.signing import audit_env
 from tests.support.team import (
     MANAGERS,
     alias,
@@ -183,7 +184,8 @@ def test_two_promotions_released_together_have_exactly_one_winner_every_time(tmp
             assert approve(team, uri, v).returncode == 0
         children = start_together(tmp_path / f"barrier{round_}",
                                   [["promote", "--version", v, "--actor", MANAGERS[0], "--config", str(team)]
-                                   for v in (v1, v2)], env={"MLFLOW_TRACKING_URI": uri, "MODELGATE_ACTOR": None})
+                                   for v in (v1, v2)],
+                                  env={"MLFLOW_TRACKING_URI": uri, "MODELGATE_ACTOR": None, **audit_env()})
         results = [child.finish(timeout_s=120) for child in children]
         codes = [code for code, _, _ in results]
         assert sorted(codes) == [0, 6], results

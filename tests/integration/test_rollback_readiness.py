@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.gate.result import Status
 from tests.support.git import git
+from tests.support.signing import audit_env
 from tests.support.team import (
     alias,
     approve,
@@ -172,8 +173,9 @@ def test_rollback_to_an_unverifiable_target_is_refused_and_nothing_moves(team, m
     assert doc["rollback_readiness"][v1]["proven_how"] == "at rollback"
 
 
-def test_rehearsal_with_serve_records_the_boot(team, mlflow_server):
-    """`--serve` with the vLLM boot injected (the boot and probe themselves are the gate's, tested there)."""
+def test_rehearsal_with_serve_records_the_boot(team, mlflow_server, monkeypatch):
+    """`--serve` with the vLLM boot injected (the boot and probe themselves are the gate's, tested there). Held
+    by the rollback workflow, the audit key seals the rehearsals, so `history` believes them."""
     from pipeline.config.release import load_release
     from pipeline.errors import BadInput
     from pipeline.releasing.readiness import rehearse
@@ -182,6 +184,8 @@ def test_rehearsal_with_serve_records_the_boot(team, mlflow_server):
     v1 = released(team, uri, 1)
     released(team, uri, 2)
     release, home = load_release(team), team.parent / ".modelgate"
+    for key, value in audit_env().items():
+        monkeypatch.setenv(key, value)
     booted = []
 
     def boot(release, model_dir, pin, log_file, progress):

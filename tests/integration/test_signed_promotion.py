@@ -67,7 +67,7 @@ def refused(proc, *needles):
 
 def set_keys(config, *entries):
     data = yaml.safe_load(config.read_text())
-    data["signing"] = {"public_keys": list(entries)}
+    data["signing"] = {**data.get("signing", {}), "public_keys": list(entries)}
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     git(config.parent, "commit", "--quiet", "-am", "signing keys")
 

@@ -19,7 +19,7 @@ from typing import Any
 from tests.support import cli
 from tests.support.git import commit_all
 from tests.support.releases import copy_project_inputs, write_demo_release
-from tests.support.signing import KEY
+from tests.support.signing import KEY, audit_env, trusted_signing
 
 MODEL = "smollm2-quality-test"
 LIMIT = 30  # items per lm-eval task: small for CI; the demo runs all 240
@@ -64,7 +64,7 @@ def gate(team: Path, manifest: dict, variant: str, mlflow_uri: str, home: Path, 
     with the test-sized serving settings (plus `serving`)."""
     config = write_demo_release(team, manifest, variant, model=MODEL, gates=gates or GATES, serving=serving,
                                 promotion={"release_managers": ["alice", "bob"], "approvals_required": 1},
-                                signing={"public_keys": [KEY.entry()]},
+                                signing=trusted_signing(),
                                 security={"secret_env": ["SUPPORT_DB_PASSWORD"]})
     proc = cli.run_gate(config, mlflow_uri, home, env=secret_env(), timeout=1500)
     report_path = re.search(r"^report: (.+)$", proc.stdout, re.M)
@@ -74,8 +74,8 @@ def gate(team: Path, manifest: dict, variant: str, mlflow_uri: str, home: Path, 
 
 def release_cmd(team: Path, mlflow_uri: str, home: Path, *args: str, expect: int = 0,
                 ) -> subprocess.CompletedProcess[str]:
-    proc = cli.run_subprocess(*args, "--config", str(team / "release.yaml"), env=cli.gate_env(mlflow_uri, home),
-                              timeout=120)
+    proc = cli.run_subprocess(*args, "--config", str(team / "release.yaml"),
+                              env={**cli.gate_env(mlflow_uri, home), **audit_env()}, timeout=120)
     assert proc.returncode == expect, proc.stdout + proc.stderr
     return proc
 

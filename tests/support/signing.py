@@ -46,3 +46,14 @@ class SigningKey:
 
 
 KEY = SigningKey.new()  # this session's release-gate key: make_team trusts it, record_gate signs with it
+AUDIT_KEY = SigningKey.new()  # this session's production-environment key: seals approvals, promotions, rollbacks
+
+
+def trusted_signing() -> dict[str, Any]:
+    """release.yaml's `signing` section trusting the session's gate key and audit key."""
+    return {"public_keys": [KEY.entry()], "audit_keys": [AUDIT_KEY.entry()]}
+
+
+def audit_env() -> dict[str, str]:
+    """What the promote and rollback workflows hold: the production environment's audit key."""
+    return {signing.AUDIT_KEY_ENV: AUDIT_KEY.pem}

@@ -18,7 +18,7 @@ from pipeline.gate.result import StageResult, Status
 from tests.support.cli import run_in_process
 from tests.support.git import AUTHOR, GIT_ENV, git
 from tests.support.releases import write_release
-from tests.support.signing import KEY, SigningKey
+from tests.support.signing import AUDIT_KEY, KEY, SigningKey, audit_env
 
 MANAGERS = ["alice", "bob@example.com"]
 
@@ -99,9 +99,10 @@ def swap_weights(config: Path, n: int, data: bytes = b"other weights") -> None:
 
 
 def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None = None,
-              public_keys: list[dict] | None = None) -> Path:
+              public_keys: list[dict] | None = None, audit_keys: list[dict] | None = None) -> Path:
     """A git repository holding release.yaml, with a bare `origin` the version tags are pushed to. release.yaml
-    trusts the session's signing key (tests/support/signing.py), or `public_keys` ([]: none)."""
+    trusts the session's signing key (tests/support/signing.py), or `public_keys` ([]: none), and the session's
+    audit key, or `audit_keys`."""
     root.mkdir(parents=True, exist_ok=True)
     remote = root.parent / f"{root.name}-origin.git"
     subprocess.run(["git", "init", "--quiet", "--bare", str(remote)], check=True)
@@ -112,7 +113,8 @@ def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None
         candidate={"source": "git", "repo": "hub/model", "revision": revision(1), "files": pin_digests(1)},
         promotion={"release_managers": MANAGERS, "approvals_required": approvals, "git_remote": "origin",
                    **({"github": github} if github else {})},
-        signing={"public_keys": [KEY.entry()] if public_keys is None else public_keys})
+        signing={"public_keys": [KEY.entry()] if public_keys is None else public_keys,
+                 "audit_keys": [AUDIT_KEY.entry()] if audit_keys is None else audit_keys})
     git(root, "add", "release.yaml")
     git(root, "commit", "--quiet", "-m", "release.yaml")
     with (root / ".git" / "info" / "exclude").open("a") as fh:
@@ -190,10 +192,11 @@ def record_gate(config: Path, uri: str, n: int, verdict: Status = Status.PASSED,
 
 
 def modelgate(config: Path, uri: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`modelgate <args> --config <config>` in this process against the tracking server `uri`."""
+    """`modelgate <args> --config <config>` in this process against the tracking server `uri`, holding the audit
+    key as the promote and rollback workflows do (`MODELGATE_AUDIT_KEY=None`: without it)."""
     return run_in_process(*args, "--config", str(config),
                           env={"MLFLOW_TRACKING_URI": uri, "MODELGATE_ACTOR": None,
-                               "MODELGATE_HOME": str(config.parent / ".modelgate"), **env})
+                               "MODELGATE_HOME": str(config.parent / ".modelgate"), **audit_env(), **env})
 
 
 def approve(config: Path, uri: str, version: str, actor: str = "alice", reason: str = "checked the report"):

@@ -17,7 +17,7 @@ class FakeLog:
 
     def add(self, run_id, start_ms, event=PROMOTE, version="2"):
         ev = AuditEvent(run_id=run_id, event=event, model_name="m", version=version, actor="alice", at="t",
-                        start_ms=start_ms, state=IN_PROGRESS)
+                        start_ms=start_ms, state=IN_PROGRESS, problem=None)  # sealed by a trusted key
         self.runs.append(ev)
         return ev
 

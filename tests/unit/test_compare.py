@@ -66,7 +66,7 @@ def test_paired_with_recorded_baseline_rejects_a_worse_candidate(ctx):
     assert rows["format/pass"]["delta"] == pytest.approx(-0.4)
     assert rows["t/acc"]["verdict"] == "pass"  # identical on 100 items: within the 0.1 margin
     assert result.details["baseline"] == {"version": "3", "run_id": "run123", "revision": "f" * 40,
-                                          "reevaluated": False, "changed": []}
+                                          "reevaluated": False, "changed": [], "verified": None}
     assert all("format/pass" in r for r in result.reasons)  # only the failing metric is given as a reason
     table = open(result.artifacts["comparison.csv"]).read().splitlines()
     assert table[0].startswith("name,baseline_mean,candidate_mean,delta,lower,upper,margin,floor,n,verdict")

@@ -290,19 +290,6 @@ def test_disabled_load_stage_is_skipped(write_release):
     assert result.status == Status.SKIPPED
 
 
-class FakeClient:
-    def __init__(self, report):
-        self.report = report
-
-    def download_artifacts(self, run_id, name, dst):
-        if self.report is None:
-            raise OSError("no such artifact")
-        path = f"{dst}/{name}"
-        with open(path, "w") as fh:
-            fh.write(self.report if isinstance(self.report, str) else json.dumps(self.report))
-        return path
-
-
 def test_baseline_load_details_come_from_its_report_and_absence_is_tolerated():
     from pipeline.integrations.registry import _load_details
 
@@ -314,12 +301,12 @@ def test_baseline_load_details_come_from_its_report_and_absence_is_tolerated():
     details = {"levels": [row()], "fingerprint": {"cpu_count": 2}}
     passed = report({"name": "serve", "status": "passed", "details": {}},
                     {"name": "load", "status": "passed", "details": details})
-    assert _load_details(FakeClient(passed), "r1")["fingerprint"] == {"cpu_count": 2}
+    assert _load_details(json.dumps(passed).encode())["fingerprint"] == {"cpu_count": 2}
     skipped = report({"name": "load", "status": "skipped", "details": {}})
-    assert _load_details(FakeClient(skipped), "r1") is None
-    assert _load_details(FakeClient({"stages": passed["stages"]}), "r1") is None  # not a gate report
-    assert _load_details(FakeClient(None), "r1") is None
-    assert _load_details(FakeClient("not json"), "r1") is None
+    assert _load_details(json.dumps(skipped).encode()) is None
+    assert _load_details(json.dumps({"stages": passed["stages"]}).encode()) is None  # not a gate report
+    assert _load_details(None) is None  # the run holds no report.json
+    assert _load_details(b"not json") is None
 
 
 def test_baseline_comparison_skipped_on_other_hardware_and_compared_on_the_same(write_release):

@@ -78,7 +78,7 @@ def test_bad_plan_arguments_exit_2_with_one_line(config, capsys, args, words):
 
 
 class FakeStore:
-    def __init__(self, uri):
+    def __init__(self, uri, verify=None):
         self.uri = uri
 
     def production(self, model_name):

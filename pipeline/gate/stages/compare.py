@@ -87,7 +87,9 @@ def run(ctx: GateContext) -> StageResult:
         stale.update({f"{n} (not recorded for the baseline)": None for n in ctx.items if n not in baseline.items})
         details["baseline"] = {"version": baseline.version, "run_id": baseline.run_id,
                                "revision": baseline.pin.revision, "reevaluated": bool(stale),
-                               "changed": sorted(stale)}
+                               "changed": sorted(stale), "verified": baseline.verified or None}
+        if baseline.verified:
+            progress(f"production v{baseline.version}'s baseline: {baseline.verified}")
         if stale:
             progress(f"{', '.join(sorted(stale))} changed since production v{baseline.version} was gated: "
                 f"re-evaluating {baseline.pin.short} on the same items")
