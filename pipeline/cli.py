@@ -54,9 +54,11 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from pipeline.releasing.signing import generate
 
     path, entry = generate(args.out)
-    print(f"wrote the Ed25519 private key to {path} (mode 0600): store it as the secret MODELGATE_SIGNING_KEY "
-          "of the GitHub environment release-gate, then delete this file", file=sys.stderr)
-    print("# add to release.yaml under signing.public_keys (a reviewed change):")
+    secret, environment, field = (("MODELGATE_AUDIT_KEY", "production", "audit_keys") if args.audit else
+                                  ("MODELGATE_SIGNING_KEY", "release-gate", "public_keys"))
+    print(f"wrote the Ed25519 private key to {path} (mode 0600): store it as the secret {secret} "
+          f"of the GitHub environment {environment}, then delete this file", file=sys.stderr)
+    print(f"# add to release.yaml under signing.{field} (a reviewed change):")
     print(yaml.safe_dump([entry], sort_keys=False).rstrip())
     return 0
 
@@ -343,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = sub.add_parser("keygen", help="new Ed25519 signing key; prints its release.yaml public_keys entry")
     keygen.add_argument("--out", type=Path, required=True, help="private key file to create (mode 0600)")
+    keygen.add_argument("--audit", action="store_true",
+                        help="the production environment's audit key (signing.audit_keys), not a gate signing key")
     keygen.set_defaults(func=cmd_keygen)
 
     pln = with_config(sub.add_parser("plan", help="how many paired items a metric's margin needs (at 80%% power)"))

@@ -72,8 +72,11 @@ class RunStore:
     def get(self, what: str, run_id: str) -> RunRecord:
         return RunRecord.from_mlflow(self._guard(what, self.client.get_run, run_id))
 
-    def search(self, what: str, filter_string: str) -> list[RunRecord]:
-        """Every matching run, oldest first (all pages); [] when the experiment does not exist yet."""
+    def search(self, what: str, filter_string: str, *, deleted: bool = False) -> list[RunRecord]:
+        """Every matching run, oldest first (all pages); [] when the experiment does not exist yet. `deleted`: the
+        deleted runs instead of the active ones."""
+        from mlflow.entities import ViewType
+
         exp_id = self.experiment_id(create=False)
         if exp_id is None:
             return []
@@ -81,6 +84,7 @@ class RunStore:
         token = None
         while True:
             page = self._guard(what, self.client.search_runs, [exp_id], filter_string=filter_string,
+                               run_view_type=ViewType.DELETED_ONLY if deleted else ViewType.ACTIVE_ONLY,
                                max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
             runs.extend(RunRecord.from_mlflow(r) for r in page)
             token = page.token

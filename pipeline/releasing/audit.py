@@ -157,8 +157,8 @@ class AuditLog:
             print(f"modelgate: note: the registry's descriptions were not updated: {exc.one_line()}", file=sys.stderr)
 
     def events(self, model_name: str, *, event: str | None = None, version: str | None = None,
-               state: str | None = None) -> list[AuditEvent]:
-        """Matching events, oldest first."""
+               state: str | None = None, deleted: bool = False) -> list[AuditEvent]:
+        """Matching events, oldest first (`deleted`: those whose runs were deleted in MLflow)."""
         clauses = [f"tags.`{T}model_name` = '{model_name}'", f"tags.`{T}kind` = 'audit'"]
         if event:
             clauses.append(f"tags.`{T}event` = '{event}'")
@@ -166,7 +166,7 @@ class AuditLog:
             clauses.append(f"tags.`{T}version` = '{version}'")
         if state:
             clauses.append(f"tags.`{T}state` = '{state}'")
-        runs = self.store.search("searching the audit trail", " and ".join(clauses))
+        runs = self.store.search("searching the audit trail", " and ".join(clauses), deleted=deleted)
         return sorted((AuditEvent.from_record(r, self.keys) for r in runs), key=lambda e: (e.start_ms, e.run_id))
 
     def verified(self, model_name: str, **match: str) -> list[AuditEvent]:

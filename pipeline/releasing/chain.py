@@ -73,6 +73,12 @@ def check_production_link(release: Release, audit: AuditLog, mv: ModelVersion | 
     """The `production` alias (`mv`, None when unset) must be what the verified audit trail made production.
     Returns the event that did. Refused (naming the link) when the alias was moved outside modelgate."""
     model = release.model_name
+    gone = [e for e in audit.events(model, deleted=True) if e.verified and e.event in (PROMOTE, ROLLBACK)]
+    if gone:
+        raise Refused(f"link audit trail: {len(gone)} verified promotion or rollback audit run(s) of {model} were "
+                      f"deleted in MLflow ({', '.join(e.run_id for e in gone)}: {gone[-1].event} of "
+                      f"v{gone[-1].version} by {gone[-1].actor} at {gone[-1].at}): the trail cannot say what "
+                      "production is. Restore them (`mlflow runs restore --run-id ...`)")
     last, pending = expected_production(audit, model)
     allowed = {e.version for e in pending} | ({last.version} if last else set())
     current = mv.version if mv else None

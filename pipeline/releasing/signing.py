@@ -276,6 +276,7 @@ def verify(stmt: dict[str, Any], signature: bytes, keys: tuple[PublicKey, ...], 
                           f"{when.isoformat()} is not what dates it")
         if not server_time - dt.timedelta(minutes=5) <= when <= server_time + max_lag:
             raise Refused(f"{where}: claims to be signed at {when.isoformat()}, but the tracking server recorded it "
-                          f"at {server_time.isoformat(timespec='seconds')}: a signing time must follow the record "
-                          "(backdated or replayed signature)")
+                          f"at {server_time.isoformat(timespec='seconds')}: a signature is made within "
+                          f"{max_lag.total_seconds() / 3600:g} h after its record, never before it (a backdated or "
+                          "replayed signature)")
     return key

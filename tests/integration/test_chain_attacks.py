@@ -234,3 +234,19 @@ def test_the_audit_trail_seals_every_event_and_history_shows_them_verified(attac
     assert doc["files"] == pin_digests(1)
     runs = client.search_runs([audit_experiment(client, config)])
     assert runs and all(json.loads(r.data.tags["modelgate.seal"])["key_id"] == AUDIT_KEY.id for r in runs)
+
+
+def test_deleting_the_last_promotion_from_the_trail_to_revert_production_is_refused(attack):
+    config, uri, client = attack
+    model = model_of(config)
+    v1 = released(config, uri, 1)
+    v2 = released(config, uri, 2)
+    runs = client.search_runs([audit_experiment(client, config)], "tags.`modelgate.event` = 'promote'",
+                              order_by=["attributes.start_time DESC"])
+    client.delete_run(runs[0].info.run_id)  # the promotion of v2, gone from the trail the reader sees
+    client.set_registered_model_alias(model, "production", v1)  # and the alias where the remaining trail says
+    refused(resolve(config, uri), "link audit trail", "were deleted in MLflow", runs[0].info.run_id,
+            f"promote of v{v2}")
+    client.restore_run(runs[0].info.run_id)
+    client.set_registered_model_alias(model, "production", v2)
+    assert json.loads(resolve(config, uri).stdout)["version"] == v2

@@ -140,3 +140,54 @@ def test_keygen_command_prints_an_entry_release_yaml_accepts(tmp_path):
     assert signer is not None and key.id == signer.key_id == entry["id"]
     again = run_in_process("keygen", "--out", str(tmp_path / "key.pem"))
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+
+
+def test_keygen_audit_prints_an_audit_keys_entry_for_the_production_environment(tmp_path):
+    import yaml
+
+    from pipeline.config.release import load_release
+    from tests.support.cli import run_in_process
+    from tests.support.releases import write_release
+
+    proc = run_in_process("keygen", "--audit", "--out", str(tmp_path / "audit.pem"))
+    assert proc.returncode == 0, proc.stderr
+    assert "signing.audit_keys" in proc.stdout and "MODELGATE_AUDIT_KEY" in proc.stderr and "production" in proc.stderr
+    (entry,) = yaml.safe_load(proc.stdout)
+    release = load_release(write_release(tmp_path, signing={"audit_keys": [entry]}))
+    assert [k.id for k in release.audit_keys] == [entry["id"]] and release.signing_keys == ()
+
+
+def test_an_audit_event_seal_covers_the_run_id_and_every_modelgate_tag():
+    from pipeline.releasing import seal
+    from tests.support.signing import AUDIT_KEY
+
+    trusted = keys(AUDIT_KEY.entry())
+    tags = {"modelgate.event": "approve", "modelgate.version": "3", "modelgate.actor": "alice",
+            "mlflow.user": "alice"}
+    sealed = {**tags, seal.SEAL_TAG: seal.seal("run1", tags, AUDIT_KEY.signer(), "2026-12-07T06:00:00+00:00")}
+    assert seal.verify("run1", sealed, trusted) is None
+    assert seal.verify("run1", {**sealed, "mlflow.user": "mallory"}, trusted) is None  # display tags: not facts
+    assert "does not verify" in seal.verify("run2", sealed, trusted)  # copied onto another run
+    assert "does not verify" in seal.verify("run1", {**sealed, "modelgate.version": "4"}, trusted)
+    assert "does not verify" in seal.verify("run1", {**sealed, "modelgate.approvers": "bob"}, trusted)  # added
+    assert "not in signing.audit_keys" in seal.verify("run1", sealed, keys(KEY.entry()))
+    assert seal.verify("run1", tags, trusted) == "not sealed (written without the audit key)"
+    assert "no audit keys configured" in seal.verify("run1", sealed, ())
+    assert seal.verify("run1", {**sealed, seal.SEAL_TAG: "{"}, trusted) == "its seal is malformed"
+
+
+def test_the_servers_creation_time_dates_a_signature_not_the_signers_claim():
+    stmt = signed_statement()  # claims 2026-06-01T12:00
+    sig = KEY.signer().sign(stmt)
+    retired = keys(KEY.entry(not_before="2026-01-01", not_after="2026-07-01"))
+    created = dt.datetime(2026, 6, 1, 12, 0, 30, tzinfo=dt.UTC)
+    assert signing.verify(stmt, sig, retired, "v1", server_time=created).id == KEY.id
+    with pytest.raises(Refused, match="recorded by the tracking server at 2026-12-07T00:00:00.*outside the validity"):
+        signing.verify(stmt, sig, retired, "v1", server_time=dt.datetime(2026, 12, 7, tzinfo=dt.UTC))
+    open_key = keys(KEY.entry(not_before="2026-01-01"))
+    with pytest.raises(Refused, match="within 24 h after its record, never before it"):  # backdated by days
+        signing.verify(stmt, sig, open_key, "v1", server_time=dt.datetime(2026, 6, 5, tzinfo=dt.UTC))
+    with pytest.raises(Refused, match="within 24 h after its record, never before it"):  # a record days older: replayed
+        signing.verify(stmt, sig, open_key, "v1", server_time=dt.datetime(2026, 5, 29, tzinfo=dt.UTC))
+    later = dt.datetime(2026, 6, 1, 11, 0, tzinfo=dt.UTC)  # signed an hour after the record (a resumed record)
+    assert signing.verify(stmt, sig, open_key, "v1", server_time=later).id == KEY.id
