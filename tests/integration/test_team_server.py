@@ -246,15 +246,18 @@ def baseline_reading_stage(seen: dict):
     return run
 
 
-def advisory_gate(config, uri: str, n: int, seen: dict):
-    """Pin revision n and run the gate machinery (run_gate, as `modelgate gate --kind advisory` does) with a stage
-    that reads the baseline: its report."""
-    from pipeline.gate.run import run_gate
+def advisory_gate(config, uri: str, n: int, seen: dict, run_dir, monkeypatch):
+    """Pin revision n and run `modelgate gate --kind advisory` (the CLI, in this process, with the environment's
+    credential) with a stand-in stage that reads the baseline: the finished process."""
+    import functools
+
+    from pipeline.gate import run as gate
     from tests.support.team import set_candidate
 
     set_candidate(config, n)
-    return run_gate(load_release(config), home=config.parent / ".modelgate", tracking_uri=uri, author="carol",
-                    stages=(("format", baseline_reading_stage(seen)),), kind="advisory")
+    monkeypatch.setattr(gate, "run_gate", functools.partial(gate.run_gate,
+                                                            stages=(("format", baseline_reading_stage(seen)),)))
+    return modelgate(config, uri, "gate", "--kind", "advisory", "--author", "carol", "--run-dir", str(run_dir))
 
 
 def test_advisory_gate_as_the_pr_user_reads_production_and_records_only_in_the_advisory_experiment(
@@ -265,6 +268,7 @@ def test_advisory_gate_as_the_pr_user_reads_production_and_records_only_in_the_a
     the advisory experiment (exit 0), and is still refused every write to a release object."""
     from pipeline.integrations.registry import BaselineStore, Registry
     from pipeline.releasing import signing
+    from pipeline.report.document import GateReport
     from tests.support.team import pin_digests
 
     uri, pr = team_server.uri, team_users["pr"]
@@ -277,8 +281,10 @@ def test_advisory_gate_as_the_pr_user_reads_production_and_records_only_in_the_a
             assert proc.returncode == 0, proc.stderr
     seen: dict = {}
     with as_user(pr):
-        report = advisory_gate(team, uri, 2, seen)
-        assert (report.exit_code, report.tracking.error) == (0, None)
+        proc = advisory_gate(team, uri, 2, seen, tmp_path / "advisory-run", monkeypatch)
+        assert proc.returncode == 0, proc.stderr  # the attack trial's exit 3: 403 reading `production`
+        report = GateReport.load(tmp_path / "advisory-run" / "report.json")
+        assert (report.exit_code, report.tracking.error, report.gate_kind) == (0, None, "advisory")
         assert report.baseline_version == production and seen["baseline"].version == production
         assert seen["baseline"].pin.files == pin_digests(1)
         assert len(seen["baseline"].items["format/pass"]) == 4, seen["baseline"]
