@@ -204,11 +204,8 @@ class Setup:
         stray = [h for h in self.held(objects) if planned.get((h.user, h.resource_type, h.pattern)) != h.permission]
         foreign = [h for h in stray if not h.repairable]
         if foreign:
-            raise Refused("; ".join(
-                f"{h.user} holds {h.permission} on "
-                f"{by_id.get((h.resource_type, h.pattern)) or f'every {h.resource_type} (*)'} through "
-                f"{'role ' + repr(h.role) if not SYNTHETIC_ROLE.fullmatch(h.role) else 'a wildcard grant'}"
-                for h in foreign) + ": remove it (setup_users repairs only per-user grants on the release objects)")
+            raise Refused("; ".join(foreign_grant(h, by_id) for h in foreign)
+                          + ": remove it (setup_users repairs only per-user grants on the release objects)")
         for h in stray:
             obj = by_id[(h.resource_type, h.pattern)]
             self.auth.revoke_user_permission(h.user, h.resource_type, h.pattern)
@@ -263,6 +260,14 @@ class Setup:
             self.auth.grant_user_permission(g.user, g.resource_type, resource_id, g.permission)
         self.changes.append(f"granted {what} (was {current})")
         print(f"{what} (granted; was {current})")
+
+
+def foreign_grant(h: Held, by_id: dict[tuple[str, str], Obj]) -> str:
+    """'modelgate-pr holds EDIT on registered model 'm' through role 'editors'' (or '... every run (*) through a
+    wildcard grant')."""
+    what = by_id.get((h.resource_type, h.pattern)) or f"every {h.resource_type.replace('_', ' ')} (*)"
+    how = "a wildcard grant" if SYNTHETIC_ROLE.fullmatch(h.role) else f"role {h.role!r}"
+    return f"{h.user} holds {h.permission} on {what} through {how}"
 
 
 def by_id_of(objects: list[Obj], g: Grant) -> Obj:

@@ -360,31 +360,52 @@ def test_setup_users_repairs_a_squatted_model_and_experiments_and_the_pr_user_ca
     assert "repaired" not in again and "nothing to change: already set up" in again, again
 
 
-def test_setup_users_refuses_a_release_object_another_role_grants_and_changes_nothing(
-        tmp_path, team_server, team_users):
-    """A grant setup_users.py does not own (a shared role giving the PR user EDIT on the registered model) is
-    refused, exit 2, one line naming the user, the object and the role; nothing is granted or revoked."""
+@contextlib.contextmanager
+def foreign_grant(server, kind: str, model: str):
+    """A grant setup_users.py does not own, made by the admin and removed afterwards: `role` (a shared role giving
+    modelgate-pr EDIT on the registered model) or `wildcard` (modelgate-pr's own EDIT on every run, `*`). Yields
+    the refusal's expected words."""
     from mlflow.server.auth.client import AuthServiceClient
 
-    team = make_team(tmp_path / "team", f"role-{uuid.uuid4().hex[:6]}")
+    with as_user(server.admin):
+        auth = AuthServiceClient(server.uri)
+        if kind == "role":
+            role = auth.create_role("default", f"editors-{uuid.uuid4().hex[:6]}")
+            auth.add_role_permission(role.id, "registered_model", model, "EDIT")
+            auth.assign_role("modelgate-pr", role.id)
+        else:
+            auth.grant_user_permission("modelgate-pr", "run", "*", "EDIT")
+    try:
+        yield (f"modelgate-pr holds EDIT on registered model '{model}' through role '{role.name}'" if kind == "role"
+               else "modelgate-pr holds EDIT on every run (*) through a wildcard grant")
+    finally:
+        with as_user(server.admin):
+            if kind == "role":
+                auth.unassign_role("modelgate-pr", role.id)
+                auth.delete_role(role.id)
+            else:
+                auth.revoke_user_permission("modelgate-pr", "run", "*")
+
+
+@pytest.mark.parametrize("kind", ["role", "wildcard"])
+def test_setup_users_refuses_a_grant_it_does_not_own_and_grants_nothing(tmp_path, team_server, team_users, kind):
+    """A grant reaching a release object that setup_users.py does not own (a shared role's, or a wildcard that
+    lets the PR user edit every run, the release runs included) is refused: exit 2, one line naming the user, the
+    object and where the grant comes from; nothing is granted or revoked."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    team = make_team(tmp_path / "team", f"foreign-{uuid.uuid4().hex[:6]}")
     model = load_release(team).model_name
     with as_user(team_server.admin):
-        auth, client = AuthServiceClient(team_server.uri), MlflowClient(tracking_uri=team_server.uri)
-        client.create_registered_model(model)
-        role = auth.create_role("default", f"editors-{uuid.uuid4().hex[:6]}")
-        auth.add_role_permission(role.id, "registered_model", model, "EDIT")
-        auth.assign_role("modelgate-pr", role.id)
-    try:
+        MlflowClient(tracking_uri=team_server.uri).create_registered_model(model)
+    with foreign_grant(team_server, kind, model) as expected:
         proc = setup_users(team_server, team, check=False)
         assert proc["returncode"] == 2, proc["output"]
         refusal = [line for line in proc["output"].splitlines() if "refused" in line]
-        assert refusal == [f"setup_users: refused: modelgate-pr holds EDIT on registered model '{model}' through "
-                           f"role '{role.name}': remove it (setup_users repairs only per-user grants on the release "
-                           "objects)"], proc["output"]
+        assert refusal == [f"setup_users: refused: {expected}: remove it (setup_users repairs only per-user grants "
+                           "on the release objects)"], proc["output"]
+        assert "granted" not in proc["output"] and "repaired" not in proc["output"], proc["output"]
         with as_user(team_server.admin):
-            assert auth.get_user_permission("modelgate-release", "registered_model", model).permission == \
-                "NO_PERMISSIONS"  # nothing granted
-    finally:
-        with as_user(team_server.admin):
-            auth.unassign_role("modelgate-pr", role.id)
-            auth.delete_role(role.id)
+            permission = AuthServiceClient(team_server.uri).get_user_permission("modelgate-release",
+                                                                               "registered_model", model)
+        assert permission.permission == "NO_PERMISSIONS"  # nothing granted
