@@ -309,6 +309,18 @@ def cmd_github_approver(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_github_change_author(args: argparse.Namespace) -> int:
+    """The change's author for the self-approval rule: the merged pull request's author (GitHub API), never the
+    commit's (on a merge commit that is whoever merged). No merged pull request: bad input (exit 2)."""
+    _, client = _github(args)
+    login = client.change_author(args.commit)
+    if login is None:
+        raise BadInput(f"commit {args.commit} belongs to no merged pull request of {client.repository}: its author "
+                       "cannot be taken from GitHub")
+    print(login)
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other bad input
         self.exit(EXIT_BAD_INPUT, f"modelgate: error: {message} (see `{self.prog} --help`)\n")
@@ -417,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output", "-o", help="write to this file instead of stdout")
     rep.set_defaults(func=cmd_report)
 
-    gh = sub.add_parser("github", help="GitHub: the gate's PR comment and commit status, run approvers")
+    gh = sub.add_parser("github", help="GitHub: the gate's PR comment and commit status, run approvers, change "
+                        "authors")
     gh_sub = gh.add_subparsers(dest="github_command", required=True, parser_class=_Parser)
 
     def on_github(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -439,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     approver = on_github(gh_sub.add_parser("approver", help="print who approved a workflow run's environment"))
     approver.add_argument("--run-id", type=int, required=True, help="the workflow run id")
     approver.set_defaults(func=cmd_github_approver)
+    author = on_github(gh_sub.add_parser("change-author", help="print who authored a merged change: its pull "
+                                         "request's author (the self-approval rule's author)"))
+    author.add_argument("--commit", required=True, help="the commit on the main branch (a merge, squash or rebase)")
+    author.set_defaults(func=cmd_github_change_author)
     return parser
 
 

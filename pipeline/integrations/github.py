@@ -1,5 +1,5 @@
-"""GitHub, through github3.py: the gate's PR comment and commit status, promotion deployments, and who
-approved a workflow run's environment.
+"""GitHub, through github3.py: the gate's PR comment and commit status, promotion deployments, who approved a
+workflow run's environment, and who authored a merged change (its pull request's author, not the commit's).
 
     gh = client("owner/name")                      # token: GITHUB_TOKEN; api_url: GitHub or Enterprise
     gh.upsert_comment(12, markdown, COMMENT_MARKER) # one comment per PR, edited in place on later runs
@@ -7,6 +7,7 @@ approved a workflow run's environment.
     dep = gh.ensure_deployment(sha, "production", {"promotion_id": ...}, "promote v3")
     gh.deployment_status(dep, "success", "v3 is production", environment_url=...)
     gh.environment_approvals(run_id)               # [Approval(login, state, comment)]
+    gh.change_author(sha)                          # the merged pull request's author, or None
 
 Each method is one idempotent operation, retried as a whole (github_retry.py): a comment or deployment
 whose POST timed out after GitHub took it is found on the next attempt instead of being created twice.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
@@ -198,6 +200,38 @@ class GitHubClient:
             return [Approval(i["user"]["login"], i["state"], i.get("comment") or "") for i in items]
 
         return self._call(f"environment_approvals(run {run_id})", run)
+
+
+    # -- the change's author ---------------------------------------------------------------------------
+
+    def change_author(self, commit: str) -> str | None:
+        """The login of whoever opened the merged pull request that brought `commit` in (GitHub's pull requests
+        associated with a commit); None when no merged pull request contains it. A merge or squash commit is its
+        pull request's `merge_commit_sha`: that one is preferred, else the first merged one GitHub lists."""
+        commit = (commit or "").strip().lower()
+        if not COMMIT.fullmatch(commit):
+            raise BadInput(f"a commit is 7 to 40 hex digits, got {commit!r}", path="--commit")
+
+        def run() -> str | None:
+            gh = self._gh
+            url = gh._build_url("repos", self.owner, self.name, "commits", commit, "pulls")
+            pulls = gh._json(gh._get(url, params={"per_page": 100}), 200) or []
+            return merged_author(pulls, commit)
+
+        return self._call(f"change_author({commit[:12]})", run)
+
+
+COMMIT = re.compile(r"[0-9a-f]{7,40}")
+
+
+def merged_author(pulls: list[dict[str, Any]], commit: str) -> str | None:
+    """The author of the merged pull request whose merge commit is `commit`, else of the first merged one."""
+    merged = [p for p in pulls if p.get("merged_at") and (p.get("user") or {}).get("login")]
+    if not merged:
+        return None
+    own = [p for p in merged if (p.get("merge_commit_sha") or "").startswith(commit)]
+    login: str = (own or merged)[0]["user"]["login"]
+    return login
 
 
 def _payload(value: object) -> dict[str, Any]:

@@ -125,6 +125,36 @@ def test_environment_approvals(github_fake):
                                                                   ("bob", "rejected", "")]
 
 
+MERGE = "fedcba9876543210fedcba9876543210fedcba98"  # a merge commit on main: its git author is whoever merged
+
+
+def test_change_author_is_the_merged_pull_requests_author_not_the_merger(github_fake):
+    github_fake.state.add_pull(FAKE_REPO, 7, "erin", [SHA], merge_commit=MERGE)
+    gh = make_client(github_fake)
+    assert gh.change_author(MERGE) == "erin"  # the merge commit: the PR's author, whoever pressed merge
+    assert gh.change_author(SHA.upper()) == "erin"  # a commit of the PR (a rebase merge), any case
+    [request, *_] = github_fake.requests
+    assert request.path == f"/repos/{FAKE_REPO}/commits/{MERGE}/pulls"
+    assert request.operation == "repos/list-pull-requests-associated-with-commit"
+
+
+def test_change_author_prefers_the_pull_request_merged_as_that_commit(github_fake):
+    """A commit in two merged pull requests (one into a feature branch, one into main): the one whose merge commit
+    it is names the author."""
+    github_fake.state.add_pull(FAKE_REPO, 3, "mallory", [MERGE])
+    github_fake.state.add_pull(FAKE_REPO, 4, "erin", [SHA], merge_commit=MERGE)
+    assert make_client(github_fake).change_author(MERGE) == "erin"
+
+
+def test_change_author_of_a_commit_in_no_merged_pull_request_is_none(github_fake):
+    github_fake.state.add_pull(FAKE_REPO, 9, "erin", [SHA], merged=False)  # open: not merged
+    gh = make_client(github_fake)
+    assert gh.change_author(SHA) is None
+    assert gh.change_author(MERGE) is None  # in no pull request at all
+    with pytest.raises(BadInput, match="7 to 40 hex digits"):
+        gh.change_author("main")
+
+
 def test_github_enterprise_base_url(github_fake):
     gh = make_client(github_fake, api_url=github_fake.ghe_url)  # http://127.0.0.1:PORT/api/v3
     gh.upsert_comment(3, "on GHE", github.COMMENT_MARKER)
@@ -152,11 +182,13 @@ def test_every_pipeline_call_matches_the_openapi_description(github_fake):
         for state in github.DEPLOYMENT_STATES:
             gh.deployment_status(dep, state, "d", environment_url="https://e.example", log_url="https://l.example")
         gh.environment_approvals(99)
+        gh.change_author(SHA)
         assert github_fake.violations == []
         assert {r.operation for r in github_fake.requests} == {
             "repos/get", "issues/get", "issues/list-comments", "issues/create-comment", "issues/update-comment",
             "repos/create-commit-status", "repos/list-deployments", "repos/create-deployment",
-            "repos/create-deployment-status", "actions/get-reviews-for-run"}
+            "repos/create-deployment-status", "actions/get-reviews-for-run",
+            "repos/list-pull-requests-associated-with-commit"}
 
 
 # -- the fake really checks ----------------------------------------------------------------------------
@@ -329,6 +361,25 @@ def test_cli_approver_prints_the_approving_login(github_fake):
     assert (done.returncode, done.stdout) == (0, "carol\n"), done.stderr
     none = run_cli("approver", "--run-id", "78", env=env)
     assert none.returncode == 5 and "no environment approval" in none.stderr
+
+
+def test_cli_change_author_prints_the_pull_requests_author_exit_2_without_one_exit_3_when_github_fails(github_fake):
+    github_fake.state.add_pull(FAKE_REPO, 12, "erin", [SHA], merge_commit=MERGE)
+    env = {"GITHUB_TOKEN": github_fake.token, "GITHUB_REPOSITORY": FAKE_REPO, "GITHUB_API_URL": github_fake.url,
+           "MODELGATE_GITHUB_RETRY": "2,0.01,0.05"}
+    done = run_cli("change-author", "--commit", MERGE, env=env)
+    assert (done.returncode, done.stdout) == (0, "erin\n"), done.stderr
+    other = "1111111111111111111111111111111111111111"
+    none = run_cli("change-author", "--commit", other, env=env)
+    assert (none.returncode, none.stdout) == (2, ""), none.stderr
+    assert none.stderr.strip() == (f"modelgate: error: commit {other} belongs to no merged pull request of "
+                                   f"{FAKE_REPO}: its author cannot be taken from GitHub")
+    github_fake.fail_next(20, "error")
+    failed = run_cli("change-author", "--commit", MERGE, env=env)
+    assert (failed.returncode, failed.stdout) == (3, ""), failed.stderr
+    assert failed.stderr.splitlines()[-1] == (f"modelgate: GitHubError: GitHub change_author({MERGE[:12]}) on "
+                                              f"{FAKE_REPO}: 500 Server Error (after 2 attempts)")
+    assert github_fake.token not in done.stderr + none.stderr + failed.stderr
 
 
 def test_cli_missing_token_or_repo_is_bad_input(github_fake, tmp_path):

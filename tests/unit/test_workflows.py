@@ -100,7 +100,7 @@ def test_gate_runs_on_changes_that_matter_and_comments_only_for_same_repo_prs():
     data = load(WORKFLOWS / "gate.yml")
     assert set(data["on"]["pull_request"]["paths"]) == {"release.yaml", "prompts/**", "evalsets/**", "pipeline/**"}
     (job,) = data["jobs"].values()
-    assert "vars.MODELGATE_RUNNER_LABELS" in job["runs-on"]
+    assert "vars.MODELGATE_PR_RUNNER_LABELS" in job["runs-on"]
     assert job["permissions"] == {"contents": "read", "pull-requests": "write", "statuses": "write"}
     steps = {s.get("name", s.get("uses")): s for s in job["steps"]}
     assert steps["actions/checkout@v4"]["with"]["persist-credentials"] is False
@@ -122,7 +122,7 @@ def test_the_release_gate_job_can_only_run_from_the_protected_branch():
     (job,) = data["jobs"].values()
     assert job["if"] == "github.ref == 'refs/heads/main'"
     assert job["environment"] == {"name": "release-gate"}
-    assert job["permissions"] == {"contents": "read"}
+    assert job["permissions"] == {"contents": "read", "pull-requests": "read"}
     steps = {s.get("name", s.get("uses")): s for s in job["steps"]}
     assert steps["actions/checkout@v4"]["with"]["persist-credentials"] is False
     gate = steps["Release gate"]
@@ -172,3 +172,117 @@ def test_the_main_job_installs_no_test_tools_and_the_test_command_lints_first():
     setup_test = (REPO / "scripts" / "setup-test.sh").read_text()
     assert "scripts/setup.sh" in setup_test and '".[test]"' in setup_test and "chromium" in setup_test
     assert "apt-get install -y -qq postgresql" in setup_test  # the team's tracking server, for real
+
+
+# -- release credentials on main only, release jobs on their own runners, the author from the pull request --------
+
+RELEASE_JOBS = ("release-gate.yml", "promote.yml", "rollback.yml")
+MAIN = "refs/heads/main"
+
+
+def only_job(name: str) -> dict:
+    (job,) = load(WORKFLOWS / name)["jobs"].values()
+    return job
+
+
+def header(name: str) -> str:
+    """The workflow's leading comment (what it documents about the GitHub settings it relies on), one line."""
+    lines = (WORKFLOWS / name).read_text().splitlines()
+    return " ".join(line.lstrip("# ") for line in lines[:lines.index(next(x for x in lines if x.startswith("name:")))])
+
+
+@pytest.mark.parametrize("name", RELEASE_JOBS)
+def test_release_jobs_refuse_any_ref_but_main_before_any_step_that_sees_a_secret(name):
+    """The job's `if:` skips another ref; its first step (before checkout, before any secret) fails loudly if the
+    job runs anyway on another ref, e.g. an `if:` edited away."""
+    job = only_job(name)
+    assert job["if"] == f"github.ref == '{MAIN}'"
+    first = job["steps"][0]
+    assert first["name"] == "Refuse any ref but main"
+    assert first["env"] == {"REF": "${{ github.ref }}"} and "secrets." not in json.dumps(first)
+    assert f'if [ "$REF" != "{MAIN}" ]' in first["run"] and "exit 1" in first["run"] and "::error::" in first["run"]
+    assert all("secrets." not in json.dumps(s) for s in job["steps"][:2])  # the refusal, then checkout
+
+
+@pytest.mark.parametrize("name", RELEASE_JOBS)
+def test_refusal_step_really_refuses_another_ref_and_passes_main(name):
+    script = only_job(name)["steps"][0]["run"]
+    for ref, code in ((MAIN, 0), ("refs/heads/evil", 1), ("refs/tags/v1", 1)):
+        proc = subprocess.run(["bash", "-e", "-c", script], env={"REF": ref, "PATH": "/usr/bin:/bin"},
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == code, (ref, proc.stdout)
+        assert ("::error::" in proc.stdout) == bool(code)
+
+
+@pytest.mark.parametrize("name", ["promote.yml", "rollback.yml"])
+def test_promote_and_rollback_document_the_production_environment_as_main_only(name):
+    text = header(name)
+    assert "deployment branch policy allows `main` only" in text
+    assert "Deployment branches and tags" in text and "environment `production`" in text
+    assert only_job(name)["environment"] == {"name": "production"}
+
+
+@pytest.mark.parametrize("name", ["promote.yml", "rollback.yml"])
+def test_promote_and_rollback_take_the_release_credential_and_audit_key_from_the_production_environment(name):
+    """Every step running modelgate against MLflow gets the release credential's environment-secret names (not the
+    repository secrets MLFLOW_TRACKING_USERNAME/_PASSWORD, which any branch's workflow reads) and the audit key."""
+    steps = [s for s in only_job(name)["steps"] if ".venv/bin/modelgate" in s.get("run", "")]
+    assert steps
+    for step in steps:
+        env = step["env"]
+        assert env["MODELGATE_AUDIT_KEY"] == "${{ secrets.MODELGATE_AUDIT_KEY }}"
+        assert env["MLFLOW_TRACKING_USERNAME"] == "${{ secrets.MLFLOW_RELEASE_USERNAME }}"
+        assert env["MLFLOW_TRACKING_PASSWORD"] == "${{ secrets.MLFLOW_RELEASE_PASSWORD }}"
+    assert "MODELGATE_AUDIT_KEY" not in (WORKFLOWS / "gate.yml").read_text()
+
+
+def test_release_jobs_run_on_their_own_ephemeral_runners_never_the_pull_requests():
+    release_default = '["self-hosted","modelgate-release"]'
+    for name in RELEASE_JOBS:
+        runs_on = only_job(name)["runs-on"]
+        assert runs_on == f"${{{{ fromJSON(vars.MODELGATE_RELEASE_RUNNER_LABELS || '{release_default}') }}}}", name
+    assert "--ephemeral" in header("promote.yml") and "ephemeral" in header("rollback.yml")
+    assert "--ephemeral" in header("release-gate.yml")
+    pr = only_job("gate.yml")["runs-on"]
+    assert pr == """${{ fromJSON(vars.MODELGATE_PR_RUNNER_LABELS || '["self-hosted","modelgate-pr"]') }}"""
+    assert "MODELGATE_RELEASE_RUNNER_LABELS" not in pr and "modelgate-release" not in pr
+    for path in FILES:  # the one shared label of old is gone
+        assert "vars.MODELGATE_RUNNER_LABELS" not in path.read_text(), path.name
+
+
+def test_release_gate_takes_the_author_from_the_pull_request_not_the_commit():
+    job = only_job("release-gate.yml")
+    steps = {s.get("name", s.get("uses")): s for s in job["steps"]}
+    author = steps["The change's author, from its pull request"]
+    assert author["id"] == "author"
+    assert 'modelgate github change-author --repo "$GITHUB_REPOSITORY" --commit "$GITHUB_SHA"' in author["run"]
+    assert author["env"] == {"GITHUB_TOKEN": "${{ github.token }}", "PUSHER": "${{ github.actor }}"}
+    # exit 2 (no merged pull request: pushed directly) falls back to the pusher; anything else fails the job
+    assert '2) echo "::warning::' in author["run"] and 'author="$PUSHER"' in author["run"]
+    assert '*) echo "::error::' in author["run"]
+    gate = steps["Release gate"]
+    assert gate["env"]["CHANGE_AUTHOR"] == "${{ steps.author.outputs.login }}"
+    assert '--author "$CHANGE_AUTHOR"' in gate["run"]
+    names = list(steps)
+    assert names.index("The change's author, from its pull request") < names.index("Release gate")
+    assert "head_commit" not in (WORKFLOWS / "release-gate.yml").read_text()
+
+
+@pytest.mark.parametrize("answer, code, login", [("0 erin", 0, "erin"), ("2", 0, "bob"), ("3", 1, None)])
+def test_release_gate_author_step_uses_the_pull_request_falls_back_to_the_pusher_and_fails_on_api_errors(
+        tmp_path, answer, code, login):
+    """The step's script, run with a stand-in `modelgate` answering as `github change-author` does: exit 0 and the
+    login; exit 2 (no merged pull request) -> who pushed; exit 3 (GitHub failed) -> the job fails."""
+    script = next(s for s in only_job("release-gate.yml")["steps"] if s.get("id") == "author")["run"]
+    status, _, printed = answer.partition(" ")
+    stub = tmp_path / ".venv" / "bin" / "modelgate"
+    stub.parent.mkdir(parents=True)
+    stub.write_text(f"#!/bin/bash\n{'echo ' + printed if printed else ':'}\nexit {status}\n")
+    stub.chmod(0o755)
+    output = tmp_path / "github_output"
+    env = {"GITHUB_REPOSITORY": "acme/bot", "GITHUB_SHA": "0" * 40, "PUSHER": "bob", "GITHUB_OUTPUT": str(output),
+           "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert (output.read_text() if output.exists() else "") == (f"login={login}\n" if login else "")

@@ -33,7 +33,7 @@ NOT_FOUND = Reply(404, {"message": "Not Found", "documentation_url": "https://do
 
 
 class State:
-    """In-memory repositories, comments, statuses, deployments and run approvals."""
+    """In-memory repositories, comments, statuses, deployments, run approvals and pull requests."""
 
     def __init__(self, login: str = "modelgate-bot"):
         self.login = login
@@ -47,6 +47,7 @@ class State:
         self.deployments: dict[int, dict] = {}  # + "_repo", "_request"
         self.deployment_statuses: dict[int, list[dict]] = {}
         self.approvals: dict[tuple[str, int], list[tuple[str, str, str]]] = {}
+        self.pulls: dict[str, list[dict]] = {}  # repo -> pull requests: number, author, merged, commits, merge commit
         self._ids = itertools.count(1001)
 
     # -- helpers for tests --------------------------------------------------------------------------------
@@ -56,6 +57,13 @@ class State:
 
     def set_approvals(self, repo: str, run_id: int, approvals: list[tuple[str, str, str]]) -> None:
         self.approvals[(repo, int(run_id))] = list(approvals)
+
+    def add_pull(self, repo: str, number: int, author: str, commits: list[str], *, merged: bool = True,
+                 merge_commit: str | None = None) -> None:
+        """A pull request of `repo` by `author` holding `commits` (and, merged, its merge commit)."""
+        self.pulls.setdefault(repo, []).append({"number": number, "author": author, "merged": merged,
+                                                "commits": [*commits, *([merge_commit] if merge_commit else [])],
+                                                "merge_commit": merge_commit})
 
     def comments_on(self, repo: str, number: int) -> list[dict]:
         return [c for c in self.comments.values() if c["_issue"] == (repo, int(number))]
@@ -196,6 +204,23 @@ class State:
         for login, state, comment in self.approvals.get((repo, int(params["run_id"])), []):
             items.append({**template, "user": self._user(base, login), "state": state, "comment": comment})
         return Reply(200, items)
+
+
+    # -- commits and their pull requests ------------------------------------------------------------------
+
+    def op_repos_list_pull_requests_associated_with_commit(self, op, base, url, repo, params, query, **_):
+        template = self._example(op, "200", base, repo)[0]
+        items = []
+        for pr in self.pulls.get(repo, []):
+            if not any(c.startswith(params["commit_sha"]) for c in pr["commits"]):
+                continue
+            n = pr["number"]
+            items.append({**template, "id": 5000 + n, "number": n, "user": self._user(base, pr["author"]),
+                          "url": f"{base}/repos/{repo}/pulls/{n}", "html_url": f"{base}/{repo}/pull/{n}",
+                          "state": "closed" if pr["merged"] else "open",
+                          "merged_at": now() if pr["merged"] else None, "closed_at": now() if pr["merged"] else None,
+                          "merge_commit_sha": pr["merge_commit"]})
+        return page(items, url, query)
 
 
 def _set_body(data: dict, body: str) -> None:
