@@ -138,3 +138,14 @@ def test_audit_keys_are_parsed_like_the_signing_keys(write_release):
     with pytest.raises(ConfigError, match="unknown key 'colour'") as info:
         load_release(write_release(data))
     assert info.value.path == "signing.audit_keys[0]"
+
+
+def test_data_the_schema_did_not_check_is_still_refused_in_one_line_naming_the_path(tmp_path):
+    from pipeline.config.release import build_release
+
+    data = copy.deepcopy(VALID_RELEASE)
+    data["gates"] = {"load": {"knee": {"growth": 0.5}}}
+    with pytest.raises(ConfigError) as info:
+        build_release(data, tmp_path / "release.yaml")  # without validate(): the typed model refuses it too
+    assert info.value.path == "gates.load.knee.growth" and "greater than 1" in info.value.one_line()
+    assert "\n" not in info.value.one_line()
