@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from pydantic import TypeAdapter, ValidationError
+
 from pipeline.config.document import GitHubTarget, PromotionPolicy, ReleaseFile
 from pipeline.config.gates import (
     NO_REPLAY,
@@ -45,8 +47,7 @@ from pipeline.errors import ConfigError
 from pipeline.util.jsonpath import format_path
 
 if TYPE_CHECKING:
-    from jsonschema.exceptions import ValidationError
-    from pydantic import TypeAdapter
+    import jsonschema
 
 __all__ = [
     "MIN_RATE_REQUESTS", "RATE_LEVEL_SECONDS", "REPLAY_CHECKS", "AdvisorySample", "ConfigError", "Dtype", "EvalsGate",
@@ -118,12 +119,10 @@ def release_schema() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _reader() -> TypeAdapter[ReleaseFile]:
-    from pydantic import TypeAdapter
-
     return TypeAdapter(ReleaseFile)
 
 
-def _describe(error: ValidationError) -> tuple[str, str]:
+def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
     """A jsonschema ValidationError -> (path, human message)."""
     path = format_path(error.absolute_path, empty="(top level)")
     validator = error.validator
@@ -165,12 +164,11 @@ def load_release(path: str | Path) -> Release:
 
 
 def read_document(data: dict[str, Any], file: str) -> ReleaseFile:
-    """Schema-validated data -> the typed `ReleaseFile`, every default filled in."""
-    from pydantic import ValidationError
-
+    """Schema-validated data -> the typed `ReleaseFile`, every default filled in. Data the schema did not check
+    (build_release without validate) is refused here, with pydantic's words, on one line."""
     try:
         return _reader().validate_python(data)
-    except ValidationError as exc:  # the schema is generated from the same model: this is a bug, named anyway
+    except ValidationError as exc:
         first = exc.errors()[0]
         where = [part for part in first["loc"] if isinstance(part, int) or part in _fields_of(data, first["loc"])]
         raise ConfigError(first["msg"], file=file, path=format_path(where, empty="(top level)")) from None
