@@ -50,42 +50,45 @@ def _child(root: dict[str, Any], node: dict[str, Any]) -> tuple[str, str, dict[s
     return None
 
 
+Child = tuple[str, dict[str, Any], str | None]  # (path, section schema, the key's help text)
+
+
 def _section(root: dict[str, Any], node: dict[str, Any], path: str, about: str | None, out: list[str],
              seen: dict[str, str]) -> None:
     """The table of one section, then its sections' (a section type already shown is linked, not repeated)."""
-    title = f"`{path}`" if path else "(top level)"
-    text = [f"\n## {title}\n\n"]
+    text = [f"\n## {f'`{path}`' if path else '(top level)'}\n\n"]
     described = " ".join(t for t in dict.fromkeys((node.get("description"), about)) if t)
     if described:
         text.append(f"{_cell(described)}\n\n")
     text.append("| key | type | default | what it is |\n|---|---|---|---|\n")
-    required = set(node.get("required", ()))
-    children = []
+    children: list[Child] = []
     for key, prop in node["properties"].items():
-        full = f"{path}.{key}" if path else key
-        child = _child(root, prop)
-        if child is None:
-            shown, what, default = _type(_resolve(root, prop), root), prop.get("description", ""), _default(prop)
-        else:
-            suffix, ref, section = child
-            kind = {"": "section", ".<name>": "map of sections", "[]": "list of sections"}[suffix]
-            where = seen.get(ref) if ref else None
-            if where is None:
-                where = full + suffix
-                children.append((where, section, prop.get("description")))
-                if ref:
-                    seen[ref] = where
-            shown = f"{kind}: [{where}](#{_anchor(where)})" if where == full + suffix else \
-                f"{kind}, as [{where}](#{_anchor(where)})"
-            what = prop.get("description") or ("" if ref in seen and seen[ref] != full + suffix else
-                                               section.get("description", ""))
-            default = "see the section"
-        if key in required:
+        shown, default, what = _row(root, f"{path}.{key}" if path else key, prop, seen, children)
+        if key in node.get("required", ()):
             default = "required"
         text.append(f"| `{key}` | {_cell(shown)} | {_cell(default)} | {_cell(what)} |\n")
     out.append("".join(text))
     for child_path, section, child_about in children:
         _section(root, section, child_path, child_about, out, seen)
+
+
+def _row(root: dict[str, Any], full: str, prop: dict[str, Any], seen: dict[str, str],
+         children: list[Child]) -> tuple[str, str, str]:
+    """(type, default, help text) of one key; a section not shown yet is added to `children`."""
+    child = _child(root, prop)
+    if child is None:
+        return _type(_resolve(root, prop), root), _default(prop), prop.get("description", "")
+    suffix, ref, section = child
+    kind = {"": "section", ".<name>": "map of sections", "[]": "list of sections"}[suffix]
+    first = seen.get(ref) if ref else None
+    if first is not None:  # the same type as a section shown before
+        return f"{kind}, as [{first}](#{_anchor(first)})", "see the section", prop.get("description", "")
+    where = full + suffix
+    children.append((where, section, prop.get("description")))
+    if ref:
+        seen[ref] = where
+    what = prop.get("description") or section.get("description", "")
+    return f"{kind}: [{where}](#{_anchor(where)})", "see the section", what
 
 
 def _default(prop: dict[str, Any]) -> str:
