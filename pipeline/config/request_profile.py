@@ -20,17 +20,54 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-# the chat-completions sampling parameters a profile may name (the JSON Schema enumerates the same list)
-SAMPLING_PARAMS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "presence_penalty",
-                   "frequency_penalty", "repetition_penalty", "seed", "stop")
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import TypedDict
+
+from pipeline.config.fields import AS_WRITTEN, SECTION, UNIQUE, Fraction, NonNegative, Number, Positive, Text, doc
+from pipeline.errors import ConfigError
+
+
+def _names_enumerated(schema: dict[str, Any]) -> None:
+    """An unknown parameter reads "'temprature' is not one of [the names]" rather than "unknown key"."""
+    schema.pop("additionalProperties", None)
+    schema["propertyNames"] = {"enum": list(schema["properties"])}
+
+
+@with_config(ConfigDict(extra="forbid", json_schema_extra=_names_enumerated))
+class SamplingParams(TypedDict, total=False):
+    """`serving.request_profile.set`: the chat-completions sampling parameters production's clients send."""
+
+    temperature: Annotated[NonNegative, doc("sampling temperature")]
+    top_p: Annotated[float, Field(gt=0, le=1), AS_WRITTEN, doc("nucleus sampling: the probability mass kept")]
+    top_k: Annotated[int, doc("sample among the k most likely tokens")]
+    min_p: Annotated[Fraction, doc("drop tokens below this fraction of the most likely token's probability")]
+    max_tokens: Annotated[int, doc("output tokens at most", ge=1)]
+    presence_penalty: Annotated[Number, doc("penalty on tokens already present")]
+    frequency_penalty: Annotated[Number, doc("penalty growing with a token's count so far")]
+    repetition_penalty: Annotated[Positive, doc("vLLM's multiplicative repetition penalty")]
+    seed: Annotated[int, doc("sampling seed")]
+    stop: Annotated[list[Text], doc("stop strings")]
+
+
+# the parameters a profile may name, in the order the schema lists them
+SAMPLING_PARAMS: tuple[str, ...] = tuple(SamplingParams.__annotations__)
+if TYPE_CHECKING:
+    SamplingParam = str
+else:
+    SamplingParam = Literal[SAMPLING_PARAMS]
 
 
 @dataclass(frozen=True)
 class RequestProfile:
-    set: dict[str, Any] = field(default_factory=dict)
-    server_default: tuple[str, ...] = ()
+    __pydantic_config__ = SECTION
+
+    set: Annotated[SamplingParams, doc("values production's clients always send (sent where a case sets none)")] \
+        = field(default_factory=lambda: SamplingParams())
+    server_default: Annotated[tuple[SamplingParam, ...], UNIQUE, doc(
+        "parameters production's clients never send: the server's defaults apply (never sent, even where a case "
+        "sets them)")] = ()
 
     @property
     def configured(self) -> bool:
@@ -52,16 +89,9 @@ class RequestProfile:
         return {"set": dict(self.set), "server_default": list(self.server_default)}
 
 
-def profile_from_dict(d: dict[str, Any] | None, *, file: str) -> RequestProfile:
-    """Schema-validated `serving.request_profile` -> RequestProfile; a parameter both set and left to the
-    server is a ConfigError naming it."""
-    from pipeline.errors import ConfigError
-
-    d = d or {}
-    values = dict(d.get("set") or {})
-    left = tuple(dict.fromkeys(d.get("server_default") or ()))
-    both = sorted(set(values) & set(left))
+def check_profile(profile: RequestProfile, *, file: str) -> None:
+    """A parameter both set and left to the server is a ConfigError naming it."""
+    both = sorted(set(profile.set) & set(profile.server_default))
     if both:
         raise ConfigError(f"{', '.join(both)} cannot be both set by the clients and left to the server's default",
                           file=file, path=f"serving.request_profile.set.{both[0]}")
-    return RequestProfile(set=values, server_default=left)

@@ -65,8 +65,8 @@ def test_per_task_settings_override_the_defaults(write_release, tmp_path):
     cfg = evals_release(write_release, fewshot_as_multiturn=False,
                         per_task={"support_facts": {"chat_template": False},
                                   "support_intent": {"fewshot_as_multiturn": True}}).evals_gate
-    assert cfg.per_task["support_facts"] == Prompting(chat_template=False, fewshot_as_multiturn=False)
-    assert cfg.per_task["support_intent"] == Prompting(chat_template="auto", fewshot_as_multiturn=True)
+    assert cfg.prompting_for("support_facts") == Prompting(chat_template=False, fewshot_as_multiturn=False)
+    assert cfg.prompting_for("support_intent") == Prompting(chat_template="auto", fewshot_as_multiturn=True)
     modes = chat_modes(cfg, EVALSETS, model_dir(tmp_path, "jinja"))
     assert modes == {"support_intent": CHAT, "support_facts": RAW}
     single = chat_modes(evals_release(write_release, fewshot_as_multiturn=False).evals_gate, EVALSETS,

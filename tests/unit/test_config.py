@@ -4,7 +4,6 @@ import pytest
 
 from pipeline.config.release import load_release
 from pipeline.errors import EXIT_BAD_INPUT, ConfigError
-from tests.support.paths import REPO
 from tests.support.releases import VALID_RELEASE
 
 
@@ -103,30 +102,3 @@ def test_request_profile_is_typed_and_defaults_to_what_the_cases_set(write_relea
     assert release.serving.request_profile.configured
     assert release.serving.request_profile.set == {"temperature": 0.2, "stop": ["###"]}
     assert release.serving.request_profile.server_default == ("top_p", "max_tokens")
-
-
-def test_request_profile_params_equal_the_json_schema_enum():
-    import json
-
-    from pipeline.config.request_profile import SAMPLING_PARAMS
-
-    schema = json.loads((REPO / "pipeline/config/schemas/release.schema.json").read_text())
-    profile = schema["properties"]["serving"]["properties"]["request_profile"]["properties"]
-    assert list(SAMPLING_PARAMS) == profile["set"]["propertyNames"]["enum"]
-    assert list(SAMPLING_PARAMS) == profile["server_default"]["items"]["enum"]
-    assert set(profile["set"]["properties"]) == set(SAMPLING_PARAMS)
-
-
-def test_typed_choices_equal_the_json_schema_enums():
-    import json
-    from typing import get_args
-
-    from pipeline.config import release as rel
-
-    schema = json.loads((REPO / "pipeline/config/schemas/release.schema.json").read_text())
-    props = schema["properties"]
-    assert list(get_args(rel.ServingMode)) == props["serving"]["properties"]["mode"]["enum"]
-    assert list(get_args(rel.Dtype)) == props["serving"]["properties"]["dtype"]["enum"]
-    assert list(get_args(rel.PinSource)) == schema["$defs"]["pin"]["properties"]["source"]["enum"]
-    assert list(get_args(rel.LoadPromptSource)) == \
-        props["gates"]["properties"]["load"]["properties"]["prompts"]["properties"]["source"]["enum"]
