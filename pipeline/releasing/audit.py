@@ -169,9 +169,9 @@ class AuditLog:
         runs = self.store.search("searching the audit trail", " and ".join(clauses), deleted=deleted)
         return sorted((AuditEvent.from_record(r, self.keys) for r in runs), key=lambda e: (e.start_ms, e.run_id))
 
-    def verified(self, model_name: str, **match: str) -> list[AuditEvent]:
+    def verified(self, model_name: str, *, state: str | None = None) -> list[AuditEvent]:
         """Matching events that verify (sealed by a trusted audit key), oldest first."""
-        return [e for e in self.events(model_name, **match) if e.verified]
+        return [e for e in self.events(model_name, state=state) if e.verified]
 
     def get(self, run_id: str) -> AuditEvent:
         return AuditEvent.from_record(self.store.get("reading an audit event", run_id), self.keys)
