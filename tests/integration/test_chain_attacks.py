@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.config.release import load_release
@@ -31,6 +32,7 @@ from tests.support.team import (
     pin_digests,
     promote,
     record_gate,
+    refused,
     released,
     revision,
 )
@@ -48,13 +50,6 @@ def attack(tmp_path, team_server, team_users, monkeypatch):
     config = make_team(tmp_path / "team", f"atk-{uuid.uuid4().hex[:8]}", approvals=1)
     setup_team(team_server, config)
     return config, team_server.uri, MlflowClient(tracking_uri=team_server.uri)
-
-
-def refused(proc, *needles):
-    assert proc.returncode == 5, proc.stdout + proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    for needle in needles:
-        assert needle in proc.stderr, proc.stderr
 
 
 def audit_experiment(client: MlflowClient, config: Path) -> str:
@@ -236,17 +231,22 @@ def test_the_audit_trail_seals_every_event_and_history_shows_them_verified(attac
     assert runs and all(json.loads(r.data.tags["modelgate.seal"])["key_id"] == AUDIT_KEY.id for r in runs)
 
 
-def test_deleting_the_last_promotion_from_the_trail_to_revert_production_is_refused(attack):
+def test_deleting_the_last_promotion_from_the_trail_to_revert_production_is_refused(attack, team_server,
+                                                                                   monkeypatch):
     config, uri, client = attack
     model = model_of(config)
     v1 = released(config, uri, 1)
     v2 = released(config, uri, 2)
     runs = client.search_runs([audit_experiment(client, config)], "tags.`modelgate.event` = 'promote'",
                               order_by=["attributes.start_time DESC"])
-    client.delete_run(runs[0].info.run_id)  # the promotion of v2, gone from the trail the reader sees
+    last = runs[0].info.run_id  # the promotion of v2
+    with pytest.raises(MlflowException, match="403"):  # deleting a run needs MANAGE: the release credential has EDIT
+        client.delete_run(last)
+    for key, value in team_server.admin.env().items():  # an admin of the tracking server can
+        monkeypatch.setenv(key, value)
+    client.delete_run(last)  # gone from the trail the reader sees
     client.set_registered_model_alias(model, "production", v1)  # and the alias where the remaining trail says
-    refused(resolve(config, uri), "link audit trail", "were deleted in MLflow", runs[0].info.run_id,
-            f"promote of v{v2}")
-    client.restore_run(runs[0].info.run_id)
+    refused(resolve(config, uri), "link audit trail", "were deleted in MLflow", last, f"promote of v{v2}")
+    client.restore_run(last)
     client.set_registered_model_alias(model, "production", v2)
     assert json.loads(resolve(config, uri).stdout)["version"] == v2

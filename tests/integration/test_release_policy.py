@@ -20,6 +20,7 @@ from tests.support.team import (
     modelgate,
     promote,
     record_gate,
+    refused,
     released,
 )
 
@@ -32,16 +33,6 @@ def team(tmp_path, request):
 
     model = "pol-" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:60].strip("-")
     return make_team(tmp_path / "team", model)
-
-
-def refused(proc, *words):
-    """Exit 5 with one line on stderr holding every word."""
-    assert proc.returncode == 5, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("modelgate: Refused: "), proc.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 def nothing_moved(team, uri):

@@ -30,6 +30,7 @@ from tests.support.team import (
     pin_digests,
     promote,
     record_gate,
+    refused,
     revision,
     set_candidate,
 )
@@ -56,13 +57,6 @@ def assert_nothing_moved(team, uri):
     assert alias(uri, model, "production") is None and alias(uri, model, "previous") is None
     assert git(team.parent, "tag", "--list") == ""
     assert promotions(uri, model) == []
-
-
-def refused(proc, *needles):
-    assert proc.returncode == 5, proc.stdout + proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    for needle in needles:
-        assert needle in proc.stderr, proc.stderr
 
 
 def set_keys(config, *entries):

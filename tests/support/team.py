@@ -227,3 +227,13 @@ def alias(uri: str, model: str, name: str) -> str | None:
         if "not found" in str(exc):
             return None
         raise
+
+
+def refused(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    """Exit 5 with one line on stderr holding every word (the release policy's refusal); that line."""
+    assert proc.returncode == 5, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("modelgate: Refused: "), proc.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
