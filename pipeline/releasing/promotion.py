@@ -197,9 +197,10 @@ def promote(release: Release, uri: str, version_ref: str, actor: str | None, *, 
     actor = require_manager(release, actor, "promote")
     github_on = _github_configured(release)
     repo_root(release.root)  # the version tag needs the team's git repository: fail before any change
-    reg, audit = Registry(uri), chain.sealing_log(release, uri, "promote")
-    _no_other_operation(audit, release.model_name, PROMOTE)
-    mv = resolve_version(reg, release, version_ref)
+    reg = Registry(uri)
+    _no_other_operation(chain.audit_log(release, uri), release.model_name, PROMOTE)
+    mv = resolve_version(reg, release, version_ref)  # bad input (exit 2) before the policy's refusals
+    audit = chain.sealing_log(release, uri, "promote")
 
     def begin(production: ModelVersion | None) -> tuple[AuditEvent, str]:
         override = check_gate_passed(mv, override_reason)
@@ -236,10 +237,11 @@ def rollback(release: Release, uri: str, to_ref: str | None, actor: str | None, 
     why = reason.strip()
     github_on = _github_configured(release)
     repo_root(release.root)
-    reg, audit = Registry(uri), chain.sealing_log(release, uri, "roll back")
-    pending = _no_other_operation(audit, release.model_name, ROLLBACK)
+    reg = Registry(uri)
+    pending = _no_other_operation(chain.audit_log(release, uri), release.model_name, ROLLBACK)
     # a bare re-run resumes an interrupted rollback: `previous` may already have moved
     target = resolve_version(reg, release, to_ref or (pending.version if pending else PREVIOUS), "--to")
+    audit = chain.sealing_log(release, uri, "roll back")
 
     def begin(production: ModelVersion | None) -> tuple[AuditEvent, str]:
         readiness.check_rollback_target(release, reg, audit, target)
