@@ -207,8 +207,8 @@ def child_gate(config: Path, run_dir: Path, uri: str, kind: str, enforce_eager: 
     prompt and output lengths, random prompts) once the load test is done."""
     from pipeline.cli import _home
     from pipeline.config.release import load_release
+    from pipeline.core.result import StageResult, Status
     from pipeline.gate.context import GateContext
-    from pipeline.gate.result import StageResult, Status
     from pipeline.gate.run import STAGES, run_gate
     from pipeline.tools.servebench import BenchRequest, BenchWorker
 

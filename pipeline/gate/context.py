@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.release import Release
-from pipeline.gate.rundir import RunDir
+from pipeline.core.rundir import RunDir
 from pipeline.util.secrets import new_api_key
 
 

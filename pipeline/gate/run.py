@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.release import AdvisorySample, Release
+from pipeline.core.result import StageResult
+from pipeline.core.rundir import RunDir
+from pipeline.core.verdict import Verdict
 from pipeline.errors import BadInput, InfraError
 from pipeline.gate.context import GateContext
 from pipeline.gate.prefetch import BaselinePrefetch
-from pipeline.gate.result import StageResult
-from pipeline.gate.rundir import RunDir
 from pipeline.gate.runner import Stage, run_stages
 from pipeline.gate.stages import compare, evals, fetch, replay, serve
 from pipeline.gate.stages import format as formatcheck
 from pipeline.gate.stages import load as loadtest
-from pipeline.gate.verdict import Verdict, decide
+from pipeline.gate.verdict import decide
 from pipeline.integrations import registry, traces, tracking
 from pipeline.releasing import chain, signing
 from pipeline.report import html, markdown, views

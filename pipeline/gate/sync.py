@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.rundir import REPORT_FILE, RunDir
+from pipeline.core.verdict import Verdict
 from pipeline.errors import BadInput, InfraError
-from pipeline.gate.rundir import REPORT_FILE, RunDir
-from pipeline.gate.verdict import Verdict
 from pipeline.integrations import registry, traces, tracking
 from pipeline.report.document import GateReport
 from pipeline.util.progress import Progress

@@ -8,8 +8,8 @@ import pytest
 
 from pipeline.checks import slo
 from pipeline.config.release import LoadSlo, load_release
+from pipeline.core.result import Status
 from pipeline.errors import ConfigError
-from pipeline.gate.result import Status
 from pipeline.integrations.registry import Baseline
 from pipeline.serving import prometheus as prommetrics
 from pipeline.tools import servebench
@@ -399,7 +399,7 @@ def test_older_production_records_and_too_few_requests_fall_back_to_the_p95_chec
 def test_the_stage_reports_each_levels_comparison_and_logs_its_bounds(write_release):
     from types import SimpleNamespace
 
-    from pipeline.gate.result import StageResult
+    from pipeline.core.result import StageResult
     from pipeline.gate.stages.load import compare_baseline, comparison_metrics
     from pipeline.report import views
 
@@ -464,7 +464,7 @@ def test_request_rate_levels_are_compared_per_request_with_productions_at_the_sa
     base["knee"], base["goodput_limits_ms"] = {"rate": 4.0, "first_failing": 8.0, "steps": []}, goodput.limits(cfg.slo)
     info, with_knee = compare_baseline(ctx, cfg, rows, fp, knee)
     assert with_knee == failures and info["knee"]["relation"] == "lower"
-    from pipeline.gate.result import StageResult
+    from pipeline.core.result import StageResult
     from pipeline.report import views
 
     stage = StageResult("load", Status.FAILED, details={"levels": rows[:1], "rate_levels": rows[1:], "knee": knee,

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
+from pipeline.core.result import Status
+from pipeline.core.verdict import Verdict
 from pipeline.errors import InfraError
-from pipeline.gate.result import Status
-from pipeline.gate.verdict import Verdict
 from pipeline.report import console, html, markdown
 from pipeline.report.document import GateReport, MalformedReport
 from tests.support.paths import REPO

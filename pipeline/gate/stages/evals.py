@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.release import EvalsGate
+from pipeline.core.result import StageResult, Status
 from pipeline.errors import BadInput, InfraError
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import StageResult, Status
 from pipeline.serving.vllm_server import Endpoint
 from pipeline.tools import lmeval
 from pipeline.tools.lmeval import ChatMode, LmEvalRun, evalset_digest, has_chat_template, run_lmeval, task_shots

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from pipeline.checks import goodput
 from pipeline.checks import slo as rules
 from pipeline.config.release import LoadGate, LoadSlo
+from pipeline.core.result import StageResult, Status
 from pipeline.errors import InfraError
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import StageResult, Status
 from pipeline.serving.prometheus import Scraper
 from pipeline.tools.servebench import BenchRequest, BenchWorker, is_loopback, last_error
 from pipeline.util.progress import Progress, progress_for
