@@ -20,12 +20,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.checks import fingerprint as comparable
 from pipeline.checks import goodput
 from pipeline.checks import slo as rules
 from pipeline.config.release import LoadGate, LoadSlo
 from pipeline.core.result import StageResult, Status
 from pipeline.errors import InfraError
 from pipeline.gate.context import GateContext
+from pipeline.serving import fingerprint
 from pipeline.serving.prometheus import Scraper
 from pipeline.tools.servebench import BenchRequest, BenchWorker, is_loopback, last_error
 from pipeline.util.progress import Progress, progress_for
@@ -247,7 +249,7 @@ def effective_serving(ctx: GateContext) -> dict[str, Any] | None:
     line and environment); None for an endpoint this gate did not start."""
     if ctx.server is None or not ctx.endpoint.command:
         return None
-    return rules.serving_config(ctx.endpoint.command, ctx.server.env)
+    return fingerprint.serving_config(ctx.endpoint.command, ctx.server.env)
 
 
 def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]], fp: dict[str, Any],
@@ -260,7 +262,7 @@ def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]]
     info: dict[str, Any] = {"version": baseline.version, "run_id": baseline.run_id}
     if not baseline.load:
         return {**info, "status": "skipped", "reason": "the baseline's gate recorded no load results"}, []
-    unlike = rules.not_comparable(fp, baseline.load.get("fingerprint"))
+    unlike = comparable.not_comparable(fp, baseline.load.get("fingerprint"))
     if unlike is not None:  # "not comparable: compilation mode differs", one line per differing field
         return {**info, "status": "skipped", "reason": unlike[0], "differences": unlike[1]}, []
     base_rows = [*baseline.load.get("levels", []), *baseline.load.get("rate_levels", [])]
@@ -350,7 +352,7 @@ def run(ctx: GateContext) -> StageResult:
     if knee is not None:
         failures += goodput.knee_failures(knee)
     curve = rules.curve_shape(rows)
-    fp = rules.fingerprint(vllm_version(), serving=effective_serving(ctx))
+    fp = fingerprint.fingerprint(vllm_version(), serving=effective_serving(ctx))
     levels = [*rows, *rate_rows]  # both kinds are compared with production's row at the same load
     comparison, regressed = compare_baseline(ctx, cfg, levels, fp, knee)
     failures += regressed
