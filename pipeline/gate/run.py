@@ -15,7 +15,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.release import AdvisorySample, Release
+from pipeline.config.release import AdvisorySample, ConfigError, Release
+from pipeline.config.suite import load_suites
+from pipeline.config.traffic import load_traffic
 from pipeline.core.gatekind import ADVISORY, GATE_KINDS, RELEASE
 from pipeline.core.result import StageResult
 from pipeline.core.rundir import RunDir
@@ -32,6 +34,7 @@ from pipeline.gate.verdict import decide
 from pipeline.integrations import registry, tracking
 from pipeline.releasing import chain, signing
 from pipeline.report.document import Candidate, Environment, GateReport, SourceControl, Tracking
+from pipeline.tools.lmeval.evalset import defined_tasks, evalset_digest, task_metrics
 from pipeline.util.git import git
 from pipeline.util.progress import progress_for
 from pipeline.util.secrets import redact_tree, register_secret_env
@@ -90,10 +93,6 @@ def new_gate_id(release: Release) -> str:
 
 def check_inputs(release: Release) -> None:
     """Bad suites, evalsets or metric names are bad input (exit 2) before any server starts."""
-    from pipeline.config.release import ConfigError
-    from pipeline.config.suite import load_suites
-    from pipeline.tools.lmeval import defined_tasks, evalset_digest, task_metrics
-
     key_env = release.serving.api_key_env
     if key_env and release.serving.mode == "external" and not os.environ.get(key_env):
         raise ConfigError(f"the environment variable {key_env} (the external endpoint's API key) is not set",
@@ -108,8 +107,6 @@ def check_inputs(release: Release) -> None:
                               path="gates.format.prompts_dir")
         load_suites(prompts)
     if release.replay_gate.enabled:  # malformed traffic is bad input before any server starts
-        from pipeline.config.traffic import load_traffic
-
         load_traffic(release.root / release.replay_gate.path, skip_invalid=release.replay_gate.skip_invalid,
                      file=str(release.path))
     cfg = release.evals_gate
