@@ -17,6 +17,7 @@ report, where the next gate reads them when this version is production.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from pipeline.checks import fingerprint as comparable
 from pipeline.checks import goodput
 from pipeline.checks import slo as rules
 from pipeline.config.release import LoadGate, LoadSlo
+from pipeline.config.suite import load_suites
 from pipeline.core.result import StageResult, Status
 from pipeline.errors import InfraError
 from pipeline.gate.context import GateContext
@@ -148,10 +150,6 @@ def suite_dataset(ctx: GateContext, cfg: LoadGate, out_dir: Path) -> Path | None
     benchmark's sampler reads, cases in a seeded order); None for random prompts."""
     if cfg.prompts.source != "suites":
         return None
-    import random
-
-    from pipeline.config.suite import load_suites
-
     suites = load_suites(ctx.release.root / ctx.release.format_gate.prompts_dir)
     cases = [(f"{suite.name}/{case.id}", case.messages_payload()) for suite in suites for case in suite.cases]
     random.Random(cfg.prompts.seed).shuffle(cases)
