@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from pipeline.cli import gate, github, model, release, report
 from pipeline.cli.common import Parser
-from pipeline.errors import EXIT_INTERRUPTED, BadInput, Interrupted, ModelgateError
+from pipeline.errors import EXIT_INFRA, EXIT_INTERRUPTED, BadInput, Interrupted, ModelgateError
 from pipeline.util.secrets import redact
 
 GROUPS = (gate, release, model, report, github)  # the order of --help's commands: the gate first
@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--- last lines of {getattr(exc, 'log_file', None)} ---\n{redact(tail)}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a disk or file problem no stage caught: infrastructure, one line, exit 3
-        from pipeline.errors import EXIT_INFRA
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"modelgate: InfraError: {redact(type(exc).__name__ + ': ' + str(exc.strerror or exc))}{where}",
               file=sys.stderr)

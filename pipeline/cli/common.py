@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from pipeline.errors import EXIT_BAD_INPUT
+from pipeline.util.secrets import register_secret_env
 
 if TYPE_CHECKING:
     from pipeline.config.release import Release
@@ -37,7 +38,6 @@ def store(args: argparse.Namespace) -> tuple[Release, str]:
     """release.yaml and the tracking store a release command works on (checked before anything changes)."""
     from pipeline.config.release import load_release
     from pipeline.integrations import tracking
-    from pipeline.util.secrets import register_secret_env
 
     release = load_release(args.config)
     register_secret_env(release.secret_env)

@@ -9,6 +9,7 @@ from typing import Any
 from pipeline.cli.common import TRACKING_URI_HELP, home, with_config
 from pipeline.core.gatekind import ADVISORY, GATE_KINDS, RELEASE
 from pipeline.errors import BadInput
+from pipeline.util.progress import progress_for
 from pipeline.util.secrets import redact
 
 
@@ -43,7 +44,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from pipeline.gate.sync import kept_run_dirs, sync_all
-    from pipeline.util.progress import progress_for
 
     if args.all:
         run_dirs = kept_run_dirs(args.config.resolve().parent)

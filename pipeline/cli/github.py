@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.cli.common import Parser
 from pipeline.cli.report import gate_report
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, Refused
 
 if TYPE_CHECKING:
     from pipeline.integrations.github import GitHubClient
@@ -49,8 +49,6 @@ def cmd_github_status(args: argparse.Namespace) -> int:
 
 
 def cmd_github_approver(args: argparse.Namespace) -> int:
-    from pipeline.errors import Refused
-
     _, client = _github(args)
     logins = list(dict.fromkeys(a.login for a in client.environment_approvals(args.run_id) if a.state == "approved"))
     if not logins:

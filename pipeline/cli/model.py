@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.cli.common import Parser, home, with_config
+from pipeline.util.progress import progress_for
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
     from pipeline.model.lock import lock
-    from pipeline.util.progress import progress_for
 
     files = lock(args.config, home(args.config), revision=args.revision, progress=progress_for("lock"))
     print(f"locked {len(files)} file(s) in {args.config}")
@@ -21,7 +21,6 @@ def cmd_lock(args: argparse.Namespace) -> int:
 def cmd_fetch(args: argparse.Namespace) -> int:
     from pipeline.config.release import load_release
     from pipeline.model.fetch import fetch
-    from pipeline.util.progress import progress_for
 
     release = load_release(args.config)
     pin = release.candidate
@@ -33,7 +32,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_demo_init(args: argparse.Namespace) -> int:
     from pipeline.demo.hub import publish_demo_hub
-    from pipeline.util.progress import progress_for
 
     hub = Path(args.home).resolve() if args.home else home(args.config)
     manifest = publish_demo_hub(hub, progress=progress_for("demo"))

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.cli.common import TRACKING_URI_HELP, actor, home, store, with_config
 from pipeline.core.secrets import AUDIT_KEY_ENV, SIGNING_KEY_ENV
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, Refused
+from pipeline.util.progress import progress_for
 
 if TYPE_CHECKING:
     from pipeline.releasing.promotion import Outcome
@@ -54,7 +55,6 @@ def _print_outcome(o: Outcome) -> None:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from pipeline.releasing.promotion import promote
-    from pipeline.util.progress import progress_for
 
     release, uri = store(args)
     _print_outcome(promote(release, uri, args.version, actor(args), override_reason=args.override_reason,
@@ -63,11 +63,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from pipeline.util.progress import progress_for
-
     release, uri = store(args)
     if args.check:
-        from pipeline.errors import Refused
         from pipeline.releasing.readiness import rehearse
 
         result = rehearse(release, uri, args.to, actor(args), home=home(args.config), serve=args.serve,

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, InfraError
 
 if TYPE_CHECKING:
     from pipeline.report.document import GateReport
@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
 def gate_report(path: Path) -> tuple[GateReport, str]:
     """The report and its markdown rendering (rendering it also proves its details hold what we show)."""
-    from pipeline.errors import InfraError
     from pipeline.report import markdown
     from pipeline.report.document import GateReport
 
@@ -46,8 +45,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
         except OSError as exc:
-            from pipeline.errors import InfraError
-
             raise InfraError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
         print(f"wrote {args.format} report to {args.output}")
     else:
