@@ -181,6 +181,9 @@ def test_the_walk_sees_every_form_of_import(tmp_path):
     (root / "a.py").write_text("import pkg.b\n\ndef f():\n    from pkg import c\n")
     (root / "b.py").write_text("from .sub import d\nfrom pkg.sub.d import NAME\n")
     (root / "sub" / "d.py").write_text("from .. import a\nimport json\n")
+    known = set(modules(root))
+    assert [(name, inside) for _, name, inside in imports("pkg", (root / "a.py").read_text(), known)] == [
+        ("pkg.b", False), ("pkg.c", True)]
     edges = graph(root)
     assert edges["pkg.a"] == {"pkg.b", "pkg.c"}  # the one inside a function counts too
     assert edges["pkg.b"] == {"pkg.sub.d"}
