@@ -205,10 +205,10 @@ def child_gate(config: Path, run_dir: Path, uri: str, kind: str, enforce_eager: 
     send the gate's own requests (format, evals, replay) are metered (the server's token and request counters
     read before and after each), and a last stage saturates the same server with each one's mix (its mean
     prompt and output lengths, random prompts) once the load test is done."""
-    from pipeline.cli import _home
+    from pipeline.cli.common import home as _home
     from pipeline.config.release import load_release
+    from pipeline.core.result import StageResult, Status
     from pipeline.gate.context import GateContext
-    from pipeline.gate.result import StageResult, Status
     from pipeline.gate.run import STAGES, run_gate
     from pipeline.tools.servebench import BenchRequest, BenchWorker
 

@@ -1,6 +1,6 @@
-"""Load-test arithmetic, no I/O beyond reading this machine's description: per-level summaries of the serving
-benchmark's JSON, SLO checks, the shape of the degradation curve, hardware fingerprints, regressions against
-the baseline's load results, and cost per million output tokens.
+"""Load-test arithmetic, no I/O: per-level summaries of the serving benchmark's JSON, SLO checks, the shape of the
+degradation curve, regressions against the baseline's load results, and cost per million output tokens. The
+hardware and serving fingerprint is read by serving/fingerprint.py and compared by checks/fingerprint.py.
 
 Rules (documented in README.md, `load` row):
 - A level fails when any request failed (more than `slo.max_failed`, default 0) or a configured SLO is missed:
@@ -33,11 +33,6 @@ Rules (documented in README.md, `load` row):
 from __future__ import annotations
 
 import itertools
-import os
-import platform
-import shutil
-import subprocess
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.checks import shift
@@ -135,147 +130,6 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
-
-
-# server flags that shape latency and throughput -> fingerprint key (values kept as the server got them)
-SERVING_FLAGS = {"--dtype": "dtype", "--quantization": "quantization", "--max-model-len": "max_model_len",
-                 "--max-num-seqs": "max_num_seqs", "--max-num-batched-tokens": "max_num_batched_tokens",
-                 "--kv-cache-dtype": "kv_cache_dtype", "--gpu-memory-utilization": "gpu_memory_utilization",
-                 "--tensor-parallel-size": "tensor_parallel_size",
-                 "--pipeline-parallel-size": "pipeline_parallel_size", "--block-size": "block_size",
-                 "--swap-space": "swap_space", "--cpu-offload-gb": "cpu_offload_gb",
-                 "--kv-cache-memory-bytes": "kv_cache_memory_bytes", "--compilation-config": "compilation"}
-SWITCHES = {"--enforce-eager": ("enforce_eager", True),
-            "--enable-prefix-caching": ("prefix_caching", True),
-            "--no-enable-prefix-caching": ("prefix_caching", False),
-            "--enable-chunked-prefill": ("chunked_prefill", True),
-            "--no-enable-chunked-prefill": ("chunked_prefill", False)}
-# where the model and the server listen, not how it serves: left out
-IGNORED_FLAGS = {"--model", "--served-model-name", "--host", "--port", "--api-key"}
-# the server environment that sizes the KV cache or the CPU threads
-SERVING_ENV = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_ATTENTION_BACKEND", "OMP_NUM_THREADS")
-
-
-def serving_config(command: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
-    """The serving configuration a server was started with, from its real command line (after the module or
-    `serve MODEL`) and environment: named flags, switches, every other argument (`other_args`) and the env."""
-    args = list(command)
-    start = next((i + 1 for i, a in enumerate(args) if a.endswith("api_server") or a == "serve"), 0)
-    if start and start < len(args) and args[start - 1] == "serve" and not args[start].startswith("-"):
-        start += 1  # `vllm serve MODEL`
-    config: dict[str, Any] = {"enforce_eager": False}
-    other: list[str] = []
-    i = start
-    while i < len(args):
-        flag, value = args[i], None
-        if "=" in flag and flag.startswith("--"):
-            flag, value = flag.split("=", 1)
-        takes_value = flag in SERVING_FLAGS or flag in IGNORED_FLAGS or (
-            flag.startswith("--") and flag not in SWITCHES and i + 1 < len(args) and not args[i + 1].startswith("--"))
-        if value is None and takes_value and i + 1 < len(args):
-            value, i = args[i + 1], i + 1
-        i += 1
-        if flag in IGNORED_FLAGS:
-            continue
-        if flag in SWITCHES:
-            key, on = SWITCHES[flag]
-            config[key] = on
-        elif flag in SERVING_FLAGS:
-            config[SERVING_FLAGS[flag]] = value
-        else:
-            other.append(flag if value is None else f"{flag}={value}")
-    if other:
-        config["other_args"] = sorted(other)
-    config["env"] = {name: env[name] for name in SERVING_ENV if name in env}
-    return config
-
-
-def fingerprint(vllm_version: str, serving: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What load numbers depend on: the same model is only comparable on the same hardware, server and serving
-    configuration (`serving_config`; None when unknown, e.g. an external endpoint)."""
-    cpu_model = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu_model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")),
-                             cpu_model)
-    except OSError:
-        pass
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpus: list[str] = []
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                                 text=True, timeout=20)
-            gpus = [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
-        except (OSError, subprocess.TimeoutExpired):
-            gpus = []
-    return {"cpu_model": cpu_model, "cpu_count": cpus, "gpu_model": sorted(set(gpus))[0] if gpus else None,
-            "gpu_count": len(gpus), "vllm": vllm_version, "serving": serving}
-
-
-def fingerprint_differences(candidate: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
-    """[] when comparable; otherwise one line per differing field (hardware, then `serving.<field>`, the server
-    environment as `serving.env.<NAME>`)."""
-    return [line for _, line in _differences(candidate, baseline)]
-
-
-# fingerprint field -> the name a reader knows it by (`not comparable: <names> differ`)
-HARDWARE_NAMES = {"cpu_model": "CPU model", "cpu_count": "CPU count", "gpu_model": "GPU model",
-                  "gpu_count": "GPU count", "vllm": "vLLM version"}
-SERVING_NAMES = {"enforce_eager": "compilation mode", "compilation": "compilation mode", "dtype": "dtype",
-                 "quantization": "quantization", "max_model_len": "max_model_len", "max_num_seqs": "max_num_seqs",
-                 "max_num_batched_tokens": "max_num_batched_tokens", "kv_cache_dtype": "KV cache dtype",
-                 "gpu_memory_utilization": "KV cache size", "kv_cache_memory_bytes": "KV cache size",
-                 "block_size": "KV cache block size",
-                 "swap_space": "swap space", "cpu_offload_gb": "CPU offload",
-                 "tensor_parallel_size": "tensor parallel size", "pipeline_parallel_size": "pipeline parallel size",
-                 "prefix_caching": "prefix caching", "chunked_prefill": "chunked prefill",
-                 "other_args": "extra server args", "env.VLLM_CPU_KVCACHE_SPACE": "KV cache size",
-                 "env.VLLM_CPU_OMP_THREADS_BIND": "CPU thread binding", "env.OMP_NUM_THREADS": "CPU threads",
-                 "env.VLLM_ATTENTION_BACKEND": "attention backend"}
-
-
-def _differences(candidate: dict[str, Any], baseline: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """(human name, detail line) per differing field, in fingerprint order; the name of what was not recorded
-    starts with "!"."""
-    if not baseline:
-        return [("!the baseline recorded no fingerprint", "the baseline recorded no hardware fingerprint")]
-    out = [(HARDWARE_NAMES[k], f"{k}: {baseline.get(k)!r} (baseline) != {candidate.get(k)!r} (candidate)")
-           for k in HARDWARE_NAMES if candidate.get(k) != baseline.get(k)]
-    mine, theirs = candidate.get("serving"), baseline.get("serving")
-    if mine is None or theirs is None:
-        which = "the baseline" if theirs is None else "this gate"
-        return [*out, (f"!{which} recorded no serving configuration",
-                       f"serving: {which} recorded no serving configuration (cannot tell like from like)")]
-    flat_mine, flat_theirs = _flat(mine), _flat(theirs)
-    for key in sorted(set(flat_mine) | set(flat_theirs), key=lambda k: (k.startswith("env."), k)):
-        if flat_mine.get(key) != flat_theirs.get(key):
-            name = SERVING_NAMES.get(key, "server environment" if key.startswith("env.") else key)
-            out.append((name, f"serving.{key}: {flat_theirs.get(key)!r} (baseline) != {flat_mine.get(key)!r} "
-                              "(candidate)"))
-    return out
-
-
-def _flat(serving: dict[str, Any]) -> dict[str, Any]:
-    """The serving configuration with its environment spread out as `env.<NAME>`."""
-    out = {k: v for k, v in serving.items() if k != "env"}
-    out.update({f"env.{name}": value for name, value in (serving.get("env") or {}).items()})
-    return out
-
-
-def not_comparable(candidate: dict[str, Any], baseline: dict[str, Any] | None) -> tuple[str, list[str]] | None:
-    """None when the fingerprints match; otherwise ("not comparable: compilation mode differs", the detail
-    lines): the human names of the differing fields, each once, then one line per field."""
-    diffs = _differences(candidate, baseline)
-    if not diffs:
-        return None
-    names = list(dict.fromkeys(name for name, _ in diffs if not name.startswith("!")))
-    parts = []
-    if names:
-        joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-        parts.append(f"{joined} {'differs' if len(names) == 1 else 'differ'}")
-    parts += [name[1:] for name, _ in diffs if name.startswith("!")]
-    return "not comparable: " + "; ".join(parts), [line for _, line in diffs]
 
 
 def regressions(rows: list[dict[str, Any]], baseline_rows: list[dict[str, Any]], pct: float) -> list[str]:

@@ -30,6 +30,7 @@ from pipeline.config.gates import (
     ReplayGate,
     Threshold,
 )
+from pipeline.config.keys import PublicKey, parse_public_keys
 from pipeline.config.load_gate import (
     MIN_RATE_REQUESTS,
     RATE_LEVEL_SECONDS,
@@ -43,6 +44,7 @@ from pipeline.config.pin import Pin, PinSource, pin_from_dict, pin_source, revis
 from pipeline.config.request_profile import check_profile
 from pipeline.config.serving import Dtype, Probe, Serving, ServingMode
 from pipeline.config.yamlio import load_yaml
+from pipeline.core.secrets import DEFAULT_SECRET_ENV
 from pipeline.errors import ConfigError
 from pipeline.util.jsonpath import format_path
 
@@ -57,9 +59,6 @@ __all__ = [
     "validate",
 ]
 
-DEFAULT_SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GITHUB_TOKEN", "MLFLOW_TRACKING_PASSWORD",
-                      "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY", "MODELGATE_SIGNING_KEY",
-                      "MODELGATE_AUDIT_KEY")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
@@ -83,8 +82,8 @@ class Release:
     promotion: PromotionPolicy = PromotionPolicy()
     advisory_experiment_name: str | None = None  # tracking.advisory_experiment
     advisory_sample: AdvisorySample = AdvisorySample()  # gates.advisory.sample
-    signing_keys: tuple[Any, ...] = ()  # signing.PublicKey: who may sign a promotable gate record
-    audit_keys: tuple[Any, ...] = ()  # signing.PublicKey: who may seal an audit event
+    signing_keys: tuple[PublicKey, ...] = ()  # who may sign a promotable gate record
+    audit_keys: tuple[PublicKey, ...] = ()  # who may seal an audit event
     replay_gate: ReplayGate = NO_REPLAY  # gates.replay
 
     @property
@@ -227,12 +226,8 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
     )
 
 
-def _signing_keys(entries: list[dict[str, Any]], file: str, field: str) -> tuple[Any, ...]:
-    if not entries:
-        return ()
-    from pipeline.releasing.signing import parse_public_keys
-
-    return parse_public_keys(entries, file, field)
+def _signing_keys(entries: list[dict[str, Any]], file: str, field: str) -> tuple[PublicKey, ...]:
+    return parse_public_keys(entries, file, field) if entries else ()
 
 
 def _evals_gate(gate: EvalsGate, file: str) -> EvalsGate:

@@ -22,6 +22,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from pipeline.config.document import ReleaseFile
+from pipeline.config.reference import render
 
 PACKAGE = Path(__file__).resolve().parent
 SCHEMA_FILE = PACKAGE / "schemas" / "release.schema.json"
@@ -89,8 +90,6 @@ def schema_text() -> str:
 
 
 def reference_text() -> str:
-    from pipeline.config.reference import render
-
     return render(release_json_schema())
 
 

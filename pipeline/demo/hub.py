@@ -64,6 +64,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.demo import variants as kinds
+from pipeline.demo.convert import GGUF_SHA256, convert_gguf, find_gguf
 from pipeline.demo.degrade import DEFAULT_NOISE_SCALE, DEFAULT_SEED, degrade_model_dir
 from pipeline.model.digests import digest_tree
 from pipeline.util.git import GitError
@@ -366,8 +367,6 @@ def publish_variants(home: Path, variant_dirs: dict[str, Path], build_dir: Path,
 
 
 def _convert_real_model(out_dir: Path) -> Path:
-    from pipeline.demo.convert import convert_gguf, find_gguf
-
     return convert_gguf(find_gguf(), out_dir)
 
 
@@ -386,8 +385,6 @@ def publish_demo_hub(home: Path, progress: Progress = print, *,
                                              "drop_layers": DROP_LAYERS, "quant_bits": QUANT_BITS,
                                              "deep_copies": DEEP_COPIES}
     if build_instruct is None:
-        from pipeline.demo.convert import GGUF_SHA256
-
         recipe["gguf_sha256"] = GGUF_SHA256
         build_instruct = _convert_real_model
     else:

@@ -1,1 +1,1 @@
-"""One gate: its run, the stage runner, the context stages share, results and the verdict, sync."""
+"""One gate: its run, the stage runner, the context stages share, the verdict, its record in MLflow, sync."""

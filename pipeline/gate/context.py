@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.release import Release
-from pipeline.gate.rundir import RunDir
+from pipeline.core.rundir import RunDir
 from pipeline.util.secrets import new_api_key
 
 
@@ -35,7 +35,7 @@ class GateContext:
     # started with the candidate's server, before it is healthy (the serve stage calls them with ctx.endpoint set):
     # later stages' clients whose start-up overlaps the boot (gate/run.py fills it from the stages it runs)
     warm_up: list[Callable[[GateContext], None]] = field(default_factory=list)
-    lmeval_prestart: Any = None  # tools.lmeval.Prestarted: the evals' lm-eval run, started early (evals.prestart)
+    lmeval_prestart: Any = None  # tools.lmeval.run.Prestarted: the evals' lm-eval run, started early (evals.prestart)
     bench_worker: Any = None  # tools.servebench.BenchWorker of the load test, started early (load.prestart)
 
     def cleanup_warm_up(self) -> None:

@@ -20,7 +20,12 @@ from pathlib import Path
 from pipeline.checks import power as pw
 from pipeline.checks.stats import infer_kind
 from pipeline.config.release import Release
+from pipeline.core.rundir import REPORT_FILE
 from pipeline.errors import BadInput, InfraError
+from pipeline.integrations import registry, tracking
+from pipeline.integrations.mlflow_errors import error_types
+from pipeline.releasing.chain import baseline_verifier
+from pipeline.report.document import GateReport
 
 NEED_SPREAD = "pass --discordance P (a 0/1 metric) or --sd S (a score)"
 
@@ -80,18 +85,13 @@ def plan(release: Release, metric: str, margin: float, *, power: float = pw.POWE
 
 def from_production(release: Release, metric: str, tracking_uri: str | None) -> tuple[pw.Spread, str, int]:
     """The spread of `metric` from the production version in the tracking store (see the module docstring)."""
-    from pipeline.integrations import tracking
-
     uri = tracking.resolve_uri(tracking_uri, configured=release.tracking_uri, root=release.root)
     where = tracking.display_uri(uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise BadInput(f"no tracking store at {where} to take production's spread from: {NEED_SPREAD}")
     try:
         tracking.preflight(uri)
-        from pipeline.integrations.registry import BaselineStore
-        from pipeline.releasing.chain import baseline_verifier
-
-        baseline = BaselineStore(uri, verify=baseline_verifier(release, uri)).production(release.model_name)
+        baseline = registry.BaselineStore(uri, verify=baseline_verifier(release, uri)).production(release.model_name)
     except InfraError as exc:
         raise BadInput(f"production's spread is not readable ({exc.one_line()}): {NEED_SPREAD}") from exc
     if baseline is None:
@@ -121,15 +121,10 @@ def from_production(release: Release, metric: str, tracking_uri: str | None) -> 
 
 def _observed_by_production_gate(uri: str, run_id: str, metric: str) -> pw.Spread | None:
     """The discordance / sd production's own gate observed for `metric`; None when it had no baseline."""
-    from pipeline.gate.rundir import REPORT_FILE
-    from pipeline.integrations.mlflow_errors import error_types
-    from pipeline.integrations.registry import Registry
-    from pipeline.report.document import GateReport
-
     unreadable: tuple[type[BaseException], ...] = (*error_types(), ValueError, InfraError, OSError)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            path = Registry(uri).client.download_artifacts(run_id, REPORT_FILE, tmp)
+            path = registry.Registry(uri).client.download_artifacts(run_id, REPORT_FILE, tmp)
             report = GateReport.load(Path(path))
     except unreadable:
         return None

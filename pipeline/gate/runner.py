@@ -20,10 +20,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Sequence
 
+from pipeline.core.result import StageResult, Status
+from pipeline.core.rundir import SERVER_LOG
 from pipeline.errors import BadInput, Interrupted, ModelgateError, ServerError
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import StageResult, Status
-from pipeline.gate.rundir import SERVER_LOG
 from pipeline.util.progress import progress_for
 
 StageRun = Callable[[GateContext], StageResult]

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.rundir import REPORT_FILE, RunDir
+from pipeline.core.verdict import Verdict
 from pipeline.errors import BadInput, InfraError
-from pipeline.gate.rundir import REPORT_FILE, RunDir
-from pipeline.gate.verdict import Verdict
+from pipeline.gate.record import record, save_report
 from pipeline.integrations import registry, traces, tracking
 from pipeline.report.document import GateReport
 from pipeline.util.progress import Progress
@@ -68,8 +69,6 @@ def recorded(report: GateReport, uri: str) -> bool:
 
 
 def sync_run_dir(run_dir: Path, *, uri_override: str | None = None, progress: Progress = print) -> Synced:
-    from pipeline.gate.run import record
-
     run_dir = Path(run_dir).resolve()
     files = RunDir(run_dir)
     report = load_report(run_dir)
@@ -86,8 +85,6 @@ def sync_run_dir(run_dir: Path, *, uri_override: str | None = None, progress: Pr
         info = report.tracking
         run_id = info.run_id or ""  # set: recorded() checked it
         if info.error:  # only the last step failed: the MLflow copy of the report is the stale one
-            from pipeline.gate.run import save_report
-
             save_report(report.with_tracking(error=None), run_dir)
             tracking.upload(uri, run_id, files.report)
             tracking.upload(uri, run_id, files.markdown)

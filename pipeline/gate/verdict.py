@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-import enum
+from pipeline.core.result import StageResult, Status
+from pipeline.core.verdict import VERDICTS, Verdict
+from pipeline.errors import EXIT_INFRA, EXIT_PASSED
 
-from pipeline.errors import EXIT_INCONCLUSIVE, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_PASSED, EXIT_REJECTED
-from pipeline.gate.result import StageResult, Status
-
-
-class Verdict(enum.StrEnum):
-    """The gate's verdict: the report's `verdict`, the MLflow tag `modelgate.verdict` (same strings)."""
-
-    PASSED = "passed"
-    REJECTED = "rejected"
-    INCONCLUSIVE = "inconclusive"
-    ERROR = "error"
-    INTERRUPTED = "interrupted"
-
-
-# verdict -> exit code; the order is the precedence when stages disagree
-VERDICTS: dict[Verdict, int] = {
-    Verdict.INTERRUPTED: EXIT_INTERRUPTED,
-    Verdict.ERROR: EXIT_INFRA,
-    Verdict.REJECTED: EXIT_REJECTED,
-    Verdict.INCONCLUSIVE: EXIT_INCONCLUSIVE,
-    Verdict.PASSED: EXIT_PASSED,
-}
 _FROM_STATUS = {
     Status.INTERRUPTED: Verdict.INTERRUPTED,
     Status.ERROR: Verdict.ERROR,

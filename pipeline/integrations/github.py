@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
+from pipeline.core.verdict import Verdict
 from pipeline.errors import BadInput
-from pipeline.gate.verdict import Verdict
 from pipeline.integrations.github_retry import Retry, call
 
 if TYPE_CHECKING:

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.config.release import Pin, pin_source
+from pipeline.core.result import Status
+from pipeline.core.rundir import ITEMS_FILE, REPORT_FILE
 from pipeline.errors import InfraError
-from pipeline.gate.result import Status
-from pipeline.gate.rundir import ITEMS_FILE, REPORT_FILE
 from pipeline.integrations.mlflow_errors import is_not_found, mlflow_errors
 from pipeline.integrations.tracking import RunRecord, display_uri
+from pipeline.report.document import SCHEMA_VERSION, GateReport
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion as MlflowModelVersion
@@ -219,8 +220,6 @@ class BaselineStore:
 def _load_details(raw: bytes | None) -> dict[str, Any] | None:
     """The baseline gate's load-test results from its report.json; None when absent or unreadable (older
     gates, load test skipped): the load comparison is then skipped, never the gate."""
-    from pipeline.report.document import SCHEMA_VERSION, GateReport
-
     if raw is None:
         return None
     try:  # not JSON or not a gate report (ValueError: MalformedReport is one), another schema version

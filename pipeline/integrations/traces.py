@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.core.rundir import RunDir
 from pipeline.errors import InfraError
-from pipeline.gate.rundir import RunDir
 from pipeline.integrations.mlflow_errors import mlflow_errors
 from pipeline.integrations.tracking import display_uri
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.config.release import Release
+from pipeline.core.verdict import Verdict
 from pipeline.errors import BadInput, Refused
-from pipeline.gate.verdict import Verdict
 from pipeline.integrations.registry import Registry
 from pipeline.releasing.audit import APPROVE, COMPLETED
 from pipeline.releasing.chain import sealing_log

@@ -14,9 +14,9 @@ import json
 from typing import Any
 
 from pipeline.config.release import Release
+from pipeline.core.rundir import ITEMS_FILE
+from pipeline.core.verdict import VERDICTS, Verdict
 from pipeline.errors import BadInput, Refused
-from pipeline.gate.rundir import ITEMS_FILE
-from pipeline.gate.verdict import VERDICTS, Verdict
 from pipeline.integrations.registry import (
     BASELINE_TAG,
     REVISION_TAG,

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.release import Pin, Release
+from pipeline.core.verdict import Verdict
 from pipeline.errors import BadInput, DigestMismatch, InfraError, PinError, Refused
-from pipeline.gate.verdict import Verdict
 from pipeline.integrations.registry import PREVIOUS, VERSION_FILE, ModelVersion, Registry
 from pipeline.releasing import chain, signing
 from pipeline.releasing.audit import COMPLETED, PROMOTE, ROLLBACK, AuditLog, now_iso

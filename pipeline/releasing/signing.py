@@ -26,15 +26,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# release.yaml's public keys are parsed with the configuration (config/keys.py); the gate kinds and the key
+# variables' names are shared words (core/): re-exported here, where their users have always found them
+from pipeline.config.keys import PublicKey as PublicKey
+from pipeline.config.keys import instant as _instant
+from pipeline.config.keys import key_id as key_id
+from pipeline.config.keys import parse_public_keys as parse_public_keys
+from pipeline.config.keys import raw_public as raw_public
+from pipeline.core.gatekind import ADVISORY as ADVISORY
+from pipeline.core.gatekind import GATE_KIND_TAG as GATE_KIND_TAG
+from pipeline.core.gatekind import GATE_KINDS as GATE_KINDS
+from pipeline.core.gatekind import RELEASE as RELEASE
+from pipeline.core.secrets import AUDIT_KEY_ENV as AUDIT_KEY_ENV
+from pipeline.core.secrets import SIGNING_KEY_ENV
 from pipeline.errors import BadInput, ConfigError, Refused
+from pipeline.util.secrets import register_secret_value
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from pipeline.report.document import GateReport
 
-SIGNING_KEY_ENV = "MODELGATE_SIGNING_KEY"
-AUDIT_KEY_ENV = "MODELGATE_AUDIT_KEY"  # the production environment's key: seals audit events (releasing/seal.py)
 STATEMENT_TYPE = "modelgate.gate-statement/1"
 SIGNATURE_DIR = "signature"  # the run's artifact directory: statement.json, statement.sig
 STATEMENT_FILE = "statement.json"
@@ -44,9 +56,6 @@ SIGNED, UNSIGNED = "signed", "unsigned"
 # versions signed before the signature moved to the artifact carried it as tags (still read: promote verifies them)
 LEGACY_SIGNATURE_TAG = "modelgate.signature"
 LEGACY_KEY_ID_TAG = "modelgate.signature.key_id"
-GATE_KIND_TAG = "modelgate.gate_kind"  # the gate run's tag (and param gate_kind)
-RELEASE, ADVISORY = "release", "advisory"
-GATE_KINDS = (RELEASE, ADVISORY)
 
 
 def canonical(stmt: dict[str, Any]) -> bytes:
@@ -56,16 +65,6 @@ def canonical(stmt: dict[str, Any]) -> bytes:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def raw_public(public: Ed25519PublicKey) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def key_id(public: Ed25519PublicKey) -> str:
-    return "ed25519:" + sha256_hex(raw_public(public))[:16]
 
 
 def config_digest(raw: dict[str, Any]) -> str:
@@ -127,8 +126,6 @@ def _parse_private(pem: bytes, where: str) -> Ed25519PrivateKey:
 
 def _register(pem: str) -> None:
     """The key's text never leaves the process: the whole PEM and its base64 body are redacted everywhere."""
-    from pipeline.util.secrets import register_secret_value
-
     register_secret_value(pem.strip())
     body = "".join(line.strip() for line in pem.splitlines() if line.strip() and not line.startswith("-----"))
     register_secret_value(body)
@@ -174,69 +171,6 @@ def generate(out: Path) -> tuple[Path, dict[str, Any]]:
     entry = {"id": key_id(public), "public_key": base64.b64encode(raw_public(public)).decode(),
              "not_before": dt.datetime.now(dt.UTC).date().isoformat(), "not_after": None}
     return out, entry
-
-
-# -- release.yaml's public keys -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PublicKey:
-    id: str
-    public: Ed25519PublicKey
-    not_before: dt.datetime
-    not_after: dt.datetime | None  # None: no end
-
-    def valid_at(self, when: dt.datetime) -> bool:
-        return self.not_before <= when and (self.not_after is None or when <= self.not_after)
-
-    def window(self) -> str:
-        return f"{self.not_before.isoformat()} .. {self.not_after.isoformat() if self.not_after else 'open'}"
-
-
-def _instant(value: Any, end: bool, file: str, path: str) -> dt.datetime:
-    """A date (a whole day: from its start, or to its end) or an ISO 8601 time (UTC unless it says otherwise)."""
-    if isinstance(value, dt.datetime):
-        moment = value
-    elif isinstance(value, dt.date):
-        moment = dt.datetime.combine(value, dt.time.max if end else dt.time.min)
-    else:
-        text = str(value)
-        try:
-            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if len(text) == 10:  # a date
-                moment = dt.datetime.combine(moment.date(), dt.time.max if end else dt.time.min)
-        except ValueError:
-            raise ConfigError(f"{value!r} is not an ISO 8601 date or time", file=file, path=path) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
-def parse_public_keys(entries: list[dict[str, Any]], file: str, field: str = "public_keys") -> tuple[PublicKey, ...]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    keys: list[PublicKey] = []
-    for i, entry in enumerate(entries):
-        where = f"signing.{field}[{i}]"
-        text = str(entry["public_key"]).strip()
-        try:
-            if text.startswith("-----BEGIN"):
-                public = serialization.load_pem_public_key(text.encode())
-            else:
-                public = Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
-        except (ValueError, TypeError) as exc:
-            raise ConfigError("not an Ed25519 public key (PEM, or base64 of its 32 raw bytes)", file=file,
-                              path=f"{where}.public_key") from exc
-        if not isinstance(public, Ed25519PublicKey):
-            raise ConfigError("not an Ed25519 public key", file=file, path=f"{where}.public_key")
-        if entry["id"] != key_id(public):
-            raise ConfigError(f"id {entry['id']!r} is not this key's id {key_id(public)!r} (the id is derived from "
-                              "the key: `modelgate keygen` prints the entry)", file=file, path=f"{where}.id")
-        start = _instant(entry["not_before"], False, file, f"{where}.not_before")
-        stop = _instant(entry["not_after"], True, file, f"{where}.not_after") \
-            if entry.get("not_after") is not None else None
-        if stop is not None and stop < start:
-            raise ConfigError("not_after is before not_before", file=file, path=f"{where}.not_after")
-        keys.append(PublicKey(entry["id"], public, start, stop))
-    return tuple(keys)
 
 
 def verify(stmt: dict[str, Any], signature: bytes, keys: tuple[PublicKey, ...], where: str, *,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.gate.rundir import REPORT_FILE
+from pipeline.core.rundir import REPORT_FILE
 from pipeline.report.document import GateReport
 from pipeline.report.views import (
     COMPARISON_HEADER,

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.release import Pin, PinSource, pin_from_dict, pin_source
+from pipeline.core.result import StageResult
+from pipeline.core.rundir import REPORT_FILE, RunDir
+from pipeline.core.verdict import VERDICTS, Verdict
 from pipeline.errors import InfraError
-from pipeline.gate.result import StageResult
-from pipeline.gate.rundir import REPORT_FILE, RunDir
-from pipeline.gate.verdict import VERDICTS, Verdict
 from pipeline.util.secrets import redact, redact_data
 
 SCHEMA_VERSION = 1

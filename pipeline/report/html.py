@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from pipeline.gate.verdict import Verdict
+from pipeline.core.verdict import Verdict
 from pipeline.report import views
 from pipeline.report.document import GateReport
 from pipeline.report.views import COMPARISON_HEADER, baseline_line, comparison_rows, sensitivity_notes

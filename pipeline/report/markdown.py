@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.gate.verdict import Verdict
+from pipeline.core.verdict import Verdict
 from pipeline.report import views
 from pipeline.report.document import GateReport
 from pipeline.report.views import COMPARISON_HEADER, baseline_line, comparison_rows, sensitivity_notes

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline.errors import InfraError
 from pipeline.serving.auth import auth_headers
 from pipeline.util.progress import Progress
 
@@ -91,8 +92,6 @@ def run_chats(base_url: str, served_name: str, requests: Sequence[ChatRequest], 
                 if resp.error and check_alive is not None:
                     check_alive()  # a dead server explains the error better than the error
                 if resp.no_answer:  # the endpoint, not the model: the cases were never judged
-                    from pipeline.errors import InfraError
-
                     raise InfraError(f"{base_url} gave no answer to case {resp.key} after {retries + 1} attempts "
                                      f"({resp.error}; per-request timeout serving.request_timeout_s={timeout_s:g} s)")
     finally:  # on Ctrl-C, do not wait for queued requests

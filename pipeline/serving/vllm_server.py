@@ -25,6 +25,7 @@ from pipeline.errors import InfraError, ServerError, StartupError
 from pipeline.serving.auth import auth_headers
 from pipeline.util.procgroup import stop_group
 from pipeline.util.progress import Progress
+from pipeline.util.secrets import child_env, new_api_key, register_secret_value
 
 LOG_TAIL_LINES = 40
 
@@ -112,8 +113,6 @@ def server_env(serving: Serving, api_key: str, extra: dict[str, str] | None = No
     """The server process's environment: ours without secrets (secrets.child_env), the serving env, the key.
     The default KV cache space (2 GiB) applies unless serving.extra_args size the KV cache in bytes: then no
     VLLM_CPU_KVCACHE_SPACE is passed on (vLLM would let it override the argument) unless serving.env sets it."""
-    from pipeline.util.secrets import child_env
-
     given = {**serving.env, **(extra or {})}
     env = {**child_env(), KV_CACHE_SPACE_ENV: "2", "HF_HUB_OFFLINE": "1",
            "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **given, "VLLM_API_KEY": api_key}
@@ -131,8 +130,6 @@ class VllmServer:
     def __init__(self, model_dir: Path, served_name: str, serving: Serving, log_file: Path, *,
                  enforce_eager: bool | None = None, progress: Progress = print,
                  env: dict[str, str] | None = None, api_key: str | None = None):
-        from pipeline.util.secrets import new_api_key, register_secret_value
-
         self.api_key = api_key or new_api_key()
         register_secret_value(self.api_key)
         self.model_dir = model_dir

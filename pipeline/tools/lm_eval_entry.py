@@ -4,7 +4,7 @@ Same arguments as ``python -m lm_eval``. It imports ``pipeline.tools.lmeval_mode
 ``--model modelgate-completions`` with lm-eval's model registry) before lm-eval parses them, then runs lm-eval's
 own ``__main__`` as ``python -m lm_eval`` would.
 
-With ``MODELGATE_LMEVAL_GO`` set (a prestarted run, tools/lmeval.Prestarted), the model's first request waits
+With ``MODELGATE_LMEVAL_GO`` set (a prestarted run, tools/lmeval/run.Prestarted), the model's first request waits
 until that file exists: lm-eval's imports, task building and tokenizing are done by then. It gives up if its
 parent (the gate) is gone.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pipeline.tools.lmeval_model  # (registers modelgate-completions with lm-eval)
-from pipeline.tools.lmeval import GO_ENV
+from pipeline.tools.lmeval.run import GO_ENV
 
 
 def wait_for(go: Path, parent: int, poll_s: float = 0.05) -> None:

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 
 from pipeline.errors import InfraError, Interrupted
 from pipeline.util.procgroup import stop_group
+from pipeline.util.secrets import child_env
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # the benchmark's aiohttp session waits 6 hours for an answer: cap each request at serving.request_timeout_s.
@@ -129,8 +130,6 @@ def build_command(req: BenchRequest, result_dir: Path, result_file: str) -> list
 def bench_env(req: BenchRequest | None = None) -> dict[str, str]:
     """No secrets of ours; the endpoint's key as OPENAI_API_KEY (vllm.benchmarks reads only that), never on
     the command line. Without `req`: the worker's environment before any job (job_env sets the rest)."""
-    from pipeline.util.secrets import child_env
-
     env = {**child_env(), "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
            "NO_PROXY": "127.0.0.1,localhost,::1", "no_proxy": "127.0.0.1,localhost,::1"}
     for key in JOB_ENV:

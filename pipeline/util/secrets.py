@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.release import DEFAULT_SECRET_ENV
+from pipeline.core.secrets import DEFAULT_SECRET_ENV
 
 _extra_names: set[str] = set()
 _extra_values: set[str] = set()

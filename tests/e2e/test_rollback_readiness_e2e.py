@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from pipeline.gate.result import StageResult, Status
+from pipeline.core.result import StageResult, Status
 from tests.support import cli
 from tests.support.git import AUTHOR, commit_all
 from tests.support.processes import vllm_processes

@@ -18,8 +18,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.config.release import load_release
+from pipeline.core.result import Status
 from pipeline.errors import EXIT_BASELINE_UNVERIFIED, BaselineUnverified
-from pipeline.gate.result import Status
 from pipeline.releasing import signing
 from tests.support.git import git
 from tests.support.signing import AUDIT_KEY, KEY, SigningKey

@@ -44,7 +44,7 @@ import functools, os, subprocess, sys, time
 from pipeline import cli
 from pipeline.gate import run as gate
 from pipeline.util.procgroup import stop_group
-from pipeline.gate.result import Status, StageResult
+from pipeline.core.result import Status, StageResult
 target, pidfile, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 
 def make(name):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.gate.result import Status
+from pipeline.core.result import Status
 from tests.support.git import git
 from tests.support.paths import REPO
 from tests.support.team import approve, make_team, promote, record_gate

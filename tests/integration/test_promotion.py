@@ -7,7 +7,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.gate.result import Status
+from pipeline.core.result import Status
 from tests.support.git import AUTHOR, git
 from tests.support.records import rewrite_record, version_record
 from tests.support.team import (

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline.gate.result import Status
+from pipeline.core.result import Status
 from tests.support.barrier import start_together
 from tests.support.git import git
 from tests.support.signing import audit_env

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from pipeline.config.release import load_release
+from pipeline.core.result import StageResult, Status
 from pipeline.demo import traffic as demo_traffic
 from pipeline.gate import run as gate
-from pipeline.gate.result import StageResult, Status
 from pipeline.gate.stages import replay
 from pipeline.util import pii
 from tests.support.fake_chat import fake_chat

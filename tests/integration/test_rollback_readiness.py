@@ -13,7 +13,7 @@ import shutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.gate.result import Status
+from pipeline.core.result import Status
 from tests.support.git import git
 from tests.support.signing import audit_env
 from tests.support.team import (

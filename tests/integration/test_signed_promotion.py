@@ -15,7 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.config.release import load_release
-from pipeline.gate.result import StageResult, Status
+from pipeline.core.result import StageResult, Status
 from pipeline.gate.run import run_gate
 from pipeline.releasing import signing
 from tests.support.git import git

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config.release import load_release
+from pipeline.core.result import StageResult, Status
 from pipeline.errors import InfraError
-from pipeline.gate.result import StageResult, Status
 from pipeline.gate.run import run_gate
 from pipeline.integrations import registry
 from tests.support import cli

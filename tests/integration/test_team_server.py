@@ -236,7 +236,7 @@ def test_release_credential_promotes_and_rolls_back_with_no_password_in_any_outp
 def baseline_reading_stage(seen: dict):
     """A stand-in format stage that reads production's baseline as the compare stage does (alias, version.json,
     items.json, report.json through the gate's BaselineStore) and keeps what it read in `seen`."""
-    from pipeline.gate.result import StageResult, Status
+    from pipeline.core.result import StageResult, Status
 
     def run(ctx):
         baseline = ctx.baseline_store.production(ctx.release.model_name)

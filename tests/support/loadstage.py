@@ -9,8 +9,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from pipeline.config.release import load_release
+from pipeline.core.result import StageResult
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import StageResult
 from pipeline.integrations.registry import Baseline
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.gate.result import StageResult, Status
+from pipeline.core.result import StageResult, Status
 from tests.support.cli import run_in_process
 from tests.support.git import AUTHOR, GIT_ENV, git
 from tests.support.releases import write_release

@@ -148,8 +148,8 @@ def test_digest_includes_how_the_tasks_were_prompted():
 
 
 def test_prompting_is_recorded_as_mlflow_params():
-    from pipeline.gate.result import StageResult, Status
-    from pipeline.gate.run import _prompting_params
+    from pipeline.core.result import StageResult, Status
+    from pipeline.gate.record import _prompting_params
 
     class Report:
         stages = (StageResult("evals", Status.PASSED, details={"prompting": {

@@ -7,9 +7,9 @@ import pytest
 
 from pipeline.checks import power as pw
 from pipeline.config.release import Pin, load_release
+from pipeline.core.result import Status
 from pipeline.errors import BadInput
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import Status
 from pipeline.gate.stages import compare
 from pipeline.integrations.registry import Baseline
 from tests.support.releases import VALID_RELEASE

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from pipeline.config.release import Pin
+from pipeline.core.result import Status
 from pipeline.errors import StartupError
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import Status
 from pipeline.gate.stages import serve
 from pipeline.integrations.registry import Baseline
 from pipeline.serving import startup

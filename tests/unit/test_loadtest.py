@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.checks import fingerprint as fpc
 from pipeline.checks import slo
 from pipeline.config.release import LoadSlo, load_release
+from pipeline.core.result import Status
 from pipeline.errors import ConfigError
-from pipeline.gate.result import Status
 from pipeline.integrations.registry import Baseline
+from pipeline.serving import fingerprint as srv
 from pipeline.serving import prometheus as prommetrics
 from pipeline.tools import servebench
 from tests.support.paths import REPO
@@ -71,50 +73,50 @@ COMPILED = ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/m
 
 
 def test_fingerprint_matching():
-    fp = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {}))
+    fp = srv.fingerprint("0.32.0", serving=srv.serving_config(COMPILED, {}))
     assert fp["cpu_count"] >= 1 and fp["vllm"] == "0.32.0" and isinstance(fp["gpu_count"], int)
-    assert slo.fingerprint_differences(fp, dict(fp)) == []
-    diffs = slo.fingerprint_differences(fp, {**fp, "cpu_count": 64, "vllm": "0.31.0"})
+    assert fpc.fingerprint_differences(fp, dict(fp)) == []
+    diffs = fpc.fingerprint_differences(fp, {**fp, "cpu_count": 64, "vllm": "0.31.0"})
     assert len(diffs) == 2 and diffs[0].startswith("cpu_count: 64 (baseline)")
-    assert slo.fingerprint_differences(fp, None) == ["the baseline recorded no hardware fingerprint"]
+    assert fpc.fingerprint_differences(fp, None) == ["the baseline recorded no hardware fingerprint"]
 
 
 def test_serving_configuration_is_read_from_the_real_command_line_and_environment():
     """Where the server listens is left out; how it serves is kept, unknown arguments included."""
     eager = [*COMPILED, "--enforce-eager", "--max-num-seqs=8", "--quantization", "fp8", "--some-new-flag", "x",
              "--enable-prefix-caching"]
-    got = slo.serving_config(eager, {"VLLM_CPU_KVCACHE_SPACE": "2", "PATH": "/bin", "VLLM_API_KEY": "k"})
+    got = srv.serving_config(eager, {"VLLM_CPU_KVCACHE_SPACE": "2", "PATH": "/bin", "VLLM_API_KEY": "k"})
     assert got == {"enforce_eager": True, "dtype": "bfloat16", "max_model_len": "2048", "tensor_parallel_size": "1",
                    "max_num_seqs": "8", "quantization": "fp8", "prefix_caching": True,
                    "other_args": ["--some-new-flag=x"], "env": {"VLLM_CPU_KVCACHE_SPACE": "2"}}
-    assert slo.serving_config(COMPILED, {}) == {"enforce_eager": False, "dtype": "bfloat16", "max_model_len": "2048",
+    assert srv.serving_config(COMPILED, {}) == {"enforce_eager": False, "dtype": "bfloat16", "max_model_len": "2048",
                                                "tensor_parallel_size": "1", "env": {}}
     other_port = [a if a != "8000" else "9000" for a in COMPILED]
-    assert slo.serving_config(other_port, {}) == slo.serving_config(COMPILED, {})
+    assert srv.serving_config(other_port, {}) == srv.serving_config(COMPILED, {})
 
 
 def test_compiled_production_and_eager_candidate_are_not_compared():
     """The case from the issue: production gated compiled, the candidate with --enforce-eager on the same
     hardware. The comparison is skipped naming the field, not failed."""
-    prod = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {"VLLM_CPU_KVCACHE_SPACE": "2"}))
-    cand = slo.fingerprint("0.32.0", serving=slo.serving_config([*COMPILED, "--enforce-eager"],
+    prod = srv.fingerprint("0.32.0", serving=srv.serving_config(COMPILED, {"VLLM_CPU_KVCACHE_SPACE": "2"}))
+    cand = srv.fingerprint("0.32.0", serving=srv.serving_config([*COMPILED, "--enforce-eager"],
                                                                 {"VLLM_CPU_KVCACHE_SPACE": "1"}))
-    assert slo.fingerprint_differences(cand, prod) == [
+    assert fpc.fingerprint_differences(cand, prod) == [
         "serving.enforce_eager: False (baseline) != True (candidate)",
         "serving.env.VLLM_CPU_KVCACHE_SPACE: '2' (baseline) != '1' (candidate)"]
-    assert slo.not_comparable(cand, prod) == ("not comparable: compilation mode and KV cache size differ",
-                                              slo.fingerprint_differences(cand, prod))
+    assert fpc.not_comparable(cand, prod) == ("not comparable: compilation mode and KV cache size differ",
+                                              fpc.fingerprint_differences(cand, prod))
     # the demo's case: only the compilation mode differs
-    demo_prod = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {"VLLM_CPU_KVCACHE_SPACE": "1"}))
-    assert slo.not_comparable(cand, demo_prod) == ("not comparable: compilation mode differs",
+    demo_prod = srv.fingerprint("0.32.0", serving=srv.serving_config(COMPILED, {"VLLM_CPU_KVCACHE_SPACE": "1"}))
+    assert fpc.not_comparable(cand, demo_prod) == ("not comparable: compilation mode differs",
                                                    ["serving.enforce_eager: False (baseline) != True (candidate)"])
-    assert slo.not_comparable(cand, cand) is None
+    assert fpc.not_comparable(cand, cand) is None
     old_baseline = {k: v for k, v in prod.items() if k != "serving"}  # recorded before serving was fingerprinted
-    assert slo.fingerprint_differences(cand, old_baseline) == [
+    assert fpc.fingerprint_differences(cand, old_baseline) == [
         "serving: the baseline recorded no serving configuration (cannot tell like from like)"]
-    assert slo.not_comparable(cand, old_baseline)[0] == \
+    assert fpc.not_comparable(cand, old_baseline)[0] == \
         "not comparable: the baseline recorded no serving configuration"
-    assert slo.not_comparable(cand, None)[0] == "not comparable: the baseline recorded no fingerprint"
+    assert fpc.not_comparable(cand, None)[0] == "not comparable: the baseline recorded no fingerprint"
 
 
 def test_the_demos_compiled_production_and_eager_candidate_read_compilation_mode_differs(write_release):
@@ -127,7 +129,7 @@ def test_the_demos_compiled_production_and_eager_candidate_read_compilation_mode
     from pipeline.serving.vllm_server import build_command
 
     serving = Serving(env={"VLLM_CPU_KVCACHE_SPACE": "1"})
-    fps = [slo.fingerprint("0.32.0", serving=slo.serving_config(
+    fps = [srv.fingerprint("0.32.0", serving=srv.serving_config(
         build_command(Path("/m"), name, port, serving, enforce_eager=eager), serving.env))
         for name, port, eager in (("chat@aaaa", 8001, None), ("chat@bbbb", 8002, True))]
     rows = [row(1, 1), row(3, 3)]
@@ -142,21 +144,21 @@ def test_the_demos_compiled_production_and_eager_candidate_read_compilation_mode
         f"{lvl}: not compared with production v1 (run run1) (not comparable: compilation mode differs)"
         for lvl in ("1x", "3x")]
     kv = [*build_command(Path("/m"), "chat@x", 8001, serving), "--kv-cache-memory-bytes", "1000000"]
-    assert slo.not_comparable(slo.fingerprint("0.32.0", serving=slo.serving_config(kv, serving.env)), fps[0]) == (
+    assert fpc.not_comparable(srv.fingerprint("0.32.0", serving=srv.serving_config(kv, serving.env)), fps[0]) == (
         "not comparable: KV cache size differs", ["serving.kv_cache_memory_bytes: None (baseline) != '1000000' "
                                                   "(candidate)"])
 
 
 def test_not_comparable_names_every_differing_field_in_words():
     """Hardware, then the serving fields by the names a reader knows; each name once; one detail line each."""
-    base = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {"OMP_NUM_THREADS": "2"}))
+    base = srv.fingerprint("0.32.0", serving=srv.serving_config(COMPILED, {"OMP_NUM_THREADS": "2"}))
     other = [*COMPILED, "--quantization", "fp8", "--max-num-seqs", "4", "--pipeline-parallel-size", "2",
              "--kv-cache-dtype", "fp8", "--some-new-flag", "x"]
     other[other.index("bfloat16")] = "float16"
     other[other.index("2048")] = "1024"
-    cand = {**slo.fingerprint("0.33.0", serving=slo.serving_config(other, {"VLLM_CPU_KVCACHE_SPACE": "4"})),
+    cand = {**srv.fingerprint("0.33.0", serving=srv.serving_config(other, {"VLLM_CPU_KVCACHE_SPACE": "4"})),
             "gpu_count": base["gpu_count"] + 1}
-    reason, lines = slo.not_comparable(cand, base)
+    reason, lines = fpc.not_comparable(cand, base)
     assert reason == ("not comparable: GPU count, vLLM version, dtype, KV cache dtype, max_model_len, max_num_seqs, "
                       "extra server args, pipeline parallel size, quantization, CPU threads and KV cache size differ")
     assert len(lines) == 11 and lines[0].startswith("gpu_count: ") and lines[1] == \
@@ -315,7 +317,7 @@ def test_baseline_comparison_skipped_on_other_hardware_and_compared_on_the_same(
     from pipeline.gate.stages.load import compare_baseline
 
     cfg = _release(write_release, {"regression_pct": 10}).load_gate
-    fp = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {}))
+    fp = srv.fingerprint("0.32.0", serving=srv.serving_config(COMPILED, {}))
     rows = [row(1, 1, p95_e2el=5000)]
 
     def ctx(load):
@@ -399,12 +401,12 @@ def test_older_production_records_and_too_few_requests_fall_back_to_the_p95_chec
 def test_the_stage_reports_each_levels_comparison_and_logs_its_bounds(write_release):
     from types import SimpleNamespace
 
-    from pipeline.gate.result import StageResult
+    from pipeline.core.result import StageResult
     from pipeline.gate.stages.load import compare_baseline, comparison_metrics
     from pipeline.report import views
 
     cfg = _release(write_release, {"regression_pct": 20}).load_gate
-    fp = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {}))
+    fp = srv.fingerprint("0.32.0", serving=srv.serving_config(COMPILED, {}))
     base = [slo.level_summary(1, 2, detailed(_spread(24)))]
     rows = [slo.level_summary(1, 2, detailed([1.5 * v for v in _spread(24, seed=4)])),
             slo.level_summary(3, 6, detailed(_spread(24)))]
@@ -433,7 +435,7 @@ def test_request_rate_levels_are_compared_per_request_with_productions_at_the_sa
     from pipeline.gate.stages.load import compare_baseline, comparison_metrics
 
     cfg = _release(write_release, {"regression_pct": 20}).load_gate
-    fp = slo.fingerprint("0.32.0", serving=slo.serving_config(COMPILED, {}))
+    fp = srv.fingerprint("0.32.0", serving=srv.serving_config(COMPILED, {}))
 
     def rate_row(rate, latencies, burstiness=1.0, keep_samples=True):
         return goodput.rate_summary(rate, burstiness, detailed(latencies), cfg.slo, keep_samples=keep_samples)
@@ -464,7 +466,7 @@ def test_request_rate_levels_are_compared_per_request_with_productions_at_the_sa
     base["knee"], base["goodput_limits_ms"] = {"rate": 4.0, "first_failing": 8.0, "steps": []}, goodput.limits(cfg.slo)
     info, with_knee = compare_baseline(ctx, cfg, rows, fp, knee)
     assert with_knee == failures and info["knee"]["relation"] == "lower"
-    from pipeline.gate.result import StageResult
+    from pipeline.core.result import StageResult
     from pipeline.report import views
 
     stage = StageResult("load", Status.FAILED, details={"levels": rows[:1], "rate_levels": rows[1:], "knee": knee,

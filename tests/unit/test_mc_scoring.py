@@ -201,7 +201,7 @@ def test_a_prestarted_lm_eval_run_holds_its_first_request_until_released(tmp_pat
 
 
 def test_a_prestarted_runs_progress_is_held_until_its_stage_attaches():
-    from pipeline.tools.lmeval import _Relay
+    from pipeline.tools.lmeval.run import _Relay
 
     relay, seen = _Relay(), []
     relay("lm-eval: imports done")

@@ -85,8 +85,8 @@ def test_another_model_is_read_when_asked(alias):
 
 def test_a_failed_alias_read_stops_the_gate_at_the_next_stage_with_its_own_error(alias, tmp_path):
     """As when it was read before the stages: exit 3 named by cause, the servers torn down, no later stage."""
+    from pipeline.core.result import StageResult, Status
     from pipeline.gate.context import GateContext
-    from pipeline.gate.result import StageResult, Status
     from pipeline.gate.runner import run_stages
 
     alias.error = InfraError("MLflow at x: reading alias 'production' of m failed: 403 Forbidden")
@@ -131,9 +131,9 @@ def test_stage_names_overlapped_are_the_gates():
 
 
 def test_an_interrupt_while_the_checkpoint_waits_marks_that_stage_interrupted(tmp_path):
+    from pipeline.core.result import StageResult, Status
     from pipeline.errors import Interrupted
     from pipeline.gate.context import GateContext
-    from pipeline.gate.result import StageResult, Status
     from pipeline.gate.runner import run_stages
 
     def checkpoint(name):

@@ -214,7 +214,7 @@ def serve_stage(url: str, tmp_path):
 
 
 def test_serve_passes_an_empty_answer_with_a_note_and_keeps_it(server, tmp_path):
-    from pipeline.gate.result import Status
+    from pipeline.core.result import Status
 
     url, answers = server
     answers.chat = (200, chat_answer(""))
@@ -226,7 +226,7 @@ def test_serve_passes_an_empty_answer_with_a_note_and_keeps_it(server, tmp_path)
 
 
 def test_serve_rejects_a_candidate_whose_template_the_server_cannot_render(server, tmp_path):
-    from pipeline.gate.result import Status
+    from pipeline.core.result import Status
 
     url, answers = server
     message = "As of transformers v4.44, default chat template is no longer allowed"
@@ -240,7 +240,7 @@ def test_serve_rejects_a_candidate_whose_template_the_server_cannot_render(serve
 
 
 def test_serve_errors_on_the_environments_answer(server, tmp_path):
-    from pipeline.gate.result import Status
+    from pipeline.core.result import Status
 
     url, answers = server
     answers.chat = (503, error_body("Service Unavailable", 503))

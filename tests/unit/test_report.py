@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
+from pipeline.core.result import Status
+from pipeline.core.verdict import Verdict
 from pipeline.errors import InfraError
-from pipeline.gate.result import Status
-from pipeline.gate.verdict import Verdict
 from pipeline.report import console, html, markdown
 from pipeline.report.document import GateReport, MalformedReport
 from tests.support.paths import REPO
@@ -90,7 +90,7 @@ def test_html_report_is_self_contained_and_escaped(tmp_path):
 def test_a_secret_that_the_renderers_escape_is_redacted_in_every_file_of_the_report(secret, tmp_path, monkeypatch):
     # markdown escapes + - _ *, HTML & < > ' ", JSON quotes, backslashes and non-ASCII: each spelling of the secret
     # must be gone, so the fields are redacted before any rendering, not only the rendered text
-    from pipeline.gate.run import save_report
+    from pipeline.gate.record import save_report
 
     monkeypatch.setenv("GITHUB_TOKEN", secret)
     report = sample_report(tmp_path)

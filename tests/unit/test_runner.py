@@ -3,8 +3,8 @@
 import pytest
 
 from pipeline import errors
+from pipeline.core.result import StageResult, Status
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import StageResult, Status
 from pipeline.gate.runner import run_stages
 from pipeline.gate.verdict import decide
 
@@ -112,7 +112,7 @@ def test_a_failed_prerequisite_skips_every_later_stage_and_rejects(ctx):
 
 
 def test_every_verdict_has_a_commit_status_state_and_nothing_else_does():
-    from pipeline.gate.verdict import VERDICTS, Verdict
+    from pipeline.core.verdict import VERDICTS, Verdict
     from pipeline.integrations.github import STATE_FOR_VERDICT, STATUS_STATES
 
     assert set(STATE_FOR_VERDICT) == set(Verdict) == set(VERDICTS)
@@ -120,7 +120,7 @@ def test_every_verdict_has_a_commit_status_state_and_nothing_else_does():
 
 
 def test_verdicts_are_the_strings_reports_and_mlflow_tags_hold():
-    from pipeline.gate.verdict import Verdict
+    from pipeline.core.verdict import Verdict
 
     assert [str(v) for v in Verdict] == ["passed", "rejected", "inconclusive", "error", "interrupted"]
     assert decide([StageResult("a", Status.FAILED)])[0] == "rejected"

@@ -19,9 +19,9 @@ from typing import Any
 
 from pipeline.checks.stats import absolute_only, compare_metric, first_non_finite, infer_kind
 from pipeline.config.release import Pin, Threshold
+from pipeline.core.result import StageResult, Status
 from pipeline.errors import BadInput
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import StageResult, Status
 from pipeline.gate.stages import evals
 from pipeline.gate.stages import format as formatcheck
 from pipeline.model.fetch import fetch

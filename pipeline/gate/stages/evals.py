@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.release import EvalsGate
+from pipeline.core.result import StageResult, Status
 from pipeline.errors import BadInput, InfraError
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import StageResult, Status
 from pipeline.serving.vllm_server import Endpoint
-from pipeline.tools import lmeval
-from pipeline.tools.lmeval import ChatMode, LmEvalRun, evalset_digest, has_chat_template, run_lmeval, task_shots
+from pipeline.tools.lmeval import run as lmeval
+from pipeline.tools.lmeval.evalset import ChatMode, evalset_digest, has_chat_template, task_shots
+from pipeline.tools.lmeval.results import LmEvalRun
+from pipeline.tools.lmeval.run import run_lmeval
 from pipeline.util.progress import Progress, progress_for
 
 NAME = "evals"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pipeline.core.result import StageResult, Status
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import StageResult, Status
 from pipeline.model.fetch import fetch
 from pipeline.util.progress import progress_for
 

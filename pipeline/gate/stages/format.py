@@ -16,8 +16,8 @@ from typing import Any
 from pipeline.checks.expectations import check_case
 from pipeline.config.request_profile import RequestProfile
 from pipeline.config.suite import PromptCase, Suite, load_suites, suites_digest
+from pipeline.core.result import StageResult, Status
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import StageResult, Status
 from pipeline.serving.chat import ChatRequest, run_chats
 from pipeline.serving.vllm_server import Endpoint
 from pipeline.util.progress import Progress, progress_for

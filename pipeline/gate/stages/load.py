@@ -17,15 +17,19 @@ report, where the next gate reads them when this version is production.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.checks import fingerprint as comparable
 from pipeline.checks import goodput
 from pipeline.checks import slo as rules
 from pipeline.config.release import LoadGate, LoadSlo
+from pipeline.config.suite import load_suites
+from pipeline.core.result import StageResult, Status
 from pipeline.errors import InfraError
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import StageResult, Status
+from pipeline.serving import fingerprint
 from pipeline.serving.prometheus import Scraper
 from pipeline.tools.servebench import BenchRequest, BenchWorker, is_loopback, last_error
 from pipeline.util.progress import Progress, progress_for
@@ -146,10 +150,6 @@ def suite_dataset(ctx: GateContext, cfg: LoadGate, out_dir: Path) -> Path | None
     benchmark's sampler reads, cases in a seeded order); None for random prompts."""
     if cfg.prompts.source != "suites":
         return None
-    import random
-
-    from pipeline.config.suite import load_suites
-
     suites = load_suites(ctx.release.root / ctx.release.format_gate.prompts_dir)
     cases = [(f"{suite.name}/{case.id}", case.messages_payload()) for suite in suites for case in suite.cases]
     random.Random(cfg.prompts.seed).shuffle(cases)
@@ -247,7 +247,7 @@ def effective_serving(ctx: GateContext) -> dict[str, Any] | None:
     line and environment); None for an endpoint this gate did not start."""
     if ctx.server is None or not ctx.endpoint.command:
         return None
-    return rules.serving_config(ctx.endpoint.command, ctx.server.env)
+    return fingerprint.serving_config(ctx.endpoint.command, ctx.server.env)
 
 
 def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]], fp: dict[str, Any],
@@ -260,7 +260,7 @@ def compare_baseline(ctx: GateContext, cfg: LoadGate, rows: list[dict[str, Any]]
     info: dict[str, Any] = {"version": baseline.version, "run_id": baseline.run_id}
     if not baseline.load:
         return {**info, "status": "skipped", "reason": "the baseline's gate recorded no load results"}, []
-    unlike = rules.not_comparable(fp, baseline.load.get("fingerprint"))
+    unlike = comparable.not_comparable(fp, baseline.load.get("fingerprint"))
     if unlike is not None:  # "not comparable: compilation mode differs", one line per differing field
         return {**info, "status": "skipped", "reason": unlike[0], "differences": unlike[1]}, []
     base_rows = [*baseline.load.get("levels", []), *baseline.load.get("rate_levels", [])]
@@ -350,7 +350,7 @@ def run(ctx: GateContext) -> StageResult:
     if knee is not None:
         failures += goodput.knee_failures(knee)
     curve = rules.curve_shape(rows)
-    fp = rules.fingerprint(vllm_version(), serving=effective_serving(ctx))
+    fp = fingerprint.fingerprint(vllm_version(), serving=effective_serving(ctx))
     levels = [*rows, *rate_rows]  # both kinds are compared with production's row at the same load
     comparison, regressed = compare_baseline(ctx, cfg, levels, fp, knee)
     failures += regressed

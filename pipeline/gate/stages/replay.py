@@ -22,12 +22,13 @@ from pipeline.checks.replay import Outcome, check_length, judge
 from pipeline.checks.stats import MetricComparison, absolute_only, compare_metric
 from pipeline.config.release import REPLAY_CHECKS, Pin
 from pipeline.config.traffic import Answer, Recorded, Traffic, load_traffic, sample
+from pipeline.core.result import StageResult, Status
+from pipeline.core.rundir import RunDir
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import StageResult, Status
-from pipeline.gate.rundir import RunDir
 from pipeline.gate.stages.compare import write_table
+from pipeline.model.fetch import fetch
 from pipeline.serving.chat import ChatRequest, run_chats
-from pipeline.serving.vllm_server import Endpoint
+from pipeline.serving.vllm_server import Endpoint, VllmServer
 from pipeline.util import pii
 from pipeline.util.progress import Progress, progress_for
 from pipeline.util.secrets import register_secret_value
@@ -79,9 +80,6 @@ def ask(endpoint: Endpoint, records: list[Recorded], *, concurrency: int, progre
 
 def ask_production(ctx: GateContext, pin: Pin, records: list[Recorded], progress: Progress) -> dict[str, Answer]:
     """Fetch and serve production's pin (as compare.reevaluate does) and ask it `records`."""
-    from pipeline.model.fetch import fetch
-    from pipeline.serving.vllm_server import VllmServer
-
     release = ctx.release
     model_dir = fetch(pin, release.repo_location(pin), ctx.home, file=f"{release.path} (production, replay)",
                       allowlist=release.remote_code_allowlist, progress=progress)

@@ -18,20 +18,23 @@ Every outcome keeps the evidence: the probe's answers, the server log (artifact)
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.config.release import Pin, Serving
+from pipeline.core.result import StageResult, Status
+from pipeline.core.rundir import SERVER_LOG
 from pipeline.errors import InfraError, ServerError, StartupError
 from pipeline.gate.context import GateContext
-from pipeline.gate.result import StageResult, Status
-from pipeline.gate.rundir import SERVER_LOG
+from pipeline.model.fetch import fetch
 from pipeline.serving import startup
 from pipeline.serving.probe import ProbeResult, probe
 from pipeline.serving.vllm_server import Endpoint, VllmServer, log_tail
 from pipeline.util.progress import Progress, progress_for
+from pipeline.util.secrets import register_secret_value
 
 NAME = "serve"
 PRODUCTION_LOG = "production-server.log"  # the differential check's boot of the production pin
@@ -40,10 +43,6 @@ PRODUCTION_LOG = "production-server.log"  # the differential check's boot of the
 def external_api_key(serving: Serving) -> str | None:
     """An external endpoint keeps its own key: the value of serving.api_key_env (checked by the gate's input
     check), registered as a secret; None when the endpoint needs none."""
-    import os
-
-    from pipeline.util.secrets import register_secret_value
-
     if not serving.api_key_env:
         return None
     key = os.environ.get(serving.api_key_env) or None
@@ -175,8 +174,6 @@ def boot_production(ctx: GateContext, pin: Pin, log_file: Path, progress: Progre
     """The differential check: fetch the production pin and boot it with the candidate's serving settings on
     this machine. (True, how, log tail) when it became healthy (it is stopped at once; the tail is the log's as
     it became healthy, not its shutdown), (False, why, log tail) when it did not."""
-    from pipeline.model.fetch import fetch
-
     release = ctx.release
     model_dir = fetch(pin, release.repo_location(pin), ctx.home, file=f"{release.path} (production baseline)",
                       allowlist=release.remote_code_allowlist, progress=progress)

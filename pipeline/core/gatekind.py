@@ -1,0 +1,8 @@
+"""The kinds of gate: a release gate (the full configuration, signed, promotable) and an advisory one (pull
+requests: recorded in the advisory experiment, never registered). The kind is a tag and a param of the gate run."""
+
+from __future__ import annotations
+
+GATE_KIND_TAG = "modelgate.gate_kind"  # the gate run's tag (and param gate_kind)
+RELEASE, ADVISORY = "release", "advisory"
+GATE_KINDS = (RELEASE, ADVISORY)
