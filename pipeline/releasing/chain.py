@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import BaselineUnverified, Refused
 from pipeline.integrations.registry import (
-    PRODUCTION,
     Baseline,
     BaselineCheck,
     BaselineVerifier,
@@ -100,17 +99,6 @@ def check_production_link(release: Release, audit: AuditLog, mv: ModelVersion | 
     raise Refused(f"link `production` alias: it points at {model} v{current}, but {said}{forged}: the alias "
                   "was moved outside modelgate. Refusing it; restore it with `modelgate rollback --to "
                   f"{last.version if last else '<version>'}`")
-
-
-def verified_production(release: Release, reg: Registry, audit: AuditLog) -> ModelVersion | None:
-    """The production version after verifying the alias against the audit trail (when audit keys are configured)
-    and its gate record against its signature. None when there is no production version."""
-    mv = reg.by_alias(release.model_name, PRODUCTION)
-    check_production_link(release, audit, mv)
-    if mv is not None:
-        check_untampered(reg, mv)
-        check_signature(release, reg, mv)
-    return mv
 
 
 def baseline_verifier(release: Release, uri: str) -> BaselineVerifier:
