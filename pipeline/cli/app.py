@@ -1,6 +1,7 @@
 """The `modelgate` command line: the top-level parser (each command group's module adds its own parsers) and the
 one error handler, which maps every ModelgateError to one line on stderr and its exit code (errors.py); argparse
-usage errors exit 2 too. SIGTERM is turned into `Interrupted` so servers are torn down. Heavy imports happen
+usage errors exit 2 too. SIGTERM is turned into `Interrupted` so servers are torn down; SIGINT and SIGTERM are
+routed to the main thread (util/interrupts.py). Heavy imports happen
 inside each command so `--help` stays fast."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import NoReturn
 from pipeline.cli import gate, github, model, release, report
 from pipeline.cli.common import Parser
 from pipeline.errors import EXIT_INFRA, EXIT_INTERRUPTED, BadInput, Interrupted, ModelgateError
+from pipeline.util.interrupts import route_to_main_thread
 from pipeline.util.secrets import redact
 
 GROUPS = (gate, release, model, report, github)  # the order of --help's commands: the gate first
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in MLFLOW_CLIENT_DEFAULTS.items():
         os.environ.setdefault(key, value)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    unroute = route_to_main_thread()  # a signal that lands on a busy worker thread would wait for the main one
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -63,5 +66,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_INFRA
     finally:
+        unroute()
         signal.signal(signal.SIGTERM, previous)
 

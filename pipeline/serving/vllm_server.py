@@ -23,6 +23,7 @@ from pathlib import Path
 from pipeline.config.release import Serving
 from pipeline.errors import InfraError, ServerError, StartupError
 from pipeline.serving.auth import auth_headers
+from pipeline.util.interrupts import unblock_in_child
 from pipeline.util.procgroup import stop_group
 from pipeline.util.progress import Progress
 from pipeline.util.secrets import child_env, new_api_key, register_secret_value
@@ -78,6 +79,7 @@ def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
+    unblock_in_child()
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from pipeline.errors import InfraError, Interrupted
+from pipeline.util.interrupts import unblock_in_child
 from pipeline.util.procgroup import stop_group
 from pipeline.util.secrets import child_env
 
@@ -167,7 +168,8 @@ class BenchWorker:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             with self.log_file.open("ab") as log:
                 self.proc = subprocess.Popen([sys.executable, "-c", _SNIPPET], stdin=subprocess.PIPE, stdout=log,
-                                             stderr=subprocess.STDOUT, env=bench_env(), start_new_session=True)
+                                             stderr=subprocess.STDOUT, env=bench_env(), start_new_session=True,
+                                             preexec_fn=unblock_in_child)
         return self
 
     def close(self) -> None:

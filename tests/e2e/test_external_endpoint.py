@@ -129,11 +129,14 @@ RATE_LOAD = {"levels": [], "rates": [1], "burstiness": 1,
 # Its steps send the same prompts (one seed); vLLM caches a prompt's full KV blocks (128 tokens on CPU) except its last
 # token, so prompts of one block are never served from the prefix cache and every step prefills all of them.
 KNEE_PROMPT_TOKENS = 128
-KNEE_REQUESTS = 48  # per step: all at once they queue behind each other's prefills, many unloaded TTFTs
-KNEE_TTFT_FACTOR = 4  # SLO: p95 TTFT within this many unloaded TTFTs
-KNEE_START_LOAD = 1 / 2  # the start rate: one request every 2 unloaded TTFTs (a prefill is done before the next)
+# Sizes keep the search to ~35 unloaded TTFTs of serving (about 2 minutes on 2 cores): a 4-step search of 48
+# requests per step took 520-550 s in CI and was stopped by max_seconds before its 4th step.
+KNEE_REQUESTS = 16  # per step: all at once they queue behind each other's prefills (measured: p95 ~6 unloaded TTFTs)
+KNEE_TTFT_FACTOR = 3  # SLO: p95 TTFT within this many unloaded TTFTs
+KNEE_START_LOAD = 1 / 1.2  # the start rate: one request every 1.2 unloaded TTFTs (a prefill is done before the next)
 KNEE_BURSTINESS = 100  # near-regular arrivals (gamma shape 100, gaps ~±10%): at the start rate no two overlap
-KNEE_BURST = 1000  # max_rate = start x this: the whole step arrives within a tenth of one prefill
+KNEE_BURST = 16  # max_rate = start x this: the whole step arrives within about one prefill
+KNEE_STEPS = 3  # start, max_rate, then one bisection at their geometric midpoint
 
 
 def unloaded_ttft_ms(endpoint, prompt_tokens: int, samples: int = 5) -> float:
@@ -203,7 +206,7 @@ def test_load_rate_levels_goodput_and_the_knee_search_on_the_real_server(staging
                              "seed": 1},
                  "slo": {"p95_ttft_ms": slo_ms},
                  "knee": {"start_rate": start, "growth": KNEE_BURST, "max_rate": start * KNEE_BURST,
-                          "precision": 0.25, "max_steps": 4, "max_seconds": 600}}
+                          "precision": 0.25, "max_steps": KNEE_STEPS, "max_seconds": 600}}
     config = write_demo_release(tmp_path / "knee-team", demo_hub, gates={"load": knee_load})
     hits_before = prefix_cache_hits(staging_server.endpoint)
     result = run_load_stage(staging_server, config, tmp_path / "knee-run", production=None)
@@ -227,12 +230,12 @@ def test_load_rate_levels_goodput_and_the_knee_search_on_the_real_server(staging
     for s in steps[2:]:  # bisection at the geometric midpoint of the interval so far
         assert s["request_rate"] == float(f"{math.sqrt(lo * hi):.3g}"), (s["request_rate"], lo, hi)
         lo, hi = (s["request_rate"], hi) if s["within_slo"] else (lo, s["request_rate"])
-    assert len(steps) == 4 and knee["stopped"] == "max_steps 4 reached", knee["stopped"]
+    assert len(steps) == KNEE_STEPS and knee["stopped"] == f"max_steps {KNEE_STEPS} reached", knee["stopped"]
     assert (knee["rate"], knee["first_failing"]) == (lo, hi)
     assert all(s["within_slo"] for s in steps if s["request_rate"] <= knee["rate"])
     assert not any(s["within_slo"] for s in steps if s["request_rate"] >= knee["first_failing"])
     assert result.metrics["knee.rate"] == knee["rate"] and result.metrics["knee.first_failing_rate"] == hi
-    assert result.metrics["knee.steps"] == 4
+    assert result.metrics["knee.steps"] == KNEE_STEPS
     interval = f"first failing {hi:.3g} req/s (interval [{lo:.3g}, {hi:.3g}))"
     assert any(r.startswith(f"knee: highest rate within SLO {lo:.3g} req/s, {interval}") for r in result.reasons), \
         result.reasons

@@ -17,6 +17,7 @@ The same faults with a real vLLM server: tests/e2e/test_faults_e2e.py.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -60,6 +61,15 @@ def make(name):
             # print above and the start of one long sleep is handled by its handler only when that sleep ends
             while True:
                 time.sleep(0.2)
+        if name == target and mode == "busy":
+            import threading
+            def spin():
+                while True:
+                    pass
+            worker = threading.Thread(target=spin, daemon=True)
+            worker.start()
+            print(f"BUSY {worker.native_id} BLOCKING in {name}", file=sys.stderr, flush=True)
+            time.sleep(600)  # one long wait: only a signal delivered to this (the main) thread interrupts it
         if name == target and mode == "write":
             (ctx.run_dir / name).mkdir(parents=True, exist_ok=True)
             (ctx.run_dir / name / "big.bin").write_bytes(b"x" * 4_000_000)
@@ -132,6 +142,24 @@ def test_signal_during_a_stage_exits_130_marks_it_interrupted_and_tears_down(tmp
     if pidfile.exists():
         pid = int(pidfile.read_text())
         assert wait_for(lambda: not alive(pid), timeout_s=5), f"the serve stage's child {pid} survived {sig.name}"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_the_kernel_gives_a_busy_worker_thread_still_stops_the_gate(tmp_path, sig):
+    """The stage's main thread is in one long sleep beside a busy thread of its own; the signal is sent to the
+    process with that thread as the kernel's first choice (kill with its thread id). Without the routing
+    (util/interrupts.py) the handler waited for the sleep: tests/unit/test_interrupts.py shows that control."""
+    import re
+
+    gate, uri, _ = start(tmp_path, "evals", "busy", tmp_path / "run")
+    line = gate.wait_for_line("BLOCKING in evals", timeout_s=120)
+    time.sleep(0.5)  # into the sleep
+    os.kill(int(re.search(r"BUSY (\d+)", line).group(1)), sig)
+    code, out, err = gate.finish(timeout_s=60)
+    assert code == 130, out + err
+    assert "verdict: INTERRUPTED (exit 130)" in out and recorded_runs(uri) == []
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert {s["name"]: s["status"] for s in report["stages"]}["evals"] == "interrupted"
 
 
 # ---------------------------------------------------------------- unwritable run directory, full disk

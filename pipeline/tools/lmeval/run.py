@@ -25,6 +25,7 @@ from typing import Any
 from pipeline.errors import InfraError, Interrupted
 from pipeline.tools.lmeval.evalset import RAW, ChatMode, resolve_task_yamls
 from pipeline.tools.lmeval.results import LmEvalRun, parse_output
+from pipeline.util.interrupts import unblock_in_child
 from pipeline.util.procgroup import stop_group
 from pipeline.util.secrets import child_env
 
@@ -34,6 +35,11 @@ _TQDM = re.compile(r"(\d+)%\|")
 # requests with prompt logprobs (vLLM reads no prefix cache for those: every choice prefills its whole context)
 LOGLIKELIHOOD_MODES = ("prefix_cached", "echo")
 WAITING_NICENESS = 10  # a prestarted run's niceness until released
+
+
+def _waiting_child() -> None:  # runs in the prestarted child between fork and exec
+    unblock_in_child()
+    os.nice(WAITING_NICENESS)
 GO_ENV = "MODELGATE_LMEVAL_GO"  # a file: a prestarted run holds its first request until it exists (lm_eval_entry)
 MAX_RETRIES = 3  # attempts per request (lm-eval's max_retries), each bounded by the per-request timeout
 
@@ -207,7 +213,7 @@ def _run_once(cmd: list[str], env: dict[str, str], raw_dir: Path, log_path: Path
     """One lm-eval invocation (its output appended to ``log_path``), parsed."""
     before = set(raw_dir.rglob("results_*.json"))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                            cwd=raw_dir.parent, start_new_session=True)
+                            cwd=raw_dir.parent, start_new_session=True, preexec_fn=unblock_in_child)
     tail: list[str] = []
 
     def stream() -> None:
@@ -286,7 +292,7 @@ class Prestarted:
         # at a lower priority while it waits: started during the boot, its imports must not slow vLLM's own
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env={**env, GO_ENV: str(self.go_file)}, cwd=raw_dir.parent,
-                                     start_new_session=True, preexec_fn=lambda: os.nice(WAITING_NICENESS))
+                                     start_new_session=True, preexec_fn=_waiting_child)
         self.reader = threading.Thread(target=self._read, name="lm-eval-output", daemon=True)
         self.reader.start()
 
