@@ -242,14 +242,25 @@ def test_load_rate_levels_goodput_and_the_knee_search_on_the_real_server(staging
     assert open(result.artifacts["latency_vs_concurrency.png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_an_impossible_slo_fails_the_rate_level_naming_it(staging_server, demo_hub, tmp_path):
-    tight = {"levels": [], "rates": [2], "slo": {"p95_e2el_ms": 1},
+def test_an_impossible_slo_rejects_the_gate_with_exit_1_naming_it(staging, demo_hub, mlflow_server, tmp_path):
+    """A gate (the CLI, on the module's server as an external endpoint: no boot of its own) whose load SLO no
+    server can meet: its concurrency level and its rate level each fail naming the SLO, and the gate exits 1."""
+    import json
+
+    tight = {"peak_concurrency": 1, "levels": [1], "rates": [2], "slo": {"p95_e2el_ms": 1},
              "prompts": {"input_len": 16, "output_len": 4, "requests_per_level": 4, "seed": 1}}
-    config = write_demo_release(tmp_path / "team", demo_hub, gates={"load": tight})
-    result = run_load_stage(staging_server, config, tmp_path / "run", production=None)
-    assert result.status.value == "failed"
-    assert re.match(r"load 2rps: p95_e2el_ms \d+ > SLO 1$", result.reasons[0]), result.reasons
-    (row,) = result.details["rate_levels"]
+    config = write_demo_release(tmp_path / "team", demo_hub, model={"name": DEMO_MODEL, "served_name_prefix": "chat"},
+                                gates={"load": tight},
+                                serving={"mode": "external", "external_url": staging.base_url + "/v1",
+                                         "api_key_env": KEY_ENV})
+    proc = cli.run_gate(config, mlflow_server, tmp_path / "home", env={KEY_ENV: staging.api_key}, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    assert re.search(r"^\s+load\s+failed\s", proc.stdout, re.M)
+    assert re.search(r"load 1x: p95_e2el_ms \d+ > SLO 1", proc.stdout)
+    assert re.search(r"load 2rps: p95_e2el_ms \d+ > SLO 1", proc.stdout)
+    report = json.loads(open(re.search(r"^report: (.+)$", proc.stdout, re.M).group(1)).read())
+    load = next(s for s in report["stages"] if s["name"] == "load")
+    (row,) = load["details"]["rate_levels"]
     assert row["completed"] == 4 and row["good_requests"] == 0 and row["goodput"] == 0
     assert row["vllm_request_goodput"] == 0
 

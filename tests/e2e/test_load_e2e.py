@@ -1,4 +1,5 @@
-"""The load stage on the real stack: vLLM on CPU driven by vLLM's serving benchmark, results in MLflow."""
+"""The load stage on the real stack: vLLM on CPU driven by vLLM's serving benchmark, results in MLflow. (A gate
+whose load SLO cannot be met: test_external_endpoint.py, on that module's server, with no boot of its own.)"""
 
 from __future__ import annotations
 
@@ -58,14 +59,4 @@ def test_load_stage_passes_and_lands_in_mlflow(demo_hub, mlflow_server, model_ho
     # the serving configuration is read from the server's real command line and environment
     assert fingerprint["serving"]["enforce_eager"] is True and fingerprint["serving"]["max_model_len"] == "1024"
     assert fingerprint["serving"]["env"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
-    assert vllm_processes(model_home) == []
-
-
-def test_impossible_slo_rejects_with_exit_1_naming_the_slo(demo_hub, mlflow_server, model_home, tmp_path):
-    tight = {**SMALL_LOAD, "levels": [1], "slo": {"p95_e2el_ms": 1}}
-    config = write_demo_release(tmp_path / "team", demo_hub, gates={"load": tight})
-    proc = cli.run_gate(config, mlflow_server, model_home)
-    assert proc.returncode == 1, proc.stdout + proc.stderr[-4000:]
-    assert re.search(r"^\s+load\s+failed\s", proc.stdout, re.M)
-    assert re.search(r"load 1x: p95_e2el_ms \d+ > SLO 1", proc.stdout)
     assert vllm_processes(model_home) == []
