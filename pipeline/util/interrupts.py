@@ -37,7 +37,7 @@ def route_to_main_thread() -> Callable[[], None]:
     threading.setprofile(_block_in_this_thread)
 
     def undo() -> None:
-        threading.setprofile(previous)  # type: ignore[arg-type]
+        threading.setprofile(previous)
 
     return undo
 
