@@ -13,4 +13,4 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 # unit and integration tests run in a random order (tests/support/shuffle.py); the seed is printed in pytest's
 # header: MODELGATE_TEST_SEED=<seed> scripts/test.sh reproduces an order
 seed="${MODELGATE_TEST_SEED:-$(( RANDOM * 32768 + RANDOM ))}"
-exec .venv/bin/python -m pytest -ra --timeout=1800 --shuffle "$seed" "$@"
+exec .venv/bin/python -m pytest -ra --timeout=1800 --durations=30 --shuffle "$seed" "$@"
