@@ -3,6 +3,7 @@ store, so a test can stop it and start it again as the same server."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,10 @@ import pytest
 
 from pipeline.serving.vllm_server import free_port
 from pipeline.util.procgroup import stop_group
+
+# MLflow 3's server starts a job runner with seven Huey consumer processes (GenAI judge jobs) unless told not to:
+# nothing here uses jobs, and each consumer imports MLflow (seconds of CPU at every server start)
+NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -56,7 +61,7 @@ class MlflowServer:
             [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
              "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
              "--artifacts-destination", str(self.root / "artifacts")],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **NO_JOB_RUNNER})
         wait_healthy(self.proc, self.uri, self.root / "server.log", "mlflow server", 120)
 
     def stop(self) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.serving.vllm_server import free_port
-from tests.support.mlflow_server import stop_server, wait_healthy
+from tests.support.mlflow_server import NO_JOB_RUNNER, stop_server, wait_healthy
 
 VENV_BIN = Path(sys.executable).parent
 PG_ROOT = Path("/usr/lib/postgresql")  # where Debian's postgresql-NN packages put their binaries
@@ -141,7 +141,7 @@ class AuthMlflowServer:
                           "auth_cache_ttl_seconds = 300\n")
         env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config), "PGPASSWORD": self.cluster.user.password,
                "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin.password,
-               "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+               "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16), **NO_JOB_RUNNER}
         for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
             env.pop(key, None)
         with self.log.open("ab") as log:
