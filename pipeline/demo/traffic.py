@@ -72,19 +72,22 @@ ORDER_SCHEMA = {
     "required": ["order_id", "issue", "wants"],
     "additionalProperties": False,
 }
+# `strict: true` (OpenAI's per-function flag): the agent-assist client relies on valid arguments, and vLLM (0.32,
+# hermes parser, tool_choice named or required) constrains only the call's envelope of a tool without it, its
+# arguments stay free-form (they came back as a bare string: `"arguments": "NW-867589"`); README, replay.
 TOOLS = [
     {"type": "function", "function": {
-        "name": "lookup_order", "description": "Find an order by its id.",
+        "name": "lookup_order", "description": "Find an order by its id.", "strict": True,
         "parameters": {"type": "object", "properties": {"order_id": {"type": "string", "pattern": "^NW-[0-9]{6}$"}},
                        "required": ["order_id"], "additionalProperties": False}}},
     {"type": "function", "function": {
-        "name": "create_return", "description": "Open a return for an order.",
+        "name": "create_return", "description": "Open a return for an order.", "strict": True,
         "parameters": {"type": "object", "properties": {
             "order_id": {"type": "string", "pattern": "^NW-[0-9]{6}$"},
             "reason": {"enum": ["too_small", "too_large", "damaged", "not_as_described", "other"]}},
             "required": ["order_id", "reason"], "additionalProperties": False}}},
     {"type": "function", "function": {
-        "name": "check_stock", "description": "Stock of a product in a size.",
+        "name": "check_stock", "description": "Stock of a product in a size.", "strict": True,
         "parameters": {"type": "object", "properties": {"product": {"type": "string"}, "size": {"type": "string"}},
                        "required": ["product"], "additionalProperties": False}}},
 ]

@@ -23,6 +23,8 @@ from pipeline.report.document import GateReport
 from pipeline.util.progress import progress_for
 from pipeline.util.secrets import redact
 
+REPLAY_POWER_TAG = "modelgate.replay_power"
+
 
 def _artifacts(report: GateReport, run_dir: Path) -> list[tuple[Path, str | None]]:
     """What the MLflow run holds: the report, its markdown and HTML, the per-item results and each stage's files
@@ -96,6 +98,9 @@ def record(report: GateReport, run_dir: Path, uri: str, signer: signing.Signer |
             "modelgate.author": report.author, "mlflow.user": report.author,  # MLflow's "Created by"
             "modelgate.baseline_version": report.baseline_version or "",
             GATE_KIND_TAG: report.gate_kind}
+    power_notes = views.replay_power_notes(report)
+    if power_notes:  # a replay check production fails on most requests: on the run's page, not only in its files
+        tags[REPLAY_POWER_TAG] = "; ".join(power_notes)
     params["gate_kind"] = report.gate_kind
     advisory = report.gate_kind == ADVISORY
     root = Path(report.config_file or run_dir).parent

@@ -13,6 +13,7 @@ from pipeline.report.views import (
     load_rows,
     load_summary,
     replay_line,
+    replay_power_notes,
     sensitivity_notes,
 )
 
@@ -34,6 +35,7 @@ def render(report: GateReport) -> str:
     replay = replay_line(report)
     if replay:
         lines.append(replay)
+        lines.extend(f"  {note}" for note in replay_power_notes(report))
     load = load_rows(report)
     if load:
         lines.append("load test:")

@@ -9,7 +9,10 @@ re-saved, so every report ever written loads and saves back the same. Stage deta
 compare stage's metric rows gained `kind` and the sensitivity (`mde`, `power`, `underpowered`, `discordance` or
 `sd_diff`, `items_needed`) without a schema change; the renderings show "-" where an older row lacks them. The load
 stage's details gained the request-rate levels (`rate_levels`), each level's goodput and the knee search (`knee`)
-the same way; `GateReport.load_results()` reads them typed (`LoadResults`), empty for older reports.
+the same way; `GateReport.load_results()` reads them typed (`LoadResults`), empty for older reports. The replay
+stage's `per_check` entries gained each check's power (`production_passes`, `mde`, `break_power`, `flag`) and its
+metric rows `power_flag`, read typed as `checks.replay_power.CheckPower` (views.replay_powers); older reports show
+production's pass rate and no flag.
 
     report = GateReport.load(run_dir / "report.json")   # missing: OSError; not JSON: ValueError;
                                                         # other schema_version: InfraError;

@@ -69,8 +69,11 @@ def _replay(report: GateReport) -> str:
     line = views.replay_line(report)
     if line is None:
         return ""
-    inner = f"<p>{escape(line)}</p>" + _table(views.REPLAY_HEADER, views.replay_rows(report), status_col=4,
-                                               numeric=frozenset({1, 2, 3}))
+    inner = f"<p>{escape(line)}</p>" + _table(views.REPLAY_HEADER, views.replay_rows(report), status_col=5,
+                                               numeric=frozenset({1, 3, 4}))
+    notes = views.replay_power_notes(report)
+    if notes:
+        inner += '<ul class="inconclusive">' + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
     cases, invalid = views.replay_cases(report)
     for case in cases[:views.REPLAY_SHOWN]:
         why = "".join(f"<li><b>{escape(check)}</b>: {escape(reason)}</li>" for check, reason in case.failures)

@@ -53,6 +53,8 @@ def replay_section(report: GateReport) -> list[str]:
         return []
     out = ["", "### Replay of production traffic", "", inline(line), ""]
     out += _table(views.REPLAY_HEADER, views.replay_rows(report))
+    notes = views.replay_power_notes(report)  # a check production fails on most requests is never a plain pass
+    out += [""] + [f"- **{inline(note)}**" for note in notes] if notes else []
     cases, invalid = views.replay_cases(report)
     for case in cases[:views.REPLAY_SHOWN]:
         why = "; ".join(f"{check}: {reason}" for check, reason in case.failures)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checks import goodput, slo
+from pipeline.checks.replay_power import CheckPower
 from pipeline.report.document import GateReport, LoadResults
 
 OUTPUT_LINES = 6  # first lines of a failing case's output shown
@@ -69,8 +70,14 @@ def comparison_rows(report: GateReport) -> list[list[str]]:
         interval = "-" if m["lower"] is None else f"[{m['lower']:+.3f}, {m['upper']:+.3f}]"
         rows.append([m["name"], str(m.get("kind") or "-"), _num(m["baseline_mean"]), _num(m["candidate_mean"]),
                      _num(m["delta"], True), interval, "-" if m["margin"] is None else f"{m['margin']:g}", _mde(m),
-                     "-" if m["floor"] is None else f"{m['floor']:g}", str(m["n"]), m["verdict"]])
+                     "-" if m["floor"] is None else f"{m['floor']:g}", str(m["n"]), _verdict(m["verdict"], m)])
     return rows
+
+
+def _verdict(verdict: str, row: dict[str, Any]) -> str:
+    """A verdict with its power flag: a replay check production fails is never shown as a plain pass."""
+    flag = row.get("power_flag") or row.get("flag")
+    return f"{verdict}, {flag}" if flag else verdict
 
 
 def sensitivity_notes(report: GateReport) -> list[str]:
@@ -283,7 +290,7 @@ def decision_line(report: GateReport, limit: int = 3) -> str:
     return " · ".join(parts)
 
 
-REPLAY_HEADER = ["check", "n", "production", "candidate", "verdict"]
+REPLAY_HEADER = ["check", "n", "production passes", "candidate", "MDE 80%", "verdict"]
 REPLAY_SHOWN = 10  # requests shown in the markdown and HTML reports (all in stages/replay/replay.jsonl)
 
 
@@ -318,18 +325,36 @@ def replay_line(report: GateReport) -> str | None:
                    f"answer(s), {prod['asked']} asked in this gate")
 
 
-def replay_rows(report: GateReport) -> list[list[str]]:
-    """Per check: items, production's pass rate, the candidate's, the verdict (side by side)."""
+def _per_check(report: GateReport) -> dict[str, dict[str, Any]]:
     stage = report.stage("replay")
     per_check = stage.details.get("per_check") if stage else None
-    if not isinstance(per_check, dict):
-        return []
+    return per_check if isinstance(per_check, dict) else {}
 
-    def rate(v: Any) -> str:
-        return "-" if v is None else f"{v:.1%}"
 
-    return [[name, str(v.get("n")), rate(v.get("production")), rate(v.get("candidate")), str(v.get("verdict"))]
-            for name, v in per_check.items()]
+def replay_powers(report: GateReport) -> list[CheckPower]:
+    """Each replay check's power (checks/replay_power.py): production's own passes, the MDE, its flag."""
+    return [CheckPower.from_dict(name, v) for name, v in _per_check(report).items()]
+
+
+def replay_power_notes(report: GateReport) -> list[str]:
+    """One line per replay check production fails on most requests: "replay/tool_call: no power: ..."."""
+    return [note for p in replay_powers(report) if (note := p.note())]
+
+
+def replay_rows(report: GateReport) -> list[list[str]]:
+    """Per check: items, production's passes, the candidate's pass rate, the MDE, the verdict with its power flag
+    (side by side); reports before the power was stated show production's pass rate."""
+    rows = []
+    for name, v in _per_check(report).items():
+        power = CheckPower.from_dict(name, v)
+        prod = power.production_line() if power.production_passes is not None else _rate(v.get("production"))
+        rows.append([name, str(v.get("n")), prod, _rate(v.get("candidate")),
+                     "-" if power.mde is None else f"{power.mde:.3f}", _verdict(str(v.get("verdict")), v)])
+    return rows
+
+
+def _rate(v: Any) -> str:
+    return "-" if v is None else f"{v:.1%}"
 
 
 def replay_cases(report: GateReport) -> tuple[list[ReplayCase], list[str]]:

@@ -19,6 +19,7 @@ from pipeline.core.result import StageResult, Status
 from pipeline.demo import traffic as demo_traffic
 from pipeline.gate import run as gate
 from pipeline.gate.stages import replay
+from pipeline.report import markdown
 from pipeline.util import pii
 from tests.support.fake_chat import fake_chat
 from tests.support.releases import write_release
@@ -62,13 +63,29 @@ def broken(body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | Non
     return content, calls, finish
 
 
-def team(tmp_path: Path, revision: str, production_name: str) -> Path:
+def bare_arguments(arguments: str) -> str:
+    """A tool call's arguments as a bare JSON string (the first value), as vLLM answered the demo's tools
+    without `strict` (README, replay): `"NW-867589"`, not `{"order_id": "NW-867589"}`."""
+    return json.dumps(next(iter(json.loads(arguments).values())))
+
+
+def bare(answer):
+    """`answer` with every tool call's arguments bare: no tool call of it passes replay/tool_call."""
+    def wrapped(body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None, str]:
+        content, calls, finish = answer(body)
+        return content, calls and [{**c, "arguments": bare_arguments(c["arguments"])} for c in calls], finish
+    return wrapped
+
+
+def team(tmp_path: Path, revision: str, production_name: str, bare_tools: bool = False) -> Path:
     """release.yaml pinning `revision`, and the demo traffic: 3 of 4 answers recorded by `production_name`, the
-    rest by an older production (asked again in the gate)."""
+    rest by an older production (asked again in the gate); `bare_tools`: production's tool calls recorded bare."""
     records = demo_traffic.generate(120, seed=5, served_name=production_name)
     for i, rec in enumerate(records):
         if i % 4 == 3:
             rec["response"]["model"] = "chat@0ld0ld0ld0ld"
+        for call in rec["response"]["choices"][0]["message"].get("tool_calls") or [] if bare_tools else []:
+            call["function"]["arguments"] = bare_arguments(call["function"]["arguments"])
     demo_traffic.write(tmp_path / "traffic.jsonl", records)
     return write_release(tmp_path, model="replay-it", candidate={
         "source": "git", "repo": "hub/model", "revision": revision,
@@ -114,12 +131,12 @@ def test_replay_gate_rejects_a_regression_paired_with_production_and_stores_no_p
     def ask_production(ctx, pin, records, progress):  # production's boot stood in: the same code asks it
         assert pin.revision == REV_1
         asked.extend(r.key for r in records)
-        with fake_chat(good, "chat@" + REV_1[:12]) as endpoint:
+        with fake_chat(bare(good), "chat@" + REV_1[:12]) as endpoint:
             return replay.ask(endpoint, records, concurrency=2, progress=progress)
 
     monkeypatch.setattr(replay, "ask_production", ask_production)
-    second = team(tmp_path / "t2", REV_2, "chat@" + REV_1[:12])
-    report = run_gate(second, broken, tmp_path, uri, "second")
+    second = team(tmp_path / "t2", REV_2, "chat@" + REV_1[:12], bare_tools=True)  # as on the demo, before strict
+    report = run_gate(second, bare(broken), tmp_path, uri, "second")
     stage = report.stage("replay")
     assert stage is not None and stage.status == Status.FAILED and report.exit_code == 1
     prod = stage.details["production"]
@@ -129,6 +146,11 @@ def test_replay_gate_rejects_a_regression_paired_with_production_and_stores_no_p
     assert rows["replay/json_schema"]["verdict"] == "fail" and rows["replay/json_schema"]["baseline_mean"] == 1.0
     assert rows["replay/non_empty"]["verdict"] == "pass" and rows["replay/non_empty"]["n"] == 60
     assert rows["replay/tool_call"]["verdict"] != "fail" and rows["replay/tool_call"]["delta"] == 0  # too few to pass
+    # ... but production passes no tool call either: the check has no power, said wherever the verdict is
+    tool = stage.details["per_check"]["tool_call"]
+    flag = f"no power: production passes 0 of {tool['n']}"
+    assert tool["production_passes"] == 0 and tool["n"] > 5 and tool["flag"] == "no power"
+    assert any(r.startswith(f"replay: replay/tool_call: {flag}") for r in report.reasons)
     assert any(r.startswith("replay: replay/json_schema: candidate 0 vs baseline 1") for r in report.reasons)
     first_row = stage.details["requests"][0]
     assert first_row["regressed"] == ["json_schema"] and "not JSON" in \
@@ -136,11 +158,16 @@ def test_replay_gate_rejects_a_regression_paired_with_production_and_stores_no_p
     assert first_row["candidate"].startswith("Sure! Here is the order") and first_row["production"].startswith("{")
 
     run_dir = Path(report.run_dir or "")
-    markdown = (run_dir / "report.md").read_text()
-    assert "### Replay of production traffic" in markdown and "60 sampled of" in markdown
-    assert "**regression**" in markdown and "json\\_schema: not JSON" in markdown
+    markdown_text = (run_dir / "report.md").read_text()
+    assert "### Replay of production traffic" in markdown_text and "60 sampled of" in markdown_text
+    assert "**regression**" in markdown_text and "json\\_schema: not JSON" in markdown_text
+    assert f"- **replay/tool\\_call: {markdown.inline(flag)}" in markdown_text and "no power |" in markdown_text
     html = (run_dir / "report.html").read_text()
     assert "Replay of production traffic" in html and "regression</span>" in html
+    assert f"replay/tool_call: {flag}" in html
+    run = MlflowClient(tracking_uri=uri).get_run(report.tracking.run_id or "")
+    assert run.data.tags["modelgate.replay_power"].startswith(f"replay/tool_call: {flag}")
+    assert run.data.metrics["replay.tool_call.no_power"] == 1.0 and run.data.metrics["replay.non_empty.no_power"] == 0
 
     # privacy: nothing personal from the recorded requests in any stored file, locally or in MLflow
     values = personal_values(tmp_path / "t2" / "traffic.jsonl")

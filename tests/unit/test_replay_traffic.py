@@ -132,6 +132,22 @@ def test_the_demo_traffic_file_is_the_generator_output_and_valid(tmp_path):
     assert "@example.com" in text and "+1 415 555" in text and "4111 1111 1111 1111" in text
 
 
+def test_the_demo_tool_calls_declare_strict_tools_whose_arguments_vllm_constrains():
+    """vLLM 0.32 (hermes parser) constrains a named or required tool call's arguments to the tool's parameters
+    only for a tool declared `strict: true`; without it they came back free-form and production failed
+    replay/tool_call on every request (README, replay). The agent-assist client declares its tools strict."""
+    from pipeline.checks.replay import judge
+    from pipeline.config.traffic import Answer
+
+    calls = [r for r in load_demo() if r.params.get("tools")]
+    assert len(calls) > 30 and all(t["function"]["strict"] is True for r in calls for t in r.params["tools"])
+    named = next(r for r in calls if isinstance(r.params["tool_choice"], dict)
+                 and r.params["tool_choice"]["function"]["name"] == "lookup_order")
+    assert named.response is not None and judge(named, named.response)["tool_call"].passed
+    bare = judge(named, Answer("", (("lookup_order", '"NW-867589"'),), "stop"))["tool_call"]
+    assert not bare.passed and "'NW-867589' is not of type 'object'" in (bare.reason or "")
+
+
 def test_release_yaml_replay_section(tmp_path):
     from tests.support.releases import write_release
 

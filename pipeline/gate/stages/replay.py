@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checks.replay import Outcome, check_length, judge
+from pipeline.checks.replay_power import CheckPower, check_power
 from pipeline.checks.stats import MetricComparison, absolute_only, compare_metric
 from pipeline.config.release import REPLAY_CHECKS, Pin
 from pipeline.config.traffic import Answer, Recorded, Traffic, load_traffic, sample
@@ -149,7 +150,9 @@ def judge_all(records: list[Recorded], cand: dict[str, Answer], prod: dict[str, 
     return rows
 
 
-def comparisons(rows: list[dict[str, Any]], ctx: GateContext, paired: bool) -> list[MetricComparison]:
+def comparisons(rows: list[dict[str, Any]], ctx: GateContext, paired: bool
+                ) -> list[tuple[MetricComparison, CheckPower]]:
+    """Per check: its metric comparison and its power (production's own pass rate, checks/replay_power.py)."""
     cfg = ctx.release.replay_gate
     out = []
     for check in REPLAY_CHECKS:
@@ -161,12 +164,21 @@ def comparisons(rows: list[dict[str, Any]], ctx: GateContext, paired: bool) -> l
         limit = cfg.threshold(check)
         cand = [1.0 if v["candidate"] else 0.0 for v in have]
         name = METRIC_PREFIX + check
-        if paired:
-            base = [1.0 if v["production"] else 0.0 for v in have]
-            out.append(compare_metric(name, cand, base, limit.margin, limit.floor, "binary", alpha=ctx.release.alpha))
-        else:
-            out.append(absolute_only(name, cand, limit.floor, "binary"))
+        base = [1.0 if v["production"] else 0.0 for v in have] if paired else None
+        comparison = compare_metric(name, cand, base, limit.margin, limit.floor, "binary", alpha=ctx.release.alpha) \
+            if base is not None else absolute_only(name, cand, limit.floor, "binary")
+        out.append((comparison, check_power(check, comparison, base, ctx.release.alpha)))
     return out
+
+
+def tables(judged: list[tuple[MetricComparison, CheckPower]]
+           ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The stage's metric rows (the compare table's, with each check's power flag) and its per-check summary
+    (rates side by side, production's own passes, the MDE, the flag): what the report's renderings read."""
+    table = [{**c.to_dict(), "power_flag": p.flag} for c, p in judged]
+    per_check = {p.check: {"candidate": c.candidate_mean, "production": c.baseline_mean, "verdict": c.verdict,
+                           **p.to_dict()} for c, p in judged}
+    return table, per_check
 
 
 def traffic_line(traffic: Traffic, sampled: int) -> str:
@@ -200,8 +212,9 @@ def run(ctx: GateContext) -> StageResult:
     rows = judge_all(chosen, cand, prod, cfg.length_min, cfg.length_max)
     for row in rows:
         row["production_from"] = origin.get(row["key"])
-    results = comparisons(rows, ctx, paired=production is not None)
-    table = [c.to_dict() for c in results]
+    judged = comparisons(rows, ctx, paired=production is not None)
+    results = [c for c, _ in judged]
+    table, per_check = tables(judged)
     out_dir = ctx.files.stage(NAME)
     verdicts = {c.verdict for c in results}
     status = Status.FAILED if "fail" in verdicts else Status.INCONCLUSIVE if "inconclusive" in verdicts \
@@ -212,16 +225,21 @@ def run(ctx: GateContext) -> StageResult:
     order = {"fail": 0, "inconclusive": 1, "pass": 2}  # the failing checks first: they decide the verdict
     reasons += list(dict.fromkeys(reason for c in sorted(results, key=lambda c: order[c.verdict])
                                   for reason in c.reasons if status == Status.PASSED or c.verdict != "pass"))
-    per_check = {c.name.removeprefix(METRIC_PREFIX): {"candidate": c.candidate_mean, "production": c.baseline_mean,
-                                                      "n": c.n, "verdict": c.verdict} for c in results}
+    reasons += [note for _, p in judged if (note := p.note())]  # a check production fails has no power
     metrics: dict[str, float] = {"sampled": len(chosen), "recorded": len(traffic.records),
                                  "invalid": len(traffic.invalid), "regressions": len(regressions)}
-    for c in results:
-        check = c.name.removeprefix(METRIC_PREFIX)
+    for c, power in judged:
+        check = power.check
         if c.candidate_mean is not None:
             metrics[f"{check}.candidate_rate"] = c.candidate_mean
         if c.baseline_mean is not None:
             metrics[f"{check}.production_rate"] = c.baseline_mean
+        if power.production_passes is not None:
+            metrics[f"{check}.production_passes"] = power.production_passes
+            metrics[f"{check}.break_power"] = power.break_power or 0.0
+            metrics[f"{check}.no_power"] = float(power.flag == "no power")
+        if c.mde is not None:
+            metrics[f"{check}.mde"] = c.mde
     details = {"sampled": len(chosen), "recorded": len(traffic.records), "lines": traffic.lines,
                "duplicates": traffic.duplicates, "invalid_count": len(traffic.invalid),
                "invalid": [{"source": i.source, "problem": i.problem} for i in traffic.invalid[:INVALID_SHOWN]],
