@@ -37,6 +37,7 @@ from typing import Any
 
 from pipeline.checks import shift
 from pipeline.config.release import LoadSlo
+from pipeline.core.decision import Decision
 
 ALPHA = 0.05  # default alpha: each one-sided bound of a per-request comparison holds with confidence 1 - alpha
 CLIFF_FACTOR = 1.5
@@ -166,18 +167,22 @@ def _tok_per_s(samples: dict[str, list[float]]) -> list[float]:
     return [1000.0 * t / ms for t, ms in zip(samples["output_tokens"], samples["e2el_ms"], strict=True)]
 
 
-def _verdict_up(s: shift.Shift, pct: float) -> str:
+# how a load comparison's decision reads in notes and reports
+WORDS = {Decision.PASS: "within threshold", Decision.FAIL: "regressed", Decision.INCONCLUSIVE: "inconclusive"}
+
+
+def _verdict_up(s: shift.Shift, pct: float) -> Decision:
     """Higher is worse (latency)."""
     if s.lower_pct is not None and s.lower_pct > pct:
-        return "regressed"
-    return "within threshold" if s.upper_pct is not None and s.upper_pct <= pct else "inconclusive"
+        return Decision.FAIL
+    return Decision.PASS if s.upper_pct is not None and s.upper_pct <= pct else Decision.INCONCLUSIVE
 
 
-def _verdict_down(s: shift.Shift, pct: float) -> str:
+def _verdict_down(s: shift.Shift, pct: float) -> Decision:
     """Lower is worse (throughput)."""
     if s.upper_pct is not None and s.upper_pct < -pct:
-        return "regressed"
-    return "within threshold" if s.lower_pct is not None and s.lower_pct >= -pct else "inconclusive"
+        return Decision.FAIL
+    return Decision.PASS if s.lower_pct is not None and s.lower_pct >= -pct else Decision.INCONCLUSIVE
 
 
 def compare_level(row: dict[str, Any], b: dict[str, Any] | None, pct: float,
@@ -186,8 +191,8 @@ def compare_level(row: dict[str, Any], b: dict[str, Any] | None, pct: float,
 
     record: level, compared (bool), reason when not; method "rank" (per-request, see the module docstring) or
     "p95" (the fallback, with `fallback_reason`); for "rank" the e2el / output_tok_s / ttft shifts (Shift.as_dict:
-    estimate and bounds in %), threshold_pct, confidence; verdict "regressed" | "within threshold" |
-    "inconclusive" (the interval straddles the threshold: not failed).
+    estimate and bounds in %), threshold_pct, confidence; verdict a Decision: fail (regressed), pass (within
+    threshold) or inconclusive (the interval straddles the threshold: not failed); WORDS says how each reads.
     """
     lvl = row["level"]
     rec: dict[str, Any] = {"level": lvl, "threshold_pct": pct}
@@ -212,7 +217,7 @@ def compare_level(row: dict[str, Any], b: dict[str, Any] | None, pct: float,
         return {**rec, "compared": True, "method": "p95", "fallback_reason": fallback,
                 "p95_e2el_change_pct": changes["p95_e2el_ms"],
                 "output_throughput_change_pct": changes["output_throughput"],
-                "verdict": "regressed" if failures else "within threshold"}, failures
+                "verdict": Decision.FAIL if failures else Decision.PASS}, failures
     assert mine is not None and theirs is not None
     e2el = shift.log_shift(mine["e2el_ms"], theirs["e2el_ms"], alpha)
     tput = shift.log_shift(_tok_per_s(mine), _tok_per_s(theirs), alpha)
@@ -221,16 +226,16 @@ def compare_level(row: dict[str, Any], b: dict[str, Any] | None, pct: float,
     verdicts = {"e2el": _verdict_up(e2el, pct), "output_tok_s": _verdict_down(tput, pct)}
     failures = []
     conf = f"{100 * (1 - alpha):g}%"
-    if verdicts["e2el"] == "regressed":
+    if verdicts["e2el"] == Decision.FAIL:
         failures.append(f"load {lvl}: e2e latency is {e2el.estimate_pct:+.0f}% vs production (at least "
                         f"{e2el.lower_pct:+.1f}% with {conf} confidence, {e2el.n_candidate} vs {e2el.n_baseline} "
                         f"requests) > regression_pct {pct:g}")
-    if verdicts["output_tok_s"] == "regressed":
+    if verdicts["output_tok_s"] == Decision.FAIL:
         failures.append(f"load {lvl}: per-request output tok/s is {tput.estimate_pct:+.0f}% vs production (at "
                         f"most {tput.upper_pct:+.1f}% with {conf} confidence, {tput.n_candidate} vs "
                         f"{tput.n_baseline} requests) < -regression_pct {pct:g}")
-    verdict = "regressed" if failures else (
-        "within threshold" if all(v == "within threshold" for v in verdicts.values()) else "inconclusive")
+    verdict = Decision.FAIL if failures else (
+        Decision.PASS if all(v == Decision.PASS for v in verdicts.values()) else Decision.INCONCLUSIVE)
     return {**rec, "compared": True, "method": "rank", "confidence": 1 - alpha, "e2el": e2el.as_dict(),
             "output_tok_s": tput.as_dict(), "ttft": ttft.as_dict(), "verdicts": verdicts,
             "verdict": verdict}, failures
@@ -297,12 +302,18 @@ def comparison_line(rec: dict[str, Any], version: str | None = None, run_id: str
         shown = lambda v: "-" if v is None else f"{v:+.1f}%"  # noqa: E731
         return (f"{head}: one measurement each side, {rec.get('fallback_reason')}: p95 e2e "
                 f"{shown(rec.get('p95_e2el_change_pct'))}, output throughput "
-                f"{shown(rec.get('output_throughput_change_pct'))} (regression_pct {pct:g}): {rec.get('verdict')}")
+                f"{shown(rec.get('output_throughput_change_pct'))} (regression_pct {pct:g}): {_words(rec)}")
     e2el, tput, ttft = rec["e2el"], rec["output_tok_s"], rec["ttft"]
     return (f"{head}: e2e latency {_interval(e2el)} (regresses above +{pct:g}%), per-request output tok/s "
             f"{_interval(tput)} (below -{pct:g}%), TTFT {_interval(ttft)} (not gated); "
             f"{100 * rec.get('confidence', 1 - ALPHA):g}% one-sided bounds, {e2el['n_candidate']} vs "
-            f"{e2el['n_baseline']} requests: {rec.get('verdict')}")
+            f"{e2el['n_baseline']} requests: {_words(rec)}")
+
+
+def _words(rec: dict[str, Any]) -> str:
+    """A comparison's decision as notes show it; a record written before the Decision words shows its own."""
+    verdict = rec.get("verdict")
+    return WORDS[Decision(verdict)] if verdict in set(Decision) else str(verdict)
 
 
 def cost_per_1m_output_tokens(output_throughput: float | None, price_per_hour: float | None) -> float | None:

@@ -19,14 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from pipeline.checks import power as pw
 from pipeline.checks.power import Kind
+from pipeline.core.decision import Decision
 
-Decision = Literal["pass", "fail", "inconclusive"]
 NO_BASELINE = "no production baseline: absolute floor only"
 # lm-eval metrics whose per-item value is 0/1 by definition, and ones that are scores (fractions) by definition
 BINARY_METRICS = frozenset({"acc", "acc_norm", "acc_mutual_info", "exact_match", "pass"})
@@ -155,10 +155,10 @@ def noninferiority(lower: float, upper: float, margin: float) -> Decision:
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     if lower >= -margin:
-        return "pass"
+        return Decision.PASS
     if upper < -margin:
-        return "fail"
-    return "inconclusive"
+        return Decision.FAIL
+    return Decision.INCONCLUSIVE
 
 
 @dataclass
@@ -192,9 +192,9 @@ class MetricComparison:
 
 
 _EXPLAIN = {
-    "pass": "non-inferior (lower bound >= -margin)",
-    "fail": "worse than the margin allows (upper bound < -margin)",
-    "inconclusive": "inconclusive (the interval straddles -margin: more items or a release manager's call)",
+    Decision.PASS: "non-inferior (lower bound >= -margin)",
+    Decision.FAIL: "worse than the margin allows (upper bound < -margin)",
+    Decision.INCONCLUSIVE: "inconclusive (the interval straddles -margin: more items or a release manager's call)",
 }
 
 
@@ -205,7 +205,7 @@ def compare_metric(name: str, cand: Sequence[float], base: Sequence[float], marg
     if kind not in ("binary", "continuous"):
         raise ValueError(f"kind must be 'binary' or 'continuous', got {kind!r}")
     if len(cand) == 0 and len(base) == 0:
-        return MetricComparison(name, kind, 0, None, None, None, None, None, margin, floor, "inconclusive",
+        return MetricComparison(name, kind, 0, None, None, None, None, None, margin, floor, Decision.INCONCLUSIVE,
                                 [f"{name}: no paired items to compare"], alpha=alpha)
     c_arr, b_arr = _paired(cand, base)
     p_value = None
@@ -224,14 +224,14 @@ def compare_metric(name: str, cand: Sequence[float], base: Sequence[float], marg
                f"{_EXPLAIN[decision]}"]
     verdict: Decision = decision
     if floor is not None and cand_mean < floor:
-        verdict = "fail"
+        verdict = Decision.FAIL
         reasons.append(f"{name}: candidate {cand_mean:.4g} is below the absolute floor {floor:g}")
     spread = pw.observed_spread(kind, cand, base, alpha)
     mde = pw.mde(spread, int(c_arr.size), alpha, power)
     underpowered = margin < mde
     needed = pw.items_needed(spread, margin, alpha, power) if margin > 0 and (kind == "continuous" or margin <= 1) \
         else None
-    if underpowered and verdict != "fail":  # a rejected metric was detected: nothing was missed there
+    if underpowered and verdict != Decision.FAIL:  # a rejected metric was detected: nothing was missed there
         reasons.append(underpowered_note(name, margin, mde, int(c_arr.size), alpha, power, needed))
     return MetricComparison(name, kind, int(c_arr.size), cand_mean, base_mean, delta, lower, upper, margin,
                             floor, verdict, reasons, method, alpha, p_value, mde=mde, power=power,
@@ -254,17 +254,17 @@ def absolute_only(name: str, cand: Sequence[float], floor: float | None,
     values = np.asarray(cand, dtype=float)
     reasons = [NO_BASELINE]
     if values.size == 0:
-        return MetricComparison(name, kind, 0, None, None, None, None, None, None, floor, "inconclusive",
+        return MetricComparison(name, kind, 0, None, None, None, None, None, None, floor, Decision.INCONCLUSIVE,
                                 reasons + [f"{name}: no items"], "absolute floor")
     mean = float(values.mean())
     if floor is None:
-        verdict: Decision = "pass"
+        verdict: Decision = Decision.PASS
         reasons.append(f"{name}: candidate {mean:.4g}, no floor configured")
     elif mean < floor:
-        verdict = "fail"
+        verdict = Decision.FAIL
         reasons.append(f"{name}: candidate {mean:.4g} is below the absolute floor {floor:g}")
     else:
-        verdict = "pass"
+        verdict = Decision.PASS
         reasons.append(f"{name}: candidate {mean:.4g} meets the absolute floor {floor:g}")
     return MetricComparison(name, kind, int(values.size), mean, None, None, None, None, None, floor, verdict,
                             reasons, "absolute floor")

@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.checks import goodput, slo
 from pipeline.checks.replay_power import CheckPower
+from pipeline.core.decision import Decision
 from pipeline.report.document import GateReport, LoadResults
 
 OUTPUT_LINES = 6  # first lines of a failing case's output shown
@@ -88,7 +89,7 @@ def sensitivity_notes(report: GateReport) -> list[str]:
             continue
         spread = f"discordance {m['discordance']:.3g}" if m.get("discordance") is not None else \
             f"sd of differences {m['sd_diff']:.3g}" if m.get("sd_diff") is not None else "observed spread"
-        if m.get("underpowered") and m.get("verdict") != "fail":  # a rejected metric was not missed
+        if m.get("underpowered") and m.get("verdict") != Decision.FAIL:  # a rejected metric was not missed
             needed = f"; about {m['items_needed']} paired items would resolve it" if m.get("items_needed") else ""
             notes.append(f"{m['name']}: UNDERPOWERED: margin {m['margin']:g} is below the smallest drop this gate "
                          f"detects with {m.get('power', 0.8):.0%} power ({m['mde']:.3f} at n={m['n']}, alpha "
@@ -279,7 +280,7 @@ def decision_line(report: GateReport, limit: int = 3) -> str:
     MLflow): "REJECTED · format/pass 4.5% vs 75.0% (production v1) · support_intent/acc 0.17 vs 0.58".
     The metrics that failed come first; without a comparison (first gate, no baseline) the gate's reasons."""
     rows = _metric_rows(report)
-    rows = sorted(rows, key=lambda m: m.get("verdict") == "pass")[:limit]
+    rows = sorted(rows, key=lambda m: m.get("verdict") == Decision.PASS)[:limit]
     parts = [str(report.verdict).upper()]
     for i, m in enumerate(rows):
         base = f" (production v{report.baseline_version})" if i == 0 and report.baseline_version else ""

@@ -363,11 +363,11 @@ def test_per_request_comparison_fails_only_beyond_the_threshold_with_confidence(
     base = slo.level_summary(1, 2, detailed(_spread(24)))
     same = slo.level_summary(1, 2, detailed(_spread(24, seed=4)))
     rec, failures = slo.compare_level(same, base, 20)
-    assert failures == [] and rec["method"] == "rank" and rec["verdict"] == "within threshold"
+    assert failures == [] and rec["method"] == "rank" and rec["verdict"] == "pass"
     assert rec["e2el"]["lower_pct"] < rec["e2el"]["estimate_pct"] < rec["e2el"]["upper_pct"] < 20
     slower = slo.level_summary(1, 2, detailed([1.5 * v for v in _spread(24, seed=4)]))
     rec, failures = slo.compare_level(slower, base, 20)
-    assert rec["verdict"] == "regressed" and rec["verdicts"] == {"e2el": "regressed", "output_tok_s": "regressed"}
+    assert rec["verdict"] == "fail" and rec["verdicts"] == {"e2el": "fail", "output_tok_s": "fail"}
     assert len(failures) == 2 and failures[0].startswith("load 1x: e2e latency is +5")
     assert "> regression_pct 20" in failures[0] and "< -regression_pct 20" in failures[1]
     # 20% slower on average: the interval straddles the threshold, which is reported, not failed
@@ -385,7 +385,7 @@ def test_older_production_records_and_too_few_requests_fall_back_to_the_p95_chec
     cand["p95_e2el_ms"] = 4000.0
     rec, failures = slo.compare_level(cand, old, 20)
     assert rec["method"] == "p95" and rec["fallback_reason"] == "production's run recorded no per-request latencies"
-    assert rec["verdict"] == "regressed" and failures == [
+    assert rec["verdict"] == "fail" and failures == [
         "load 1x: p95_e2el_ms 4000 is 33% above the baseline's 3000 (regression_pct 20)"]
     assert "one measurement each side, production's run recorded no per-request latencies: p95 e2e +33.3%" in \
         slo.comparison_line(rec, "3")
@@ -451,8 +451,8 @@ def test_request_rate_levels_are_compared_per_request_with_productions_at_the_sa
     ctx = SimpleNamespace(baseline_store=store, release=SimpleNamespace(model_name="m", alpha=0.05))
     info, failures = compare_baseline(ctx, cfg, rows, fp)
     recs = {r["level"]: r for r in info["comparisons"]}
-    assert recs["1x"]["verdict"] == "within threshold"
-    assert recs["2rps"]["method"] == "rank" and recs["2rps"]["verdict"] == "regressed"
+    assert recs["1x"]["verdict"] == "pass"
+    assert recs["2rps"]["method"] == "rank" and recs["2rps"]["verdict"] == "fail"
     assert recs["2rps"]["e2el"]["lower_pct"] > 20
     assert failures and all(f.startswith("load 2rps:") for f in failures)
     assert not recs["4rps"]["compared"] and recs["4rps"]["reason"] == \

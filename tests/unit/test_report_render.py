@@ -135,7 +135,7 @@ UNLIKE = {"version": "1", "run_id": "0123456789abcdef0123", "status": "skipped",
 RANK = {"level": "1x", "threshold_pct": 20, "compared": True, "method": "rank", "confidence": 0.95,
         "e2el": {"estimate_pct": 81.2, "lower_pct": 70.4, "upper_pct": 92.0, "n_candidate": 16, "n_baseline": 16},
         "output_tok_s": {"estimate_pct": -44.8, "lower_pct": -48.0, "upper_pct": -41.3},
-        "ttft": {"estimate_pct": 60.0, "lower_pct": 40.0, "upper_pct": 80.0}, "verdict": "regressed"}
+        "ttft": {"estimate_pct": 60.0, "lower_pct": 40.0, "upper_pct": 80.0}, "verdict": "fail"}
 COMPARED = {"version": "1", "run_id": "0123456789abcdef0123", "status": "compared", "regression_pct": 20,
             "comparisons": [RANK, {"level": "3x", "threshold_pct": 20, "compared": False,
                                    "reason": "production's gate did not run this level"}]}

@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.checks.stats import absolute_only, compare_metric, first_non_finite, infer_kind
 from pipeline.config.release import Pin, Threshold
+from pipeline.core.decision import Decision, fold
 from pipeline.core.result import StageResult, Status
 from pipeline.errors import BadInput
 from pipeline.gate.context import GateContext
@@ -112,11 +113,9 @@ def run(ctx: GateContext) -> StageResult:
     rows = [c.to_dict() for c in comparisons]
     details["metrics"] = rows
     table = write_table(rows, ctx.files.stage(NAME) / "comparison.csv")
-    verdicts = {c.verdict for c in comparisons}
-    status = Status.FAILED if "fail" in verdicts else Status.INCONCLUSIVE if "inconclusive" in verdicts \
-        else Status.PASSED
+    status = fold(c.verdict for c in comparisons)
     reasons = [reason for c in comparisons for reason in c.reasons
-               if status == Status.PASSED or c.verdict != "pass"]
+               if status == Status.PASSED or c.verdict != Decision.PASS]
     reasons = list(dict.fromkeys(reasons))  # the no-baseline note once, not per metric
     metrics: dict[str, float] = {}
     for c in comparisons:

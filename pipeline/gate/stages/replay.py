@@ -23,6 +23,7 @@ from pipeline.checks.replay_power import CheckPower, check_power
 from pipeline.checks.stats import MetricComparison, absolute_only, compare_metric
 from pipeline.config.release import REPLAY_CHECKS, Pin
 from pipeline.config.traffic import Answer, Recorded, Traffic, load_traffic, sample
+from pipeline.core.decision import Decision, deciding_first, fold
 from pipeline.core.result import StageResult, Status
 from pipeline.core.rundir import RunDir
 from pipeline.gate.context import GateContext
@@ -216,15 +217,13 @@ def run(ctx: GateContext) -> StageResult:
     results = [c for c, _ in judged]
     table, per_check = tables(judged)
     out_dir = ctx.files.stage(NAME)
-    verdicts = {c.verdict for c in results}
-    status = Status.FAILED if "fail" in verdicts else Status.INCONCLUSIVE if "inconclusive" in verdicts \
-        else Status.PASSED
+    status = fold(c.verdict for c in results)
     regressions = [r for r in rows if r["regressed"]]
     reasons = [line + (f"; {len(regressions)} request(s) production passed and the candidate failed"
                        if production is not None else "")]
-    order = {"fail": 0, "inconclusive": 1, "pass": 2}  # the failing checks first: they decide the verdict
-    reasons += list(dict.fromkeys(reason for c in sorted(results, key=lambda c: order[c.verdict])
-                                  for reason in c.reasons if status == Status.PASSED or c.verdict != "pass"))
+    # the failing checks first: they decide the verdict
+    reasons += list(dict.fromkeys(reason for c in sorted(results, key=lambda c: deciding_first(c.verdict))
+                                  for reason in c.reasons if status == Status.PASSED or c.verdict != Decision.PASS))
     reasons += [note for _, p in judged if (note := p.note())]  # a check production fails has no power
     metrics: dict[str, float] = {"sampled": len(chosen), "recorded": len(traffic.records),
                                  "invalid": len(traffic.invalid), "regressions": len(regressions)}
