@@ -62,7 +62,7 @@ def broken(body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | Non
     return content, calls, finish
 
 
-def team(tmp_path: Path, revision: str, production_name: str) -> Path:
+def replay_team(tmp_path: Path, revision: str, production_name: str) -> Path:
     """release.yaml pinning `revision`, and the demo traffic: 3 of 4 answers recorded by `production_name`, the
     rest by an older production (asked again in the gate)."""
     records = demo_traffic.generate(120, seed=5, served_name=production_name)
@@ -101,7 +101,7 @@ def test_replay_gate_rejects_a_regression_paired_with_production_and_stores_no_p
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    first = team(tmp_path / "t1", REV_1, "chat@" + REV_1[:12])
+    first = replay_team(tmp_path / "t1", REV_1, "chat@" + REV_1[:12])
     report = run_gate(first, good, tmp_path, uri, "first")
     stage = report.stage("replay")
     assert report.exit_code == 0 and stage is not None and stage.status == Status.PASSED
@@ -118,7 +118,7 @@ def test_replay_gate_rejects_a_regression_paired_with_production_and_stores_no_p
             return replay.ask(endpoint, records, concurrency=2, progress=progress)
 
     monkeypatch.setattr(replay, "ask_production", ask_production)
-    second = team(tmp_path / "t2", REV_2, "chat@" + REV_1[:12])
+    second = replay_team(tmp_path / "t2", REV_2, "chat@" + REV_1[:12])
     report = run_gate(second, broken, tmp_path, uri, "second")
     stage = report.stage("replay")
     assert stage is not None and stage.status == Status.FAILED and report.exit_code == 1
