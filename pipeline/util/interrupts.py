@@ -4,7 +4,7 @@ CPython runs a signal's Python handler only in the main thread, and only when th
 or interrupted in a system call. The kernel hands a process-directed signal to any thread that does not block
 it; when it lands on a worker thread (a busy hashing or HTTP thread), the main thread is not interrupted: if it
 is blocked in a long wait (a sleep, a child's `wait()`, a future's result), the handler, and with it the gate's
-teardown, waits until that wait ends (reproduced in tests/unit/test_interrupts.py: a gate asleep for 600 s
+teardown, waits until that wait ends (reproduced in tests/unit/util/test_interrupts.py: a gate asleep for 600 s
 with a busy thread beside it ignored the SIGTERM that the kernel gave that thread).
 
 `route_to_main_thread()` blocks both signals in every thread started through `threading` from then on (a

@@ -27,12 +27,6 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def team(quality_team):
-    """The session's team repository (tests/support/quality.py), shared with test_variants_e2e.py."""
-    return quality_team
-
-
-@pytest.fixture(scope="module")
 def production(quality_production):
     """The session's first release of `instruct`, shared with test_variants_e2e.py."""
     return quality_production
@@ -121,8 +115,9 @@ def test_no_secret_reaches_output_files_or_mlflow(production, mlflow_server, tmp
     assert mv.tags["modelgate.signature.status"] == "signed"  # the gate had the key, and used it
 
 
-def test_degraded_variant_is_rejected_against_the_production_baseline(production, team, demo_hub, mlflow_server):
-    proc, report = gate(team, demo_hub, "degraded", mlflow_server, production["home"])
+def test_degraded_variant_is_rejected_against_the_production_baseline(production, quality_team, demo_hub,
+                                                                      mlflow_server):
+    proc, report = gate(quality_team, demo_hub, "degraded", mlflow_server, production["home"])
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
     out = proc.stdout
     assert f"baseline: production v{production['version']}" in out and "paired with its recorded" in out
@@ -162,15 +157,15 @@ def assert_sensitivity_stated(rows, out, report, mlflow_uri):
     assert metrics["compare.support_facts.f1.mde"] == pytest.approx(rows["support_facts/f1"]["mde"])
 
 
-def test_changed_evalset_reevaluates_the_baseline_on_the_same_items(production, team, demo_hub, mlflow_server):
+def test_changed_evalset_reevaluates_the_baseline_on_the_same_items(production, quality_team, demo_hub, mlflow_server):
     """One item dropped, and support_facts prompted without the chat template: either changes the evalset
     digest. Both gates (candidate and re-evaluated baseline) run the two tasks as two lm-eval invocations."""
-    data = team / "evalsets" / "support_facts.jsonl"
+    data = quality_team / "evalsets" / "support_facts.jsonl"
     lines = data.read_text().splitlines(keepends=True)
     data.write_text("".join(lines[:-1]))  # drop one item: the evalset digest changes
     gates = {**GATES, "evals": {**GATES["evals"], "per_task": {"support_facts": {"chat_template": False}}}}
     try:
-        proc, report = gate(team, demo_hub, "instruct", mlflow_server, production["home"], gates)
+        proc, report = gate(quality_team, demo_hub, "instruct", mlflow_server, production["home"], gates)
     finally:
         data.write_text("".join(lines))
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -194,7 +189,7 @@ def test_changed_evalset_reevaluates_the_baseline_on_the_same_items(production, 
     assert vllm_processes() == []
 
 
-def test_release_flow_on_the_real_model(production, team, mlflow_server):
+def test_release_flow_on_the_real_model(production, quality_team, mlflow_server):
     """The gates above registered real versions: a rejected one cannot be approved or promoted; a passed
     one is approved, promoted (alias + git tag), resolved for deployment, and rolled back in seconds."""
     import time
@@ -209,23 +204,24 @@ def test_release_flow_on_the_real_model(production, team, mlflow_server):
     if not rejected or not passed:
         pytest.skip("needs the degraded and changed-evalset gates of this module to have run first")
     home = production["home"]
-    proc = release_cmd(team, mlflow_server, home, "approve", "--version", rejected[0], "--actor", "alice",
+    proc = release_cmd(quality_team, mlflow_server, home, "approve", "--version", rejected[0], "--actor", "alice",
                        "--reason", "x", expect=5)
     assert "gate verdict is 'rejected'" in proc.stderr
-    release_cmd(team, mlflow_server, home, "promote", "--version", rejected[0], "--actor", "alice", expect=5)
+    release_cmd(quality_team, mlflow_server, home, "promote", "--version", rejected[0], "--actor", "alice", expect=5)
     new = passed[-1]
-    release_cmd(team, mlflow_server, home, "approve", "--version", new, "--actor", "alice", "--reason", "report read")
-    release_cmd(team, mlflow_server, home, "promote", "--version", new, "--actor", "bob")
+    release_cmd(quality_team, mlflow_server, home, "approve", "--version", new, "--actor", "alice",
+                "--reason", "report read")
+    release_cmd(quality_team, mlflow_server, home, "promote", "--version", new, "--actor", "bob")
     assert client.get_model_version_by_alias(MODEL, "production").version == new
     assert client.get_model_version_by_alias(MODEL, "previous").version == first
-    assert git(team, "tag", "--list") == "\n".join(sorted([f"{MODEL}/v{first}", f"{MODEL}/v{new}"]))
-    doc = json.loads(release_cmd(team, mlflow_server, home, "resolve", "production", "--json").stdout)
+    assert git(quality_team, "tag", "--list") == "\n".join(sorted([f"{MODEL}/v{first}", f"{MODEL}/v{new}"]))
+    doc = json.loads(release_cmd(quality_team, mlflow_server, home, "resolve", "production", "--json").stdout)
     assert doc["repo"] and doc["revision"] == production["report"]["candidate"]["revision"]
     t0 = time.monotonic()
-    release_cmd(team, mlflow_server, home, "rollback", "--actor", "alice", "--reason", "drill")
+    release_cmd(quality_team, mlflow_server, home, "rollback", "--actor", "alice", "--reason", "drill")
     print(f"rollback: {time.monotonic() - t0:.1f} s")
     assert client.get_model_version_by_alias(MODEL, "production").version == first
-    history = json.loads(release_cmd(team, mlflow_server, home, "history", "--json").stdout)
+    history = json.loads(release_cmd(quality_team, mlflow_server, home, "history", "--json").stdout)
     kinds = [e["event"] for e in history["events"]]
     assert kinds.count("gate") == len(versions) and kinds[-3:] == ["approve", "promote", "rollback"]
     gate_rows = [e for e in history["events"] if e["event"] == "gate"]

@@ -148,7 +148,7 @@ def test_signal_during_a_stage_exits_130_marks_it_interrupted_and_tears_down(tmp
 def test_a_signal_the_kernel_gives_a_busy_worker_thread_still_stops_the_gate(tmp_path, sig):
     """The stage's main thread is in one long sleep beside a busy thread of its own; the signal is sent to the
     process with that thread as the kernel's first choice (kill with its thread id). Without the routing
-    (util/interrupts.py) the handler waited for the sleep: tests/unit/test_interrupts.py shows that control."""
+    (util/interrupts.py) the handler waited for the sleep: tests/unit/util/test_interrupts.py shows that control."""
     import re
 
     gate, uri, _ = start(tmp_path, "evals", "busy", tmp_path / "run")

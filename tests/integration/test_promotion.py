@@ -27,14 +27,6 @@ from tests.support.team import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def team(tmp_path, request):
-    import re
-
-    model = "it-" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:60].strip("-")
-    return make_team(tmp_path / "team", model)
-
-
 def test_approved_passed_version_is_promoted_with_alias_tag_and_audit(release_tracking, team):
     uri = release_tracking
     v1 = record_gate(team, uri, 1)

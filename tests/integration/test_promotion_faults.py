@@ -51,15 +51,6 @@ def killed_promote(team, uri, version, step, actor="alice"):
                           env=cli.child_env({"MLFLOW_TRACKING_URI": uri, **audit_env()}), timeout=120)
 
 
-@pytest.fixture
-def team(tmp_path, request):
-    import re
-    import uuid
-
-    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
-    return make_team(tmp_path / "team", f"it-{name}-{uuid.uuid4().hex[:6]}")
-
-
 def promote_events(uri, team):
     doc = json.loads(modelgate(team, uri, "history", "--json").stdout)
     return [e for e in doc["events"] if e["event"] == "promote"], doc

@@ -27,14 +27,6 @@ from tests.support.team import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def team(tmp_path, request):
-    import re
-
-    model = "pol-" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:60].strip("-")
-    return make_team(tmp_path / "team", model)
-
-
 def nothing_moved(team, uri):
     model = model_of(team)
     assert alias(uri, model, "production") is None

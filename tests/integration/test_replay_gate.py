@@ -77,7 +77,7 @@ def bare(answer):
     return wrapped
 
 
-def team(tmp_path: Path, revision: str, production_name: str, bare_tools: bool = False) -> Path:
+def replay_team(tmp_path: Path, revision: str, production_name: str, bare_tools: bool = False) -> Path:
     """release.yaml pinning `revision`, and the demo traffic: 3 of 4 answers recorded by `production_name`, the
     rest by an older production (asked again in the gate); `bare_tools`: production's tool calls recorded bare."""
     records = demo_traffic.generate(120, seed=5, served_name=production_name)
@@ -118,7 +118,7 @@ def test_replay_gate_rejects_a_regression_paired_with_production_and_stores_no_p
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    first = team(tmp_path / "t1", REV_1, "chat@" + REV_1[:12])
+    first = replay_team(tmp_path / "t1", REV_1, "chat@" + REV_1[:12])
     report = run_gate(first, good, tmp_path, uri, "first")
     stage = report.stage("replay")
     assert report.exit_code == 0 and stage is not None and stage.status == Status.PASSED
@@ -135,7 +135,7 @@ def test_replay_gate_rejects_a_regression_paired_with_production_and_stores_no_p
             return replay.ask(endpoint, records, concurrency=2, progress=progress)
 
     monkeypatch.setattr(replay, "ask_production", ask_production)
-    second = team(tmp_path / "t2", REV_2, "chat@" + REV_1[:12], bare_tools=True)  # as on the demo, before strict
+    second = replay_team(tmp_path / "t2", REV_2, "chat@" + REV_1[:12], bare_tools=True)  # as on the demo, before strict
     report = run_gate(second, bare(broken), tmp_path, uri, "second")
     stage = report.stage("replay")
     assert stage is not None and stage.status == Status.FAILED and report.exit_code == 1

@@ -21,7 +21,6 @@ from tests.support.team import (
     approve,
     forget_pin,
     hub_of,
-    make_team,
     model_of,
     modelgate,
     promote,
@@ -32,12 +31,6 @@ from tests.support.team import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def team(tmp_path, request):
-    model = "rr-" + request.node.name.replace("_", "-")[:60]
-    return make_team(tmp_path / "team", model)
 
 
 def version_tags(uri, model, version):

@@ -38,12 +38,6 @@ from tests.support.team import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def team(tmp_path, request):
-    model = "sg-" + request.node.name.replace("_", "-")[:60]
-    return make_team(tmp_path / "team", model)
-
-
 def promotions(uri, model):
     """The promote/rollback audit runs of the model (approvals are audit runs too, but move nothing)."""
     client = MlflowClient(tracking_uri=uri)

@@ -64,6 +64,25 @@ def release_tracking(request, monkeypatch):
 
 
 @pytest.fixture
+def team(tmp_path, request):
+    """A release test's team (tests/support/team.py: make_team) in tmp_path/team, its model the test's own
+    (team_model): its release.yaml. Which tracking server it is used with is the test's to request
+    (`mlflow_server`, or `release_tracking` for both); a team set up otherwise calls make_team itself."""
+    from tests.support.team import make_team, team_model
+
+    return make_team(tmp_path / "team", team_model(request.node.nodeid))
+
+
+@pytest.fixture
+def pinned_team(tmp_path):
+    """The simplest team (tests/support/team.py: make_pinned_team): release.yaml in tmp_path pinning `hub/model`
+    at its one commit with every file's sha256, and nothing else. tmp_path."""
+    from tests.support.team import make_pinned_team
+
+    return make_pinned_team(tmp_path)
+
+
+@pytest.fixture
 def write_release(tmp_path):
     """write_release(data or text, name="release.yaml") -> path of a release.yaml in the test's tmp_path."""
 

@@ -2,12 +2,16 @@
 managers, and gates recorded through the real `run_gate` + `record` path into a real MLflow server, with
 stand-in stages (the promotion rules read what a gate recorded; how the stages judged is tested elsewhere).
 Each pin n is a real commit of the team's own model hub (`hub/model`, a git repository), so a promotion can
-prove the rollback path by fetching the previous version; `forget_pin` and `swap_weights` break that path."""
+prove the rollback path by fetching the previous version; `forget_pin` and `swap_weights` break that path.
+
+The `team` fixture (tests/support/fixtures.py) is `make_team` with a model of the test's own (`team_model`);
+`pinned_team` is `make_pinned_team`: release.yaml alone, pinning a hub, for the CLI's source checks."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +21,7 @@ import yaml
 from pipeline.core.result import StageResult, Status
 from tests.support.cli import run_in_process
 from tests.support.git import AUTHOR, GIT_ENV, git
+from tests.support.model_repo import build_model_repo
 from tests.support.releases import write_release
 from tests.support.signing import AUDIT_KEY, KEY, SigningKey, audit_env
 
@@ -123,6 +128,32 @@ def make_team(root: Path, model: str, *, approvals: int = 1, github: dict | None
     for hook in ON_NEW_TEAM:
         hook(config)
     return config
+
+
+def team_model(nodeid: str) -> str:
+    """The model of the team made for the test `nodeid`, its own: every test of a session shares the tracking
+    servers (and parametrized cases their test's name). The module and test in words, cut to fit, and a digest of
+    the whole node id, e.g. `promotion-faults-promotion-killed-before-a-step-is-co-1a2b3c4d`."""
+    path, _, name = nodeid.partition("::")
+    module = Path(path).stem.removeprefix("test_")
+    words = re.sub(r"[^a-z0-9]+", "-", f"{module} {name.removeprefix('test_')}".lower()).strip("-")
+    return f"{words[:52].rstrip('-')}-{hashlib.sha256(nodeid.encode()).hexdigest()[:8]}"
+
+
+# the model of a pinned team (make_pinned_team): a config and bytes standing in for weights
+PINNED_MODEL = {"config.json": HUB_CONFIG, "model.safetensors": "bytes standing in for weights\n"}
+
+
+def make_pinned_team(root: Path, files: dict[str, str] = PINNED_MODEL) -> Path:
+    """The simplest team, for the CLI's fetch and source checks: a release.yaml (model `support-bot`, no gates, no
+    promotion, no git repository around it) pinning `hub/model`, a git repository of `files`, at its one commit
+    with every file's sha256. `root`, which holds release.yaml."""
+    hub = build_model_repo(root / "hub" / "model", files)
+    release = {"schema_version": 1, "model": {"name": "support-bot"},
+               "candidate": {"source": "git", "repo": "hub/model", "revision": hub.revision, "files": hub.digests},
+               "gates": {}}
+    (root / "release.yaml").write_text(yaml.safe_dump(release, sort_keys=False))
+    return root
 
 
 def model_of(config: Path) -> str:

@@ -1,5 +1,8 @@
 """The test suite's own layout: helpers live in tests/support/, and no test module imports another test module
-or a conftest.py (pytest loads those itself; importing them runs them twice and ties tests together)."""
+or a conftest.py (pytest loads those itself; importing them runs them twice and ties tests together). The unit
+tests mirror the house: each module lives in the folder of the pipeline/ package it tests (tests/unit/gate/ for
+pipeline/gate/), or in harness/ (the test suite's own helpers and layout) or project/ (the repository as a whole:
+the architecture, the README's claims, the workflows)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,9 @@ from pathlib import Path
 from tests.support.paths import REPO
 
 TESTS = REPO / "tests"
+UNIT = TESTS / "unit"
+PIPELINE = REPO / "pipeline"
+NOT_SUBSYSTEMS = ("harness", "project")  # unit test folders that mirror no package of pipeline/
 
 
 def python_sources() -> list[Path]:
@@ -81,3 +87,35 @@ def test_test_module_basenames_are_unique_across_directories():
         if "corpus" not in path.relative_to(TESTS).parts:
             seen.setdefault(path.name, []).append(str(path.relative_to(REPO)))
     assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
+
+
+def misplaced_unit_module(path: Path) -> str | None:
+    """Why the unit test module at `path` is out of place, or None: its folder under tests/unit/ must be a
+    package of pipeline/ (tests/unit/gate/ or tests/unit/gate/stages/ for pipeline/gate/stages/), or one of
+    NOT_SUBSYSTEMS."""
+    folder = path.relative_to(UNIT).parent.parts
+    if not folder:
+        return f"{path.relative_to(REPO)}: directly in tests/unit/, not in a subsystem folder"
+    if folder in [(name,) for name in NOT_SUBSYSTEMS] or (PIPELINE.joinpath(*folder) / "__init__.py").is_file():
+        return None
+    return f"{path.relative_to(REPO)}: pipeline/{'/'.join(folder)}/ is no package of pipeline/ (nor is it " \
+        f"one of {', '.join(NOT_SUBSYSTEMS)})"
+
+
+def test_every_unit_test_module_lives_in_the_folder_of_its_subsystem():
+    modules = sorted(UNIT.rglob("test_*.py"))
+    assert len(modules) > 40  # the walk finds the unit tests
+    problems = [problem for path in modules if (problem := misplaced_unit_module(path))]
+    assert problems == [], "put each unit test module in tests/unit/<package of pipeline/>/:\n" + "\n".join(problems)
+    folders = {path.relative_to(UNIT).parts[0] for path in modules}
+    assert set(NOT_SUBSYSTEMS) <= folders and len(folders) > 10  # the house is mirrored, not one folder
+
+
+def test_the_layout_check_places_each_kind_of_path():
+    assert misplaced_unit_module(UNIT / "gate" / "test_x.py") is None
+    assert misplaced_unit_module(UNIT / "gate" / "stages" / "test_x.py") is None
+    assert misplaced_unit_module(UNIT / "harness" / "test_x.py") is None
+    assert "directly in tests/unit/" in (misplaced_unit_module(UNIT / "test_x.py") or "")
+    assert "no package of pipeline/" in (misplaced_unit_module(UNIT / "gating" / "test_x.py") or "")
+    assert "no package of pipeline/" in (misplaced_unit_module(UNIT / "config" / "schemas" / "test_x.py") or "")
+    assert "no package of pipeline/" in (misplaced_unit_module(UNIT / "harness" / "more" / "test_x.py") or "")

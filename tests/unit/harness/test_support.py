@@ -1,8 +1,9 @@
 """The test helpers themselves: waits keep their deadline on a silent child, the /proc scanner sees only this
-session's live processes, both CLI runners give exit code and output."""
+session's live processes, both CLI runners give exit code and output, each team's model is its test's own."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from tests.support import cli, processes
+from tests.support.team import team_model
 from tests.support.waiting import Watched, wait_for
 
 
@@ -60,3 +62,16 @@ def test_both_cli_runners_give_exit_code_and_output():
     outside = cli.run_subprocess("nonsense", timeout=120)
     assert inside.returncode == outside.returncode == 2
     assert "invalid choice" in inside.stderr and "invalid choice" in outside.stderr
+
+
+def test_each_tests_team_has_a_model_of_its_own_named_after_it():
+    """The `team` fixture's model: the tracking servers are the session's, so no two tests may share a model,
+    not the cases of one parametrized test nor two tests whose long names differ only past the cut."""
+    long = "test_a_valid_signature_over_a_record_changed_since_is_refused"
+    ids = [f"tests/integration/test_signed_promotion.py::{long}[{case}]" for case in ("baseline tag", "file digest")]
+    ids += [f"tests/integration/test_{m}.py::test_x[sqlite]" for m in ("promotion", "release_policy")]
+    ids += [f"tests/integration/test_promotion.py::{test}" for test in ("test_x[postgres-auth]", long)]
+    names = [team_model(i) for i in ids]
+    assert len(set(names)) == len(names)
+    assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", n) and len(n) <= 61 for n in names), names
+    assert names[0].startswith("signed-promotion-a-valid-signature-over-a-record-") and team_model(ids[0]) == names[0]

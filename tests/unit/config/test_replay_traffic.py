@@ -13,6 +13,7 @@ from pipeline.config.release import load_release
 from pipeline.config.traffic import load_traffic, sample
 from pipeline.demo import traffic as demo_traffic
 from pipeline.errors import BadInput, ConfigError
+from tests.support.paths import REPO
 
 ASK = {"messages": [{"role": "user", "content": "Where is order NW-123456?"}], "max_tokens": 32}
 
@@ -117,11 +118,11 @@ def test_the_sample_is_deterministic_and_strata_get_their_share():
 
 
 def load_demo() -> list:
-    return load_traffic(Path(__file__).resolve().parents[2] / "traffic" / "demo.jsonl").records
+    return load_traffic(REPO / "traffic" / "demo.jsonl").records
 
 
 def test_the_demo_traffic_file_is_the_generator_output_and_valid(tmp_path):
-    committed = Path(__file__).resolve().parents[2] / "traffic" / "demo.jsonl"
+    committed = REPO / "traffic" / "demo.jsonl"
     fresh = demo_traffic.write(tmp_path / "demo.jsonl", demo_traffic.generate())
     assert fresh.read_bytes() == committed.read_bytes()  # regenerate: scripts/make_demo_traffic.py
     t = load_traffic(committed)
@@ -169,10 +170,9 @@ def test_release_yaml_replay_section(tmp_path):
 
 
 def test_the_repository_release_yaml_replays_the_demo_traffic():
-    repo = Path(__file__).resolve().parents[2]
-    release = load_release(repo / "release.yaml")
+    release = load_release(REPO / "release.yaml")
     gate = release.replay_gate
-    assert gate.enabled and (release.root / gate.path) == repo / "traffic" / "demo.jsonl"
+    assert gate.enabled and (release.root / gate.path) == REPO / "traffic" / "demo.jsonl"
     records = load_traffic(release.root / gate.path).records
     chosen = sample(records, gate.size, gate.seed, gate.strata)
     assert gate.size is not None and len(chosen) == gate.size < len(records)

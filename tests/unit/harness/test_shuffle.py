@@ -8,7 +8,8 @@ from tests.support.shuffle import pytest_collection_modifyitems
 
 
 def items():
-    ids = [f"tests/unit/test_{m}.py::t{i}" for m in "abcd" for i in range(4)]
+    unit = ["gate/test_a", "gate/test_b", "util/test_c", "project/test_d"]  # unit modules sit in subsystem folders
+    ids = [f"tests/unit/{m}.py::t{i}" for m in unit for i in range(4)]
     ids += [f"tests/integration/test_{m}.py::t{i}" for m in "xy" for i in range(3)]
     ids += [f"tests/e2e/test_{m}.py::t{i}" for m in "pq" for i in range(2)]
     return [SimpleNamespace(nodeid=i) for i in ids]

@@ -21,6 +21,7 @@ from pipeline.tools.lmeval_model import (
     parse_choice,
     plan,
 )
+from tests.support.paths import REPO
 from tests.support.releases import release_data
 
 VOCAB = 40
@@ -155,7 +156,7 @@ def test_long_continuations_and_rolling_windows_go_through_echo(fake_server, mon
 
 
 def test_the_command_runs_lm_evals_cli_with_our_model_by_default_and_echo_on_request():
-    evalsets = Path(__file__).resolve().parents[2] / "evalsets"
+    evalsets = REPO / "evalsets"
     new = build_command("http://h:1", "m", Path("/m"), ["support_intent"], evalsets, Path("/o"))
     assert new[1:5] == ["-m", "pipeline.tools.lm_eval_entry", "run", "--model"]
     assert new[new.index("--model") + 1] == "modelgate-completions"

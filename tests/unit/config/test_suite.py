@@ -10,8 +10,7 @@ import yaml
 
 from pipeline.config.suite import PromptCase, Suite, load_suite, load_suites, suite_digest, suites_digest
 from pipeline.errors import EXIT_BAD_INPUT, ConfigError
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 VALID = {
     "suite": "support",

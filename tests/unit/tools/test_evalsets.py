@@ -22,10 +22,10 @@ from pipeline.tools.lmeval import (
     parse_samples,
     resolve_task_yamls,
 )
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
-EVALSETS = ROOT / "evalsets"
-FIXTURES = ROOT / "tests" / "fixtures" / "lmeval"
+EVALSETS = REPO / "evalsets"
+FIXTURES = REPO / "tests" / "fixtures" / "lmeval"
 TASKS = ["support_intent", "support_facts"]
 INTENTS = ["refund", "delivery", "account", "product", "cancel", "complaint"]
 
