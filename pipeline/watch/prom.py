@@ -50,11 +50,12 @@ class Prometheus:
         if resp.status_code != 200 or doc.get("status") != "success":
             raise InfraError(f"{where}: query {promql!r} failed: HTTP {resp.status_code} "
                              f"{doc.get('errorType', '')}: {doc.get('error', '')}")
-        data = doc.get("data") or {}
+        data: dict[str, Any] = doc.get("data") or {}
+        rows: list[dict[str, Any]]
         if data.get("resultType") == "scalar":
             rows = [{"metric": {}, "value": data.get("result")}]
         else:
-            rows = data.get("result") or []
+            rows = list(data.get("result") or [])
         out = []
         for row in rows:
             value = float(row["value"][1])
