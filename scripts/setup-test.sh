@@ -10,6 +10,8 @@
 #   - Debian's postgresql server (not needed by the gate): the integration tests start the team's tracking
 #     server for real, MLflow with basic-auth on PostgreSQL on loopback (tests/support/team_server.py); its
 #     Python side (mlflow[auth], psycopg) is in the test extra
+#   - Debian's prometheus (not needed by the gate): the watch tests start a real Prometheus on loopback and check
+#     the generated alerting rules with its promtool
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -44,6 +46,15 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   # the tests start their own cluster as the `postgres` user; the package's default cluster is not used
   if command -v pg_lsclusters >/dev/null; then
     pg_lsclusters --no-header | while read -r ver name _; do $SUDO pg_ctlcluster "$ver" "$name" stop || true; done
+  fi
+fi
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  echo "setup-test: installing Debian's prometheus (a real Prometheus and promtool for the watch and alerts tests)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus >/dev/null
+  # the tests start their own Prometheus on loopback; the package's service is not used
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    $SUDO systemctl stop prometheus || true
   fi
 fi
 echo "setup-test: done"

@@ -13,13 +13,13 @@ import sys
 from types import FrameType
 from typing import NoReturn
 
-from pipeline.cli import gate, github, model, release, report
+from pipeline.cli import gate, github, model, release, report, watch
 from pipeline.cli.common import Parser
 from pipeline.errors import EXIT_INFRA, EXIT_INTERRUPTED, BadInput, Interrupted, ModelgateError
 from pipeline.util.interrupts import route_to_main_thread
 from pipeline.util.secrets import redact
 
-GROUPS = (gate, release, model, report, github)  # the order of --help's commands: the gate first
+GROUPS = (gate, release, watch, model, report, github)  # the order of --help's commands: the gate first
 
 
 def build_parser() -> argparse.ArgumentParser:

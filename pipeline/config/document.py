@@ -17,6 +17,7 @@ from pipeline.config.gates import AdvisorySample, EvalsGate, FormatGate, ReplayG
 from pipeline.config.load_gate import LoadGate
 from pipeline.config.pin import Pin
 from pipeline.config.serving import Serving
+from pipeline.config.watch import AutoRollback, Watch
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class PromotionPolicy:
     audit_experiment: Annotated[Text | Absent, doc("where audit events are recorded (default: <tracking "
                                                    "experiment>/audit)")] = None
     github: GitHubTarget | Absent = None
+    auto_rollback: AutoRollback = AutoRollback()
 
     def is_manager(self, identity: str) -> bool:
         return identity.casefold() in {m.casefold() for m in self.release_managers}
@@ -162,3 +164,4 @@ class ReleaseFile:
     tracking: Tracking = Tracking()
     promotion: PromotionPolicy = PromotionPolicy()
     signing: Signing = Signing()
+    watch: Watch = Watch()

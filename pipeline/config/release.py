@@ -43,6 +43,7 @@ from pipeline.config.load_gate import (
 from pipeline.config.pin import Pin, PinSource, pin_from_dict, pin_source, revision_problem
 from pipeline.config.request_profile import check_profile
 from pipeline.config.serving import Dtype, Probe, Serving, ServingMode
+from pipeline.config.watch import WATCH_ACTOR, Watch
 from pipeline.config.yamlio import load_yaml
 from pipeline.core.secrets import DEFAULT_SECRET_ENV
 from pipeline.errors import ConfigError
@@ -85,6 +86,7 @@ class Release:
     signing_keys: tuple[PublicKey, ...] = ()  # who may sign a promotable gate record
     audit_keys: tuple[PublicKey, ...] = ()  # who may seal an audit event
     replay_gate: ReplayGate = NO_REPLAY  # gates.replay
+    watch: Watch = Watch()  # after promotion: Prometheus, windows, SLO shares
 
     @property
     def advisory_experiment(self) -> str:
@@ -200,6 +202,10 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
             raise ConfigError(f"file name {name!r} leaves the model directory", file=file,
                               path=f"candidate.files.{name}")
     gates, tracking, signing = doc.gates, doc.tracking, data.get("signing") or {}
+    if doc.promotion.auto_rollback.enabled and not doc.promotion.is_manager(WATCH_ACTOR):
+        raise ConfigError(f"auto_rollback rolls back as {WATCH_ACTOR!r}, which is not one of "
+                          "promotion.release_managers: add it there (a reviewed change) or disable auto_rollback",
+                          file=file, path="promotion.auto_rollback.enabled")
     return Release(
         path=path,
         model_name=doc.model.name,
@@ -223,6 +229,7 @@ def build_release(data: dict[str, Any], path: Path) -> Release:
         advisory_sample=gates.advisory.sample,
         signing_keys=_signing_keys(signing.get("public_keys") or [], file, "public_keys"),
         audit_keys=_signing_keys(signing.get("audit_keys") or [], file, "audit_keys"),
+        watch=doc.watch,
     )
 
 

@@ -66,6 +66,19 @@ class RunStore:
 
         self._guard(what, self.client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
+    def log_text(self, what: str, run_id: str, text: str, artifact_file: str) -> None:
+        """A text artifact on the run (artifacts and metrics are outside an audit run's seal, which covers tags)."""
+        self._guard(what, self.client.log_text, run_id, text, artifact_file)
+
+    def log_metrics(self, what: str, run_id: str, metrics: dict[str, float]) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        self._guard(what, self.client.log_batch, run_id,
+                    metrics=[Metric(k, v, stamp, 0) for k, v in metrics.items()])
+
     def terminate(self, what: str, run_id: str, status: str) -> None:
         self._guard(what, self.client.set_terminated, run_id, status)
 

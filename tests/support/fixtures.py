@@ -23,6 +23,21 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def prometheus(tmp_path_factory):
+    """A real Prometheus on 127.0.0.1 scraping, every second, a vLLM-format exporter the test drives
+    (tests/support/prometheus.py): (PrometheusServer, VllmExporter), one per session, always torn down."""
+    from tests.support.prometheus import PrometheusServer, VllmExporter
+
+    exporter = VllmExporter()
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), f"127.0.0.1:{exporter.port}")
+    try:
+        yield server.start(), exporter
+    finally:
+        server.stop()
+        exporter.close()
+
+
+@pytest.fixture(scope="session")
 def team_server(tmp_path_factory):
     """The team's tracking server for real (tests/support/team_server.py): PostgreSQL + `mlflow server --app-name
     basic-auth` on 127.0.0.1, one per session, always torn down: a TeamServer (uri, admin credential)."""

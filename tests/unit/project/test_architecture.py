@@ -30,10 +30,11 @@ MAX_LINES = 450
 #   integrations  MLflow and GitHub (the registry reads a baseline's GateReport)
 #   releasing  approve, promote, rollback, policy, signing, the chain of trust
 #   gate       one gate: its stages use the checks, tools and serving; it signs with releasing and records
+#   watch      after promotion: production's metrics (Prometheus), judged; rollback on evidence through releasing
 #   cli        the command line; __main__ (`python -m pipeline`) above it
 FLOORS: tuple[frozenset[str], ...] = tuple(frozenset(f.split()) for f in (
     "errors", "core", "util", "config", "model checks serving tools", "report demo", "integrations", "releasing",
-    "gate", "cli", "__main__"))
+    "gate watch", "cli", "__main__"))
 
 
 def modules(root: Path = PACKAGE) -> dict[str, Path]:

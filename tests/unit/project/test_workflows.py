@@ -42,8 +42,18 @@ def load(path):
     return data
 
 
-def test_the_five_workflows_exist():
-    assert [p.name for p in FILES] == ["ci.yml", "gate.yml", "promote.yml", "release-gate.yml", "rollback.yml"]
+def test_the_six_workflows_exist():
+    assert [p.name for p in FILES] == ["ci.yml", "gate.yml", "promote.yml", "release-gate.yml", "rollback.yml",
+                                       "watch.yml"]
+
+
+def test_watch_runs_on_a_schedule_from_main_only_and_no_data_does_not_fail_it():
+    data = load(WORKFLOWS / "watch.yml")
+    assert data["on"]["schedule"] and "workflow_dispatch" in data["on"]
+    (job,) = data["jobs"].values()
+    assert job["if"] == "github.ref == 'refs/heads/main'" and job["environment"]["name"] == "production-watch"
+    script = job["steps"][-1]["run"]
+    assert "modelgate watch" in script and '"$status" = 4' in script and 'exit "$status"' in script
 
 
 def test_every_workflow_passes_actionlint():

@@ -1,0 +1,77 @@
+"""The PromQL of every signal, over vLLM's own metrics (the names vLLM 0.32 exports, labelled by `model_name`, the
+served name `<prefix>@<rev12>` that `modelgate resolve` reports). `modelgate watch`, the alerting rules and the Argo
+Rollouts AnalysisTemplate all build their queries here, so they ask the same questions.
+
+    p95 e2e latency / TTFT / TPOT   histogram_quantile(0.95, sum by (le) (rate(<histogram>_bucket{sel}[w]))), in s
+    request rate                    sum(rate(vllm:request_success_total{sel}[w])), requests/s (every finish reason)
+    failed share                    finished abort or error / all finished
+    length share                    finished by length (max_tokens or the context) / all finished
+    output tokens per request       increase(vllm:generation_tokens_total) / increase(vllm:request_success_total)
+    queue length                    max over the window of vllm:num_requests_waiting (summed over engines)
+    preemptions                     increase(vllm:num_preemptions_total)
+"""
+
+from __future__ import annotations
+
+import re
+
+E2E = "vllm:e2e_request_latency_seconds"
+TTFT = "vllm:time_to_first_token_seconds"
+TPOT = "vllm:request_time_per_output_token_seconds"
+SUCCESS = "vllm:request_success_total"
+GENERATION_TOKENS = "vllm:generation_tokens_total"
+WAITING = "vllm:num_requests_waiting"
+PREEMPTIONS = "vllm:num_preemptions_total"
+FAILED_REASONS = "abort|error"
+
+HISTOGRAMS = {"p95_e2el_ms": E2E, "p95_ttft_ms": TTFT, "p95_tpot_ms": TPOT}  # gates.load.slo key -> histogram
+
+_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,120}$")
+
+
+def selector(served_name: str) -> str:
+    """`model_name="chat@0123456789ab"`; a served name is checked (it is put inside a query)."""
+    if not _NAME.match(served_name):
+        raise ValueError(f"not a served model name: {served_name!r}")
+    return f'model_name="{served_name}"'
+
+
+def duration(seconds: int) -> str:
+    return f"{seconds}s"
+
+
+def p95(histogram: str, served_name: str, window_s: int) -> str:
+    return (f"histogram_quantile(0.95, sum by (le) (rate({histogram}_bucket{{{selector(served_name)}}}"
+            f"[{duration(window_s)}])))")
+
+
+def buckets(histogram: str, served_name: str, window_s: int) -> str:
+    """Requests per bucket over the window (cumulative `le` counts), for the per-request comparison."""
+    return f"sum by (le) (increase({histogram}_bucket{{{selector(served_name)}}}[{duration(window_s)}]))"
+
+
+def finished(served_name: str, window_s: int, reasons: str | None = None) -> str:
+    """Requests that finished within the window (with one of `reasons`, a regex, when given)."""
+    sel = selector(served_name) + (f', finished_reason=~"{reasons}"' if reasons else "")
+    return f"sum(increase({SUCCESS}{{{sel}}}[{duration(window_s)}]))"
+
+
+def request_rate(served_name: str, window_s: int) -> str:
+    return f"sum(rate({SUCCESS}{{{selector(served_name)}}}[{duration(window_s)}]))"
+
+
+def share(served_name: str, window_s: int, reasons: str) -> str:
+    return f"{finished(served_name, window_s, reasons)} / {finished(served_name, window_s)}"
+
+
+def output_tokens_per_request(served_name: str, window_s: int) -> str:
+    return (f"sum(increase({GENERATION_TOKENS}{{{selector(served_name)}}}[{duration(window_s)}])) / "
+            f"{finished(served_name, window_s)}")
+
+
+def queue_max(served_name: str, window_s: int) -> str:
+    return f"max_over_time(sum({WAITING}{{{selector(served_name)}}})[{duration(window_s)}:])"
+
+
+def preemptions(served_name: str, window_s: int) -> str:
+    return f"sum(increase({PREEMPTIONS}{{{selector(served_name)}}}[{duration(window_s)}]))"
