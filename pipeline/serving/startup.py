@@ -19,6 +19,9 @@ Rules, in order (the first that applies decides):
 5. unknown: anything else (a traceback in the server's own machinery).
 A start-up that timed out is the environment's (serving.startup_timeout_s is a setting of the machine)
 unless rule 4 finds a model-loading failure in the log.
+An exception whose line only summarizes (pydantic's "1 validation error for ModelConfig", which vLLM raises for
+its configuration) is shown by the line under it, the one that says what is wrong, with the release.yaml key
+that sets the value when it names one (`max_model_len` is serving.max_model_len).
 "Unknown" is settled by a differential check (pipeline/gate/stages/serve.py): the production pin booted
 on the same machine with the same settings.
 """
@@ -36,6 +39,10 @@ _PREFIX = re.compile(r"^\([\w ./-]+ pid=\d+\) (DEBUG|INFO|WARNING|ERROR|CRITICAL
 _BARE_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
 _FRAME = re.compile(r'^\s*File "([^"]+)", line \d+, in (\S+)')
 _START = "Traceback (most recent call last):"
+_SUMMARY = re.compile(r"\b\d+ validation errors? for \w+\s*$")  # pydantic: the errors follow, one per line
+_DETAIL_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
+# vLLM arguments that release.yaml's serving section sets (pipeline/config/serving.py)
+SERVING_KNOBS = ("max_model_len", "dtype", "tensor_parallel_size", "enforce_eager")
 
 ENVIRONMENT_MARKERS = (
     ("address already in use", "the server's address is taken"),
@@ -105,6 +112,27 @@ def tracebacks(log: str) -> list[Traceback]:
     return out
 
 
+def _detail(log: str, tb: Traceback) -> str:
+    """For an exception line that only summarizes (pydantic's "1 validation error for X"): the first error under
+    it, without pydantic's "Value error, " and its "[type=...]" tail, and the serving key that sets the value it
+    names; "" for any other exception."""
+    if tb.line < 0 or not _SUMMARY.search(tb.exception):
+        return ""
+    lines = [strip_prefix(ln) for ln in log.splitlines()]
+    for line in lines[tb.line + 1:tb.line + 6]:
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            return ""  # no indented error lines under it
+        text = line.strip()
+        if _FRAME.match(text) or text.startswith("For further information"):
+            continue
+        detail = _DETAIL_PREFIX.sub("", text.split(" [type=", 1)[0]).strip()
+        knobs = [k for k in SERVING_KNOBS if re.search(rf"\b{k}\b", detail)]
+        return detail + (f" (release.yaml: serving.{knobs[0]})" if knobs else "")
+    return ""
+
+
 def _error_line(log: str) -> str:
     """Without a traceback: the last line logged at ERROR/CRITICAL level or starting with an exception name, or
     "Killed" ("" when none). INFO and WARNING lines never count, even when they name an error."""
@@ -137,6 +165,7 @@ def diagnose(log: str, *, returncode: int | None, timed_out: bool = False) -> Di
     root = tbs[0] if tbs else None
     first = root.exception if root else _error_line(log)
     text = (root.exception if root else first).lower()
+    first = (_detail(log, root) if root else "") or first  # what is wrong, not "1 validation error for X"
     for marker, why in ENVIRONMENT_MARKERS:
         if marker in text:
             return Diagnosis(ENVIRONMENT, first, why)

@@ -2,7 +2,8 @@
 stage makes of it (a rejection with evidence, an infrastructure error, or a differential check).
 
 corrupt_weights.log and kv_cache_too_small.log are real logs of vLLM 0.32 (CPU) failing on the demo hub's `corrupt`
-and `mha` variants; the others follow the shapes vLLM, PyTorch and transformers print for those failures."""
+and `mha` variants, max_model_len_above_the_model.log of the demo model served with a longer context than it has;
+the others follow the shapes vLLM, PyTorch and transformers print for those failures."""
 
 from __future__ import annotations
 
@@ -33,6 +34,28 @@ def test_the_real_corrupt_weights_log_is_the_candidates_fault_with_the_root_exce
     assert found.first_error == ("safetensors._safetensors_rust.SafetensorError: Error while deserializing header: "
                                  "incomplete metadata, file not fully covered")
     assert found.why.endswith("(in vllm/model_executor/model_loader/weight_utils.py)")
+
+
+def test_a_validation_error_summary_is_shown_by_the_error_under_it_with_the_knob_that_sets_it():
+    """max_model_len_above_the_model.log is a real vLLM 0.32 log: `--max-model-len 100000` on the demo model
+    (max_position_embeddings 8192). The exception line only counts the errors; the line under it says what is
+    wrong, and release.yaml's serving.max_model_len sets the value. The traceback runs through vLLM's argument
+    handling, not the model's files: whose fault it is, the differential check decides."""
+    found = startup.diagnose(log("max_model_len_above_the_model.log"), returncode=1)
+    assert found.first_error.startswith("User-specified max_model_len (100000) is greater than the derived "
+                                        "max_model_len (max_position_embeddings=8192.0 or model_max_length=None")
+    assert found.first_error.endswith(" (release.yaml: serving.max_model_len)")
+    assert "validation error for" not in found.first_error and "[type=" not in found.first_error
+    assert found.cause == startup.UNKNOWN
+
+
+def test_any_other_exception_line_stays_the_first_error_even_with_indented_lines_under_it():
+    text = ("Traceback (most recent call last):\n"
+            '  File "/v/site-packages/vllm/engine/arg_utils.py", line 1, in create\n'
+            "ValueError: To serve at least one request the KV cache is too small\n"
+            "  (an indented note that is not an error list)\n")
+    assert startup.diagnose(text, returncode=1).first_error == \
+        "ValueError: To serve at least one request the KV cache is too small"
 
 
 def test_the_root_traceback_is_the_first_one_with_its_prefixes_stripped():
