@@ -131,6 +131,10 @@ class PublicKeyEntry:
                                    "verify")]
     not_after: Annotated[Any, doc("ISO 8601 date or time, or null (no end): signatures made after it do not "
                                   "verify")] = None
+    scope: Annotated[Literal["any", "watch"], doc(
+        "audit_keys only: `watch` for the production-watch environment's key (promotion.auto_rollback): its seal "
+        "counts only on a rollback by modelgate-watch, never on an approval, a promotion or another actor's "
+        "event")] = "any"
 
 
 @dataclass(frozen=True)

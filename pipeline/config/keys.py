@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
+# what an audit key of scope "watch" may seal: rollbacks by this actor (the production-watch environment's key)
+WATCH_ACTOR = "modelgate-watch"
+WATCH_EVENTS = frozenset({"rollback"})
+
+
 def raw_public(public: Ed25519PublicKey) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
@@ -37,6 +42,7 @@ class PublicKey:
     public: Ed25519PublicKey
     not_before: dt.datetime
     not_after: dt.datetime | None  # None: no end
+    scope: str = "any"  # audit keys: "watch" seals only rollbacks by modelgate-watch (WATCH_SCOPE)
 
     def valid_at(self, when: dt.datetime) -> bool:
         return self.not_before <= when and (self.not_after is None or when <= self.not_after)
@@ -88,5 +94,9 @@ def parse_public_keys(entries: list[dict[str, Any]], file: str, field: str = "pu
             if entry.get("not_after") is not None else None
         if stop is not None and stop < start:
             raise ConfigError("not_after is before not_before", file=file, path=f"{where}.not_after")
-        keys.append(PublicKey(entry["id"], public, start, stop))
+        scope = str(entry.get("scope") or "any")
+        if scope != "any" and field != "audit_keys":
+            raise ConfigError("a scope is for audit_keys only: a gate key signs gate records", file=file,
+                              path=f"{where}.scope")
+        keys.append(PublicKey(entry["id"], public, start, stop, scope))
     return tuple(keys)

@@ -18,6 +18,7 @@ import binascii
 import json
 from typing import TYPE_CHECKING
 
+from pipeline.config.keys import WATCH_ACTOR, WATCH_EVENTS
 from pipeline.errors import Refused
 
 if TYPE_CHECKING:
@@ -67,4 +68,10 @@ def verify(run_id: str, tags: dict[str, str], keys: tuple[PublicKey, ...]) -> st
                        keys_name="signing.audit_keys")
     except Refused as exc:
         return str(exc).removeprefix("audit event: ")
+    key = next(k for k in keys if k.id == key_id)
+    if key.scope == "watch":
+        event, actor = tags.get(PREFIX + "event", ""), tags.get(PREFIX + "actor", "")
+        if event not in WATCH_EVENTS or actor != WATCH_ACTOR:
+            return (f"sealed by {key_id}, a watch key: it may seal only {'/'.join(sorted(WATCH_EVENTS))} by "
+                    f"{WATCH_ACTOR}, not {event or '?'} by {actor or '?'}")
     return None

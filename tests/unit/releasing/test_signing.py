@@ -176,6 +176,33 @@ def test_an_audit_event_seal_covers_the_run_id_and_every_modelgate_tag():
     assert seal.verify("run1", {**sealed, seal.SEAL_TAG: "{"}, trusted) == "its seal is malformed"
 
 
+def test_a_watch_scoped_audit_key_seals_only_rollbacks_by_modelgate_watch(tmp_path):
+    """The production-watch environment's key (promotion.auto_rollback): its seal counts on a rollback by
+    modelgate-watch and on nothing else, so that key cannot approve or promote."""
+    from pipeline.releasing import seal
+
+    watch_key = SigningKey.new()
+    trusted = signing.parse_public_keys([{**watch_key.entry(), "scope": "watch"}], "release.yaml", "audit_keys")
+
+    def sealed(event, actor):
+        tags = {"modelgate.event": event, "modelgate.version": "3", "modelgate.actor": actor}
+        return {**tags, seal.SEAL_TAG: seal.seal("run1", tags, watch_key.signer(), "2026-12-07T06:00:00+00:00")}
+
+    assert seal.verify("run1", sealed("rollback", "modelgate-watch"), trusted) is None
+    for event, actor in (("approve", "modelgate-watch"), ("promote", "modelgate-watch"), ("rollback", "alice"),
+                         ("rollback-check", "modelgate-watch")):
+        problem = seal.verify("run1", sealed(event, actor), trusted)
+        assert problem == (f"sealed by {watch_key.id}, a watch key: it may seal only rollback by modelgate-watch, "
+                           f"not {event} by {actor}"), problem
+    # the same key unscoped seals anything; a scope on a gate key is bad input naming the entry
+    assert seal.verify("run1", sealed("promote", "alice"), keys(watch_key.entry())) is None
+    with pytest.raises(ConfigError, match="signing.public_keys\\[0\\].scope"):
+        signing.parse_public_keys([{**watch_key.entry(), "scope": "watch"}], "release.yaml")
+    release = load_release(releases.write_release(tmp_path, signing={"audit_keys": [
+        {**watch_key.entry(), "scope": "watch"}]}))
+    assert [k.scope for k in release.audit_keys] == ["watch"]
+
+
 def test_the_servers_creation_time_dates_a_signature_not_the_signers_claim():
     stmt = signed_statement()  # claims 2026-06-01T12:00
     sig = KEY.signer().sign(stmt)
