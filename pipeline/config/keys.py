@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config.watch import WATCH_ACTOR as WATCH_ACTOR
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
 
 # what an audit key of scope "watch" may seal: rollbacks by this actor (the production-watch environment's key)
-WATCH_ACTOR = "modelgate-watch"
 WATCH_EVENTS = frozenset({"rollback"})
 
 

@@ -3,6 +3,8 @@ requests: recorded in the advisory experiment, never registered). The kind is a 
 
 from __future__ import annotations
 
-GATE_KIND_TAG = "modelgate.gate_kind"  # the gate run's tag (and param gate_kind)
+from pipeline.core import tags as tagnames
+
+GATE_KIND_TAG = tagnames.GATE_KIND  # the gate run's tag (and param gate_kind)
 RELEASE, ADVISORY = "release", "advisory"
 GATE_KINDS = (RELEASE, ADVISORY)

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import tags as tagnames
 from pipeline.core.gatekind import ADVISORY, GATE_KIND_TAG
 from pipeline.core.rundir import RunDir
 from pipeline.errors import InfraError
@@ -23,7 +24,7 @@ from pipeline.report.document import GateReport
 from pipeline.util.progress import progress_for
 from pipeline.util.secrets import redact
 
-REPLAY_POWER_TAG = "modelgate.replay_power"
+REPLAY_POWER_TAG = tagnames.REPLAY_POWER
 
 
 def _artifacts(report: GateReport, run_dir: Path) -> list[tuple[Path, str | None]]:
@@ -93,10 +94,10 @@ def record(report: GateReport, run_dir: Path, uri: str, signer: signing.Signer |
                                  if isinstance(v, (int, float))}
     metrics.update({f"{s.name}.duration_s": round(s.duration_s, 3) for s in report.stages})
     metrics["gate.exit_code"] = report.exit_code
-    tags = {"modelgate.kind": "gate", "modelgate.verdict": str(report.verdict), "modelgate.revision": pin.revision,
-            "modelgate.model_name": model_name, "modelgate.gate_id": report.gate_id,
-            "modelgate.author": report.author, "mlflow.user": report.author,  # MLflow's "Created by"
-            "modelgate.baseline_version": report.baseline_version or "",
+    tags = {tagnames.KIND: "gate", tagnames.VERDICT: str(report.verdict), tagnames.REVISION: pin.revision,
+            tagnames.MODEL_NAME: model_name, tagnames.GATE_ID: report.gate_id,
+            tagnames.AUTHOR: report.author, "mlflow.user": report.author,  # MLflow's "Created by"
+            tagnames.BASELINE_VERSION: report.baseline_version or "",
             GATE_KIND_TAG: report.gate_kind}
     power_notes = views.replay_power_notes(report)
     if power_notes:  # a replay check production fails on most requests: on the run's page, not only in its files

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.config.release import Pin, pin_source
+from pipeline.core import tags as tagnames
 from pipeline.core.result import Status
 from pipeline.core.rundir import ITEMS_FILE, REPORT_FILE
 from pipeline.errors import InfraError
@@ -61,9 +62,9 @@ def _client(uri: str) -> MlflowClient:
 VERSION_FILE = "version.json"  # the gate run's artifact: everything the model version was registered with
 # A version's own tags: few and short, what an auditor scans in the versions table. The rest (every file's sha256,
 # the suite/evalset/config digests, the author) is the gate run's artifact version.json and its params.
-VERDICT_TAG, REVISION_TAG, RUN_TAG, BASELINE_TAG = ("modelgate.verdict", "modelgate.revision", "modelgate.gate_run_id",
-                                                    "modelgate.baseline_version")
-LEGACY_FILES_TAG = "modelgate.files"  # versions registered before version.json carried the whole record as tags
+VERDICT_TAG, REVISION_TAG = tagnames.VERDICT, tagnames.REVISION
+RUN_TAG, BASELINE_TAG = tagnames.GATE_RUN_ID, tagnames.BASELINE_VERSION
+LEGACY_FILES_TAG = tagnames.LEGACY_FILES  # versions registered before version.json carried the whole record as tags
 
 
 def version_tags(pin: Pin, run_id: str, verdict: str, baseline_version: str | None = None) -> dict[str, str]:
@@ -115,15 +116,16 @@ class VersionRecord:
             files = json.loads(tags[LEGACY_FILES_TAG])
             if not isinstance(files, dict):
                 raise ValueError(f"tag {LEGACY_FILES_TAG} is not a JSON object")
-            pin = Pin(source=pin_source(tags["modelgate.source"]), repo=tags["modelgate.repo"],
+            pin = Pin(source=pin_source(tags[tagnames.SOURCE]), repo=tags[tagnames.REPO],
                       revision=tags[REVISION_TAG], files=files)
         except KeyError as exc:
             raise ValueError(f"tag {exc} missing") from None
         except ValueError as exc:
             raise ValueError(f"tag invalid: {exc}") from None
-        digests = {k.removeprefix("modelgate.digest."): v for k, v in tags.items() if k.startswith("modelgate.digest.")}
-        return cls(pin, digests, tags.get("modelgate.author", "unknown"), tags.get(BASELINE_TAG, ""),
-                   tags.get("modelgate.gate_kind", "release"), "tags")
+        digest = tagnames.DIGEST_PREFIX
+        digests = {k.removeprefix(digest): v for k, v in tags.items() if k.startswith(digest)}
+        return cls(pin, digests, tags.get(tagnames.AUTHOR, "unknown"), tags.get(BASELINE_TAG, ""),
+                   tags.get(tagnames.GATE_KIND, "release"), "tags")
 
 
 PRODUCTION_LINE = "\n\nProduction: "

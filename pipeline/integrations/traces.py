@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.core import tags as tagnames
 from pipeline.core.rundir import RunDir
 from pipeline.errors import InfraError
 from pipeline.integrations.mlflow_errors import mlflow_errors
@@ -35,7 +36,7 @@ from pipeline.integrations.tracking import display_uri
 if TYPE_CHECKING:
     from pipeline.report.document import GateReport
 
-TRACES_TAG = "modelgate.traces"
+TRACES_TAG = tagnames.TRACES
 PASS_METRIC = "format/pass"
 SOURCE = "modelgate"
 
@@ -151,7 +152,7 @@ def log_traces(uri: str, experiment_id: str, run_id: str, gate_id: str, traces: 
             item.name, span_type="LLM" if item.kind == "format" else "EVALUATOR", inputs=item.inputs,
             attributes=item.attributes, experiment_id=experiment_id,
             metadata={TraceMetadataKey.SOURCE_RUN: run_id},
-            tags={"modelgate.kind": item.kind, "modelgate.gate_id": gate_id}, start_time_ns=begin_ns)
+            tags={tagnames.KIND: item.kind, tagnames.GATE_ID: gate_id}, start_time_ns=begin_ns)
         # the assessments travel with the trace (one write per trace, not one per assessment)
         with manager.get_trace(span.trace_id) as live:
             if live is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pipeline.core import tags as tagnames
 from pipeline.errors import BadInput, InfraError
 from pipeline.integrations.mlflow_errors import mlflow_errors
 from pipeline.util.secrets import redact
@@ -77,7 +78,7 @@ def preflight(uri: str, timeout_s: float = 10.0) -> None:
             raise InfraError(f"cannot create the MLflow store directory {db.parent}: {exc.strerror}") from exc
 
 
-VERDICT_TAG = "modelgate.verdict"
+VERDICT_TAG = tagnames.VERDICT
 VERDICT_PARAM = "gate.verdict"  # also params: written once, so the verdict cannot be edited after the gate
 EXIT_CODE_PARAM = "gate.exit_code"
 RECORDING = "recording"  # the verdict tag of a run whose recording has not finished

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import tags as tagnames
 from pipeline.integrations.runstore import RunStore
 from pipeline.integrations.tracking import RunRecord
 from pipeline.releasing import seal
 
 APPROVE, PROMOTE, ROLLBACK = "approve", "promote", "rollback"
 IN_PROGRESS, COMPLETED, LOST = "in-progress", "completed", "lost"
-T = "modelgate."
+T = tagnames.PREFIX
 # what a rollback-readiness check records on an audit run (releasing/readiness.py), shown by `history`
 READINESS_TAGS = ("outcome", "how", "detail", "rollback_ready", "rollback_ready_version", "rollback_ready_at",
                   "rollback_ready_detail", "rollback_ready_override")

@@ -13,6 +13,7 @@ import datetime as dt
 from typing import Any
 
 from pipeline.config.release import Release
+from pipeline.core import tags as tagnames
 from pipeline.errors import BadInput, Refused
 from pipeline.integrations.registry import CANDIDATE, PREVIOUS, PRODUCTION, Registry
 from pipeline.integrations.tracking import display_uri, gate_runs
@@ -45,9 +46,9 @@ def timeline(release: Release, uri: str) -> dict[str, Any]:
     for run in gate_runs(uri, release.tracking_experiment, release.model_name):
         tags = run.tags
         entries.append({"ms": run.start_ms, "at": _iso(run.start_ms), "event": "gate",
-                        "version": version_of_run.get(run.run_id), "revision": tags.get("modelgate.revision"),
-                        "verdict": tags.get("modelgate.verdict"), "actor": tags.get("modelgate.author"),
-                        "pr": run.params.get("pr") or None, "gate_id": tags.get("modelgate.gate_id"),
+                        "version": version_of_run.get(run.run_id), "revision": tags.get(tagnames.REVISION),
+                        "verdict": tags.get(tagnames.VERDICT), "actor": tags.get(tagnames.AUTHOR),
+                        "pr": run.params.get("pr") or None, "gate_id": tags.get(tagnames.GATE_ID),
                         "run_id": run.run_id, "metrics": _key_metrics(run.metrics)})
     for ev in audit.events(release.model_name):
         entries.append({"ms": ev.start_ms, **as_dict(ev)})

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config.release import Release
+from pipeline.core import tags as tagnames
 from pipeline.errors import BadInput, Conflict, Refused
 from pipeline.integrations.registry import PREVIOUS, PRODUCTION, ModelVersion, Registry
 from pipeline.releasing import chain, claim, readiness
@@ -92,17 +93,17 @@ class Operation:
         if self.ev.event == PROMOTE:
             previous = self.ev.from_version
         else:
-            previous = self.ev.tags.get("modelgate.previous_after", "")
+            previous = self.ev.tags.get(tagnames.PREVIOUS_AFTER, "")
         if previous and previous != v:
             self.reg.set_alias(self.model, PREVIOUS, previous)
         else:
             self.reg.delete_alias(self.model, PREVIOUS)
         self.reg.set_alias(self.model, PRODUCTION, v)
         stamp = now_iso()
-        key = "modelgate.promoted_at" if self.ev.event == PROMOTE else "modelgate.rolled_back_to_at"
+        key = tagnames.PROMOTED_AT if self.ev.event == PROMOTE else tagnames.ROLLED_BACK_TO_AT
         self.reg.set_version_tag(self.model, v, key, stamp)
         if self.ev.event == ROLLBACK and self.ev.from_version:
-            self.reg.set_version_tag(self.model, self.ev.from_version, "modelgate.rolled_back_at", stamp)
+            self.reg.set_version_tag(self.model, self.ev.from_version, tagnames.ROLLED_BACK_AT, stamp)
         shown = "v" + previous if previous and previous != v else "none"
         self.progress(f"aliases: {PRODUCTION} -> v{v}, {PREVIOUS} -> {shown}")
 
@@ -113,9 +114,9 @@ class Operation:
         params = run.params if run else {}
         fields = {"model": self.model, "version": t.version, "revision": t.revision, "source": t.source,
                   "gate_run_id": t.run_id or "", "verdict": t.verdict,
-                  "approved_by": self.ev.tags.get("modelgate.approvers", "") or "-",
+                  "approved_by": self.ev.tags.get(tagnames.APPROVERS, "") or "-",
                   f"{self.ev.event}d_by": f"{self.ev.actor} at {self.ev.at}",
-                  "promotion_id": self.ev.tags.get("modelgate.promotion_id", ""),
+                  "promotion_id": self.ev.tags.get(tagnames.PROMOTION_ID, ""),
                   **{f"sha256 {k}": v for k, v in sorted(version_record(self.reg, t).pin.files.items())}}
         status = ensure_tag(repo_root(self.release.root), name, fields, actor=self.ev.actor,
                             target=params.get("repo_commit") or None, remote=self.release.promotion.git_remote)
@@ -132,9 +133,9 @@ class Operation:
 
         t = self.target
         run = self.reg.run(t.run_id) if t.run_id else None
-        ref = (run.params.get("repo_commit") if run else None) or self.ev.tags.get("modelgate.git_tag")
+        ref = (run.params.get("repo_commit") if run else None) or self.ev.tags.get(tagnames.GIT_TAG)
         client = github.client(gh.repository, gh.api_url)
-        payload = {"promotion_id": self.ev.tags.get("modelgate.promotion_id", self.ev.run_id), "model": self.model,
+        payload = {"promotion_id": self.ev.tags.get(tagnames.PROMOTION_ID, self.ev.run_id), "model": self.model,
                    "version": t.version, "revision": t.revision, "action": self.ev.event}
         dep = client.ensure_deployment(ref or "", gh.environment, payload,
                                        f"{self.ev.event} {self.model} v{t.version} ({t.revision[:12]})")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.release import Pin, Release
+from pipeline.core import tags as tagnames
 from pipeline.core.verdict import Verdict
 from pipeline.errors import BadInput, DigestMismatch, InfraError, PinError, Refused
 from pipeline.integrations.registry import PREVIOUS, VERSION_FILE, ModelVersion, Registry
@@ -38,7 +39,7 @@ CHECK = "rollback-check"  # the audit event of a rehearsal
 AT_PROMOTION, AT_ROLLBACK, REHEARSAL, REHEARSAL_SERVE = "at promotion", "at rollback", "rehearsal", \
     "rehearsal with serve"
 READY, NOT_READY, OVERRIDDEN = "ready", "not-ready", "overridden"
-TAG = "modelgate.rollback_check."
+TAG = tagnames.ROLLBACK_CHECK_PREFIX
 
 
 @dataclass

@@ -19,15 +19,16 @@ import json
 from typing import TYPE_CHECKING
 
 from pipeline.config.keys import WATCH_ACTOR, WATCH_EVENTS
+from pipeline.core import tags as tagnames
 from pipeline.errors import Refused
 
 if TYPE_CHECKING:
     from pipeline.releasing.signing import PublicKey, Signer
 
-SEAL_TAG = "modelgate.seal"
+SEAL_TAG = tagnames.SEAL
 SEAL_TYPE = "modelgate.audit-event/1"
 
-PREFIX = "modelgate."
+PREFIX = tagnames.PREFIX
 
 
 def covered(tags: dict[str, str]) -> dict[str, str]:

@@ -33,6 +33,7 @@ from pipeline.config.keys import instant as _instant
 from pipeline.config.keys import key_id as key_id
 from pipeline.config.keys import parse_public_keys as parse_public_keys
 from pipeline.config.keys import raw_public as raw_public
+from pipeline.core import tags as tagnames
 from pipeline.core.gatekind import ADVISORY as ADVISORY
 from pipeline.core.gatekind import GATE_KIND_TAG as GATE_KIND_TAG
 from pipeline.core.gatekind import GATE_KINDS as GATE_KINDS
@@ -51,11 +52,11 @@ STATEMENT_TYPE = "modelgate.gate-statement/1"
 SIGNATURE_DIR = "signature"  # the run's artifact directory: statement.json, statement.sig
 STATEMENT_FILE = "statement.json"
 SIGNATURE_FILE = "statement.sig"
-STATUS_TAG = "modelgate.signature.status"  # the version's tag: signed | unsigned (display only; verification decides)
+STATUS_TAG = tagnames.SIGNATURE_STATUS  # the version's tag: signed | unsigned (display only; verification decides)
 SIGNED, UNSIGNED = "signed", "unsigned"
 # versions signed before the signature moved to the artifact carried it as tags (still read: promote verifies them)
-LEGACY_SIGNATURE_TAG = "modelgate.signature"
-LEGACY_KEY_ID_TAG = "modelgate.signature.key_id"
+LEGACY_SIGNATURE_TAG = tagnames.LEGACY_SIGNATURE
+LEGACY_KEY_ID_TAG = tagnames.LEGACY_SIGNATURE_KEY_ID
 
 
 def canonical(stmt: dict[str, Any]) -> bytes:

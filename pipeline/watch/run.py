@@ -29,6 +29,7 @@ from typing import Any
 
 from pipeline.config.release import Release
 from pipeline.config.watch import WATCH_ACTOR
+from pipeline.core import tags as tagnames
 from pipeline.watch import judge
 from pipeline.watch.observe import observe
 from pipeline.watch.prom import Prometheus
@@ -119,7 +120,7 @@ def production(release: Release, uri: str) -> Production:
     reg = Registry(uri)
     ev = chain.check_production_link(release, chain.audit_log(release, uri), reg.by_alias(release.model_name,
                                                                                            PRODUCTION))
-    at = (ev.tags.get("modelgate.finished_at") or ev.at) if ev else ""
+    at = (ev.tags.get(tagnames.FINISHED_AT) or ev.at) if ev else ""
     prod = Production(release.model_name, doc["version"], doc["served_name"], _parse_time(at) if at else 0.0,
                       ev.run_id if ev else None)
     if ev is not None and ev.from_version:
