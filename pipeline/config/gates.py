@@ -9,7 +9,7 @@ from typing import Annotated, Literal, cast
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-from pipeline.config.fields import SECTION, UNIQUE, Absent, Count, Fraction, Text, doc
+from pipeline.config.fields import SECTION, UNIQUE, Absent, Count, EnvName, Fraction, HttpUrl, Text, doc
 
 ChatTemplate = Literal["auto", True, False]
 MetricName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")]
@@ -141,6 +141,18 @@ class LengthRatio:
 
 
 @dataclass(frozen=True)
+class ProductionEndpoint:
+    """`gates.replay.production_endpoint`: where production already serves, so that a request production's
+    record does not answer is asked there instead of booting production on staging. It is used only while it
+    serves production's own served name (`<prefix>@<rev12>`); otherwise the gate boots production and says why."""
+
+    __pydantic_config__ = SECTION
+
+    url: Annotated[HttpUrl, doc("the production server's base URL (OpenAI-compatible, with or without /v1)")]
+    api_key_env: Annotated[EnvName | Absent, doc("the environment variable holding its API key")] = None
+
+
+@dataclass(frozen=True)
 class ReplayGate:
     """`gates.replay`: recorded production chat requests (JSONL) replayed against the candidate, each judged by
     the checks its own request implies (checks/replay.py), paired with production's answers (stages/replay.py).
@@ -157,6 +169,9 @@ class ReplayGate:
         "every derived check's margin and floor (per check: checks.<name>)")] = Threshold()
     checks: ReplayChecks = field(default_factory=lambda: ReplayChecks())
     length_ratio: LengthRatio = LengthRatio()
+    production_endpoint: Annotated[ProductionEndpoint | Absent, doc(
+        "ask the running production server (instead of booting production on staging) what its record does not "
+        "answer")] = None
 
     @property
     def size(self) -> int | None:

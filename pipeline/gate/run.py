@@ -106,6 +106,11 @@ def check_inputs(release: Release) -> None:
             raise ConfigError(f"no prompt suites (*.yaml) found in {prompts}", file=str(release.path),
                               path="gates.format.prompts_dir")
         load_suites(prompts)
+    endpoint = release.replay_gate.production_endpoint
+    if release.replay_gate.enabled and endpoint is not None and endpoint.api_key_env \
+            and not os.environ.get(endpoint.api_key_env):
+        raise ConfigError(f"the environment variable {endpoint.api_key_env} (production's API key) is not set",
+                          file=str(release.path), path="gates.replay.production_endpoint.api_key_env")
     if release.replay_gate.enabled:  # malformed traffic is bad input before any server starts
         load_traffic(release.root / release.replay_gate.path, skip_invalid=release.replay_gate.skip_invalid,
                      file=str(release.path))

@@ -322,8 +322,11 @@ def replay_line(report: GateReport) -> str | None:
     prod = d.get("production")
     if prod is None:
         return line + "; no production version: absolute floors only"
+    where = {"endpoint": " at its own server", "staging": " booted on staging",
+             "candidate": " (the candidate's own revision)"}.get(prod.get("asked_at", ""), "")
     return line + (f"; production v{prod['version']} ({prod['served_name']}): {prod['recorded']} recorded "
-                   f"answer(s), {prod['asked']} asked in this gate")
+                   f"answer(s), {prod['asked']} asked in this gate{where if prod['asked'] else ''}"
+                   + (f" ({prod['why']})" if prod.get("why") and prod["asked"] else ""))
 
 
 def _per_check(report: GateReport) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pipeline.config.release import load_release
 from pipeline.core.result import StageResult, Status
@@ -183,3 +184,55 @@ def test_replay_gate_rejects_a_regression_paired_with_production_and_stores_no_p
             assert value not in text, f"{value!r} leaked into {path}"
     assert "[email]" in (run_dir / "replay" / "replay.jsonl").read_text() or "***" in \
         (run_dir / "replay" / "replay.jsonl").read_text()
+
+
+def test_what_the_record_does_not_answer_is_asked_at_productions_own_server_when_it_serves_production(
+        tmp_path, monkeypatch):
+    """gates.replay.production_endpoint: production's running server answers what its record does not (no boot
+    on staging), with its own key; a server that serves another version is not asked: production is booted on
+    staging and the report says why. An unset key variable is bad input before anything runs."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    report = run_gate(replay_team(tmp_path / "t1", REV_1, "chat@" + REV_1[:12]), good, tmp_path, uri, "first")
+    assert report.exit_code == 0
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=uri).set_registered_model_alias("replay-it", "production", "1")
+    booted: list[str] = []
+
+    def ask_production(ctx, pin, records, progress):  # production's boot on staging, stood in
+        booted.extend(r.key for r in records)
+        with fake_chat(good, "chat@" + REV_1[:12]) as endpoint:
+            return replay.ask(endpoint, records, concurrency=2, progress=progress)
+
+    monkeypatch.setattr(replay, "ask_production", ask_production)
+
+    def gate_with_endpoint(name: str, endpoint_url: str):
+        team = replay_team(tmp_path / name, REV_2, "chat@" + REV_1[:12])
+        doc = yaml.safe_load(team.read_text())
+        doc["gates"]["replay"]["production_endpoint"] = {"url": endpoint_url + "/v1", "api_key_env": "PROD_KEY"}
+        team.write_text(yaml.safe_dump(doc))
+        return run_gate(team, good, tmp_path, uri, name)
+
+    monkeypatch.setenv("PROD_KEY", "prod-key-0123456789")
+    with fake_chat(good, "chat@" + REV_1[:12], api_key="prod-key-0123456789") as production:
+        report = gate_with_endpoint("t2", production.base_url)
+    prod = report.stage("replay").details["production"]
+    assert prod["asked"] == len(production.requests) > 0 and booted == []  # asked there, nothing booted
+    assert prod["asked_at"] == "endpoint" and prod["why"].endswith(f"serves chat@{REV_1[:12]}")
+    assert all(body["model"] == "chat@" + REV_1[:12] for body in production.requests)
+    assert report.exit_code in (0, 4)  # the same answers: passed, or inconclusive where a check has few requests
+    assert "prod-key-0123456789" not in (Path(report.run_dir) / "report.json").read_text()
+    assert "asked in this gate at its own server" in (Path(report.run_dir) / "report.md").read_text()
+
+    with fake_chat(good, "chat@" + REV_2[:12], api_key="prod-key-0123456789") as rolled_out:  # another version
+        report = gate_with_endpoint("t3", rolled_out.base_url)
+    prod = report.stage("replay").details["production"]
+    assert prod["asked_at"] == "staging" and booted and prod["asked"] == len(booted)
+    assert rolled_out.requests == [] and f"it serves chat@{REV_2[:12]}, not chat@{REV_1[:12]}" in prod["why"]
+    assert "booted on staging" in (Path(report.run_dir) / "report.md").read_text()
+
+    monkeypatch.delenv("PROD_KEY")
+    with pytest.raises(Exception) as refused:
+        gate_with_endpoint("t4", "http://127.0.0.1:9")
+    assert getattr(refused.value, "exit_code", None) == 2
+    assert "gates.replay.production_endpoint.api_key_env" in str(refused.value)

@@ -2,6 +2,9 @@
 
     with fake_chat(answer) as endpoint:     # answer(body) -> (content, tool_calls, finish_reason)
         ...endpoint.base_url, endpoint.served_name, endpoint.requests (the bodies received)
+    fake_chat(answer, served_name, api_key="k")   # every request without `Authorization: Bearer k` gets 401
+
+GET /v1/models lists the served name, as vLLM does.
 
 Used where a test needs the chat client's real HTTP path but not a model (the replay gate's integration tests).
 """
@@ -31,11 +34,36 @@ class FakeEndpoint:
 
 
 @contextlib.contextmanager
-def fake_chat(answer: Callable[[dict[str, Any]], Reply], served_name: str = "chat@fake") -> Iterator[FakeEndpoint]:
+def fake_chat(answer: Callable[[dict[str, Any]], Reply], served_name: str = "chat@fake",
+              api_key: str | None = None) -> Iterator[FakeEndpoint]:
     received: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
+        def _refused(self) -> bool:
+            if api_key is None or self.headers.get("Authorization") == f"Bearer {api_key}":
+                return False
+            self._send(401, {"error": {"message": "Unauthorized"}})
+            return True
+
+        def _send(self, status: int, doc: dict[str, Any]) -> None:
+            data = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self._refused():
+                return
+            if self.path.rstrip("/") == "/v1/models":
+                self._send(200, {"object": "list", "data": [{"id": served_name, "object": "model"}]})
+            else:
+                self._send(404, {"error": {"message": "not found"}})
+
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            if self._refused():
+                return
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             received.append(body)
             content, calls, finish = answer(body)
@@ -58,7 +86,8 @@ def fake_chat(answer: Callable[[dict[str, Any]], Reply], served_name: str = "cha
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield FakeEndpoint(f"http://127.0.0.1:{server.server_address[1]}", served_name, requests=received)
+        yield FakeEndpoint(f"http://127.0.0.1:{server.server_address[1]}", served_name, api_key=api_key,
+                           requests=received)
     finally:
         server.shutdown()
         server.server_close()

@@ -3,10 +3,12 @@
 A deterministic sample of the recorded requests (config/traffic.py) is sent to the candidate's staging server
 (the same boot as every stage) exactly as production's clients sent it. Each answer is judged by the checks its
 request implies (checks/replay.py). Production's answer to the same request is the recorded one when it came
-from the current production version (its served name), otherwise production's pin is fetched, served and asked
-in this gate. Every check is a paired 0/1 metric `replay/<check>` judged like the other gates'
-(stats.compare_metric: exact McNemar non-inferiority, margin and floor from gates.replay); no production
-version yet: absolute floors only. The requests where production passed and the candidate failed come first.
+from the current production version (its served name); otherwise production is asked in this gate: at its own
+server when gates.replay.production_endpoint names one that serves production's served name, else its pin is
+fetched and served on staging (the report says which, and why). Every check is a paired 0/1 metric
+`replay/<check>` judged like the other gates' (stats.compare_metric: exact McNemar non-inferiority, margin and
+floor from gates.replay); no production version yet: absolute floors only. The requests where production passed
+and the candidate failed come first.
 
 Privacy: every value util/pii.py finds in the sampled requests and answers is registered as a secret (redacted
 from every file of the run directory, the report and its renderings), and every excerpt kept is scrubbed.
@@ -15,6 +17,7 @@ from every file of the run directory, the report and its renderings), and every 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,46 @@ def ask_production(ctx: GateContext, pin: Pin, records: list[Recorded], progress
                    check_alive=server.check_alive)
 
 
+def endpoint_problem(endpoint: Endpoint) -> str | None:
+    """None when the endpoint lists `endpoint.served_name` in /v1/models; else why it cannot stand in for it."""
+    import httpx
+
+    try:
+        models = httpx.get(f"{endpoint.base_url}/v1/models", headers=endpoint.headers(), timeout=10)
+    except httpx.HTTPError as exc:
+        return f"unreachable ({type(exc).__name__})"
+    if not 200 <= models.status_code < 300:
+        return f"/v1/models answered HTTP {models.status_code}"
+    try:
+        served = [str(m["id"]) for m in models.json().get("data", [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "/v1/models did not answer a model list"
+    return None if endpoint.served_name in served else f"it serves {', '.join(served) or 'nothing'}"
+
+
+def ask_where_production_serves(ctx: GateContext, pin: Pin, served: str, records: list[Recorded],
+                                progress: Progress) -> tuple[dict[str, Answer], str, str]:
+    """Production's answers to `records` (what its record does not answer): from its own server when
+    gates.replay.production_endpoint names one serving `served`, else from its pin booted on staging.
+    (answers, where they came from, why there)."""
+    cfg = ctx.release.replay_gate.production_endpoint
+    if cfg is None:
+        return ask_production(ctx, pin, records, progress), "staging", "no gates.replay.production_endpoint"
+    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    register_secret_value(key)
+    endpoint = Endpoint(base_url=cfg.url.rstrip("/").removesuffix("/v1"), served_name=served, log_file=None,
+                        pid=None, api_key=key, request_timeout_s=ctx.release.serving.request_timeout_s)
+    problem = endpoint_problem(endpoint)
+    if problem is None:
+        progress(f"asking production's own server {endpoint.base_url} ({served})")
+        answers = ask(endpoint, records, concurrency=ctx.release.replay_gate.concurrency, progress=progress)
+        return answers, "endpoint", f"gates.replay.production_endpoint {endpoint.base_url} serves {served}"
+    why = f"gates.replay.production_endpoint {endpoint.base_url}: {problem}, not {served}" \
+        if problem.startswith("it serves") else f"gates.replay.production_endpoint {endpoint.base_url}: {problem}"
+    progress(f"{why}: booting production on staging instead")
+    return ask_production(ctx, pin, records, progress), "staging", why
+
+
 def production_answers(ctx: GateContext, records: list[Recorded], candidate: dict[str, Answer],
                        progress: Progress) -> tuple[dict[str, Answer], dict[str, str], dict[str, Any] | None]:
     """(answers by key, where each came from: recorded | asked, production's description); no production
@@ -111,18 +154,20 @@ def production_answers(ctx: GateContext, records: list[Recorded], candidate: dic
     progress(f"production v{baseline.version} ({served}): {len(answers)} recorded answer(s) by it"
              + (f", asking it the other {len(missing)} in this gate" if missing else ""))
     same = baseline.pin.revision == ctx.release.candidate.revision and baseline.pin.files == ctx.release.candidate.files
+    asked_at, why = "record", "production's record answers every sampled request"
     if missing and same:
         progress("production is the candidate's own revision: its answers are the candidate's")
         asked = {r.key: candidate[r.key] for r in missing}
+        asked_at, why = "candidate", "production is the candidate's own revision and files"
         answers.update(asked)
         origin.update(dict.fromkeys(asked, "asked"))
     elif missing:
-        asked = ask_production(ctx, baseline.pin, missing, progress)
+        asked, asked_at, why = ask_where_production_serves(ctx, baseline.pin, served, missing, progress)
         answers.update(asked)
         origin.update(dict.fromkeys(asked, "asked"))
     info = {"version": baseline.version, "revision": baseline.pin.revision, "served_name": served,
             "recorded": sum(1 for v in origin.values() if v == "recorded"),
-            "asked": sum(1 for v in origin.values() if v == "asked")}
+            "asked": sum(1 for v in origin.values() if v == "asked"), "asked_at": asked_at, "why": why}
     return answers, origin, info
 
 

@@ -43,7 +43,8 @@ def test_recorded_by_the_current_production_else_asked(tmp_path, monkeypatch):
     assert asked == ["t.jsonl:2", "t.jsonl:3"]
     assert [answers[r.key].text for r in records] == ["recorded 1", "asked", "asked"]
     assert [origin[r.key] for r in records] == ["recorded", "asked", "asked"]
-    assert info == {"version": "3", "revision": PROD, "served_name": "chat@" + PROD[:12], "recorded": 1, "asked": 2}
+    assert info == {"version": "3", "revision": PROD, "served_name": "chat@" + PROD[:12], "recorded": 1, "asked": 2,
+                    "asked_at": "staging", "why": "no gates.replay.production_endpoint"}
 
 
 def test_production_at_the_candidates_revision_is_not_booted_again(tmp_path, monkeypatch):
