@@ -28,6 +28,9 @@ class GateContext:
     # per-item values the comparison pairs with the baseline: "format/pass" or "task/metric" -> {item: value}
     items: dict[str, dict[str, float]] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)  # what the items were judged on: suites, evalsets
+    # the candidate's replay answers by request hash (scrubbed), recorded with the items: a later gate whose
+    # production this candidate has become pairs with them instead of asking it again
+    replay_answers: dict[str, dict[str, Any]] = field(default_factory=dict)
     baseline_store: Any = None  # integrations.tracking.BaselineStore (None: no baseline lookups)
     case_sample: int | None = None  # an advisory gate: this many prompt cases, seeded by the revision (None: all)
     # the staging servers' API key: random per gate run, registered as a secret, never on a command line

@@ -219,7 +219,8 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     if verdict == Verdict.INTERRUPTED:
         progress(f"interrupted: partial report kept at {run_dir} (not recorded in MLflow)")
         return report
-    RunDir(run_dir).items.write_text(json.dumps(registry.items_document(ctx.items, ctx.digests)), encoding="utf-8")
+    RunDir(run_dir).items.write_text(json.dumps(registry.items_document(ctx.items, ctx.digests, ctx.replay_answers)),
+                                     encoding="utf-8")
     return record(report, run_dir, uri, signer=signer if kind == RELEASE else None)
 
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -49,6 +49,7 @@ class Baseline:
     items: dict[str, dict[str, float]]
     load: dict[str, Any] | None = None  # the `load` stage details of its gate report (None: not recorded)
     items_sha256: str = ""  # of the items.json bytes read (the signed statement names the one its gate signed)
+    replay_answers: dict[str, dict[str, Any]] = field(default_factory=dict)  # its replay answers, by request hash
     report_sha256: str | None = None  # of the report.json bytes read (None: the run holds none)
     verified: str = ""  # what was verified of it (releasing/chain.py), shown in the report
 
@@ -208,13 +209,14 @@ class BaselineStore:
         if raw is None:
             raise InfraError(f"cannot read {ITEMS_FILE} of the production gate run {mv.run_id}: it holds none")
         try:
-            items = json.loads(raw)["items"]
+            doc = json.loads(raw)
+            items, replay_answers = doc["items"], dict(doc.get("replay_answers") or {})
         except (ValueError, KeyError, TypeError) as exc:
             raise InfraError(f"{ITEMS_FILE} of the production gate run {mv.run_id} is unreadable: {exc}") from exc
         report = registry.artifact(mv.run_id, REPORT_FILE)
         baseline = Baseline(version=str(mv.version), run_id=mv.run_id, pin=record.pin, digests=record.digests,
                             items=items, load=_load_details(report),
-                            items_sha256=hashlib.sha256(raw).hexdigest(),
+                            items_sha256=hashlib.sha256(raw).hexdigest(), replay_answers=replay_answers,
                             report_sha256=hashlib.sha256(report).hexdigest() if report is not None else None)
         return check(baseline) if check is not None else baseline
 
@@ -238,8 +240,12 @@ def _load_details(raw: bytes | None) -> dict[str, Any] | None:
     return stage.details
 
 
-def items_document(items: dict[str, dict[str, float]], digests: dict[str, str]) -> dict[str, Any]:
-    return {"schema_version": 1, "digests": digests, "items": items}
+def items_document(items: dict[str, dict[str, float]], digests: dict[str, str],
+                   replay_answers: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """items.json: the per-item results, their digests, and the replay answers (by request hash, scrubbed), all
+    covered by the gate's signature (items_sha256)."""
+    return {"schema_version": 1, "digests": digests, "items": items,
+            **({"replay_answers": replay_answers} if replay_answers else {})}
 
 
 PREVIOUS = "previous"

@@ -324,8 +324,9 @@ def replay_line(report: GateReport) -> str | None:
         return line + "; no production version: absolute floors only"
     where = {"endpoint": " at its own server", "staging": " booted on staging",
              "candidate": " (the candidate's own revision)"}.get(prod.get("asked_at", ""), "")
+    gate = f", {prod['from_gate']} recorded by its own gate" if prod.get("from_gate") else ""
     return line + (f"; production v{prod['version']} ({prod['served_name']}): {prod['recorded']} recorded "
-                   f"answer(s), {prod['asked']} asked in this gate{where if prod['asked'] else ''}"
+                   f"answer(s){gate}, {prod['asked']} asked in this gate{where if prod['asked'] else ''}"
                    + (f" ({prod['why']})" if prod.get("why") and prod["asked"] else ""))
 
 

@@ -1,8 +1,9 @@
 """The replay gate through the real gate runner, report renderings and MLflow (sqlite), with the candidate and
 production as stand-in chat endpoints on loopback (tests/support/fake_chat.py; the real vLLM path is in
 tests/e2e/test_variants_e2e.py): no production version -> absolute floors; a candidate that breaks the
-response_format schemas is rejected against production's recorded answers and those asked in the gate (the
-re-serve path with production's boot stood in), regressions first; no email, phone or card number of the
+response_format schemas is rejected against production's answers recorded in the traffic and by production's own
+gate (no boot of production), regressions first; what neither answers is asked at production's own server or
+production booted on staging (stood in); no email, phone or card number of the
 recorded traffic reaches any file of the run directory or any MLflow artifact."""
 
 from __future__ import annotations
@@ -78,10 +79,11 @@ def bare(answer):
     return wrapped
 
 
-def replay_team(tmp_path: Path, revision: str, production_name: str, bare_tools: bool = False) -> Path:
+def replay_team(tmp_path: Path, revision: str, production_name: str, bare_tools: bool = False,
+                traffic_seed: int = 5) -> Path:
     """release.yaml pinning `revision`, and the demo traffic: 3 of 4 answers recorded by `production_name`, the
     rest by an older production (asked again in the gate); `bare_tools`: production's tool calls recorded bare."""
-    records = demo_traffic.generate(120, seed=5, served_name=production_name)
+    records = demo_traffic.generate(120, seed=traffic_seed, served_name=production_name)
     for i, rec in enumerate(records):
         if i % 4 == 3:
             rec["response"]["model"] = "chat@0ld0ld0ld0ld"
@@ -120,9 +122,11 @@ def test_replay_gate_rejects_a_regression_paired_with_production_and_stores_no_p
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = replay_team(tmp_path / "t1", REV_1, "chat@" + REV_1[:12])
-    report = run_gate(first, good, tmp_path, uri, "first")
+    report = run_gate(first, bare(good), tmp_path, uri, "first")  # production's own answers: tool calls bare
     stage = report.stage("replay")
     assert report.exit_code == 0 and stage is not None and stage.status == Status.PASSED
+    recorded = json.loads((Path(report.run_dir) / "items.json").read_text())["replay_answers"]
+    assert len(recorded) == 60 and not any(EMAIL.search(a["text"]) for a in recorded.values())  # scrubbed
     assert stage.details["production"] is None and stage.details["sampled"] == 60
     assert stage.reasons[0].startswith("60 sampled of ")
     MlflowClient(tracking_uri=uri).set_registered_model_alias("replay-it", "production", "1")
@@ -141,8 +145,12 @@ def test_replay_gate_rejects_a_regression_paired_with_production_and_stores_no_p
     stage = report.stage("replay")
     assert stage is not None and stage.status == Status.FAILED and report.exit_code == 1
     prod = stage.details["production"]
-    assert prod["version"] == "1" and prod["recorded"] > 0 and prod["asked"] == len(asked) > 0
-    assert prod["recorded"] + prod["asked"] == 60
+    # the traffic recorded 3 in 4 answers by production; its own gate answered the rest: production is not booted
+    assert prod["version"] == "1" and prod["recorded"] > 0 and prod["from_gate"] > 0 and prod["asked"] == 0
+    assert prod["recorded"] + prod["from_gate"] == 60 and asked == []
+    assert prod["asked_at"] == "record"
+    assert f"{prod['from_gate']} recorded by its own gate, 0 asked in this gate" in \
+        (Path(report.run_dir) / "report.md").read_text()
     rows = {m["name"]: m for m in stage.details["metrics"]}
     assert rows["replay/json_schema"]["verdict"] == "fail" and rows["replay/json_schema"]["baseline_mean"] == 1.0
     assert rows["replay/non_empty"]["verdict"] == "pass" and rows["replay/non_empty"]["n"] == 60
@@ -206,8 +214,8 @@ def test_what_the_record_does_not_answer_is_asked_at_productions_own_server_when
 
     monkeypatch.setattr(replay, "ask_production", ask_production)
 
-    def gate_with_endpoint(name: str, endpoint_url: str):
-        team = replay_team(tmp_path / name, REV_2, "chat@" + REV_1[:12])
+    def gate_with_endpoint(name: str, endpoint_url: str):  # traffic production's gate never saw: asked
+        team = replay_team(tmp_path / name, REV_2, "chat@" + REV_1[:12], traffic_seed=6)
         doc = yaml.safe_load(team.read_text())
         doc["gates"]["replay"]["production_endpoint"] = {"url": endpoint_url + "/v1", "api_key_env": "PROD_KEY"}
         team.write_text(yaml.safe_dump(doc))

@@ -3,9 +3,10 @@
 A deterministic sample of the recorded requests (config/traffic.py) is sent to the candidate's staging server
 (the same boot as every stage) exactly as production's clients sent it. Each answer is judged by the checks its
 request implies (checks/replay.py). Production's answer to the same request is the recorded one when it came
-from the current production version (its served name); otherwise production is asked in this gate: at its own
-server when gates.replay.production_endpoint names one that serves production's served name, else its pin is
-fetched and served on staging (the report says which, and why). Every check is a paired 0/1 metric
+from the current production version (its served name), or the one production's own release gate recorded (its
+items.json, signed with the gate: every gate records its answers there, by request hash, scrubbed); otherwise
+production is asked in this gate: at its own server when gates.replay.production_endpoint names one that serves
+production's served name, else its pin is fetched and served on staging (the report says which, and why). Every check is a paired 0/1 metric
 `replay/<check>` judged like the other gates' (stats.compare_metric: exact McNemar non-inferiority, margin and
 floor from gates.replay); no production version yet: absolute floors only. The requests where production passed
 and the candidate failed come first.
@@ -61,6 +62,18 @@ def strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in strings(v)]
     return []
+
+
+def answer_record(answer: Answer) -> dict[str, Any]:
+    """An answer as items.json keeps it for a later gate to pair with: scrubbed like every excerpt."""
+    return {"text": pii.scrub(answer.text), "finish_reason": answer.finish_reason,
+            "tool_calls": [[name, pii.scrub(args)] for name, args in answer.tool_calls],
+            "error": pii.scrub(answer.error) if answer.error else None}
+
+
+def answer_from_record(doc: dict[str, Any], served_name: str) -> Answer:
+    return Answer(str(doc.get("text") or ""), tuple((str(n), str(a)) for n, a in doc.get("tool_calls") or []),
+                  doc.get("finish_reason"), doc.get("error"), served_name)
 
 
 def answer_text(answer: Answer | None) -> str:
@@ -150,11 +163,17 @@ def production_answers(ctx: GateContext, records: list[Recorded], candidate: dic
     served = ctx.release.served_name(baseline.pin)
     answers = {r.key: r.response for r in records if r.response is not None and r.response.served_name == served}
     origin = dict.fromkeys(answers, "recorded")
+    # what production's own release gate answered (its items.json, signed and verified with the baseline)
+    gated = {r.key: answer_from_record(baseline.replay_answers[r.key], served) for r in records
+             if r.key not in answers and r.key in baseline.replay_answers}
+    answers.update(gated)
+    origin.update(dict.fromkeys(gated, "production's gate"))
     missing = [r for r in records if r.key not in answers]
-    progress(f"production v{baseline.version} ({served}): {len(answers)} recorded answer(s) by it"
-             + (f", asking it the other {len(missing)} in this gate" if missing else ""))
+    progress(f"production v{baseline.version} ({served}): {len(answers) - len(gated)} recorded answer(s) by it in "
+             f"the traffic, {len(gated)} by its own gate"
+             + (f", asking it the other {len(missing)} in this gate" if missing else ": no boot of production"))
     same = baseline.pin.revision == ctx.release.candidate.revision and baseline.pin.files == ctx.release.candidate.files
-    asked_at, why = "record", "production's record answers every sampled request"
+    asked_at, why = "record", "production's records answer every sampled request"
     if missing and same:
         progress("production is the candidate's own revision: its answers are the candidate's")
         asked = {r.key: candidate[r.key] for r in missing}
@@ -167,6 +186,7 @@ def production_answers(ctx: GateContext, records: list[Recorded], candidate: dic
         origin.update(dict.fromkeys(asked, "asked"))
     info = {"version": baseline.version, "revision": baseline.pin.revision, "served_name": served,
             "recorded": sum(1 for v in origin.values() if v == "recorded"),
+            "from_gate": sum(1 for v in origin.values() if v == "production's gate"),
             "asked": sum(1 for v in origin.values() if v == "asked"), "asked_at": asked_at, "why": why}
     return answers, origin, info
 
@@ -254,6 +274,7 @@ def run(ctx: GateContext) -> StageResult:
     progress(line)
     cand = ask(ctx.endpoint, chosen, concurrency=cfg.concurrency, progress=progress,
                check_alive=ctx.server.check_alive if ctx.server else None)
+    ctx.replay_answers = {key: answer_record(answer) for key, answer in cand.items()}  # recorded with the items
     prod, origin, production = production_answers(ctx, chosen, cand, progress)
     rows = judge_all(chosen, cand, prod, cfg.length_min, cfg.length_max)
     for row in rows:
