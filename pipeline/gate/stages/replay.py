@@ -6,10 +6,10 @@ request implies (checks/replay.py). Production's answer to the same request is t
 from the current production version (its served name), or the one production's own release gate recorded (its
 items.json, signed with the gate: every gate records its answers there, by request hash, scrubbed); otherwise
 production is asked in this gate: at its own server when gates.replay.production_endpoint names one that serves
-production's served name, else its pin is fetched and served on staging (the report says which, and why). Every check is a paired 0/1 metric
-`replay/<check>` judged like the other gates' (stats.compare_metric: exact McNemar non-inferiority, margin and
-floor from gates.replay); no production version yet: absolute floors only. The requests where production passed
-and the candidate failed come first.
+production's served name, else its pin is fetched and served on staging (the report says which, and why).
+Every check is a paired 0/1 metric `replay/<check>` judged like the other gates' (stats.compare_metric: exact
+McNemar non-inferiority, margin and floor from gates.replay); no production version yet: absolute floors only.
+The requests where production passed and the candidate failed come first.
 
 Privacy: every value util/pii.py finds in the sampled requests and answers is registered as a secret (redacted
 from every file of the run directory, the report and its renderings), and every excerpt kept is scrubbed.

@@ -34,3 +34,14 @@ def test_every_exit_code_of_the_readme_has_a_row():
     rows = claims_section()
     for code in (0, 1, 2, 3, 4, 5, 6, 7, 130):
         assert re.search(rf"^\| exit {code}:", rows, re.M), f"no claim row for exit {code}"
+
+
+def test_every_test_path_in_the_table_is_a_named_test_it_reads():
+    """A test path the table spells without its backticks (or without `::test_`) would be skipped by the check
+    above: every `tests/...py` the table mentions must be one it reads, or a whole module in backticks."""
+    section = claims_section()
+    mentions = re.findall(r"(?<![\w/])tests/(?!support/)[\w/]+\.py(?:::\w+)?", section)  # support: not tests
+    read = {f"{path}::{name}" for path, name in NAMED.findall(section)}
+    whole_modules = set(re.findall(r"`(tests/[\w/]+\.py)`", section))
+    stray = [m for m in mentions if m not in read and m not in whole_modules]
+    assert stray == [], stray
