@@ -134,6 +134,11 @@ def gate_timings(config: Path, kind: str, args: argparse.Namespace, tmp: Path) -
     boot_s = float(ready[0]) if ready else None
     print(f"gate: exit {proc.returncode}, verdict {report['verdict']}, wall {wall:.1f} s")
     print(f"vLLM boots per gate: {boots} (goal: 1 per model served: {goal(boots == 1)})")
+    replay_prod = (stages.get("replay") or {}).get("details", {}).get("production")
+    if replay_prod:  # where production's replay answers came from: its records, or asked (where, and why)
+        print(f"replay, production's answers: {replay_prod['recorded']} recorded in the traffic, "
+              f"{replay_prod.get('from_gate', 0)} by its own gate, {replay_prod['asked']} asked "
+              f"({replay_prod.get('asked_at', '?')}: {replay_prod.get('why', '?')})")
     print("per-stage times (report.json):")
     gate_stages = [s for s in report["stages"] if s["name"] != SATURATION]
     for stage in gate_stages:
