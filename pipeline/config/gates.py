@@ -160,7 +160,11 @@ class ReplayGate:
 
     __pydantic_config__ = SECTION
 
-    path: Annotated[Text, doc("a JSONL file or a directory of *.jsonl files, relative to release.yaml")]
+    path: Annotated[Text, doc("a JSONL file or a directory of *.jsonl files, relative to release.yaml: recorded "
+                              "requests, or OpenAI Batch API input files")]
+    batch_output: Annotated[Text | Absent, doc(
+        "the OpenAI Batch API output file (or a directory of them) of the batch input files in `path`: production's "
+        "answers, by custom_id")] = None
     enabled: Annotated[bool, doc("run the replay")] = True
     skip_invalid: Annotated[bool, doc("malformed lines are counted and shown instead of being bad input")] = False
     concurrency: Annotated[int, doc("requests in flight", ge=1, le=256)] = 4

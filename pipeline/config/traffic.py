@@ -7,7 +7,13 @@ One JSONL file, or a directory of *.jsonl files (read in name order). Each line 
                  max_tokens, temperature, stop, ...>},
      "response": {<optional: the chat completion production answered, with its "model" (the served name)>}}
 
-or the bare request body. A malformed line (not JSON, an unknown role, a response_format or tool whose schema
+or the bare request body, or a line of an OpenAI Batch API input file:
+
+    {"custom_id": "req-1", "method": "POST", "url": "/v1/chat/completions", "body": {<the request body>}}
+
+whose answer, when `gates.replay.batch_output` names the batch's output file (or a directory of them), is the
+output line with the same custom_id (`response.body`, a chat completion, when `response.status_code` is 200).
+A malformed line (not JSON, an unknown role, a response_format or tool whose schema
 is not a JSON Schema, ...) is bad input naming the file and the line; with `skip_invalid` it is counted and
 shown instead. A file without any request is bad input. The raw requests stay in memory on the runner: only
 scrubbed excerpts (util/pii.py) are stored or shown.
@@ -102,9 +108,35 @@ def traffic_files(path: Path, *, file: str, where: str) -> list[Path]:
     raise BadInput(f"replay traffic not found: {path}", file=file, path=where)
 
 
+def load_batch_outputs(path: Path, *, file: str = "release.yaml",
+                       where: str = "gates.replay.batch_output") -> dict[str, Any]:
+    """custom_id -> the chat completion an OpenAI Batch API output file holds for it (status 200, no error);
+    a line that is not an output line is bad input naming its file and line."""
+    out: dict[str, Any] = {}
+    for fpath in traffic_files(path, file=file, where=where):
+        try:
+            text = fpath.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read a batch output file: {exc}", file=str(fpath)) from exc
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                custom_id, response = str(data["custom_id"]), data.get("response")
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise BadInput("not a batch output line (JSON with custom_id, response, error)", file=str(fpath),
+                               path=f"line {lineno}") from None
+            if isinstance(response, dict) and response.get("status_code") == 200 and not data.get("error"):
+                out[custom_id] = response.get("body")
+    return out
+
+
 def load_traffic(path: Path, *, skip_invalid: bool = False, file: str = "release.yaml",
-                 where: str = "gates.replay.path") -> Traffic:
-    """Every recorded request under `path`, duplicates removed (the first occurrence kept)."""
+                 where: str = "gates.replay.path", batch_output: Path | None = None) -> Traffic:
+    """Every recorded request under `path`, duplicates removed (the first occurrence kept); a batch input line's
+    answer comes from `batch_output` (load_batch_outputs)."""
+    outputs = load_batch_outputs(batch_output, file=file) if batch_output is not None else {}
     records: list[Recorded] = []
     invalid: list[Invalid] = []
     seen: set[str] = set()
@@ -122,7 +154,7 @@ def load_traffic(path: Path, *, skip_invalid: bool = False, file: str = "release
             in_file += 1
             source = f"{fpath.name}:{lineno}"
             try:
-                rec = parse_line(line, source)
+                rec = parse_line(line, source, outputs)
             except _Bad as bad:
                 if not skip_invalid:
                     raise BadInput(scrub(str(bad)), file=str(fpath), path=f"line {lineno}"
@@ -142,15 +174,18 @@ def load_traffic(path: Path, *, skip_invalid: bool = False, file: str = "release
     return Traffic(records, invalid, lines, duplicates)
 
 
-def parse_line(line: str, source: str) -> Recorded:
+def parse_line(line: str, source: str, batch_outputs: dict[str, Any] | None = None) -> Recorded:
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise _Bad("", f"not JSON: {exc.msg} at column {exc.colno}") from None
     if not isinstance(data, dict):
         raise _Bad("", f"a record must be a JSON object, got {type(data).__name__}")
+    batch = "custom_id" in data and "body" in data  # an OpenAI Batch API input line
+    if batch:
+        data = _batch_record(data, batch_outputs or {})
     if "request" in data:
-        body, prefix = data["request"], "request"
+        body, prefix = data["request"], "body" if batch else "request"
         unknown = set(data) - {"id", "tags", "request", "response"}
         if unknown:
             raise _Bad("", f"unknown key(s) {', '.join(sorted(map(repr, unknown)))} (allowed: id, tags, request, "
@@ -173,6 +208,20 @@ def parse_line(line: str, source: str) -> Recorded:
     response = parse_response(data["response"]) if "request" in data and data.get("response") is not None else None
     key = hashlib.sha256(json.dumps({"messages": messages, **params}, sort_keys=True).encode()).hexdigest()[:16]
     return Recorded(key, source, tuple(messages), params, {k: str(v) for k, v in (tags or {}).items()}, response)
+
+
+def _batch_record(data: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    """A batch input line as a record: its body is the request, its output line's body (if any) the response."""
+    unknown = set(data) - {"custom_id", "method", "url", "body"}
+    if unknown:
+        raise _Bad("", f"unknown key(s) {', '.join(sorted(map(repr, unknown)))} in a batch input line (allowed: "
+                       "custom_id, method, url, body)")
+    if data.get("url") != "/v1/chat/completions" or str(data.get("method", "POST")).upper() != "POST":
+        raise _Bad("url", f"only POST /v1/chat/completions batch requests are replayed, not {data.get('method')} "
+                          f"{data.get('url')}")
+    response = outputs.get(str(data["custom_id"]))
+    return {"id": str(data["custom_id"]), "request": data["body"],
+            **({"response": response} if response is not None else {})}
 
 
 def check_messages(messages: Any, at: Any) -> list[dict[str, Any]]:

@@ -112,8 +112,9 @@ def check_inputs(release: Release) -> None:
         raise ConfigError(f"the environment variable {endpoint.api_key_env} (production's API key) is not set",
                           file=str(release.path), path="gates.replay.production_endpoint.api_key_env")
     if release.replay_gate.enabled:  # malformed traffic is bad input before any server starts
-        load_traffic(release.root / release.replay_gate.path, skip_invalid=release.replay_gate.skip_invalid,
-                     file=str(release.path))
+        replay = release.replay_gate
+        load_traffic(release.root / replay.path, skip_invalid=replay.skip_invalid, file=str(release.path),
+                     batch_output=release.root / replay.batch_output if replay.batch_output else None)
     cfg = release.evals_gate
     if cfg.enabled:
         file, include = str(release.path), release.root / cfg.include_path

@@ -244,3 +244,42 @@ def test_what_the_record_does_not_answer_is_asked_at_productions_own_server_when
         gate_with_endpoint("t4", "http://127.0.0.1:9")
     assert getattr(refused.value, "exit_code", None) == 2
     assert "gates.replay.production_endpoint.api_key_env" in str(refused.value)
+
+
+def test_openai_batch_files_are_replayed_with_their_answers_as_productions(tmp_path, monkeypatch):
+    """gates.replay.path names OpenAI Batch API input files and batch_output their output file: the gate replays
+    the batch requests and pairs with the answers the output file holds (production's), asking only the rest."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    from mlflow.tracking import MlflowClient
+
+    assert run_gate(replay_team(tmp_path / "t1", REV_1, "chat@" + REV_1[:12], traffic_seed=7), good, tmp_path,
+                    uri, "first").exit_code == 0
+    MlflowClient(tracking_uri=uri).set_registered_model_alias("replay-it", "production", "1")
+    records = demo_traffic.generate(80, seed=8, served_name="chat@" + REV_1[:12])
+    team = tmp_path / "t2"
+    team.mkdir()
+    with (team / "in.jsonl").open("w") as inputs, (team / "out.jsonl").open("w") as outputs:
+        for i, rec in enumerate(records):
+            inputs.write(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                                     "body": rec["request"]}) + "\n")
+            if i % 5:  # one in five batch requests has no answer: production is asked for those
+                outputs.write(json.dumps({"id": f"b{i}", "custom_id": f"r{i}", "error": None,
+                                          "response": {"status_code": 200, "body": rec["response"]}}) + "\n")
+    config = write_release(team, model="replay-it", candidate={
+        "source": "git", "repo": "hub/model", "revision": REV_2,
+        "files": {"config.json": "a" * 64, "model.safetensors": "b" * 64}},
+        gates={"replay": {**GATES["replay"], "path": "in.jsonl", "batch_output": "out.jsonl"}})
+    booted: list[str] = []
+
+    def ask_production(ctx, pin, recs, progress):
+        booted.extend(r.key for r in recs)
+        with fake_chat(good, "chat@" + REV_1[:12]) as endpoint:
+            return replay.ask(endpoint, recs, concurrency=2, progress=progress)
+
+    monkeypatch.setattr(replay, "ask_production", ask_production)
+    report = run_gate(config, good, tmp_path, uri, "batch")
+    stage = report.stage("replay")
+    prod = stage.details["production"]
+    assert stage.details["sampled"] == 60 and prod["recorded"] > 0 and prod["asked"] == len(booted) > 0
+    assert prod["recorded"] + prod["from_gate"] + prod["asked"] == 60
+    assert {row["source"].split(":")[0] for row in stage.details["requests"]} == {"in.jsonl"}

@@ -266,7 +266,8 @@ def run(ctx: GateContext) -> StageResult:
         return StageResult(NAME, Status.SKIPPED, reasons=["not configured or disabled (gates.replay)"])
     progress = progress_for(NAME)
     release = ctx.release
-    traffic = load_traffic(release.root / cfg.path, skip_invalid=cfg.skip_invalid, file=str(release.path))
+    traffic = load_traffic(release.root / cfg.path, skip_invalid=cfg.skip_invalid, file=str(release.path),
+                           batch_output=release.root / cfg.batch_output if cfg.batch_output else None)
     chosen = sample(traffic.records, cfg.size, cfg.seed, cfg.strata)
     protect([text for r in chosen for text in strings(r.body())]
             + [t for r in chosen if r.response for t in (r.response.text, *(a for _, a in r.response.tool_calls))])

@@ -177,3 +177,45 @@ def test_the_repository_release_yaml_replays_the_demo_traffic():
     chosen = sample(records, gate.size, gate.seed, gate.strata)
     assert gate.size is not None and len(chosen) == gate.size < len(records)
     assert "--tool-call-parser" in release.serving.extra_args  # the agent-assist client's tool calls
+
+
+def batch_input(custom_id: str, body: dict, url: str = "/v1/chat/completions") -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+
+def batch_output(custom_id: str, content: str | None, status: int = 200) -> str:
+    body = {"model": "chat@prod12345678", "choices": [{"index": 0, "finish_reason": "stop",
+                                                        "message": {"role": "assistant", "content": content}}]}
+    return json.dumps({"id": f"batch_req_{custom_id}", "custom_id": custom_id,
+                       "response": {"status_code": status, "request_id": "r", "body": body if status == 200 else {
+                           "error": {"message": "rate limited"}}}, "error": None})
+
+
+def test_openai_batch_input_and_output_files_are_traffic_paired_by_custom_id(tmp_path):
+    other = {"messages": [{"role": "user", "content": "And NW-654321?"}], "max_tokens": 16, "model": "gpt"}
+    third = {"messages": [{"role": "user", "content": "Refund NW-111111"}]}
+    inputs = write(tmp_path / "batch_input.jsonl", batch_input("a", ASK), batch_input("b", other),
+                   batch_input("c", third))
+    outputs = write(tmp_path / "batch_output.jsonl", batch_output("b", "It ships Monday."),
+                    batch_output("a", "On its way."), batch_output("c", None, status=429))
+    t = load_traffic(inputs, batch_output=outputs)
+    by_source = {r.source: r for r in t.records}
+    a, b, c = by_source["batch_input.jsonl:1"], by_source["batch_input.jsonl:2"], by_source["batch_input.jsonl:3"]
+    assert a.body() == ASK and b.body() == {k: v for k, v in other.items() if k != "model"}  # as recorded lines
+    assert a.response is not None and a.response.text == "On its way." and a.response.served_name == "chat@prod12345678"
+    assert b.response is not None and b.response.text == "It ships Monday."
+    assert c.response is None  # its batch request failed: production is asked in the gate
+    # the same request as a recorded line has the same pairing key
+    assert a.key == load_traffic(write(tmp_path / "t.jsonl", line(ASK))).records[0].key
+    assert load_traffic(inputs).records[0].response is None  # no output file: every answer asked
+
+
+def test_a_malformed_batch_line_is_bad_input_naming_its_file_line_and_path(tmp_path):
+    embeddings = write(tmp_path / "in.jsonl", batch_input("a", {"input": "x"}, url="/v1/embeddings"))
+    assert bad(embeddings).startswith(f"{embeddings}: line 1 url: only POST /v1/chat/completions batch requests")
+    no_messages = write(tmp_path / "in2.jsonl", batch_input("a", {"max_tokens": 3}))
+    assert bad(no_messages).startswith(f"{no_messages}: line 1 body.messages: ")
+    outputs = write(tmp_path / "out.jsonl", batch_output("a", "ok"), "not json")
+    with pytest.raises(BadInput) as exc:
+        load_traffic(write(tmp_path / "in3.jsonl", batch_input("a", ASK)), batch_output=outputs)
+    assert exc.value.one_line().startswith(f"{outputs}: line 2: not a batch output line")
