@@ -4,12 +4,12 @@ gate is in load_gate.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-from pipeline.config.fields import SECTION, UNIQUE, Absent, Count, EnvName, Fraction, HttpUrl, Text, doc
+from pipeline.config.fields import SECTION, UNIQUE, Absent, Count, EnvName, Fraction, HttpUrl, Positive, Text, doc
 
 ChatTemplate = Literal["auto", True, False]
 MetricName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")]
@@ -141,6 +141,20 @@ class LengthRatio:
 
 
 @dataclass(frozen=True)
+class ReplayTraces:
+    """`gates.replay.traces` (source mlflow_traces): production's requests as its instrumented client traced them
+    into the tracking server (MLflow tracing, e.g. `mlflow.openai.autolog()`): each trace's chat-completion span
+    (its inputs a request with `messages`, its outputs the completion) is one recorded request."""
+
+    __pydantic_config__ = SECTION
+
+    experiment: Annotated[Text, doc("the MLflow experiment holding production's traces")]
+    window_hours: Annotated[Positive, doc("the window: traces started within this many hours before `until`")] = 168.0
+    until: Annotated[Any, doc("ISO 8601 time the window ends (default: now)")] = None
+    max_traces: Annotated[int, doc("at most this many traces are read (the newest first)", ge=1)] = 5000
+
+
+@dataclass(frozen=True)
 class ProductionEndpoint:
     """`gates.replay.production_endpoint`: where production already serves, so that a request production's
     record does not answer is asked there instead of booting production on staging. It is used only while it
@@ -160,8 +174,11 @@ class ReplayGate:
 
     __pydantic_config__ = SECTION
 
-    path: Annotated[Text, doc("a JSONL file or a directory of *.jsonl files, relative to release.yaml: recorded "
-                              "requests, or OpenAI Batch API input files")]
+    path: Annotated[Text | Absent, doc("source jsonl: a JSONL file or a directory of *.jsonl files, relative to "
+                                       "release.yaml: recorded requests, or OpenAI Batch API input files")] = None
+    source: Annotated[Literal["jsonl", "mlflow_traces"], doc(
+        "where the traffic is: files (path), or production's traces in the tracking server (traces)")] = "jsonl"
+    traces: Annotated[ReplayTraces | Absent, doc("source mlflow_traces: the experiment and the window")] = None
     batch_output: Annotated[Text | Absent, doc(
         "the OpenAI Batch API output file (or a directory of them) of the batch input files in `path`: production's "
         "answers, by custom_id")] = None
@@ -201,7 +218,7 @@ class ReplayGate:
         return cast(dict[str, Threshold], self.checks).get(check, self.pass_rate)
 
 
-NO_REPLAY = ReplayGate(path="", enabled=False)
+NO_REPLAY = ReplayGate(enabled=False)
 
 
 @dataclass(frozen=True)

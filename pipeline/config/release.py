@@ -30,7 +30,7 @@ from pipeline.config.gates import (
     ReplayGate,
     Threshold,
 )
-from pipeline.config.keys import PublicKey, parse_public_keys
+from pipeline.config.keys import PublicKey, instant, parse_public_keys
 from pipeline.config.load_gate import (
     MIN_RATE_REQUESTS,
     RATE_LEVEL_SECONDS,
@@ -251,6 +251,18 @@ def _replay_gate(gate: ReplayGate | None, file: str) -> ReplayGate:
     """No `gates.replay` section: no replay."""
     if gate is None:
         return NO_REPLAY
+    if gate.source == "jsonl" and not gate.path:
+        raise ConfigError("required: the traffic file or directory (or source: mlflow_traces with traces)",
+                          file=file, path="gates.replay.path")
+    if gate.source == "mlflow_traces":
+        if gate.traces is None:
+            raise ConfigError("required with source mlflow_traces: the experiment and the window", file=file,
+                              path="gates.replay.traces")
+        if gate.path or gate.batch_output:
+            raise ConfigError("source mlflow_traces reads no files: remove path and batch_output", file=file,
+                              path="gates.replay.source")
+        if gate.traces.until is not None:
+            instant(gate.traces.until, True, file, "gates.replay.traces.until")
     if gate.length_min > gate.length_max:
         raise ConfigError(f"min {gate.length_min:g} is above max {gate.length_max:g}", file=file,
                           path="gates.replay.length_ratio")

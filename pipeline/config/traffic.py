@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,41 +138,59 @@ def load_traffic(path: Path, *, skip_invalid: bool = False, file: str = "release
     """Every recorded request under `path`, duplicates removed (the first occurrence kept); a batch input line's
     answer comes from `batch_output` (load_batch_outputs)."""
     outputs = load_batch_outputs(batch_output, file=file) if batch_output is not None else {}
+
+    def lines() -> Iterator[Line]:
+        for fpath in traffic_files(path, file=file, where=where):
+            try:
+                text = fpath.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise BadInput(f"cannot read replay traffic: {exc}", file=str(fpath)) from exc
+            numbered = [(n, ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+            if not numbered:
+                raise BadInput("empty replay traffic file: no recorded requests", file=str(fpath))
+            for lineno, line in numbered:
+                yield Line(line, f"{fpath.name}:{lineno}", str(fpath), f"line {lineno}")
+
+    return collect(lines(), skip_invalid=skip_invalid, outputs=outputs, what=str(path), file=file, where=where)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One recorded request as text, where it came from (shown), and where a problem with it is (bad input)."""
+
+    text: str
+    source: str  # "file.jsonl:12", "trace tr-..."
+    file: str
+    path: str
+
+
+def collect(lines: Iterable[Line], *, skip_invalid: bool, outputs: dict[str, Any] | None = None,
+            what: str, file: str, where: str) -> Traffic:
+    """Parse each line; duplicates dropped (the first kept); a malformed one is bad input naming its file and
+    path, or counted with `skip_invalid`; nothing valid at all is bad input naming `where`."""
     records: list[Recorded] = []
     invalid: list[Invalid] = []
     seen: set[str] = set()
-    lines = duplicates = 0
-    for fpath in traffic_files(path, file=file, where=where):
+    count = duplicates = 0
+    for line in lines:
+        count += 1
         try:
-            text = fpath.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadInput(f"cannot read replay traffic: {exc}", file=str(fpath)) from exc
-        in_file = 0
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            lines += 1
-            in_file += 1
-            source = f"{fpath.name}:{lineno}"
-            try:
-                rec = parse_line(line, source, outputs)
-            except _Bad as bad:
-                if not skip_invalid:
-                    raise BadInput(scrub(str(bad)), file=str(fpath), path=f"line {lineno}"
-                                   + (f" {bad.path}" if bad.path else "")) from None
-                invalid.append(Invalid(source, scrub(f"{bad.path}: {bad}" if bad.path else str(bad))))
-                continue
-            if rec.key in seen:
-                duplicates += 1
-                continue
-            seen.add(rec.key)
-            records.append(rec)
-        if in_file == 0:
-            raise BadInput("empty replay traffic file: no recorded requests", file=str(fpath))
+            rec = parse_line(line.text, line.source, outputs)
+        except _Bad as bad:
+            if not skip_invalid:
+                raise BadInput(scrub(str(bad)), file=line.file,
+                               path=line.path + (f" {bad.path}" if bad.path else "")) from None
+            invalid.append(Invalid(line.source, scrub(f"{bad.path}: {bad}" if bad.path else str(bad))))
+            continue
+        if rec.key in seen:
+            duplicates += 1
+            continue
+        seen.add(rec.key)
+        records.append(rec)
     if not records:
-        raise BadInput(f"no valid recorded request in {path} ({len(invalid)} invalid line(s))", file=file,
+        raise BadInput(f"no valid recorded request in {what} ({len(invalid)} invalid line(s))", file=file,
                        path=where)
-    return Traffic(records, invalid, lines, duplicates)
+    return Traffic(records, invalid, count, duplicates)
 
 
 def parse_line(line: str, source: str, batch_outputs: dict[str, Any] | None = None) -> Recorded:

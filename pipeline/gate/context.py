@@ -31,6 +31,8 @@ class GateContext:
     # the candidate's replay answers by request hash (scrubbed), recorded with the items: a later gate whose
     # production this candidate has become pairs with them instead of asking it again
     replay_answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # gates.replay.source mlflow_traces: (config.traffic.Traffic, traces without a chat span), read before any boot
+    replay_traffic: Any = None
     baseline_store: Any = None  # integrations.tracking.BaselineStore (None: no baseline lookups)
     case_sample: int | None = None  # an advisory gate: this many prompt cases, seeded by the revision (None: all)
     # the staging servers' API key: random per gate run, registered as a secret, never on a command line

@@ -31,7 +31,7 @@ from pipeline.gate.stages import compare, evals, fetch, replay, serve
 from pipeline.gate.stages import format as formatcheck
 from pipeline.gate.stages import load as loadtest
 from pipeline.gate.verdict import decide
-from pipeline.integrations import registry, tracking
+from pipeline.integrations import registry, trace_traffic, tracking
 from pipeline.releasing import chain, signing
 from pipeline.report.document import Candidate, Environment, GateReport, SourceControl, Tracking
 from pipeline.tools.lmeval.evalset import defined_tasks, evalset_digest, task_metrics
@@ -111,8 +111,8 @@ def check_inputs(release: Release) -> None:
             and not os.environ.get(endpoint.api_key_env):
         raise ConfigError(f"the environment variable {endpoint.api_key_env} (production's API key) is not set",
                           file=str(release.path), path="gates.replay.production_endpoint.api_key_env")
-    if release.replay_gate.enabled:  # malformed traffic is bad input before any server starts
-        replay = release.replay_gate
+    replay = release.replay_gate
+    if replay.enabled and replay.path:  # malformed traffic is bad input before any server starts
         load_traffic(release.root / replay.path, skip_invalid=replay.skip_invalid, file=str(release.path),
                      batch_output=release.root / replay.batch_output if replay.batch_output else None)
     cfg = release.evals_gate
@@ -154,6 +154,14 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
              + ("" if kind == ADVISORY else f", signed with key {signer.key_id}" if signer
                 else " UNSIGNED (no signing key: its version cannot be promoted)"))
     tracking.preflight(uri)
+    replay_cfg = release.replay_gate
+    replay_traffic = None
+    if replay_cfg.enabled and replay_cfg.traces is not None and any(name == "replay" for name, _ in stages):
+        # production's traces: read (and judged as input) before anything is fetched or booted
+        replay_traffic = trace_traffic.load_trace_traffic(uri, replay_cfg.traces, skip_invalid=replay_cfg.skip_invalid,
+                                                          file=str(release.path))
+        progress(f"replay traffic: {len(replay_traffic[0].records)} request(s) from the traces of "
+                 f"{replay_cfg.traces.experiment!r}")
     # the production alias and baseline are read in the background, overlapping the fetch and the boot (prefetch.py)
     baselines = BaselinePrefetch(uri, release.model_name,
                                  registry.BaselineStore(uri, verify=chain.baseline_verifier(release, uri)))
@@ -166,7 +174,7 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
     started = dt.datetime.now(dt.UTC)
     sample = release.advisory_sample if kind == ADVISORY and release.advisory_sample.configured else None
     ctx = GateContext(release=advisory_profile(release, sample), run_dir=run_dir, home=home,
-                      enforce_eager=enforce_eager, baseline_store=baselines,
+                      enforce_eager=enforce_eager, baseline_store=baselines, replay_traffic=replay_traffic,
                       case_sample=sample.prompt_cases if sample else None)
     names = {name for name, _ in stages}
     # lm-eval starts while the server boots (serve.py calls ctx.warm_up; it waits at a lower priority), the load

@@ -9,7 +9,6 @@ recorded traffic reaches any file of the run directory or any MLflow artifact.""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,36 +24,14 @@ from pipeline.report import markdown
 from pipeline.util import pii
 from tests.support.fake_chat import fake_chat
 from tests.support.releases import write_release
+from tests.support.replay import EMAIL, good
 
 pytestmark = pytest.mark.integration
 
 REV_1 = "1111111111111111111111111111111111111111"
 REV_2 = "2222222222222222222222222222222222222222"
-EMAIL = re.compile(r"[\w.+-]+@example\.com")
 GATES = {"replay": {"path": "traffic.jsonl", "sample": {"size": 60, "seed": 1, "strata": "client"},
                     "pass_rate": {"margin": 0.15}}}
-
-
-def good(body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None, str]:
-    """What production recorded for each kind of demo request (pipeline/demo/traffic.py), echoing the
-    customer's email back as support answers do."""
-    fmt = (body.get("response_format") or {}).get("type")
-    user = body["messages"][-1]["content"]
-    order = (re.search(r"NW-\d{6}", user) or re.search(r".", "NW-000000"))
-    order_id = order.group() if order and order.group().startswith("NW-") else "NW-000000"
-    if fmt == "json_schema":
-        return json.dumps({"order_id": order_id, "issue": "late", "wants": "refund"}), None, "stop"
-    if fmt == "json_object":
-        return json.dumps({"intent": "orders", "urgency": "normal"}), None, "stop"
-    if body.get("tools"):
-        choice = body.get("tool_choice")
-        name = choice["function"]["name"] if isinstance(choice, dict) else "lookup_order"
-        args = {"lookup_order": {"order_id": order_id}, "create_return": {"order_id": order_id, "reason": "other"},
-                "check_stock": {"product": "rain jacket"}}[name]
-        return None, [{"name": name, "arguments": json.dumps(args)}], "tool_calls"
-    email = EMAIL.search(user)
-    return ("Thanks for reaching out! I'm sorry for the trouble. I have checked this for you and our team will "
-            f"follow up by email{' at ' + email.group() if email else ''} within one business day."), None, "stop"
 
 
 def broken(body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None, str]:
@@ -283,3 +260,71 @@ def test_openai_batch_files_are_replayed_with_their_answers_as_productions(tmp_p
     assert stage.details["sampled"] == 60 and prod["recorded"] > 0 and prod["asked"] == len(booted) > 0
     assert prod["recorded"] + prod["from_gate"] + prod["asked"] == 60
     assert {row["source"].split(":")[0] for row in stage.details["requests"]} == {"in.jsonl"}
+
+
+PRODUCTION_CLIENT = """
+import json, sys
+import mlflow, openai
+from tests.support.fake_chat import fake_chat
+from tests.support.replay import EMAIL, good
+from tests.support.replay import good
+served, experiment, requests = sys.argv[1], sys.argv[2], json.loads(sys.stdin.read())
+mlflow.set_experiment(experiment)
+mlflow.openai.autolog()
+with fake_chat(good, served) as production:
+    client = openai.OpenAI(base_url=production.base_url + "/v1", api_key="unused")
+    for body in requests:
+        client.chat.completions.create(model=served, **body)
+with mlflow.start_span("retrieval", span_type="RETRIEVER") as span:  # a trace that is not a chat request
+    span.set_inputs({"query": "order status"})
+    span.set_outputs({"documents": []})
+mlflow.flush_trace_async_logging()
+"""
+
+
+def test_production_traced_with_mlflow_tracing_is_replayed_from_its_traces(tmp_path, mlflow_server):
+    """The production service's client is instrumented with MLflow tracing (`mlflow.openai.autolog()`, a real
+    OpenAI client, traces sent to the real tracking server): gates.replay.source mlflow_traces reads the window's
+    traces of its experiment, one request per chat-completion span (a retrieval trace is counted, not replayed),
+    and pairs with the answers production gave in them: a candidate that breaks the schemas is rejected."""
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from tests.support.cli import child_env
+    from tests.support.paths import REPO
+
+    experiment = f"support-production-{tmp_path.name}"
+    bodies = [{k: v for k, v in rec["request"].items() if k != "model"}
+              for rec in demo_traffic.generate(40, seed=9, served_name="unused")]
+    proc = subprocess.run([sys.executable, "-c", PRODUCTION_CLIENT, "chat@" + REV_1[:12], experiment],
+                          input=json.dumps(bodies), capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env=child_env({"MLFLOW_TRACKING_URI": mlflow_server, "PYTHONPATH": str(REPO)}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    traces = {"experiment": experiment, "window_hours": 1}
+
+    def traced_team(name: str, revision: str) -> Path:
+        return write_release(tmp_path / name, model=f"traced-{tmp_path.name}"[:60], candidate={
+            "source": "git", "repo": "hub/model", "revision": revision,
+            "files": {"config.json": "a" * 64, "model.safetensors": "b" * 64}},
+            gates={"replay": {"source": "mlflow_traces", "traces": traces, "sample": {"size": 30, "seed": 1},
+                              "pass_rate": {"margin": 0.15}}})
+
+    first = run_gate(traced_team("t1", REV_1), good, tmp_path, mlflow_server, "first")
+    stage = first.stage("replay")
+    assert first.exit_code == 0 and stage.details["recorded"] == len({json.dumps(b, sort_keys=True) for b in bodies})
+    assert "1 trace(s) without a chat-completion span" in stage.reasons[0]
+    MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(first.model_name, "production", "1")
+    second = run_gate(traced_team("t2", REV_2), broken, tmp_path, mlflow_server, "second")
+    stage = second.stage("replay")
+    prod = stage.details["production"]
+    assert prod["recorded"] == 30 and prod["asked"] == 0  # every answer from production's own traces
+    assert second.exit_code == 1 and stage.status == Status.FAILED
+    assert {row["source"].split(" ")[0] for row in stage.details["requests"]} == {"trace"}
+    assert any(r.startswith("replay: replay/json_schema: candidate") for r in second.reasons)
+    # an experiment that does not exist is bad input naming it, before anything runs or is recorded
+    traces["experiment"] = "no-such-experiment"
+    with pytest.raises(Exception) as refused:
+        run_gate(traced_team("t3", REV_2), good, tmp_path, mlflow_server, "third")
+    assert getattr(refused.value, "exit_code", None) == 2 and "gates.replay.traces.experiment" in str(refused.value)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,28 @@ def assert_no_personal_data(report: dict[str, Any], mlflow_uri: str, tmp_path: P
         text = path.read_bytes().decode("utf-8", "replace")
         for value in values:
             assert value not in text, f"{value!r} leaked into {path}"
+
+
+EMAIL = re.compile(r"[\w.+-]+@example\.com")
+
+
+def good(body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None, str]:
+    """What production recorded for each kind of demo request (pipeline/demo/traffic.py), echoing the
+    customer's email back as support answers do."""
+    fmt = (body.get("response_format") or {}).get("type")
+    user = body["messages"][-1]["content"]
+    order = (re.search(r"NW-\d{6}", user) or re.search(r".", "NW-000000"))
+    order_id = order.group() if order and order.group().startswith("NW-") else "NW-000000"
+    if fmt == "json_schema":
+        return json.dumps({"order_id": order_id, "issue": "late", "wants": "refund"}), None, "stop"
+    if fmt == "json_object":
+        return json.dumps({"intent": "orders", "urgency": "normal"}), None, "stop"
+    if body.get("tools"):
+        choice = body.get("tool_choice")
+        name = choice["function"]["name"] if isinstance(choice, dict) else "lookup_order"
+        args = {"lookup_order": {"order_id": order_id}, "create_return": {"order_id": order_id, "reason": "other"},
+                "check_stock": {"product": "rain jacket"}}[name]
+        return None, [{"name": name, "arguments": json.dumps(args)}], "tool_calls"
+    email = EMAIL.search(user)
+    return ("Thanks for reaching out! I'm sorry for the trouble. I have checked this for you and our team will "
+            f"follow up by email{' at ' + email.group() if email else ''} within one business day."), None, "stop"

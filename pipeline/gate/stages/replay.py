@@ -247,8 +247,9 @@ def tables(judged: list[tuple[MetricComparison, CheckPower]]
     return table, per_check
 
 
-def traffic_line(traffic: Traffic, sampled: int) -> str:
-    extra = [f"{traffic.duplicates} duplicate(s) removed"] if traffic.duplicates else []
+def traffic_line(traffic: Traffic, sampled: int, not_chat: int = 0) -> str:
+    extra = [f"{not_chat} trace(s) without a chat-completion span"] if not_chat else []
+    extra += [f"{traffic.duplicates} duplicate(s) removed"] if traffic.duplicates else []
     extra += [f"{len(traffic.invalid)} invalid line(s) skipped"] if traffic.invalid else []
     return f"{sampled} sampled of {len(traffic.records)} recorded requests" + (f" ({', '.join(extra)})"
                                                                                if extra else "")
@@ -266,12 +267,17 @@ def run(ctx: GateContext) -> StageResult:
         return StageResult(NAME, Status.SKIPPED, reasons=["not configured or disabled (gates.replay)"])
     progress = progress_for(NAME)
     release = ctx.release
-    traffic = load_traffic(release.root / cfg.path, skip_invalid=cfg.skip_invalid, file=str(release.path),
-                           batch_output=release.root / cfg.batch_output if cfg.batch_output else None)
+    if ctx.replay_traffic is not None:  # production's traces, read by the gate before any boot
+        traffic, not_chat = ctx.replay_traffic
+    else:
+        traffic = load_traffic(release.root / (cfg.path or ""), skip_invalid=cfg.skip_invalid,
+                               file=str(release.path),
+                               batch_output=release.root / cfg.batch_output if cfg.batch_output else None)
+        not_chat = 0
     chosen = sample(traffic.records, cfg.size, cfg.seed, cfg.strata)
     protect([text for r in chosen for text in strings(r.body())]
             + [t for r in chosen if r.response for t in (r.response.text, *(a for _, a in r.response.tool_calls))])
-    line = traffic_line(traffic, len(chosen))
+    line = traffic_line(traffic, len(chosen), not_chat)
     progress(line)
     cand = ask(ctx.endpoint, chosen, concurrency=cfg.concurrency, progress=progress,
                check_alive=ctx.server.check_alive if ctx.server else None)

@@ -219,3 +219,19 @@ def test_a_malformed_batch_line_is_bad_input_naming_its_file_line_and_path(tmp_p
     with pytest.raises(BadInput) as exc:
         load_traffic(write(tmp_path / "in3.jsonl", batch_input("a", ASK)), batch_output=outputs)
     assert exc.value.one_line().startswith(f"{outputs}: line 2: not a batch output line")
+
+
+@pytest.mark.parametrize("replay, path, words", [
+    ({"source": "jsonl"}, "gates.replay.path", "required"),
+    ({"source": "mlflow_traces"}, "gates.replay.traces", "required with source mlflow_traces"),
+    ({"source": "mlflow_traces", "path": "t.jsonl", "traces": {"experiment": "e"}}, "gates.replay.source",
+     "reads no files"),
+    ({"source": "mlflow_traces", "traces": {"experiment": "e", "until": "last tuesday"}},
+     "gates.replay.traces.until", "not an ISO 8601"),
+])
+def test_the_traffic_source_is_checked_with_the_configuration(tmp_path, replay, path, words):
+    from tests.support.releases import write_release
+
+    with pytest.raises(ConfigError) as exc:
+        load_release(write_release(tmp_path, gates={"replay": replay}))
+    assert exc.value.path == path and words in exc.value.one_line(), exc.value.one_line()
