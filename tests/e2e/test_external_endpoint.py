@@ -267,9 +267,11 @@ def test_an_impossible_slo_rejects_the_gate_with_exit_1_naming_it(staging, demo_
 
 AA_REPEATS = 3  # 2 runs compared with the first, 2 levels each: each load run costs ~20-50 s of CI
 # 30: above this 2-core machine's run-to-run drift (lower bounds up to +11% between runs of the same model in CI)
+# the SLO is out of reach on purpose: these tests judge the comparison with production, and `deep` at 4 req/s
+# took 67 s at p95 on a busy 2-core machine (an SLO of 60 s made its first reason the SLO's, not the regression's)
 AA_LOAD = {"peak_concurrency": 2, "levels": [1], "rates": [4], "regression_pct": 30,
            "prompts": {"input_len": 32, "output_len": 16, "requests_per_level": 16, "seed": 1},
-           "slo": {"p95_e2el_ms": 60000}}
+           "slo": {"p95_e2el_ms": 600000}}
 
 
 @pytest.fixture(scope="module")

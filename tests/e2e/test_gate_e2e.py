@@ -25,11 +25,12 @@ def runs_of(uri: str, experiment: str):
     return [] if exp is None else client.search_runs([exp.experiment_id])
 
 
-def test_gate_on_demo_pin_passes_and_is_recorded(demo_hub, mlflow_server, model_home, tmp_path):
+def test_gate_on_demo_pin_passes_and_is_recorded(demo_hub, mlflow_server, demo_gate, tmp_path):
+    """The session's demo gate (tests/support/fixtures.py: serve and a small load test, shared with
+    test_load_e2e.py: one boot for both)."""
     from mlflow.tracking import MlflowClient
 
-    config = write_demo_release(tmp_path / "team", demo_hub)
-    proc = cli.run_gate(config, mlflow_server, model_home, "--pr", "17", timeout=900)
+    proc, model_home = demo_gate["proc"], demo_gate["home"]
     out = proc.stdout
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     revision = demo_hub["variants"]["instruct"]["revision"]
@@ -58,7 +59,7 @@ def test_gate_on_demo_pin_passes_and_is_recorded(demo_hub, mlflow_server, model_
     assert report["candidate"]["files"] == demo_hub["variants"]["instruct"]["files"]
     log = open(client.download_artifacts(run_id, "stages/serve/server.log", str(tmp_path))).read()
     assert served in log  # every request log line names the model version
-    assert vllm_processes() == []
+    assert vllm_processes(model_home) == []
 
 
 def test_corrupt_weights_do_not_load_and_are_rejected_with_exit_1_and_the_log(demo_hub, mlflow_server, model_home,

@@ -9,23 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import cli
 from tests.support.processes import vllm_processes
-from tests.support.releases import write_demo_release
 
 pytestmark = pytest.mark.e2e
 
-SMALL_LOAD = {"peak_concurrency": 1, "levels": [1, 2],
-              "prompts": {"input_len": 32, "output_len": 16, "requests_per_level": 4, "seed": 1},
-              "slo": {"p95_e2el_ms": 60000, "p95_ttft_ms": 30000, "min_output_throughput": 0.5},
-              "price_per_hour": 0.10}
 
-
-def test_load_stage_passes_and_lands_in_mlflow(demo_hub, mlflow_server, model_home, tmp_path):
+def test_load_stage_passes_and_lands_in_mlflow(mlflow_server, demo_gate, tmp_path):
+    """The load stage of the session's demo gate (tests/support/fixtures.py, shared with test_gate_e2e.py)."""
     from mlflow.tracking import MlflowClient
 
-    config = write_demo_release(tmp_path / "team", demo_hub, gates={"load": SMALL_LOAD})
-    proc = cli.run_gate(config, mlflow_server, model_home)
+    proc, model_home = demo_gate["proc"], demo_gate["home"]
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     assert re.search(r"^\s+load\s+passed\s", proc.stdout, re.M)
     assert proc.stderr.count("starting vLLM") == 1  # the load test reuses the gate's one server

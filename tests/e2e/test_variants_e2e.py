@@ -31,8 +31,12 @@ pytestmark = pytest.mark.e2e
 # Each regression breaks the output formats first (measured on 2 CPU cores, 44 format cases and 30 items per
 # task: format/pass 0.70 for production; eos 0.18, template 0.32, shallow 0.11, lowbit 0.39): the format stage
 # fails on critical cases (or its floor), and the comparison finds format/pass below production's by more
-# than the margin. shallow and lowbit also lose eval accuracy, not yet provably at 30 items (inconclusive).
+# than the margin. shallow and lowbit also lose eval accuracy, not provably at 30 items (inconclusive): so
+# lowbit, shallow and template are gated on the format suites alone (the comparison pairs them with
+# production's format items), which is what rejects them, and saves an lm-eval run each in CI; eos runs every
+# gate (format, evals, replay), as a release would.
 REGRESSIONS = ("eos", "lowbit", "shallow", "template")
+FORMAT_ONLY = {"format": GATES["format"]}
 FIRST_REASON = re.compile(r"^format: (critical case\(s\) failed: support/\w+|\d+/\d+ cases passed)")
 
 
@@ -53,7 +57,7 @@ def test_regression_variant_is_rejected_naming_the_gate_and_evidence(variant, qu
     # the eos gate also replays recorded production traffic (tests/support/replay.py): production's recorded
     # answers and, for the requests an older production answered, production served and asked in this gate
     replaying = variant == "eos"
-    gates = {**GATES, **replay_gates(tmp_path, demo_hub)} if replaying else None
+    gates = {**GATES, **replay_gates(tmp_path, demo_hub)} if replaying else FORMAT_ONLY
     proc, report = gate(quality_team, demo_hub, variant, mlflow_server, quality_production["home"], gates=gates,
                         serving=TOOL_SERVING if replaying else None)
     assert report is not None, proc.stdout + proc.stderr[-3000:]

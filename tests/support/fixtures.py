@@ -144,3 +144,23 @@ def quality_production(quality_team, demo_hub, mlflow_server, tmp_path_factory):
     from tests.support.quality import release_production
 
     return release_production(quality_team, demo_hub, mlflow_server, tmp_path_factory.mktemp("home"))
+
+
+# the demo pin's gate shared by tests/e2e/test_gate_e2e.py and tests/e2e/test_load_e2e.py: one boot for both
+DEMO_GATE_LOAD = {"peak_concurrency": 1, "levels": [1, 2],
+                  "prompts": {"input_len": 32, "output_len": 16, "requests_per_level": 4, "seed": 1},
+                  "slo": {"p95_e2el_ms": 60000, "p95_ttft_ms": 30000, "min_output_throughput": 0.5},
+                  "price_per_hour": 0.10}
+
+
+@pytest.fixture(scope="session")
+def demo_gate(demo_hub, mlflow_server, tmp_path_factory):
+    """`modelgate gate --pr 17` of the demo pin (serve, then a small load test: DEMO_GATE_LOAD), run once per session:
+    {"proc": CompletedProcess, "home": its model cache, "tmp": a directory for downloads}."""
+    from tests.support import cli
+
+    root = tmp_path_factory.mktemp("demo-gate")
+    config = releases.write_demo_release(root / "team", demo_hub, gates={"load": DEMO_GATE_LOAD})
+    proc = cli.run_gate(config, mlflow_server, root / "home", "--pr", "17", timeout=900)
+    return {"proc": proc, "home": root / "home", "tmp": root}
+

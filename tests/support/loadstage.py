@@ -33,4 +33,5 @@ def run_load_stage(server: Any, release_file: Path, run_dir: Path, production: d
     ctx.server = server
     ctx.model_dir = SimpleNamespace(path=server.model_dir)
     ctx.baseline_store = FixedProduction(production)
-    return load.run(ctx)
+    with ctx.cleanup:  # as the gate's runner does: the stage's serving-benchmark worker is stopped after it
+        return load.run(ctx)
