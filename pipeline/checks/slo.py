@@ -171,11 +171,17 @@ def _tok_per_s(samples: dict[str, list[float]]) -> list[float]:
 WORDS = {Decision.PASS: "within threshold", Decision.FAIL: "regressed", Decision.INCONCLUSIVE: "inconclusive"}
 
 
+def increase_decision(lower_pct: float | None, upper_pct: float | None, pct: float) -> Decision:
+    """Higher is worse (latency): fail when the change's lower bound is above +pct, pass when its upper bound is
+    within it, else inconclusive (the load comparison's rule; watch applies it to histogram buckets too)."""
+    if lower_pct is not None and lower_pct > pct:
+        return Decision.FAIL
+    return Decision.PASS if upper_pct is not None and upper_pct <= pct else Decision.INCONCLUSIVE
+
+
 def _verdict_up(s: shift.Shift, pct: float) -> Decision:
     """Higher is worse (latency)."""
-    if s.lower_pct is not None and s.lower_pct > pct:
-        return Decision.FAIL
-    return Decision.PASS if s.upper_pct is not None and s.upper_pct <= pct else Decision.INCONCLUSIVE
+    return increase_decision(s.lower_pct, s.upper_pct, pct)
 
 
 def _verdict_down(s: shift.Shift, pct: float) -> Decision:

@@ -18,8 +18,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.checks import slo
 from pipeline.checks.binned import binned_log_shift, bucket_values, per_bucket
 from pipeline.config.release import Release
+from pipeline.core.decision import Decision
 
 HEALTHY, DEGRADED, NO_DATA, REPORTED = "healthy", "degraded", "no data", "reported"
 
@@ -71,16 +73,23 @@ def comparable(after: dict[str, Any], before: dict[str, Any] | None, release: Re
     return None
 
 
-def _latency(name: str, after: dict[str, Any], before: dict[str, Any] | None, limit: float | None,
-             gated_vs_previous: bool, release: Release) -> Signal:
-    sig = Signal(name, after.get(name), HEALTHY, "ms", query=after["queries"].get(name, ""))
+def _against_slo(sig: Signal, limit: float | None) -> Signal:
+    """No value: no data. Else degraded above the SLO's limit, with the evidence line either way."""
     if sig.value is None:
         sig.status = NO_DATA
-        return sig
-    if limit is not None:
+    elif limit is not None:
         if sig.value > limit:
             sig.status = DEGRADED
-        sig.evidence.append(f"SLO {limit:g} ms: {'above' if sig.value > limit else 'within'}")
+        unit = f" {sig.unit}" if sig.unit else ""
+        sig.evidence.append(f"SLO {limit:g}{unit}: {'above' if sig.value > limit else 'within'}")
+    return sig
+
+
+def _latency(name: str, after: dict[str, Any], before: dict[str, Any] | None, limit: float | None,
+             gated_vs_previous: bool, release: Release) -> Signal:
+    sig = _against_slo(Signal(name, after.get(name), HEALTHY, "ms", query=after["queries"].get(name, "")), limit)
+    if sig.value is None:
+        return sig
     if before is not None and gated_vs_previous and name in after.get("buckets", {}) \
             and name in before.get("buckets", {}):
         bounds, cum_a = after["buckets"][name]
@@ -88,13 +97,10 @@ def _latency(name: str, after: dict[str, Any], before: dict[str, Any] | None, li
         shift = binned_log_shift(per_bucket(cum_a), per_bucket(cum_b), bucket_values(bounds), release.alpha)
         pct = release.load_gate.regression_pct
         lo, hi, est = shift["lower_pct"], shift["upper_pct"], shift["estimate_pct"]
-        if lo is not None and lo > pct:
+        decision = slo.increase_decision(lo, hi, pct)
+        if decision == Decision.FAIL:
             sig.status = DEGRADED
-            verdict = "regressed"
-        elif hi is not None and hi <= pct:
-            verdict = "within threshold"
-        else:
-            verdict = "inconclusive (not degraded)"
+        verdict = slo.WORDS[decision] + (" (not degraded)" if decision == Decision.INCONCLUSIVE else "")
         show = lambda v: "?" if v is None else f"{v:+.1f}%"  # noqa: E731
         sig.evidence.append(f"vs previous: {show(est)} [{show(lo)}, {show(hi)}] per request "
                             f"({shift['n_candidate']} vs {shift['n_baseline']} requests, regresses above "
@@ -106,14 +112,9 @@ def _latency(name: str, after: dict[str, Any], before: dict[str, Any] | None, li
 
 def _share(name: str, after: dict[str, Any], before: dict[str, Any] | None, limit: float | None,
            release: Release) -> Signal:
-    sig = Signal(name, after.get(name), HEALTHY, query=after["queries"].get(name, ""))
+    sig = _against_slo(Signal(name, after.get(name), HEALTHY, query=after["queries"].get(name, "")), limit)
     if sig.value is None:
-        sig.status = NO_DATA
         return sig
-    if limit is not None:
-        if sig.value > limit:
-            sig.status = DEGRADED
-        sig.evidence.append(f"SLO {limit:g}: {'above' if sig.value > limit else 'within'}")
     if before is not None and before.get(name) is not None:
         p1, n1 = sig.value, after.get("requests") or 0.0
         p0, n0 = before[name], before.get("requests") or 0.0
