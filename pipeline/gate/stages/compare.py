@@ -61,7 +61,7 @@ def reevaluate(ctx: GateContext, pin: Pin, progress: Progress) -> dict[str, dict
         eval_metrics = [n for n in ctx.items if n != formatcheck.PASS_METRIC]
         if eval_metrics:
             run = evals.evaluate(endpoint, model_dir.path, release.evals_gate, release.root,
-                                 files.stage(evals.NAME), progress)
+                                 files.stage(evals.NAME), progress, check_alive=server.check_alive)
             items.update(evals.item_values(run, eval_metrics, who="the production baseline",
                                            include_path=release.root / release.evals_gate.include_path))
     return items

@@ -12,7 +12,7 @@ prompted is part of the evalset digest, so a baseline evaluated the other way is
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +60,13 @@ def lmeval_args(endpoint: Endpoint, tokenizer_dir: Path, cfg: EvalsGate, root: P
 
 
 def evaluate(endpoint: Endpoint, tokenizer_dir: Path, cfg: EvalsGate, root: Path, out_dir: Path,
-             progress: Progress, prestarted: lmeval.Prestarted | None = None) -> LmEvalRun:
+             progress: Progress, prestarted: lmeval.Prestarted | None = None,
+             check_alive: Callable[[], None] | None = None) -> LmEvalRun:
     """lm-eval's tasks of `cfg` (evalsets under `root`) against `endpoint`; its files in `out_dir`.
 
     Each task is prompted as `chat_modes` resolves it for the model in `tokenizer_dir`; tasks prompted
     differently run as separate lm-eval invocations on the same server. `prestarted`: see `prestart`."""
-    return run_lmeval(output_dir=out_dir, progress=progress, prestarted=prestarted,
+    return run_lmeval(output_dir=out_dir, progress=progress, prestarted=prestarted, check_alive=check_alive,
                       **lmeval_args(endpoint, tokenizer_dir, cfg, root))
 
 
@@ -134,7 +135,8 @@ def run(ctx: GateContext) -> StageResult:
     try:
         prestarted, ctx.lmeval_prestart = ctx.lmeval_prestart, None
         result = evaluate(ctx.endpoint, ctx.model_dir.path, cfg, ctx.release.root, ctx.files.stage(NAME),
-                          progress_for(NAME), prestarted)
+                          progress_for(NAME), prestarted,
+                          check_alive=ctx.server.check_alive if ctx.server is not None else None)
     except InfraError:
         if ctx.server is not None:
             ctx.server.check_alive()  # "vLLM died" (with its log tail) explains lm-eval's failure better

@@ -153,6 +153,7 @@ def run_lmeval(
     modes: dict[str, ChatMode] | None = None,
     loglikelihood: str = "prefix_cached",
     prestarted: Prestarted | None = None,
+    check_alive: Callable[[], None] | None = None,
 ) -> LmEvalRun:
     """Run ``tasks`` from ``include_path`` against ``base_url`` (served as ``model_name``).
 
@@ -166,6 +167,8 @@ def run_lmeval(
     other source), never on its command line. ``loglikelihood``: how loglikelihood requests are scored
     (LOGLIKELIHOOD_MODES, see ``build_command``). ``prestarted``: the first invocation, started earlier by
     ``prestart`` with the same arguments (its start-up already done), released now instead of started.
+    ``check_alive``: called every half second while lm-eval runs (the server's own check): what it raises stops
+    lm-eval at once, instead of lm-eval retrying every request against a server that is gone.
     """
     plan = _plan(base_url, model_name, tokenizer_dir, tasks, include_path, output_dir, num_concurrent=num_concurrent,
                  limit=limit, api_key=api_key, timeout_s=timeout_s, modes=modes, loglikelihood=loglikelihood)
@@ -178,9 +181,9 @@ def run_lmeval(
         progress(f"lm-eval: {', '.join(group)} ({mode.label}), num_concurrent={num_concurrent}, limit={limit}, "
                  f"loglikelihood: {loglikelihood}")
         if prestarted is not None and prestarted.cmd == cmd:
-            runs.append(prestarted.release(progress, timeout_s))
+            runs.append(prestarted.release(progress, timeout_s, check_alive))
         else:
-            runs.append(_run_once(cmd, plan.env, plan.raw_dir, log_path, progress, timeout_s))
+            runs.append(_run_once(cmd, plan.env, plan.raw_dir, log_path, progress, timeout_s, check_alive))
         prestarted = None
     wall = time.monotonic() - t0
     run = runs[0]
@@ -209,23 +212,37 @@ def run_lmeval(
 
 
 def _run_once(cmd: list[str], env: dict[str, str], raw_dir: Path, log_path: Path,
-              progress: Callable[[str], Any], timeout_s: float | None) -> LmEvalRun:
+              progress: Callable[[str], Any], timeout_s: float | None,
+              check_alive: Callable[[], None] | None) -> LmEvalRun:
     """One lm-eval invocation (its output appended to ``log_path``), parsed."""
     before = set(raw_dir.rglob("results_*.json"))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                             cwd=raw_dir.parent, start_new_session=True, preexec_fn=unblock_in_child)
     tail: list[str] = []
 
-    def stream() -> None:
+    def read() -> None:
         tail[:] = _stream(proc, log_path, progress)
 
-    rc = _await(proc, stream)
+    reader = threading.Thread(target=read, name="lm-eval-output", daemon=True)
+    reader.start()
+    rc = _await(proc, _following(reader, check_alive))
     return _finished(cmd, rc, tail, raw_dir, before, log_path, timeout_s)
 
 
+def _following(reader: threading.Thread, check_alive: Callable[[], None] | None) -> Callable[[], None]:
+    """Wait for the thread copying the child's output, in steps (so Ctrl-C gets through), checking the server
+    between steps: what `check_alive` raises ends the wait (and, through `_await`, the child)."""
+    def follow() -> None:
+        while reader.is_alive():
+            reader.join(timeout=0.5)
+            if check_alive is not None:
+                check_alive()
+    return follow
+
+
 def _await(proc: subprocess.Popen, follow: Callable[[], None]) -> int:
-    """Run `follow()` (reading the child's output) and wait for the child; its exit code. On Ctrl-C (Interrupted)
-    or any other exception the child's group is stopped first."""
+    """Run `follow()` (waiting for the child's output to end) and wait for the child; its exit code. On Ctrl-C
+    (Interrupted) or any other exception the child's group is stopped first."""
     try:
         follow()
         return proc.wait()
@@ -299,7 +316,8 @@ class Prestarted:
     def _read(self) -> None:
         self.tail = _stream(self.proc, self.log_path, self.relay)
 
-    def release(self, progress: Callable[[str], Any], timeout_s: float | None) -> LmEvalRun:
+    def release(self, progress: Callable[[str], Any], timeout_s: float | None,
+                check_alive: Callable[[], None] | None = None) -> LmEvalRun:
         self.lead_s = round(time.monotonic() - self.started, 3)
         try:  # back to normal priority for its requests (lowering niceness needs root or CAP_SYS_NICE)
             os.setpriority(os.PRIO_PGRP, self.proc.pid, os.getpriority(os.PRIO_PROCESS, 0))
@@ -310,12 +328,8 @@ class Prestarted:
         self.relay.attach(progress)
         self.go_file.touch()
 
-        def follow() -> None:  # the reader thread copies its output; joined in steps so Ctrl-C gets through
-            while self.reader.is_alive():
-                self.reader.join(timeout=0.2)
-
         try:
-            rc = _await(self.proc, follow)
+            rc = _await(self.proc, _following(self.reader, check_alive))
         finally:
             self.go_file.unlink(missing_ok=True)
         return _finished(self.cmd, rc, self.tail, self.raw_dir, self.before, self.log_path, timeout_s)
