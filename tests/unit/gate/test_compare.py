@@ -215,8 +215,8 @@ def test_reevaluate_serves_the_baseline_pin_and_runs_the_candidates_suites_and_e
         format_calls.append((endpoint, suites, kw["profile"]))
         return SimpleNamespace(items=items([0] * 4))
 
-    def fake_evals(endpoint, model_dir, gate, root, out_dir, progress):
-        eval_calls.append((endpoint, model_dir))
+    def fake_evals(endpoint, model_dir, gate, root, out_dir, progress, check_alive):
+        eval_calls.append((endpoint, model_dir, check_alive.__self__))
         return "lm-eval run"
 
     monkeypatch.setattr(compare.formatcheck, "evaluate", fake_format)
@@ -232,7 +232,7 @@ def test_reevaluate_serves_the_baseline_pin_and_runs_the_candidates_suites_and_e
     assert server.stopped
     served = f"endpoint of chat@{'e' * 12}"
     assert format_calls == [(served, ["the candidate's suites"], ctx.release.serving.request_profile)]
-    assert eval_calls == [(served, tmp_path / "baseline-model")]
+    assert eval_calls == [(served, tmp_path / "baseline-model", server)]  # lm-eval stops if this server dies
 
 
 def test_reevaluate_stops_the_baseline_server_when_its_evals_fail(ctx, monkeypatch, tmp_path):
@@ -246,7 +246,7 @@ def test_reevaluate_stops_the_baseline_server_when_its_evals_fail(ctx, monkeypat
     monkeypatch.setattr(compare, "fetch", lambda *a, **kw: SimpleNamespace(path=tmp_path / "m"))
     monkeypatch.setattr(compare.formatcheck, "evaluate", lambda *a, **kw: pytest.fail("format ran"))
 
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise InfraError("lm-eval failed")
 
     monkeypatch.setattr(compare.evals, "evaluate", broken)
