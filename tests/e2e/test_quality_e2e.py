@@ -171,9 +171,13 @@ def test_changed_evalset_reevaluates_the_baseline_on_the_same_items(production, 
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     base = compare_stage(report)["details"]["baseline"]
     assert base["reevaluated"] is True and "evalsets" in base["changed"]
-    assert "re-evaluated in this gate" in proc.stdout
-    assert "re-evaluating" in proc.stderr and proc.stderr.count("vLLM ready after") == 2
+    # only the evals are measured again on the baseline: its prompt suites did not change, their items still pair
+    assert base["reevaluated_metrics"] == ["support_facts/exact_match", "support_facts/f1", "support_intent/acc"]
+    assert "re-evaluated in this gate for support_facts/exact_match" in proc.stdout
     rows = {m["name"]: m for m in compare_stage(report)["details"]["metrics"]}
+    recorded = {m["name"]: m for m in compare_stage(production["report"])["details"]["metrics"]}
+    assert rows["format/pass"]["baseline_mean"] == recorded["format/pass"]["candidate_mean"]
+    assert "re-evaluating" in proc.stderr and proc.stderr.count("vLLM ready after") == 2
     facts = rows["support_facts/exact_match"]
     assert facts["n"] == LIMIT and facts["baseline_mean"] is not None
     evals = next(s for s in report["stages"] if s["name"] == "evals")

@@ -14,6 +14,7 @@ A NaN or infinite per-item value is bad input (the evalset's metric must score e
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,33 @@ def thresholds(ctx: GateContext) -> dict[str, Threshold]:
     return out
 
 
-def reevaluate(ctx: GateContext, pin: Pin, progress: Progress) -> dict[str, dict[str, float]]:
-    """Fetch, serve and evaluate the baseline pin on the candidate's suites and evalsets (one boot)."""
+# what each recorded digest covers: a changed one makes those metrics' recorded baseline items stale
+FORMAT_DIGESTS = ("suites", "request_profile")
+EVALS_DIGESTS = ("evalsets",)
+NOT_RECORDED = " (not recorded for the baseline)"
+
+
+def stale_metrics(names: Iterable[str], stale: Iterable[str], recorded: Iterable[str]) -> set[str]:
+    """The metrics among `names` whose baseline items must be measured again: not `recorded` for the baseline, or
+    covered by a `stale` digest (a digest this code does not know makes every metric stale)."""
+    names, recorded = set(names), set(recorded)
+    digests = {k for k in stale if not k.endswith(NOT_RECORDED)}
+    redo = names - recorded
+    if digests - {*FORMAT_DIGESTS, *EVALS_DIGESTS}:
+        return names
+    if digests & set(FORMAT_DIGESTS):
+        redo |= names & {formatcheck.PASS_METRIC}
+    if digests & set(EVALS_DIGESTS):
+        redo |= names - {formatcheck.PASS_METRIC}
+    return redo
+
+
+def reevaluate(ctx: GateContext, pin: Pin, progress: Progress,
+               metrics: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
+    """Fetch, serve and evaluate the baseline pin on the candidate's suites and/or evalsets (one boot): the
+    prompt suites when `metrics` (default: every metric of the candidate) holds format/pass, lm-eval when it
+    holds an eval metric."""
+    wanted = set(ctx.items if metrics is None else metrics)
     release = ctx.release
     model_dir = fetch(pin, release.repo_location(pin), ctx.home, file=f"{release.path} (production baseline)",
                       allowlist=release.remote_code_allowlist, progress=progress)
@@ -52,13 +78,13 @@ def reevaluate(ctx: GateContext, pin: Pin, progress: Progress) -> dict[str, dict
                         enforce_eager=ctx.enforce_eager, progress=progress, api_key=ctx.api_key)
     items: dict[str, dict[str, float]] = {}
     with server as endpoint:
-        if formatcheck.PASS_METRIC in ctx.items:
+        if formatcheck.PASS_METRIC in wanted:
             outcome = formatcheck.evaluate(endpoint, formatcheck.suites_for(ctx),
                                            concurrency=release.format_gate.concurrency,
                                            out_dir=files.stage(formatcheck.NAME), progress=progress,
                                            check_alive=server.check_alive, profile=release.serving.request_profile)
             items[formatcheck.PASS_METRIC] = outcome.items
-        eval_metrics = [n for n in ctx.items if n != formatcheck.PASS_METRIC]
+        eval_metrics = [n for n in ctx.items if n != formatcheck.PASS_METRIC and n in wanted]
         if eval_metrics:
             run = evals.evaluate(endpoint, model_dir.path, release.evals_gate, release.root,
                                  files.stage(evals.NAME), progress, check_alive=server.check_alive)
@@ -85,16 +111,21 @@ def run(ctx: GateContext) -> StageResult:
     else:
         stale: dict[str, tuple[str | None, str] | None] = {
             k: (baseline.digests.get(k), v) for k, v in ctx.digests.items() if baseline.digests.get(k) != v}
-        stale.update({f"{n} (not recorded for the baseline)": None for n in ctx.items if n not in baseline.items})
+        stale.update({f"{n}{NOT_RECORDED}": None for n in ctx.items if n not in baseline.items})
+        redo = stale_metrics(limits, stale, baseline.items) if stale else set()
         details["baseline"] = {"version": baseline.version, "run_id": baseline.run_id,
                                "revision": baseline.pin.revision, "reevaluated": bool(stale),
-                               "changed": sorted(stale), "verified": baseline.verified or None}
+                               "changed": sorted(stale), "reevaluated_metrics": sorted(redo),
+                               "verified": baseline.verified or None}
         if baseline.verified:
             progress(f"production v{baseline.version}'s baseline: {baseline.verified}")
         if stale:
+            kept = sorted(set(limits) - redo)
             progress(f"{', '.join(sorted(stale))} changed since production v{baseline.version} was gated: "
-                f"re-evaluating {baseline.pin.short} on the same items")
-            base_items = reevaluate(ctx, baseline.pin, progress)
+                     f"re-evaluating {baseline.pin.short} on the same items for {', '.join(sorted(redo))}"
+                     + (f" (recorded items still valid for {', '.join(kept)})" if kept else ""))
+            base_items = {**{n: v for n, v in baseline.items.items() if n not in redo},
+                          **reevaluate(ctx, baseline.pin, progress, redo)}
         else:
             progress(f"pairing with production v{baseline.version} ({baseline.pin.short}) recorded in run "
                      f"{baseline.run_id}")

@@ -66,7 +66,8 @@ def test_paired_with_recorded_baseline_rejects_a_worse_candidate(ctx):
     assert rows["format/pass"]["delta"] == pytest.approx(-0.4)
     assert rows["t/acc"]["verdict"] == "pass"  # identical on 100 items: within the 0.1 margin
     assert result.details["baseline"] == {"version": "3", "run_id": "run123", "revision": "f" * 40,
-                                          "reevaluated": False, "changed": [], "verified": None}
+                                          "reevaluated": False, "changed": [], "reevaluated_metrics": [],
+                                          "verified": None}
     assert all("format/pass" in r for r in result.reasons)  # only the failing metric is given as a reason
     table = open(result.artifacts["comparison.csv"]).read().splitlines()
     assert table[0].startswith("name,baseline_mean,candidate_mean,delta,lower,upper,margin,floor,n,verdict")
@@ -79,14 +80,17 @@ def test_changed_evalset_triggers_reevaluation(ctx, monkeypatch):
                                         {"suites": "s1", "evalsets": "OLD"}))
     calls = []
 
-    def fake_reevaluate(c, pin, say):
-        calls.append(pin.revision)
-        return {"format/pass": items([1] * 50), "t/acc": items([1] * 50)}
+    def fake_reevaluate(c, pin, say, metrics):
+        calls.append((pin.revision, metrics))
+        return {"t/acc": items([1] * 50)}
 
     monkeypatch.setattr(compare, "reevaluate", fake_reevaluate)
     result = compare.run(ctx)
-    assert calls == ["f" * 40]
-    assert result.details["baseline"]["reevaluated"] is True and result.details["baseline"]["changed"] == ["evalsets"]
+    assert calls == [("f" * 40, {"t/acc"})]  # the suites did not change: their recorded items still pair
+    base = result.details["baseline"]
+    assert base["reevaluated"] is True and base["changed"] == ["evalsets"] and base["reevaluated_metrics"] == ["t/acc"]
+    rows = {r["name"]: r for r in result.details["metrics"]}
+    assert rows["format/pass"]["baseline_mean"] == 0 and rows["t/acc"]["baseline_mean"] == 1
     assert result.status == Status.PASSED
 
 
@@ -253,3 +257,28 @@ def test_reevaluate_stops_the_baseline_server_when_its_evals_fail(ctx, monkeypat
     with pytest.raises(InfraError, match="lm-eval failed"):
         compare.reevaluate(ctx, Pin("git", "hub/model", "e" * 40, {}), progress=lambda m: None)
     assert [s.stopped for s in FakeServer.started] == [True]
+
+
+def test_only_the_metrics_a_changed_digest_covers_are_measured_again():
+    names = {"format/pass", "t/acc", "t/f1"}
+    assert compare.stale_metrics(names, ["evalsets"], names) == {"t/acc", "t/f1"}
+    assert compare.stale_metrics(names, ["suites"], names) == {"format/pass"}
+    assert compare.stale_metrics(names, ["request_profile", "evalsets"], names) == names
+    # a metric the baseline never recorded, whatever changed
+    assert compare.stale_metrics(names, ["t/f1 (not recorded for the baseline)"], names - {"t/f1"}) == {"t/f1"}
+    # a digest this code does not know: nothing recorded is trusted
+    assert compare.stale_metrics(names, ["tokenizer"], names) == names
+
+
+def test_reevaluate_runs_only_what_it_is_asked_for(ctx, monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    ctx.items = {"format/pass": items([1] * 4), "t/acc": items([1] * 4)}
+    monkeypatch.setattr(FakeServer, "started", [])
+    monkeypatch.setattr(compare, "VllmServer", FakeServer)
+    monkeypatch.setattr(compare, "fetch", lambda *a, **kw: SimpleNamespace(path=tmp_path / "m"))
+    monkeypatch.setattr(compare.formatcheck, "evaluate", lambda *a, **kw: pytest.fail("format ran"))
+    monkeypatch.setattr(compare.evals, "evaluate", lambda *a, **kw: "lm-eval run")
+    monkeypatch.setattr(compare.evals, "item_values", lambda run, names, **kw: {n: items([0] * 4) for n in names})
+    got = compare.reevaluate(ctx, Pin("git", "hub/model", "e" * 40, {}), lambda m: None, {"t/acc"})
+    assert got == {"t/acc": items([0] * 4)}
