@@ -18,7 +18,7 @@ scripts/setup.sh
 
 STAMP=.venv/.modelgate-setup-test
 want=$( (cat pyproject.toml requirements/constraints-cpu.txt; echo test) | sha256sum | cut -d' ' -f1)
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && .venv/bin/python -c 'import pytest, pytest_timeout, playwright, coverage, psycopg, flask_wtf' 2>/dev/null \
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && .venv/bin/python -c 'import pytest, pytest_timeout, xdist, playwright, coverage, psycopg, flask_wtf' 2>/dev/null \
    && [ -x .venv/bin/ruff ] && [ -x .venv/bin/mypy ]; then
   echo "setup-test: test extra is up to date"
 else

@@ -15,7 +15,7 @@ from pipeline.model.fetch import fetch
 from pipeline.serving.vllm_server import VllmServer
 from tests.support import cli
 from tests.support.loadstage import run_load_stage
-from tests.support.releases import DEMO_MODEL, write_demo_release
+from tests.support.releases import DEMO_MODEL, DEMO_SERVING, write_demo_release
 
 pytestmark = pytest.mark.e2e
 
@@ -35,8 +35,7 @@ def staging_server(demo_hub, tmp_path_factory):
 
 
 # the staging server's configuration; the slower candidate is served with the very same one
-STAGING_SERVING = Serving(enforce_eager=True, max_model_len=1024, startup_timeout_s=300,
-                          env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+STAGING_SERVING = Serving(**DEMO_SERVING)
 
 
 @pytest.fixture(scope="module")
@@ -358,7 +357,7 @@ def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(st
         booted = time.monotonic()
         result = run_load_stage(server, config, tmp_path / "candidate", production=first.details)
         loaded = time.monotonic()
-        # it serves and answers (its answers match production's in exact arithmetic; bf16 kernels over a different
+        # it serves and answers (its answers match production's in exact arithmetic; float kernels over a different
         # layer count promise no exact text, so the text is shown, not compared)
         answers = greedy(server.endpoint), greedy(staging)
         assert all(a.strip() for a in answers), answers
