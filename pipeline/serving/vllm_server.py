@@ -44,6 +44,12 @@ class Endpoint:
     def headers(self) -> dict[str, str]:
         return auth_headers(self.api_key)
 
+    @classmethod
+    def external(cls, url: str, served_name: str, api_key: str | None, request_timeout_s: float) -> Endpoint:
+        """A server this process did not start, at `url` (its OpenAI base URL, with or without /v1)."""
+        return cls(base_url=url.rstrip("/").removesuffix("/v1"), served_name=served_name, log_file=None, pid=None,
+                   api_key=api_key, request_timeout_s=request_timeout_s)
+
 
 def port_for(serving: Serving) -> int:
     """serving.port when set (refused at once if taken: vLLM would only fail after importing for seconds),

@@ -137,8 +137,7 @@ def ask_where_production_serves(ctx: GateContext, pin: Pin, served: str, records
         return ask_production(ctx, pin, records, progress), "staging", "no gates.replay.production_endpoint"
     key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
     register_secret_value(key)
-    endpoint = Endpoint(base_url=cfg.url.rstrip("/").removesuffix("/v1"), served_name=served, log_file=None,
-                        pid=None, api_key=key, request_timeout_s=ctx.release.serving.request_timeout_s)
+    endpoint = Endpoint.external(cfg.url, served, key, ctx.release.serving.request_timeout_s)
     problem = endpoint_problem(endpoint)
     if problem is None:
         progress(f"asking production's own server {endpoint.base_url} ({served})")

@@ -85,9 +85,7 @@ def run(ctx: GateContext) -> StageResult:
     serving = release.serving
     if serving.mode == "external":
         url = serving.external_url or ""  # set: the config requires it in external mode
-        endpoint = Endpoint(base_url=url.rstrip("/").removesuffix("/v1"),
-                            served_name=served_name, log_file=None, pid=None, api_key=external_api_key(serving),
-                            request_timeout_s=serving.request_timeout_s)
+        endpoint = Endpoint.external(url, served_name, external_api_key(serving), serving.request_timeout_s)
         warm_up(ctx, endpoint)
     else:
         server = VllmServer(ctx.model_dir.path, served_name, serving, ctx.files.server_log,

@@ -94,3 +94,10 @@ def test_external_endpoint_key_comes_from_the_named_variable(monkeypatch):
 def test_kv_cache_space_default_never_overrides_a_size_in_bytes(monkeypatch, serving, space):
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "8")  # inherited from the gate's own environment
     assert server_env(serving, "k").get("VLLM_CPU_KVCACHE_SPACE") == space
+
+
+def test_an_external_endpoint_is_addressed_by_its_base_url_with_or_without_v1():
+    for url in ("http://10.0.0.5:8000/v1", "http://10.0.0.5:8000/v1/", "http://10.0.0.5:8000", "http://10.0.0.5:8000/"):
+        endpoint = Endpoint.external(url, "chat@abc", "sk-key", 30)
+        assert endpoint.base_url == "http://10.0.0.5:8000" and endpoint.pid is None and endpoint.log_file is None
+        assert endpoint.headers() == {"Authorization": "Bearer sk-key"} and endpoint.request_timeout_s == 30
