@@ -188,7 +188,7 @@ def run_gate(release: Release, *, home: Path, run_dir: Path | None = None, track
 
     results = run_stages(ctx, stages, after_failure=AFTER_FAILURE, prerequisites=PREREQUISITES,
                          checkpoint=checkpoint)
-    verdict, exit_code, reasons = decide(results)
+    verdict, exit_code, reasons = decide(results, advisory=kind == ADVISORY)
     if verdict == Verdict.INTERRUPTED:  # the partial report is kept: no waiting for MLflow, no error from it
         try:
             production_at_start = baselines.production_at_start(timeout_s=0)

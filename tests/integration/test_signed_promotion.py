@@ -256,6 +256,26 @@ def test_an_advisory_gate_is_recorded_apart_registers_nothing_and_cannot_be_prom
     assert_nothing_moved(team, uri)
 
 
+def test_an_advisory_gate_passes_when_nothing_is_shown_worse_where_a_release_gate_is_inconclusive(team,
+                                                                                                 mlflow_server):
+    """The pull request's rule: fail when clearly worse, otherwise pass saying what could have been missed. The
+    same inconclusive stage gives the advisory gate a pass (exit 0, its record says why) and the release gate an
+    inconclusive verdict (exit 4: not promotable)."""
+    from pipeline.gate.verdict import ADVISORY_PASS
+
+    uri, model = mlflow_server, model_of(team)
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(record_gate(team, uri, 1, verdict=Status.INCONCLUSIVE, kind="advisory"))
+    assert run.data.tags["modelgate.verdict"] == "passed" and run.data.tags[signing.GATE_KIND_TAG] == "advisory"
+    report = json.loads(Path(client.download_artifacts(run.info.run_id, "report.json")).read_text())
+    assert (report["verdict"], report["exit_code"]) == ("passed", 0)
+    assert report["reasons"] == [ADVISORY_PASS, "format: stand-in stage inconclusive"]
+    version = record_gate(team, uri, 2, verdict=Status.INCONCLUSIVE)
+    mv = client.get_model_version(model, version)
+    assert mv.tags["modelgate.verdict"] == "inconclusive"
+    refused(promote(team, uri, version), "inconclusive")
+
+
 def _leaky_stage(ctx):
     """A stage whose tool dumps its whole environment into a log file the run keeps and uploads."""
     log = ctx.run_dir / "tool.log"

@@ -124,3 +124,21 @@ def test_verdicts_are_the_strings_reports_and_mlflow_tags_hold():
 
     assert [str(v) for v in Verdict] == ["passed", "rejected", "inconclusive", "error", "interrupted"]
     assert decide([StageResult("a", Status.FAILED)])[0] == "rejected"
+
+
+def test_an_advisory_gate_passes_what_a_release_gate_calls_inconclusive_and_says_what_it_could_miss(ctx):
+    from pipeline.gate.verdict import ADVISORY_PASS
+
+    def inconclusive(c):
+        return StageResult("compare", Status.INCONCLUSIVE,
+                           reasons=["format/pass: -0.02 [-0.21, +0.16]: inconclusive (MDE 80% 0.31)"])
+
+    results = run_stages(ctx, [("a", stage(Status.PASSED)), ("compare", inconclusive)])
+    assert decide(results)[:2] == ("inconclusive", errors.EXIT_INCONCLUSIVE)
+    verdict, code, reasons = decide(results, advisory=True)
+    assert (verdict, code) == ("passed", errors.EXIT_PASSED)
+    assert reasons == [ADVISORY_PASS, "compare: format/pass: -0.02 [-0.21, +0.16]: inconclusive (MDE 80% 0.31)"]
+    # clearly worse, broken or stopped decides as in a release gate
+    for status, expected in ((Status.FAILED, "rejected"), (Status.ERROR, "error"), (Status.INTERRUPTED, "interrupted")):
+        mixed = results + run_stages(ctx, [("z", stage(status))])
+        assert decide(mixed, advisory=True)[0] == expected
