@@ -158,15 +158,16 @@ def binary(name: str) -> str:
 
 
 class PrometheusServer:
-    """Prometheus on 127.0.0.1 scraping `target` every second, its TSDB under `root`."""
+    """Prometheus on 127.0.0.1 scraping `targets` (host:port, /metrics) every second, its TSDB under `root`."""
 
-    def __init__(self, root: Path, target: str) -> None:
+    def __init__(self, root: Path, *targets: str) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        listed = ", ".join(f"'{t}'" for t in targets)
         (root / "prometheus.yml").write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            f"scrape_configs:\n  - job_name: vllm\n    static_configs: [{{targets: ['{target}']}}]\n")
+            f"scrape_configs:\n  - job_name: vllm\n    static_configs: [{{targets: [{listed}]}}]\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, deadline_s: float = 60) -> PrometheusServer:
