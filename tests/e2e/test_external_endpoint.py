@@ -324,24 +324,7 @@ def test_load_a_a_the_same_model_on_the_same_server_never_regresses(staging_serv
     assert failures and failures[0].startswith("load 1x: e2e latency is +50% vs production")
 
 
-@pytest.fixture(scope="module")
-def deep_server(demo_hub, tmp_path_factory):
-    """`deep` served with production's very configuration (STAGING_SERVING) beside the staging server, for the
-    slower-candidate test: (VllmServer, seconds to fetch and boot)."""
-    import time
-
-    v = demo_hub["variants"]["deep"]
-    pin = Pin("git", demo_hub["repo_path"], v["revision"], v["files"])
-    home = tmp_path_factory.mktemp("deep")
-    started = time.monotonic()
-    model_dir = fetch(pin, demo_hub["repo_path"], home, file="staging", progress=lambda m: None)
-    server = VllmServer(model_dir.path, f"chat@{pin.short}", STAGING_SERVING, home / "server.log",
-                        progress=lambda m: None)
-    with server:
-        yield server, time.monotonic() - started
-
-
-def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(staging, production_load, deep_server,
+def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(staging, production_load, demo_hub,
                                                                              tmp_path, capsys):
     """A candidate that really is slower: `deep` (each decoder layer followed by two copies with zero output
     projections: the same answers, three times the layers per token), served with production's very configuration
@@ -364,14 +347,20 @@ def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(st
         return answer.json()["choices"][0]["message"]["content"]
 
     config, first, _ = production_load
-    server, boot_s = deep_server
-    booted = time.monotonic()
-    result = run_load_stage(server, config, tmp_path / "candidate", production=first.details)
-    loaded = time.monotonic()
-    # it serves and answers (its answers match production's in exact arithmetic; float kernels over a different
-    # layer count promise no exact text, so the text is shown, not compared)
-    answers = greedy(server.endpoint), greedy(staging)
-    assert all(a.strip() for a in answers), answers
+    v = demo_hub["variants"]["deep"]
+    pin = Pin("git", demo_hub["repo_path"], v["revision"], v["files"])
+    started = time.monotonic()
+    model_dir = fetch(pin, demo_hub["repo_path"], tmp_path / "home", file="staging", progress=lambda m: None)
+    server = VllmServer(model_dir.path, f"chat@{pin.short}", STAGING_SERVING, tmp_path / "server.log",
+                        progress=lambda m: None)
+    with server:
+        booted = time.monotonic()
+        result = run_load_stage(server, config, tmp_path / "candidate", production=first.details)
+        loaded = time.monotonic()
+        # it serves and answers (its answers match production's in exact arithmetic; float kernels over a different
+        # layer count promise no exact text, so the text is shown, not compared)
+        answers = greedy(server.endpoint), greedy(staging)
+        assert all(a.strip() for a in answers), answers
     comparison = result.details["baseline"]
     assert comparison["status"] == "compared", comparison  # same hardware, same serving configuration
     assert result.details["fingerprint"]["serving"] == first.details["fingerprint"]["serving"]
@@ -391,7 +380,7 @@ def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(st
     with capsys.disabled():
         rate_line = slo.comparison_lines(result.details["rate_levels"], comparison)[0]
         print(f"\nload, slower candidate (deep, same serving configuration): {line}\n  {rate_line}\n"
-              f"  fetch and boot {boot_s:.0f} s, load run {loaded - booted:.0f} s\n"
+              f"  fetch and boot {booted - started:.0f} s, load run {loaded - booted:.0f} s\n"
               f"  deep answered {answers[0]!r}, production {answers[1]!r}")
 
 
