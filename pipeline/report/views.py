@@ -108,24 +108,19 @@ def baseline_line(report: GateReport) -> str | None:
             base = stage.details["baseline"]
             if base is None:
                 return "baseline: none (first release): absolute floors only"
+            changed = ", ".join(base["changed"])
+            # reports written before only the stale metrics were re-evaluated have no `reevaluated_metrics`: all were
             redone = base.get("reevaluated_metrics")
+            kept = {m["name"] for m in stage.details.get("metrics") or []} - set(redone or [])
             if not base["reevaluated"]:
                 how = "paired with its recorded per-item results"
-            elif redone is None:  # a report written before only the stale metrics were re-evaluated
-                how = f"re-evaluated in this gate ({', '.join(base['changed'])} changed)"
+            elif redone is not None and kept:
+                how = (f"re-evaluated in this gate for {', '.join(redone)} ({changed} changed), the other metrics "
+                       "paired with its recorded per-item results")
             else:
-                how = (f"re-evaluated in this gate for {', '.join(redone)} ({', '.join(base['changed'])} changed), "
-                       "the other metrics paired with its recorded per-item results")
-                if set(redone) >= set(report_metrics(report)):
-                    how = f"re-evaluated in this gate ({', '.join(base['changed'])} changed)"
+                how = f"re-evaluated in this gate ({changed} changed)"
             return f"baseline: production v{base['version']} ({base['revision'][:12]}), {how}"
     return None
-
-
-def report_metrics(report: GateReport) -> list[str]:
-    """The metrics the comparison stage compared."""
-    compare = report.stage("compare")
-    return [row["name"] for row in (compare.details.get("metrics") or [])] if compare else []
 
 
 def failing_cases(report: GateReport) -> tuple[list[FailingCase], int | None]:
