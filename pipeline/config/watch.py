@@ -26,17 +26,22 @@ class Watch:
         "says otherwise")] = None
     window_s: Annotated[int, doc("length of one judged window, seconds (also the alerting rules' rate window)",
                                  ge=2, le=86400)] = 600
-    min_requests: Annotated[int, doc("a window with fewer finished requests is `no data`, never degraded",
+    min_requests: Annotated[int, doc("a window with fewer requests arrived (finished, or still running or waiting "
+                                     "at its end) is `no data`, never degraded",
                                      ge=1)] = 20
     max_failed_share: Annotated[Fraction, doc(
         "SLO: the share of requests that finished aborted or in error (vLLM's finished_reason abort, error)")] = 0.01
+    max_unfinished_share: Annotated[Fraction, doc(
+        "SLO: the backlog a window added (requests running or waiting at its end minus at its start) as a share of "
+        "the requests that arrived in it, degraded when it is above this with confidence 1 - gates.alpha: a "
+        "version that cannot keep up with the traffic piles requests up")] = 0.25
     max_share_increase: Annotated[Fraction, doc(
-        "vs the previous version: a share (failed, finished by length) is degraded when its increase is above "
-        "this with confidence 1 - gates.alpha")] = 0.05
+        "vs the previous version: a share (failed, finished by length, unfinished) is degraded when its increase "
+        "is above this with confidence 1 - gates.alpha")] = 0.05
     max_queue: Annotated[Positive | Absent, doc(
         "SLO: most requests waiting in vLLM's queue during a window (absent: reported only)")] = None
     rate_tolerance: Annotated[Positive, doc(
-        "the previous version's window is compared only when the request rates differ by at most this factor "
+        "the previous version's window is compared only when the arrival rates differ by at most this factor "
         "(max/min <= 1 + rate_tolerance)")] = 0.5
     alert_for_s: Annotated[int, doc("the alerting rules' `for:` (seconds the condition must hold)", ge=0)] = 300
 

@@ -1,15 +1,20 @@
 """One window of production, judged (pure: no I/O). Each signal is `healthy`, `degraded`, `no data` or `reported`
-(shown, never judged); the window is `no data` when fewer than watch.min_requests requests finished in it (no data
-is never degraded), else `degraded` when any signal is, else `healthy`.
+(shown, never judged); the window is `no data` when fewer than watch.min_requests requests arrived in it (no data
+is never degraded), else `degraded` when any signal is, else `healthy`. Requests are counted when they arrive
+(finished in the window, or still running or waiting at its end beyond those at its start: promql.arrived), so a
+version too slow to keep up is judged at the traffic it was offered, not at the fewer requests it finished.
 
-Against the SLOs (gates.load.slo, watch.max_failed_share, watch.max_queue): the window's value above the limit.
+Against the SLOs (gates.load.slo, watch.max_failed_share, watch.max_queue): the window's value above the limit;
+the unfinished share (the backlog the window added / its arrivals) when the lower one-sided 1 - gates.alpha bound
+of it is above watch.max_unfinished_share.
 
-Against the previous version's window before the promotion, only at a comparable request rate (max/min of the
+Against the previous version's window before the promotion, only at a comparable arrival rate (max/min of the
 two rates <= 1 + watch.rate_tolerance; else `not compared` with both rates), with the load stage's noise-aware
 rule: e2e latency and TTFT per request (histogram buckets, checks/binned.py) are degraded only when the lower
-one-sided 1 - gates.alpha bound of the increase exceeds gates.load.regression_pct; a share (failed, finished by
-length) only when the lower bound of its increase (normal approximation of two proportions) exceeds
-watch.max_share_increase. An interval that straddles the threshold is reported, not degraded.
+one-sided 1 - gates.alpha bound of the increase exceeds gates.load.regression_pct; a share (failed and finished by
+length, of the finished requests; unfinished, of the arrived ones) only when the lower bound of its increase
+(normal approximation of two proportions) exceeds watch.max_share_increase. An interval that straddles the
+threshold is reported, not degraded.
 """
 
 from __future__ import annotations
@@ -64,11 +69,11 @@ def comparable(after: dict[str, Any], before: dict[str, Any] | None, release: Re
     if before is None:
         return "no previous version"
     if (before.get("requests") or 0) < release.watch.min_requests:
-        return f"the previous version's window has {before.get('requests') or 0:.0f} requests " \
+        return f"the previous version's window has {before.get('requests') or 0:.0f} arrived requests " \
                f"(< min_requests {release.watch.min_requests})"
     a, b = after.get("request_rate") or 0.0, before.get("request_rate") or 0.0
     if a <= 0 or b <= 0 or max(a, b) / min(a, b) > 1 + release.watch.rate_tolerance:
-        return (f"request rates not comparable: {a:.3g} req/s now vs {b:.3g} req/s before the promotion "
+        return (f"arrival rates not comparable: {a:.3g} req/s now vs {b:.3g} req/s before the promotion "
                 f"(rate_tolerance {release.watch.rate_tolerance:g})")
     return None
 
@@ -110,16 +115,35 @@ def _latency(name: str, after: dict[str, Any], before: dict[str, Any] | None, li
     return sig
 
 
+def _lower_bound(p: float, n: float, release: Release) -> float:
+    """The one-sided 1 - gates.alpha lower bound of a share p of n (normal approximation)."""
+    return p - _z(1 - release.alpha) * math.sqrt(min(max(p * (1 - p), 0.0), 0.25) / max(n, 1))
+
+
 def _share(name: str, after: dict[str, Any], before: dict[str, Any] | None, limit: float | None,
-           release: Release) -> Signal:
-    sig = _against_slo(Signal(name, after.get(name), HEALTHY, query=after["queries"].get(name, "")), limit)
+           release: Release, of: str = "finished", bounded_limit: bool = False) -> Signal:
+    """A share of the window's `of` requests (finished, or arrived: `requests`). Against `limit`: the value above it,
+    or with `bounded_limit` its lower confidence bound above it. Against the previous window: the lower bound of the
+    increase above watch.max_share_increase."""
+    sig = Signal(name, after.get(name), HEALTHY, query=after["queries"].get(name, ""))
+    n1 = after.get(of) or 0.0
+    if bounded_limit and sig.value is not None and limit is not None:
+        lower = _lower_bound(sig.value, n1, release)
+        if lower > limit:
+            sig.status = DEGRADED
+        sig.evidence.append(f"SLO {limit:g}: at least {lower:.3f} with {100 * (1 - release.alpha):g}% confidence "
+                            f"of {n1:.0f} requests: {'above' if lower > limit else 'within'}")
+    else:
+        _against_slo(sig, limit)
     if sig.value is None:
+        sig.status = NO_DATA
         return sig
     if before is not None and before.get(name) is not None:
-        p1, n1 = sig.value, after.get("requests") or 0.0
-        p0, n0 = before[name], before.get("requests") or 0.0
+        p1 = sig.value
+        p0, n0 = before[name], before.get(of) or 0.0
         z = _z(1 - release.alpha)
-        se = math.sqrt(max(p1 * (1 - p1), 0.0) / max(n1, 1) + max(p0 * (1 - p0), 0.0) / max(n0, 1))
+        se = math.sqrt(min(max(p1 * (1 - p1), 0.0), 0.25) / max(n1, 1)
+                       + min(max(p0 * (1 - p0), 0.0), 0.25) / max(n0, 1))
         lower = (p1 - p0) - z * se
         limit_inc = release.watch.max_share_increase
         if lower > limit_inc:
@@ -156,11 +180,13 @@ def judge(after: dict[str, Any], before: dict[str, Any] | None, release: Release
         _latency("p95_tpot_ms", after, base, slo.p95_tpot_ms, False, release),
         _share("failed_share", after, base, release.watch.max_failed_share, release),
         _share("length_share", after, base, None, release),
+        _share("unfinished_share", after, base, release.watch.max_unfinished_share, release, of="requests",
+               bounded_limit=True),
         _reported("output_tokens_per_request", "tokens", after, before),
         _reported("queue_max", "requests", after, before),
         _reported("preemptions", "", after, before),
     ]
-    queue = signals[7]
+    queue = next(s for s in signals if s.name == "queue_max")
     if release.watch.max_queue is not None and queue.value is not None:
         queue.status = DEGRADED if queue.value > release.watch.max_queue else HEALTHY
         queue.evidence.append(f"SLO {release.watch.max_queue:g}")
@@ -171,14 +197,16 @@ def judge(after: dict[str, Any], before: dict[str, Any] | None, release: Release
         status = DEGRADED if any(s.status == DEGRADED for s in signals) else HEALTHY
     compared = (f"vs {before['served_name']} before the promotion" if why_not is None and before is not None
                 else f"not compared with the previous version: {why_not}")
-    window = {k: after.get(k) for k in ("served_name", "start", "end", "requests")}
+    window = {k: after.get(k) for k in ("served_name", "start", "end", "requests", "finished")}
     return Judgement(status, signals, compared, window)
 
 
 def lines(j: Judgement) -> list[str]:
     """The judgement, signal by signal, for the console and the rollback's reason."""
     w = j.window
-    out = [f"window {w['start']} .. {w['end']} ({w['served_name']}, {w['requests'] or 0:.0f} requests): "
+    finished = "" if w.get("finished") is None else f", {w['finished']:.0f} finished"
+    out = [f"window {w['start']} .. {w['end']} ({w['served_name']}, {w['requests'] or 0:.0f} requests arrived"
+           f"{finished}): "
            f"{j.status.upper()}; {j.compared}"]
     for s in j.signals:
         ev = f" ({'; '.join(s.evidence)})" if s.evidence else ""

@@ -33,8 +33,10 @@ def observe(prom: Prometheus, served_name: str, end: float, window_s: int) -> di
     """The window (end - window_s, end] of `served_name`."""
     w = window_s
     queries = {
-        "requests": promql.finished(served_name, w),
+        "requests": promql.arrived(served_name, w),
+        "finished": promql.finished(served_name, w),
         "request_rate": promql.request_rate(served_name, w),
+        "unfinished_share": promql.unfinished_share(served_name, w),
         **{key: f"{promql.p95(hist, served_name, w)} * 1000" for key, hist in promql.HISTOGRAMS.items()},
         "failed_share": promql.share(served_name, w, promql.FAILED_REASONS),
         "length_share": promql.share(served_name, w, "length"),
@@ -45,7 +47,7 @@ def observe(prom: Prometheus, served_name: str, end: float, window_s: int) -> di
     out: dict[str, Any] = {"served_name": served_name, "start": iso(end - w), "end": iso(end), "queries": queries}
     for key, query in queries.items():
         value = prom.value(query, end)
-        out[key] = None if value is None or math.isinf(value) else round(value, 6)
+        out[key] = None if value is None or not math.isfinite(value) else round(value, 6)  # 0/0: NaN
     out["buckets"] = {}
     for key in ("p95_e2el_ms", "p95_ttft_ms"):
         query = promql.buckets(promql.HISTOGRAMS[key], served_name, w)

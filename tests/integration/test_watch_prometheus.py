@@ -313,3 +313,33 @@ def test_consecutive_degraded_windows_roll_a_real_promotion_back_as_modelgate_wa
     history = modelgate(team, uri, "history").stdout
     assert f"rollback  v{v1} from v{v2} by modelgate-watch: modelgate watch: 2 consecutive" in history
     assert "UNVERIFIED" not in history
+
+
+def test_a_version_that_cannot_keep_up_is_judged_at_its_arrivals_on_real_prometheus(prometheus, tmp_path):
+    """Both versions are offered 10 requests a second; the previous one finishes them all, the slower one 4 a second
+    and the rest wait in its queue. Counted at arrival (finished + the growth of those running or waiting), both
+    windows have ~10 req/s, so they are compared (counted at finish they were 4 vs 10: not comparable, the slower
+    version escaped the comparison), and the slower one is degraded on its unfinished share, against the SLO and
+    against the previous version. Prometheus evaluates every query."""
+    from pipeline.watch.observe import observe
+
+    server, exporter = prometheus
+    previous, slower = "chat@dddddddddddd", "chat@eeeeeeeeeeee"
+    release = _release(tmp_path)
+    exporter.set(previous, 10)
+    exporter.set(slower, 10, capacity=4)
+    time.sleep(W + 3)
+    at = time.time()
+    prom = Prometheus(server.url)
+    before, after = observe(prom, previous, at, W), observe(prom, slower, at, W)
+    exporter.set(previous, 0)
+    exporter.set(slower, 0)
+    assert 7 <= before["request_rate"] <= 13 and 7 <= after["request_rate"] <= 13, (before, after)
+    assert after["finished"] / W < 6 and after["requests"] > 1.5 * after["finished"], after
+    assert abs(before["unfinished_share"]) < 0.15 and 0.4 < after["unfinished_share"] < 0.75, (before, after)
+    assert judge.comparable(after, before, release) is None
+    j = judge.judge(after, before, release)
+    assert j.status == judge.DEGRADED and "unfinished_share" in {s.name for s in j.degraded()}, judge.lines(j)
+    sig = next(s for s in j.signals if s.name == "unfinished_share")
+    assert "vllm:num_requests_running" in sig.query and "offset 6s" in sig.query
+    assert sig.evidence[0].startswith("SLO 0.25: at least") and sig.evidence[1].endswith("regressed")

@@ -1,10 +1,12 @@
 """A real Prometheus (Debian's `prometheus` package, installed by scripts/setup-test.sh) on 127.0.0.1, scraping
 every second a small exporter that serves vLLM-format metrics (the names, labels and buckets of vLLM 0.32, as in
 tests/fixtures/vllm_metrics.txt) whose traffic the test sets per served name: request rate, latency scale, the
-share finished by length or aborted.
+share finished by length or aborted, and how many requests a second the version can finish (`capacity`: the
+arrivals beyond it wait, in `vllm:num_requests_waiting`).
 
     exporter.set("chat@0123456789ab", rate=20)                          # healthy traffic
     exporter.set("chat@0123456789ab", rate=20, latency=3, length=0.5)   # degraded
+    exporter.set("chat@0123456789ab", rate=20, capacity=8)             # cannot keep up: a backlog grows
     exporter.set("chat@0123456789ab", rate=0)                           # no traffic (counters stay)
 """
 
@@ -39,7 +41,10 @@ class Traffic:
     length: float = 0.1
     failed: float = 0.0
     tokens: int = 64
+    capacity: float | None = None  # requests finished per second at most; None: every arrival finishes
     carry: float = 0.0
+    finish_carry: float = 0.0
+    backlog: int = 0  # arrived, not finished
     n: int = 0
     e2e: list[int] = field(default_factory=lambda: [0] * (len(E2E_BUCKETS) + 1))
     ttft: list[int] = field(default_factory=lambda: [0] * (len(TTFT_BUCKETS) + 1))
@@ -84,10 +89,11 @@ class VllmExporter:
         for t in self.threads:
             t.start()
 
-    def set(self, name: str, rate: float, *, latency: float = 1.0, length: float = 0.1, failed: float = 0.0) -> None:
+    def set(self, name: str, rate: float, *, latency: float = 1.0, length: float = 0.1, failed: float = 0.0,
+            capacity: float | None = None) -> None:
         with self.lock:
             t = self.traffic.setdefault(name, Traffic())
-            t.rate, t.latency, t.length, t.failed = rate, latency, length, failed
+            t.rate, t.latency, t.length, t.failed, t.capacity = rate, latency, length, failed, capacity
 
     def _request(self, t: Traffic) -> None:
         i = t.n
@@ -113,6 +119,16 @@ class VllmExporter:
                     t.carry += t.rate * (now - last)
                     while t.carry >= 1:
                         t.carry -= 1
+                        t.backlog += 1
+                    if t.capacity is None:
+                        t.finish_carry = 0.0
+                        finishing = t.backlog
+                    else:
+                        t.finish_carry = min(t.finish_carry + t.capacity * (now - last), t.backlog + 1.0)
+                        finishing = min(int(t.finish_carry), t.backlog)
+                        t.finish_carry -= finishing
+                    for _ in range(finishing):
+                        t.backlog -= 1
                         self._request(t)
             last = now
 
@@ -138,8 +154,10 @@ class VllmExporter:
                                f'model_name="{name}"}} {c}.0')
                 out.append("# TYPE vllm:generation_tokens_total counter")
                 out.append(f"vllm:generation_tokens_total{{{lab}}} {t.tokens_total}.0")
+                out.append("# TYPE vllm:num_requests_running gauge")
+                out.append(f"vllm:num_requests_running{{{lab}}} {1 if t.rate else 0}.0")
                 out.append("# TYPE vllm:num_requests_waiting gauge")
-                out.append(f"vllm:num_requests_waiting{{{lab}}} {round(t.rate * t.latency / 10)}.0")
+                out.append(f"vllm:num_requests_waiting{{{lab}}} {round(t.rate * t.latency / 10) + t.backlog}.0")
                 out.append("# TYPE vllm:num_preemptions_total counter")
                 out.append(f"vllm:num_preemptions_total{{{lab}}} 0.0")
         return "\n".join(out) + "\n"
