@@ -265,12 +265,18 @@ def test_an_impossible_slo_rejects_the_gate_with_exit_1_naming_it(staging, demo_
 
 
 AA_REPEATS = 3  # 2 runs compared with the first, 2 levels each: each load run costs ~20-50 s of CI
-# 30: above this 2-core machine's run-to-run drift (lower bounds up to +11% between runs of the same model in CI)
-# the SLO is out of reach on purpose: these tests judge the comparison with production, and `deep` at 4 req/s
-# took 67 s at p95 on a busy 2-core machine (an SLO of 60 s made its first reason the SLO's, not the regression's)
-AA_LOAD = {"peak_concurrency": 2, "levels": [1], "rates": [4], "regression_pct": 30,
+# regression_pct 40: above this 2-core machine's run-to-run drift. In CI (2026-12-07) the third of three runs of the
+# same model was ~20% slower as a whole (1x: 16.2 vs 20.4 output tok/s, p95 e2e +27%), and at a 4 req/s level,
+# above the server's capacity (it completed 2.3-2.8 req/s), queueing amplified that to p95 e2e +37%: a false alarm
+# at regression_pct 30. The rate level is 0.5 req/s, well below capacity (concurrency 2 finishes 0.9-1.3 req/s; at
+# 1 req/s a slower machine ran near saturation, p95 e2e 3.8 s against 2.5 s at concurrency 2), so it measures the
+# server, not its queue. `deep` (three times the layers) regresses by +100% and more at both levels. The SLO is out
+# of reach on purpose: these tests judge the comparison with production, not the SLO.
+AA_RATE = 0.5
+AA_LOAD = {"peak_concurrency": 2, "levels": [1], "rates": [AA_RATE], "regression_pct": 40,
            "prompts": {"input_len": 32, "output_len": 16, "requests_per_level": 16, "seed": 1},
            "slo": {"p95_e2el_ms": 600000}}
+AA_RATE_LEVEL = f"{AA_RATE:g}rps"
 
 
 @pytest.fixture(scope="module")
@@ -303,9 +309,9 @@ def test_load_a_a_the_same_model_on_the_same_server_never_regresses(staging_serv
     false_alarms, lines = 0, []
     for i in range(1, AA_REPEATS):
         result = run_load_stage(staging_server, config, tmp_path / f"run{i}", production=first.details)
-        # the concurrency level and the request-rate level (4 req/s, the same seeded arrivals), each per request
+        # the concurrency level and the request-rate level (the same seeded arrivals), each per request
         recs = result.details["baseline"]["comparisons"]
-        assert [r["level"] for r in recs] == ["1x", "4rps"]
+        assert [r["level"] for r in recs] == ["1x", AA_RATE_LEVEL]
         for rec in recs:
             assert rec["compared"] and rec["method"] == "rank", rec
             false_alarms += rec["verdict"] == "fail"  # regressed
@@ -365,15 +371,17 @@ def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(st
     assert comparison["status"] == "compared", comparison  # same hardware, same serving configuration
     assert result.details["fingerprint"]["serving"] == first.details["fingerprint"]["serving"]
     rec, rate_rec = comparison["comparisons"]
-    for r in (rec, rate_rec):  # at concurrency 2 and at production's 4 req/s arrivals
+    for r in (rec, rate_rec):  # at concurrency 2 and at production's arrivals
         assert r["compared"] and r["method"] == "rank" and r["verdict"] == "fail", r
         assert r["e2el"]["lower_pct"] > AA_LOAD["regression_pct"], r
-    assert any(f.startswith("load 4rps: e2e latency is +") for f in result.reasons)
+    assert any(f.startswith(f"load {AA_RATE_LEVEL}: e2e latency is +") for f in result.reasons)
     assert result.status.value == "failed"
-    assert result.reasons[0].startswith("load 1x: e2e latency is +") and "> regression_pct 30" in result.reasons[0]
+    threshold = AA_LOAD["regression_pct"]
+    first_reason = result.reasons[0]
+    assert first_reason.startswith("load 1x: e2e latency is +") and f"> regression_pct {threshold}" in first_reason
     line = slo.comparison_lines(result.details["levels"], comparison)[0]
     assert line.startswith("1x vs production v1 (run aa-productio): e2e latency +") and \
-        "(regresses above +30%)" in line and line.endswith(": regressed")
+        f"(regresses above +{threshold}%)" in line and line.endswith(": regressed")
     assert line in result.reasons  # the stage's notes carry the same line
     verdict, code, reasons = decide([result])
     assert (verdict.value, code) == ("rejected", 1) and reasons[0].startswith("load: load 1x: e2e latency is +")
