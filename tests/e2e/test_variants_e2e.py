@@ -18,13 +18,15 @@ import pytest
 
 from tests.support.processes import vllm_processes
 from tests.support.quality import GATES, flip_rates, gate, metric_rows
+from tests.support.releases import SINGLE_PROCESS_WORKER
 from tests.support.replay import TOOL_SERVING, assert_no_personal_data, replay_gates
 
 # Staging's KV cache in the differential test: 64 MiB, room for one request of max_model_len 1024 tokens of
 # `instruct` served in float32 (30 layers x 3 KV heads x 64 dims x K and V x 4 bytes = 45 KiB a token: 45 MiB) but
 # not of `mha` (9 KV heads: 135 MiB). Without VLLM_CPU_KVCACHE_SPACE (whole GiB, it would override the argument;
 # the gate passes none when the arguments size the KV cache).
-SMALL_KV_CACHE = {"env": {}, "extra_args": ["--kv-cache-memory-bytes", str(64 << 20)]}
+SMALL_KV_CACHE = {"env": {**SINGLE_PROCESS_WORKER["env"]},
+                  "extra_args": [*SINGLE_PROCESS_WORKER["extra_args"], "--kv-cache-memory-bytes", str(64 << 20)]}
 
 pytestmark = pytest.mark.e2e
 

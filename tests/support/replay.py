@@ -16,11 +16,13 @@ from typing import Any
 
 from pipeline.demo import traffic
 from pipeline.util import pii
+from tests.support.releases import SINGLE_PROCESS_WORKER
 
 RECORDS = 16  # requests recorded (all replayed): every check gets a few, eos fails not_truncated on (nearly) all
 RESERVED = 3  # of them answered by an older production: production is served and asked those in the gate
 MAX_TOKENS = 32  # the recorded answers stopped well within it; the eos variant's run on to it
-TOOL_SERVING = {"extra_args": ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]}
+TOOL_SERVING = {"extra_args": [*SINGLE_PROCESS_WORKER["extra_args"], "--enable-auto-tool-choice", "--tool-call-parser",
+                               "hermes"]}
 
 
 def traffic_file(tmp_path: Path, demo_hub: dict[str, Any]) -> Path:
