@@ -330,7 +330,25 @@ def test_load_a_a_the_same_model_on_the_same_server_never_regresses(staging_serv
     assert failures and failures[0].startswith("load 1x: e2e latency is +50% vs production")
 
 
-def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(staging, production_load, demo_hub,
+@pytest.fixture(scope="module")
+def deep_server(demo_hub, tmp_path_factory):
+    """`deep` served with production's very configuration (STAGING_SERVING) beside the staging server, booted once
+    for the slower-candidate load test and the watch test (which stops it when it is done: no idle server beside
+    staging for the rest of the module): (VllmServer, seconds to fetch and boot)."""
+    import time
+
+    v = demo_hub["variants"]["deep"]
+    pin = Pin("git", demo_hub["repo_path"], v["revision"], v["files"])
+    home = tmp_path_factory.mktemp("deep")
+    started = time.monotonic()
+    model_dir = fetch(pin, demo_hub["repo_path"], home, file="staging", progress=lambda m: None)
+    server = VllmServer(model_dir.path, f"chat@{pin.short}", STAGING_SERVING, home / "server.log",
+                        progress=lambda m: None)
+    with server:
+        yield server, time.monotonic() - started
+
+
+def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(staging, production_load, deep_server,
                                                                              tmp_path, capsys):
     """A candidate that really is slower: `deep` (each decoder layer followed by two copies with zero output
     projections: the same answers, three times the layers per token), served with production's very configuration
@@ -353,20 +371,14 @@ def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(st
         return answer.json()["choices"][0]["message"]["content"]
 
     config, first, _ = production_load
-    v = demo_hub["variants"]["deep"]
-    pin = Pin("git", demo_hub["repo_path"], v["revision"], v["files"])
-    started = time.monotonic()
-    model_dir = fetch(pin, demo_hub["repo_path"], tmp_path / "home", file="staging", progress=lambda m: None)
-    server = VllmServer(model_dir.path, f"chat@{pin.short}", STAGING_SERVING, tmp_path / "server.log",
-                        progress=lambda m: None)
-    with server:
-        booted = time.monotonic()
-        result = run_load_stage(server, config, tmp_path / "candidate", production=first.details)
-        loaded = time.monotonic()
-        # it serves and answers (its answers match production's in exact arithmetic; float kernels over a different
-        # layer count promise no exact text, so the text is shown, not compared)
-        answers = greedy(server.endpoint), greedy(staging)
-        assert all(a.strip() for a in answers), answers
+    server, boot_s = deep_server
+    booted = time.monotonic()
+    result = run_load_stage(server, config, tmp_path / "candidate", production=first.details)
+    loaded = time.monotonic()
+    # it serves and answers (its answers match production's in exact arithmetic; float kernels over a different
+    # layer count promise no exact text, so the text is shown, not compared)
+    answers = greedy(server.endpoint), greedy(staging)
+    assert all(a.strip() for a in answers), answers
     comparison = result.details["baseline"]
     assert comparison["status"] == "compared", comparison  # same hardware, same serving configuration
     assert result.details["fingerprint"]["serving"] == first.details["fingerprint"]["serving"]
@@ -388,8 +400,163 @@ def test_load_a_really_slower_candidate_on_the_same_configuration_is_rejected(st
     with capsys.disabled():
         rate_line = slo.comparison_lines(result.details["rate_levels"], comparison)[0]
         print(f"\nload, slower candidate (deep, same serving configuration): {line}\n  {rate_line}\n"
-              f"  fetch and boot {booted - started:.0f} s, load run {loaded - booted:.0f} s\n"
+              f"  fetch and boot {boot_s:.0f} s, load run {loaded - booted:.0f} s\n"
               f"  deep answered {answers[0]!r}, production {answers[1]!r}")
+
+
+WATCH_W = 20  # seconds per judged window: ~20 arrivals at 1 req/s
+WATCH_MODEL = "smollm2-watch-e2e"
+
+
+class Traffic:
+    """Production's clients: chat requests at a fixed rate to one endpoint, each in its own thread (not waiting for
+    the previous answer), until `switch` sends them elsewhere or `stop`. Requests still open at `stop` are left to
+    finish or fail on their own; `answered` and `failed` count those that ended."""
+
+    def __init__(self, endpoint, rate: float = 1.0) -> None:
+        import threading
+
+        self.endpoint, self.rate, self.lock = endpoint, rate, threading.Lock()
+        self.sent: dict[str, int] = {}
+        self.answered: dict[str, int] = {}
+        self.failed: list[str] = []
+        self.done = threading.Event()
+        self.loop = threading.Thread(target=self._run, daemon=True)
+        self.loop.start()
+
+    def _ask(self, endpoint) -> None:
+        import httpx
+
+        body = {"model": endpoint.served_name, "temperature": 0, "max_tokens": 16,
+                "messages": [{"role": "user", "content": "Where is my parcel? Order 10442."}]}
+        try:
+            httpx.post(f"{endpoint.base_url}/v1/chat/completions", json=body, headers=endpoint.headers(),
+                       timeout=300).raise_for_status()
+            with self.lock:
+                self.answered[endpoint.served_name] = self.answered.get(endpoint.served_name, 0) + 1
+        except Exception as exc:  # noqa: BLE001 - counted and shown by the test
+            if not self.done.is_set():
+                with self.lock:
+                    self.failed.append(f"{endpoint.served_name}: {type(exc).__name__}: {exc}")
+
+    def _run(self) -> None:
+        import threading
+        import time
+
+        next_at = time.monotonic()
+        while not self.done.is_set():
+            with self.lock:
+                endpoint = self.endpoint
+                self.sent[endpoint.served_name] = self.sent.get(endpoint.served_name, 0) + 1
+            threading.Thread(target=self._ask, args=(endpoint,), daemon=True).start()
+            next_at += 1 / self.rate
+            self.done.wait(max(0.0, next_at - time.monotonic()))
+
+    def switch(self, endpoint) -> None:
+        with self.lock:
+            self.endpoint = endpoint
+
+    def stop(self) -> None:
+        self.done.set()
+        self.loop.join()
+
+
+def test_watch_rolls_back_a_slower_promoted_version_on_real_vllm_metrics(staging_server, deep_server, demo_hub,
+                                                                       mlflow_server, tmp_path, capsys):
+    """After promotion, on the real stack: a real Prometheus scrapes the two real vLLM servers (`instruct`, then
+    `deep`: the same answers, three times the layers) while production's clients send a request a second. A team's
+    real release: `instruct` v1 promoted, `deep` v2 gated and approved; the clients move to `deep` when v2 is
+    promoted, as a rollout would. `deep` cannot keep up: it finishes fewer requests than arrive. Two whole windows
+    later: with Prometheus stopped, `modelgate watch` is exit 3 and rolls nothing back; Prometheus started again
+    (its TSDB kept), watch judges both windows degraded against v1's window before the promotion, at the same
+    arrival rate (requests counted when they arrive), on the backlog deep piles up (unfinished share) and its
+    latency (vLLM's own histograms), and auto_rollback rolls back to v1 as `modelgate-watch`: the alias returns,
+    the sealed trail holds the rollback with the evidence as its reason, v2's promotion run the judgement."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.config.release import load_release
+    from pipeline.core.result import StageResult, Status
+    from pipeline.gate.run import run_gate
+    from pipeline.releasing import chain
+    from tests.support.git import AUTHOR, commit_all
+    from tests.support.prometheus import PrometheusServer
+    from tests.support.signing import KEY, trusted_signing
+    from tests.support.team import alias, approve, modelgate, promote
+
+    deep, _ = deep_server
+    team = tmp_path / "team"
+    sections = {"promotion": {"release_managers": ["alice", "bob", "modelgate-watch"], "approvals_required": 1,
+                              "auto_rollback": {"enabled": True, "consecutive_windows": 2}},
+                "signing": trusted_signing(),
+                # the latency SLOs out of reach: what decides is the backlog and the previous version's window
+                "gates": {"load": {"slo": {"p95_e2el_ms": 600000, "p95_ttft_ms": 600000}, "regression_pct": 50}},
+                "watch": {"window_s": WATCH_W, "min_requests": 10, "alert_for_s": 0}}
+    versions = {}
+    for variant in ("instruct", "deep"):
+        config = write_demo_release(team, demo_hub, variant, model=WATCH_MODEL, **sections)
+        commit_all(team, f"pin {variant}")
+        report = run_gate(load_release(config), home=team / ".modelgate", tracking_uri=mlflow_server, author=AUTHOR,
+                          stages=(("format", lambda ctx: StageResult("format", Status.PASSED)),), signer=KEY.signer())
+        versions[variant] = report.tracking.model_version
+        assert approve(config, mlflow_server, versions[variant]).returncode == 0
+        if variant == "instruct":
+            assert promote(config, mlflow_server, versions[variant]).returncode == 0
+    v1, v2 = versions["instruct"], versions["deep"]
+    prometheus = PrometheusServer(tmp_path, *(s.endpoint.base_url.removeprefix("http://")
+                                              for s in (staging_server, deep))).start()
+    traffic = Traffic(staging_server.endpoint)
+    try:
+        time.sleep(WATCH_W + 4)  # a whole window of v1's traffic before the promotion
+        promoted = promote(config, mlflow_server, v2)
+        traffic.switch(deep.endpoint)
+        assert promoted.returncode == 0, promoted.stderr
+        promoted_at = time.monotonic()
+        time.sleep(2 * WATCH_W + 4)  # two whole windows of v2's traffic
+        prometheus.stop()
+        unreachable = modelgate(config, mlflow_server, "watch", "--prometheus-url", prometheus.url)
+        production_while_down = alias(mlflow_server, WATCH_MODEL, "production")
+        prometheus.start()
+        t0 = time.monotonic()
+        watched = modelgate(config, mlflow_server, "watch", "--prometheus-url", prometheus.url)
+        watch_s = time.monotonic() - t0
+        watched_after_s = time.monotonic() - promoted_at
+    finally:
+        traffic.stop()
+        prometheus.stop()
+        deep.stop()  # its last user: no idle server beside staging for the rest of the module
+    assert traffic.failed == [], traffic.failed[:3]
+    down = unreachable.stdout + unreachable.stderr
+    assert unreachable.returncode == 3 and "did not answer" in unreachable.stderr, down
+    assert production_while_down == v2 and "rolled back" not in unreachable.stdout
+    out = watched.stdout + watched.stderr
+    assert watched.returncode == 1, out  # degraded
+    assert f"rolled back to v{v1}" in watched.stdout, out
+    assert alias(mlflow_server, WATCH_MODEL, "production") == v1
+    assert "auto_rollback: 2 consecutive degraded windows: rolling back as modelgate-watch" in out
+    log = chain.audit_log(load_release(config), mlflow_server)
+    (ev,) = log.events(WATCH_MODEL, event="rollback")
+    assert ev.verified and ev.actor == "modelgate-watch" and (ev.version, ev.from_version) == (v1, v2)
+    assert ev.reason.startswith(f"modelgate watch: 2 consecutive degraded window(s) of {deep.served_name}: ")
+    assert "p95_e2el_ms=" in ev.reason and "regresses above +50%" in ev.reason, ev.reason
+    # both windows compared with v1's at the same arrival rate (requests counted when they arrive), and the backlog
+    # deep added judged beside its latency (degraded when it fell far enough behind: how far depends on this
+    # machine's speed, so it is shown, not asserted)
+    judged = [line.split("watch: ", 1)[1] for line in watched.stderr.splitlines()  # "[  12.3s] watch: <line>"
+              if "watch: window " in line or "watch:   unfinished_share: " in line]
+    windows = [line for line in judged if line.startswith("window ")]
+    assert len(windows) == 2 and all(f"DEGRADED; vs {staging_server.served_name} before the promotion" in w
+                                     for w in windows), judged
+    assert sum("unfinished_share:" in line for line in judged) == 2, judged
+    promotion = next(e for e in log.events(WATCH_MODEL, event="promote") if e.version == v2)
+    run = MlflowClient(tracking_uri=mlflow_server).get_run(promotion.run_id)
+    assert run.data.metrics["watch.status_degraded"] == 1.0  # the judgement, recorded on v2's promotion
+    with capsys.disabled():
+        print(f"\nwatch on real vLLM: sent at 1 req/s {traffic.sent}, answered {traffic.answered}; v{v2} promoted, "
+              f"Prometheus stopped {2 * WATCH_W + 4} s later: exit {unreachable.returncode}, production stayed "
+              f"v{production_while_down}; started again, watch at {watched_after_s:.0f} s after the promotion took "
+              f"{watch_s:.1f} s: rolled back to v{v1}\n  " + "\n  ".join(judged) + f"\n  reason: {ev.reason[:1500]}")
 
 
 def test_prefix_cached_multiple_choice_scoring_decides_every_item_as_lm_evals_echo_path(staging_server, tmp_path,
