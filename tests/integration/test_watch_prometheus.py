@@ -27,6 +27,7 @@ from pipeline.watch import alerts, judge
 from pipeline.watch.prom import Prometheus
 from pipeline.watch.run import Production, judge_windows, should_roll_back, watch
 from tests.support.cli import run_in_process
+from tests.support.ghfake.fixtures import FAKE_REPO
 from tests.support.git import git
 from tests.support.prometheus import binary
 from tests.support.releases import write_release
@@ -51,10 +52,12 @@ def _alert_values(prom: Prometheus, release, at: float) -> dict[str, float | Non
 TEAM_V1, TEAM_V2 = f"chat@{revision(1)[:12]}", f"chat@{revision(2)[:12]}"
 
 
-def _team(root, uri):
-    """A team (real git, signed gates, sealed audit) with watch and auto_rollback after 2 degraded windows in its
-    release.yaml, `modelgate-watch` among its release managers; v1 released, v2 gated and approved."""
-    config = make_team(root, "it-watch-real-promotion")
+def _team(root, uri, github):
+    """A team (real git, signed gates, sealed audit, GitHub deployments to the fake GitHub `github`) with watch and
+    auto_rollback after 2 degraded windows in its release.yaml, `modelgate-watch` among its release managers; v1
+    released, v2 gated and approved."""
+    config = make_team(root, "it-watch-real-promotion", github={"repository": FAKE_REPO, "api_url": github.url,
+                                                                "environment": "production"})
     data = yaml.safe_load(config.read_text())
     data["gates"] = {"load": {"slo": SLO, "regression_pct": 20}}
     data["watch"] = {"window_s": W, "min_requests": 20, "alert_for_s": 0}
@@ -73,7 +76,7 @@ def _watch(team, uri, url, *extra):
 
 
 @pytest.fixture(scope="module")
-def scenario(prometheus, mlflow_server, tmp_path_factory):
+def scenario(prometheus, mlflow_server, github_fake_server, tmp_path_factory):
     """The timeline, run once: W+4 s of the previous version, the promotion, W+2 s healthy, W s degraded; each
     phase judged at its end (consecutive_windows 2 with auto_rollback on). The team's versions are served beside
     the stand-ins (v1 until its successor's promotion finished): `modelgate watch` after the healthy phase, watch's
@@ -81,12 +84,23 @@ def scenario(prometheus, mlflow_server, tmp_path_factory):
     then W s more degraded, so that two whole windows are: `modelgate watch` with Prometheus unreachable (exit 3),
     then `modelgate watch` (the rollback)."""
     server, exporter = prometheus
+    github = github_fake_server
+    github.reset()
+    github.state.add_repo(FAKE_REPO)
+    with pytest.MonkeyPatch.context() as env:  # what the promote, rollback and watch workflows hold
+        env.setenv("GITHUB_TOKEN", github.token)
+        yield _timeline(server, exporter, mlflow_server, github, tmp_path_factory)
+    violations, github.violations[:] = list(github.violations), []
+    assert not violations, "requests GitHub's OpenAPI description does not allow:\n" + "\n".join(violations)
+
+
+def _timeline(server, exporter, mlflow_server, github, tmp_path_factory):
     release = _release(tmp_path_factory.mktemp("watch"), auto_rollback={"enabled": True, "consecutive_windows": 2})
     prom = Prometheus(server.url)
     start = time.monotonic()
     exporter.set(PREVIOUS, 20)
     exporter.set(TEAM_V1, 20)
-    team, v1, v2 = _team(tmp_path_factory.mktemp("watch-team") / "team", mlflow_server)
+    team, v1, v2 = _team(tmp_path_factory.mktemp("watch-team") / "team", mlflow_server, github)
     uri = mlflow_server
     time.sleep(max(0.0, W + 4 - (time.monotonic() - start)))  # a whole window of traffic after the first scrape
     promoted_at = time.time()
@@ -118,7 +132,10 @@ def scenario(prometheus, mlflow_server, tmp_path_factory):
     production_after_unreachable = alias(uri, model_of(team), "production")
     watch_rollback = _watch(team, uri, server.url)
     exporter.set(TEAM_V2, 0)
-    return {"release": release, "prom": prom, "healthy": healthy, "degraded": degraded, "lines": lines,
+    deployments = [{**d, "statuses": [st["state"] for st in github.state.deployment_statuses.get(d["id"], [])]}
+                   for d in github.state.deployments_in(FAKE_REPO)]
+    return {"release": release, "deployments": deployments, "github_token": github.token,
+            "prom": prom, "healthy": healthy, "degraded": degraded, "lines": lines,
             "alerts_healthy": alerts_healthy, "alerts_degraded": alerts_degraded, "prod": prod, "t2": t2,
             "team": team, "uri": uri, "v1": v1, "v2": v2, "watch_healthy": watch_healthy, "watch_once": watch_once,
             "once_lines": once_lines, "unreachable": unreachable,
@@ -313,6 +330,14 @@ def test_consecutive_degraded_windows_roll_a_real_promotion_back_as_modelgate_wa
     history = modelgate(team, uri, "history").stdout
     assert f"rollback  v{v1} from v{v2} by modelgate-watch: modelgate watch: 2 consecutive" in history
     assert "UNVERIFIED" not in history
+    # GitHub: the rollback is a deployment of v1 to production, as the command's (fake GitHub, OpenAPI-checked)
+    deployments = scenario["deployments"]
+    assert [(d["payload"]["action"], d["payload"]["version"]) for d in deployments] == \
+        [("promote", v1), ("promote", v2), ("rollback", v1)], deployments
+    last = deployments[-1]
+    assert last["environment"] == "production" and last["statuses"] == ["success"]
+    assert last["payload"]["revision"] == revision(1)
+    assert scenario["github_token"] not in proc.stdout + proc.stderr + ev.reason
 
 
 def test_a_version_that_cannot_keep_up_is_judged_at_its_arrivals_on_real_prometheus(prometheus, tmp_path):
