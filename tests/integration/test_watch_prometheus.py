@@ -232,9 +232,14 @@ def test_generated_rules_pass_promtool_and_the_argo_template_asks_the_same_queri
 
 
 def test_a_prometheus_answer_reaches_watch_through_the_http_api(prometheus):
+    """Prometheus lists its scrape target (it may take a moment after /-/ready: discovery runs on its own, and in
+    a shuffled order this test can be the module's first) as up or not yet scraped."""
     server, _ = prometheus
-    assert httpx.get(f"{server.url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"][0]["health"] in (
-        "up", "unknown")
+    deadline = time.monotonic() + 30
+    while not (targets := httpx.get(f"{server.url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]):
+        assert time.monotonic() < deadline, "Prometheus listed no scrape target within 30 s"
+        time.sleep(0.2)
+    assert targets[0]["health"] in ("up", "unknown")
 
 
 def _audit(scenario):
