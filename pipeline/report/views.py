@@ -109,7 +109,8 @@ def baseline_line(report: GateReport) -> str | None:
             if base is None:
                 return "baseline: none (first release): absolute floors only"
             changed = ", ".join(base["changed"])
-            # reports written before only the stale metrics were re-evaluated have no `reevaluated_metrics`: all were
+            # reports written before only the stale metrics were re-evaluated have no `reevaluated_metrics`: there
+            # every metric was re-evaluated
             redone = base.get("reevaluated_metrics")
             kept = {m["name"] for m in stage.details.get("metrics") or []} - set(redone or [])
             if not base["reevaluated"]:

@@ -115,9 +115,10 @@ def _latency(name: str, after: dict[str, Any], before: dict[str, Any] | None, li
     return sig
 
 
-def _lower_bound(p: float, n: float, release: Release) -> float:
-    """The one-sided 1 - gates.alpha lower bound of a share p of n (normal approximation)."""
-    return p - _z(1 - release.alpha) * math.sqrt(min(max(p * (1 - p), 0.0), 0.25) / max(n, 1))
+def _share_variance(p: float, n: float) -> float:
+    """The variance of a share p of n requests (normal approximation; p(1-p) kept within [0, 1/4], as a share outside
+    [0, 1] can be: a draining window's unfinished share is negative)."""
+    return min(max(p * (1 - p), 0.0), 0.25) / max(n, 1)
 
 
 def _share(name: str, after: dict[str, Any], before: dict[str, Any] | None, limit: float | None,
@@ -127,24 +128,21 @@ def _share(name: str, after: dict[str, Any], before: dict[str, Any] | None, limi
     increase above watch.max_share_increase."""
     sig = Signal(name, after.get(name), HEALTHY, query=after["queries"].get(name, ""))
     n1 = after.get(of) or 0.0
+    z = _z(1 - release.alpha)
     if bounded_limit and sig.value is not None and limit is not None:
-        lower = _lower_bound(sig.value, n1, release)
+        lower = sig.value - z * math.sqrt(_share_variance(sig.value, n1))
         if lower > limit:
             sig.status = DEGRADED
         sig.evidence.append(f"SLO {limit:g}: at least {lower:.3f} with {100 * (1 - release.alpha):g}% confidence "
                             f"of {n1:.0f} requests: {'above' if lower > limit else 'within'}")
     else:
-        _against_slo(sig, limit)
+        _against_slo(sig, limit)  # no value: no data
     if sig.value is None:
-        sig.status = NO_DATA
         return sig
     if before is not None and before.get(name) is not None:
         p1 = sig.value
         p0, n0 = before[name], before.get(of) or 0.0
-        z = _z(1 - release.alpha)
-        se = math.sqrt(min(max(p1 * (1 - p1), 0.0), 0.25) / max(n1, 1)
-                       + min(max(p0 * (1 - p0), 0.0), 0.25) / max(n0, 1))
-        lower = (p1 - p0) - z * se
+        lower = (p1 - p0) - z * math.sqrt(_share_variance(p1, n1) + _share_variance(p0, n0))
         limit_inc = release.watch.max_share_increase
         if lower > limit_inc:
             sig.status = DEGRADED
