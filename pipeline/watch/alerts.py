@@ -1,6 +1,6 @@
 """`modelgate alerts`: Prometheus alerting rules from release.yaml's SLOs (gates.load.slo's p95 latencies,
-watch.max_failed_share, watch.max_queue), over vLLM's metrics of the served name production serves; and the same
-queries as an Argo Rollouts AnalysisTemplate (`--format argo`).
+watch.max_failed_share, watch.max_unfinished_share, watch.max_queue), over vLLM's metrics of the served name
+production serves; and the same queries as an Argo Rollouts AnalysisTemplate (`--format argo`).
 
 Each SLO is one `Limit`: a query whose value is compared with the limit. An alert fires when the value is above
 it for watch.alert_for_s; an analysis run's measurement succeeds when it is at or below it, or when there is no
@@ -42,6 +42,10 @@ def limits(release: Release, served_name: str) -> list[Limit]:
     out.append(Limit("watch.max_failed_share", "ModelgateFailedShareAboveSlo",
                      promql.share(served_name, w, promql.FAILED_REASONS), float(release.watch.max_failed_share),
                      "share of requests finished aborted or in error"))
+    # the point estimate (watch judges its lower confidence bound): a version that cannot keep up fires it
+    out.append(Limit("watch.max_unfinished_share", "ModelgateUnfinishedShareAboveSlo",
+                     promql.unfinished_share(served_name, w), float(release.watch.max_unfinished_share),
+                     "share of the arrived requests still unfinished (the backlog the window added)"))
     if release.watch.max_queue is not None:
         out.append(Limit("watch.max_queue", "ModelgateQueueAboveSlo", promql.queue_max(served_name, w),
                          float(release.watch.max_queue), "most requests waiting"))

@@ -200,10 +200,12 @@ def test_an_unreachable_prometheus_is_an_infrastructure_error(tmp_path):
 def test_the_alert_queries_evaluate_on_real_prometheus_within_then_above_the_limits(scenario):
     healthy, degraded = scenario["alerts_healthy"], scenario["alerts_degraded"]
     assert set(healthy) == {"ModelgateP95E2eLatencyAboveSlo", "ModelgateP95TimeToFirstTokenAboveSlo",
-                            "ModelgateFailedShareAboveSlo"}
+                            "ModelgateFailedShareAboveSlo", "ModelgateUnfinishedShareAboveSlo"}
     assert healthy["ModelgateP95E2eLatencyAboveSlo"] < 3000 < degraded["ModelgateP95E2eLatencyAboveSlo"]
     assert healthy["ModelgateP95TimeToFirstTokenAboveSlo"] < 800 < degraded["ModelgateP95TimeToFirstTokenAboveSlo"]
     assert healthy["ModelgateFailedShareAboveSlo"] == 0 == degraded["ModelgateFailedShareAboveSlo"]
+    # slower answers, the same arrivals finished: no backlog piled up in either phase
+    assert all(abs(phase["ModelgateUnfinishedShareAboveSlo"]) < 0.2 for phase in (healthy, degraded))
     # the rules' own expressions: nothing in the healthy phase, the latency alerts in the degraded one
     rules = alerts.rules(scenario["release"], CURRENT)["groups"][0]["rules"]
     prom, t2 = scenario["prom"], scenario["t2"]
@@ -218,7 +220,7 @@ def test_generated_rules_pass_promtool_and_the_argo_template_asks_the_same_queri
     done = run_in_process("alerts", "--config", str(config), "--served-name", CURRENT, "--output", str(out))
     assert done.returncode == 0, done.stderr
     check = subprocess.run([binary("promtool"), "check", "rules", str(out)], capture_output=True, text=True)
-    assert check.returncode == 0 and "SUCCESS: 5 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "SUCCESS: 6 rules found" in check.stdout, check.stdout + check.stderr
     rules = yaml.safe_load(out.read_text())["groups"][0]["rules"]
     argo = run_in_process("alerts", "--config", str(config), "--served-name", CURRENT, "--format", "argo")
     template = yaml.safe_load(argo.stdout)
@@ -373,3 +375,10 @@ def test_a_version_that_cannot_keep_up_is_judged_at_its_arrivals_on_real_prometh
     sig = next(s for s in j.signals if s.name == "unfinished_share")
     assert "vllm:num_requests_running" in sig.query and "offset 6s" in sig.query
     assert sig.evidence[0].startswith("SLO 0.25: at least") and sig.evidence[1].endswith("regressed")
+    # the alerting rule asks the same question: it fires for the slower version, not for the previous one
+    rule = next(r for r in alerts.rules(release, slower)["groups"][0]["rules"]
+                if r["alert"] == "ModelgateUnfinishedShareAboveSlo")
+    assert prom.query(rule["expr"], at) and rule["labels"]["served_name"] == slower
+    previous_rule = next(r for r in alerts.rules(release, previous)["groups"][0]["rules"]
+                         if r["alert"] == "ModelgateUnfinishedShareAboveSlo")
+    assert not prom.query(previous_rule["expr"], at)
