@@ -413,10 +413,12 @@ class Traffic:
     the previous answer), until `switch` sends them elsewhere or `stop`. Requests still open at `stop` are left to
     finish or fail on their own; `answered` and `failed` count those that ended."""
 
-    def __init__(self, endpoint, rate: float = 1.0) -> None:
+    def __init__(self, endpoint, rate: float = 1.0, prompt: str = "Where is my parcel? Order 10442.",
+                 max_tokens: int = 16) -> None:
         import threading
 
         self.endpoint, self.rate, self.lock = endpoint, rate, threading.Lock()
+        self.prompt, self.max_tokens = prompt, max_tokens
         self.sent: dict[str, int] = {}
         self.answered: dict[str, int] = {}
         self.failed: list[str] = []
@@ -427,8 +429,8 @@ class Traffic:
     def _ask(self, endpoint) -> None:
         import httpx
 
-        body = {"model": endpoint.served_name, "temperature": 0, "max_tokens": 16,
-                "messages": [{"role": "user", "content": "Where is my parcel? Order 10442."}]}
+        body = {"model": endpoint.served_name, "temperature": 0, "max_tokens": self.max_tokens,
+                "messages": [{"role": "user", "content": self.prompt}]}
         try:
             httpx.post(f"{endpoint.base_url}/v1/chat/completions", json=body, headers=endpoint.headers(),
                        timeout=300).raise_for_status()
@@ -557,6 +559,92 @@ def test_watch_rolls_back_a_slower_promoted_version_on_real_vllm_metrics(staging
               f"Prometheus stopped {2 * WATCH_W + 4} s later: exit {unreachable.returncode}, production stayed "
               f"v{production_while_down}; started again, watch at {watched_after_s:.0f} s after the promotion took "
               f"{watch_s:.1f} s: rolled back to v{v1}\n  " + "\n  ".join(judged) + f"\n  reason: {ev.reason[:1500]}")
+
+
+EOS_WATCH_MODEL = "smollm2-watch-eos-e2e"
+# instruct answers "The capital of France is Paris." (8 tokens) and stops; `eos` talks on to max_tokens (measured:
+# "Say hello." or "Thanks!" run to 24 tokens even on instruct, so they could not tell the two apart)
+SHORT_ANSWER = "What is the capital of France?"
+
+
+def test_watch_rolls_back_a_version_whose_answers_run_to_max_tokens_on_its_length_share(staging_server, demo_hub,
+                                                                                         mlflow_server, tmp_path,
+                                                                                         capsys):
+    """The second real-stack case: `eos` (the end-of-turn token is no longer the eos: it talks on past the end of
+    its answer to max_tokens) promoted after `instruct`, served with production's configuration; production's
+    clients ask a question with a short answer (max_tokens 24). Both windows after the promotion are degraded on
+    the share of requests that finished by length (vLLM's `finished_reason="length"`), against v1's window before
+    the promotion, and auto_rollback rolls back to v1 as `modelgate-watch` with that evidence."""
+    import time
+
+    from pipeline.config.release import load_release
+    from pipeline.core.result import StageResult, Status
+    from pipeline.gate.run import run_gate
+    from pipeline.releasing import chain
+    from tests.support.git import AUTHOR, commit_all
+    from tests.support.prometheus import PrometheusServer
+    from tests.support.signing import KEY, trusted_signing
+    from tests.support.team import alias, approve, modelgate, promote
+
+    team = tmp_path / "team"
+    sections = {"promotion": {"release_managers": ["alice", "modelgate-watch"], "approvals_required": 1,
+                              "auto_rollback": {"enabled": True, "consecutive_windows": 2}},
+                "signing": trusted_signing(),
+                "gates": {"load": {"slo": {"p95_e2el_ms": 600000, "p95_ttft_ms": 600000}, "regression_pct": 50}},
+                "watch": {"window_s": WATCH_W, "min_requests": 10, "alert_for_s": 0}}
+    versions = {}
+    for variant in ("instruct", "eos"):
+        config = write_demo_release(team, demo_hub, variant, model=EOS_WATCH_MODEL, **sections)
+        commit_all(team, f"pin {variant}")
+        report = run_gate(load_release(config), home=team / ".modelgate", tracking_uri=mlflow_server, author=AUTHOR,
+                          stages=(("format", lambda ctx: StageResult("format", Status.PASSED)),), signer=KEY.signer())
+        versions[variant] = report.tracking.model_version
+        assert approve(config, mlflow_server, versions[variant]).returncode == 0
+        if variant == "instruct":
+            assert promote(config, mlflow_server, versions[variant]).returncode == 0
+    v1, v2 = versions["instruct"], versions["eos"]
+    v = demo_hub["variants"]["eos"]
+    pin = Pin("git", demo_hub["repo_path"], v["revision"], v["files"])
+    home = tmp_path / "eos"
+    booted = time.monotonic()
+    model_dir = fetch(pin, demo_hub["repo_path"], home, file="staging", progress=lambda m: None)
+    with VllmServer(model_dir.path, f"chat@{pin.short}", STAGING_SERVING, home / "server.log",
+                    progress=lambda m: None) as eos:  # its Endpoint
+        boot_s = time.monotonic() - booted
+        prometheus = PrometheusServer(tmp_path, *(e.base_url.removeprefix("http://")
+                                                  for e in (staging_server.endpoint, eos))).start()
+        traffic = Traffic(staging_server.endpoint, prompt=SHORT_ANSWER, max_tokens=24)
+        try:
+            time.sleep(WATCH_W + 4)  # a whole window of v1's traffic before the promotion
+            promoted = promote(config, mlflow_server, v2)
+            traffic.switch(eos)
+            assert promoted.returncode == 0, promoted.stderr
+            time.sleep(2 * WATCH_W + 4)  # two whole windows of v2's traffic
+            t0 = time.monotonic()
+            watched = modelgate(config, mlflow_server, "watch", "--prometheus-url", prometheus.url)
+            watch_s = time.monotonic() - t0
+        finally:
+            traffic.stop()
+            prometheus.stop()
+    assert traffic.failed == [], traffic.failed[:3]
+    out = watched.stdout + watched.stderr
+    assert watched.returncode == 1, out  # degraded
+    assert f"rolled back to v{v1}" in watched.stdout and alias(mlflow_server, EOS_WATCH_MODEL, "production") == v1, out
+    judged = [line.split("watch: ", 1)[1] for line in watched.stderr.splitlines() if "watch: " in line]
+    windows = [line for line in judged if line.startswith("window ")]
+    lengths = [line.strip() for line in judged if line.strip().startswith("length_share: ")]
+    assert len(windows) == 2 and all(f"DEGRADED; vs {staging_server.served_name} before the promotion" in w
+                                     for w in windows), judged
+    # every answer of eos ran to max_tokens; v1's stopped on their own: the length share is what is degraded
+    assert len(lengths) == 2 and all(float(line.split(": ")[1]) >= 0.9 and ": degraded (" in line
+                                     for line in lengths), lengths
+    (ev,) = chain.audit_log(load_release(config), mlflow_server).events(EOS_WATCH_MODEL, event="rollback")
+    assert ev.verified and ev.actor == "modelgate-watch" and (ev.version, ev.from_version) == (v1, v2)
+    assert "length_share=" in ev.reason, ev.reason
+    with capsys.disabled():
+        print(f"\nwatch on real vLLM, eos: fetch and boot {boot_s:.0f} s; sent at 1 req/s {traffic.sent}, answered "
+              f"{traffic.answered}; watch took {watch_s:.1f} s: rolled back to v{v1}\n  " + "\n  ".join(judged)
+              + f"\n  reason: {ev.reason[:1200]}")
 
 
 def test_prefix_cached_multiple_choice_scoring_decides_every_item_as_lm_evals_echo_path(staging_server, tmp_path,
