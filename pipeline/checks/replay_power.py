@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pipeline.checks import power as pw
 from pipeline.checks.stats import MetricComparison
+from pipeline.core.decision import Decision
 
 Flag = Literal["no power", "low power"]
 
@@ -80,6 +81,39 @@ class CheckPower:
         passes = d.get("production_passes")
         return cls(check=check, n=int(d.get("n") or 0), production_passes=None if passes is None else int(passes),
                    mde=d.get("mde"), break_power=d.get("break_power"), power=float(d.get("power") or pw.POWER))
+
+
+@dataclass(frozen=True)
+class ReplayCheck:
+    """One replay check as the report shows it (a replay stage's `per_check` entry): the candidate's and
+    production's pass rates side by side, the verdict and the check's power."""
+
+    candidate: float | None
+    production: float | None  # None: no production answers (absolute floors only)
+    verdict: Decision
+    power: CheckPower
+
+    @property
+    def check(self) -> str:
+        return self.power.check
+
+    @classmethod
+    def of(cls, comparison: MetricComparison, power: CheckPower) -> ReplayCheck:
+        return cls(comparison.candidate_mean, comparison.baseline_mean, comparison.verdict, power)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"candidate": self.candidate, "production": self.production, "verdict": self.verdict,
+                **self.power.to_dict()}
+
+    @classmethod
+    def from_dict(cls, check: str, d: Mapping[str, Any]) -> ReplayCheck:
+        return cls(d.get("candidate"), d.get("production"), Decision(d["verdict"]), CheckPower.from_dict(check, d))
+
+    def production_shown(self) -> str:
+        """Production's passes ('29 of 31 (93.5%)'); reports before the power was stated: its pass rate."""
+        if self.power.production_passes is not None:
+            return self.power.production_line()
+        return "-" if self.production is None else f"{self.production:.1%}"
 
 
 def check_power(check: str, comparison: MetricComparison, production: Sequence[float] | None,

@@ -17,8 +17,8 @@ sensitivity (power.py): the smallest drop it detects with 80% power, and whether
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -186,9 +186,29 @@ class MetricComparison:
     discordance: float | None = None  # discordant-pair rate (binary; its upper bound when none was observed)
     sd_diff: float | None = None  # sd of per-item differences (continuous; likewise)
     items_needed: int | None = None  # paired items the margin needs for `power` at this spread
+    power_flag: str | None = None  # a replay check's: "no power" | "low power" (checks/replay_power.py)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The row report.json and comparison.csv hold (`power_flag` only where a replay check set it)."""
+        row = asdict(self)
+        if row["power_flag"] is None:
+            del row["power_flag"]
+        return row
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> MetricComparison:
+        """A row as a report holds it. Rows written before a field existed (`kind`, the sensitivity, the power
+        flag) read with its default, or None; a malformed row is a KeyError or ValueError."""
+        values: dict[str, Any] = {f.name: None for f in fields(cls)
+                                  if f.default is MISSING and f.default_factory is MISSING}
+        values.update({k: v for k, v in row.items() if k in _FIELDS})
+        values["power_flag"] = row.get("power_flag") or row.get("flag")
+        return cls(**{**values, "name": str(row["name"]), "verdict": Decision(row["verdict"]),
+                      "kind": str(values["kind"] or ""), "n": int(values["n"] or 0),
+                      "reasons": [str(r) for r in row.get("reasons") or ()]})
+
+
+_FIELDS = frozenset(f.name for f in fields(MetricComparison))
 
 
 _EXPLAIN = {

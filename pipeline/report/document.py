@@ -36,6 +36,7 @@ from pipeline.core.result import StageResult
 from pipeline.core.rundir import REPORT_FILE, RunDir
 from pipeline.core.verdict import VERDICTS, Verdict
 from pipeline.errors import InfraError
+from pipeline.report.load import Knee, LoadLevel, LoadResults
 from pipeline.util.secrets import redact, redact_data
 
 SCHEMA_VERSION = 1
@@ -147,56 +148,6 @@ class Tracking:
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
-
-
-@dataclass(frozen=True)
-class Knee:
-    """The load stage's knee search: the highest request rate within every SLO (`rate`, None: none was) and the
-    first failing one (`first_failing`, None: none failed), why the search stopped, its steps (level rows with
-    `within_slo`) and `min_rate` (the gate's floor, None: reported only)."""
-
-    rate: float | None
-    first_failing: float | None
-    stopped: str
-    steps: tuple[dict[str, Any], ...]
-    elapsed_s: float
-    min_rate: float | None = None
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Knee:
-        return cls(rate=d.get("rate"), first_failing=d.get("first_failing"), stopped=str(d.get("stopped") or ""),
-                   steps=tuple(d.get("steps") or ()), elapsed_s=float(d.get("elapsed_s") or 0.0),
-                   min_rate=d.get("min_rate"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rate": self.rate, "first_failing": self.first_failing, "stopped": self.stopped,
-                "steps": list(self.steps), "elapsed_s": self.elapsed_s, "min_rate": self.min_rate}
-
-
-@dataclass(frozen=True)
-class LoadResults:
-    """The load stage's results as the renderings read them: concurrency levels, request-rate levels (both level
-    rows of the stage's details, with `goodput` where measured), the knee, the goodput limits (ms, vLLM's names)
-    and the goodput-limited cost. Reports from before rate levels: no rate levels, no knee."""
-
-    levels: tuple[dict[str, Any], ...] = ()
-    rate_levels: tuple[dict[str, Any], ...] = ()
-    knee: Knee | None = None
-    goodput_limits_ms: dict[str, float] = field(default_factory=dict)
-    cost_per_1m_output_tokens: float | None = None
-    price_per_hour: float | None = None
-
-    @classmethod
-    def from_details(cls, d: Mapping[str, Any]) -> LoadResults:
-        knee = d.get("knee")
-        return cls(levels=tuple(d.get("levels") or ()), rate_levels=tuple(d.get("rate_levels") or ()),
-                   knee=Knee.from_dict(knee) if isinstance(knee, Mapping) else None,
-                   goodput_limits_ms=dict(d.get("goodput_limits_ms") or {}),
-                   cost_per_1m_output_tokens=d.get("cost_per_1m_output_tokens"), price_per_hour=d.get("price_per_hour"))
-
-    @property
-    def measured(self) -> bool:
-        return bool(self.levels or self.rate_levels or (self.knee and self.knee.steps))
 
 
 @dataclass(frozen=True)
@@ -376,5 +327,5 @@ class GateReport:
         return path
 
 
-__all__ = ["REPORT_FILE", "SCHEMA_VERSION", "Candidate", "Environment", "GateReport", "Knee", "LoadResults",
-           "MalformedReport", "SourceControl", "Tracking"]
+__all__ = ["REPORT_FILE", "SCHEMA_VERSION", "Candidate", "Environment", "GateReport", "Knee", "LoadLevel",
+           "LoadResults", "MalformedReport", "SourceControl", "Tracking"]

@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline.checks import goodput, slo
-from pipeline.checks.replay_power import CheckPower
+from pipeline.checks.replay_power import CheckPower, ReplayCheck
+from pipeline.checks.stats import MetricComparison
 from pipeline.core.decision import Decision
-from pipeline.report.document import GateReport, LoadResults
+from pipeline.report.document import GateReport
+from pipeline.report.load import LoadLevel, LoadResults
 
 OUTPUT_LINES = 6  # first lines of a failing case's output shown
 OUTPUT_CHARS = 600
@@ -48,54 +49,55 @@ def _num(value: float | None, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def _metric_rows(report: GateReport) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def metric_comparisons(report: GateReport) -> list[MetricComparison]:
+    """Every stage's metric rows (compare's, replay's), typed."""
+    rows: list[MetricComparison] = []
     for stage in report.stages:
         metrics = stage.details.get("metrics")
-        rows += metrics if isinstance(metrics, list) else []
+        rows += [MetricComparison.from_dict(m) for m in metrics] if isinstance(metrics, list) else []
     return rows
 
 
-def _mde(m: dict[str, Any]) -> str:
+def _mde(m: MetricComparison) -> str:
     """The smallest drop detected with 80% power; marked when the margin is below it (reports before the
     sensitivity was stated have no `mde`: '-')."""
-    if m.get("mde") is None:
+    if m.mde is None:
         return "-"
-    return f"{m['mde']:.3f}" + (" underpowered" if m.get("underpowered") else "")
+    return f"{m.mde:.3f}" + (" underpowered" if m.underpowered else "")
 
 
 def comparison_rows(report: GateReport) -> list[list[str]]:
     """The per-metric table: metric, kind, baseline, candidate, delta, interval, margin, MDE, floor, n, verdict."""
     rows = []
-    for m in _metric_rows(report):
-        interval = "-" if m["lower"] is None else f"[{m['lower']:+.3f}, {m['upper']:+.3f}]"
-        rows.append([m["name"], str(m.get("kind") or "-"), _num(m["baseline_mean"]), _num(m["candidate_mean"]),
-                     _num(m["delta"], True), interval, "-" if m["margin"] is None else f"{m['margin']:g}", _mde(m),
-                     "-" if m["floor"] is None else f"{m['floor']:g}", str(m["n"]), _verdict(m["verdict"], m)])
+    for m in metric_comparisons(report):
+        interval = "-" if m.lower is None or m.upper is None else f"[{m.lower:+.3f}, {m.upper:+.3f}]"
+        rows.append([m.name, m.kind or "-", _num(m.baseline_mean), _num(m.candidate_mean),
+                     _num(m.delta, True), interval, "-" if m.margin is None else f"{m.margin:g}", _mde(m),
+                     "-" if m.floor is None else f"{m.floor:g}", str(m.n), _verdict(m.verdict, m.power_flag)])
     return rows
 
 
-def _verdict(verdict: str, row: dict[str, Any]) -> str:
+def _verdict(verdict: str, flag: str | None) -> str:
     """A verdict with its power flag: a replay check production fails is never shown as a plain pass."""
-    flag = row.get("power_flag") or row.get("flag")
-    return f"{verdict}, {flag}" if flag else verdict
+    return f"{verdict}, {flag}" if flag else str(verdict)
 
 
 def sensitivity_notes(report: GateReport) -> list[str]:
     """One line per metric whose margin is below what the gate can detect, and how each MDE was computed."""
     notes = []
-    for m in _metric_rows(report):
-        if m.get("mde") is None:
+    comparisons = metric_comparisons(report)
+    for m in comparisons:
+        if m.mde is None:
             continue
-        spread = f"discordance {m['discordance']:.3g}" if m.get("discordance") is not None else \
-            f"sd of differences {m['sd_diff']:.3g}" if m.get("sd_diff") is not None else "observed spread"
-        if m.get("underpowered") and m.get("verdict") != Decision.FAIL:  # a rejected metric was not missed
-            needed = f"; about {m['items_needed']} paired items would resolve it" if m.get("items_needed") else ""
-            notes.append(f"{m['name']}: UNDERPOWERED: margin {m['margin']:g} is below the smallest drop this gate "
-                         f"detects with {m.get('power', 0.8):.0%} power ({m['mde']:.3f} at n={m['n']}, alpha "
-                         f"{m.get('alpha', 0.05):g}, {spread}): the gate could have missed drops up to "
-                         f"{m['mde']:.3f}{needed}")
-    if notes or any(m.get("mde") is not None for m in _metric_rows(report)):
+        spread = f"discordance {m.discordance:.3g}" if m.discordance is not None else \
+            f"sd of differences {m.sd_diff:.3g}" if m.sd_diff is not None else "observed spread"
+        if m.underpowered and m.verdict != Decision.FAIL:  # a rejected metric was not missed
+            needed = f"; about {m.items_needed} paired items would resolve it" if m.items_needed else ""
+            notes.append(f"{m.name}: UNDERPOWERED: margin {m.margin or 0:g} is below the smallest drop this gate "
+                         f"detects with {m.power:.0%} power ({m.mde:.3f} at n={m.n}, alpha "
+                         f"{m.alpha:g}, {spread}): the gate could have missed drops up to "
+                         f"{m.mde:.3f}{needed}")
+    if notes or any(m.mde is not None for m in comparisons):
         notes.append("MDE 80%: the smallest true drop detected with 80% power at this n and alpha, from the observed "
                      "discordance (binary: exact McNemar power) or sd of per-item differences (continuous)")
     return notes
@@ -112,7 +114,7 @@ def baseline_line(report: GateReport) -> str | None:
             # reports written before only the stale metrics were re-evaluated have no `reevaluated_metrics`: there
             # every metric was re-evaluated
             redone = base.get("reevaluated_metrics")
-            kept = {m["name"] for m in stage.details.get("metrics") or []} - set(redone or [])
+            kept = {str(m["name"]) for m in stage.details.get("metrics") or []} - set(redone or [])
             if not base["reevaluated"]:
                 how = "paired with its recorded per-item results"
             elif redone is not None and kept:
@@ -143,9 +145,8 @@ def failing_cases(report: GateReport) -> tuple[list[FailingCase], int | None]:
     return out, int(total) if isinstance(total, (int, float)) else None
 
 
-def _triple(row: dict[str, Any], what: str) -> str:
-    vals = [row.get(f"p{p}_{what}_ms") for p in (50, 95, 99)]
-    return " / ".join("-" if v is None else f"{v:.0f}" for v in vals)
+def _triple(values: tuple[float | None, ...]) -> str:
+    return " / ".join("-" if v is None else f"{v:.0f}" for v in values)
 
 
 def _load_results(report: GateReport) -> LoadResults:
@@ -153,15 +154,13 @@ def _load_results(report: GateReport) -> LoadResults:
     return LoadResults.from_details(stage.details) if stage is not None else LoadResults()
 
 
-def _load_row(r: dict[str, Any], name: str, load: str) -> list[str]:
-    server = r.get("server") or {}
-    kv = server.get("max_kv_cache_usage")
-    good = r.get("goodput")
-    return [name, load, _triple(r, "ttft"), _triple(r, "e2el"), f"{r.get('output_throughput', 0):.1f}",
-            f"{r.get('request_throughput', 0):.2f}",
-            "-" if good is None else f"{good:.2f} ({100 * r.get('good_fraction', 0):.0f}%)",
-            f"{int(r.get('failed', 0))} of {int(r.get('num_prompts', 0))}",
-            "-" if server.get("max_waiting") is None else f"{server['max_waiting']:.0f}",
+def _load_row(r: LoadLevel, name: str, load: str) -> list[str]:
+    kv = r.max_kv_cache_usage
+    return [name, load, _triple(r.ttft_ms), _triple(r.e2el_ms), f"{r.output_throughput:.1f}",
+            f"{r.request_throughput:.2f}",
+            "-" if r.goodput is None else f"{r.goodput:.2f} ({100 * r.good_fraction:.0f}%)",
+            f"{r.failed} of {r.num_prompts}",
+            "-" if r.max_waiting is None else f"{r.max_waiting:.0f}",
             "-" if kv is None else f"{100 * kv:.1f}%"]
 
 
@@ -169,11 +168,11 @@ def load_rows(report: GateReport) -> list[list[str]]:
     """The load table: concurrency levels (load = concurrent requests), request-rate levels (load = the offered
     rate) and the knee search's steps, each with its goodput (requests/s within every SLO, % of the requests)."""
     res = _load_results(report)
-    rows = [_load_row(r, str(r.get("level")), str(r.get("concurrency"))) for r in res.levels]
-    rows += [_load_row(r, str(r.get("level")), f"{r.get('request_rate', 0):g} req/s") for r in res.rate_levels]
+    rows = [_load_row(r, r.level, str(r.concurrency)) for r in res.levels]
+    rows += [_load_row(r, r.level, f"{r.request_rate or 0:g} req/s") for r in res.rate_levels]
     if res.knee is not None:
-        rows += [_load_row(r, f"knee {r.get('level')} " + ("within SLO" if r.get("within_slo") else "misses SLO"),
-                           f"{r.get('request_rate', 0):g} req/s") for r in res.knee.steps]
+        rows += [_load_row(r, f"knee {r.level} " + ("within SLO" if r.within_slo else "misses SLO"),
+                           f"{r.request_rate or 0:g} req/s") for r in res.knee.steps]
     return rows
 
 
@@ -192,18 +191,18 @@ def load_summary(report: GateReport) -> list[str]:
     d = load.details
     lines = []
     if res.levels:
-        lines.append(f"degradation curve: {d.get('curve', {}).get('shape', '?')}")
+        lines.append(f"degradation curve: {res.curve_shape or '?'}")
     if "goodput_limits_ms" in d:
         lines.append(goodput_line(res.goodput_limits_ms))
     if res.rate_levels:
-        lines.append(f"request-rate levels: Poisson arrivals (burstiness {d.get('burstiness', 1):g}), open loop")
+        lines.append(f"request-rate levels: Poisson arrivals (burstiness {res.burstiness:g}), open loop")
     if res.knee is not None:
         lines.append("knee: " + goodput.knee_line(res.knee.to_dict()))
     base = d.get("baseline") or {}
     why = f" ({base['reason']})" if base.get("reason") else ""
     lines.append(f"baseline comparison: {base.get('status', '?')}{why}")
     lines += [f"  {line}" for line in base.get("differences", [])]
-    lines += slo.comparison_lines([*d.get("levels", []), *d.get("rate_levels", [])], base)
+    lines += slo.comparison_lines([dict(r.row) for r in (*res.levels, *res.rate_levels)], base)
     if base.get("knee"):
         lines.append(goodput.knee_comparison_line(base["knee"], base.get("version")))
     if res.cost_per_1m_output_tokens is not None:
@@ -289,13 +288,11 @@ def decision_line(report: GateReport, limit: int = 3) -> str:
     """The verdict and what decided it, on one line (the first line of the model version's description in
     MLflow): "REJECTED · format/pass 4.5% vs 75.0% (production v1) · support_intent/acc 0.17 vs 0.58".
     The metrics that failed come first; without a comparison (first gate, no baseline) the gate's reasons."""
-    rows = _metric_rows(report)
-    rows = sorted(rows, key=lambda m: m.get("verdict") == Decision.PASS)[:limit]
+    rows = sorted(metric_comparisons(report), key=lambda m: m.verdict == Decision.PASS)[:limit]
     parts = [str(report.verdict).upper()]
     for i, m in enumerate(rows):
         base = f" (production v{report.baseline_version})" if i == 0 and report.baseline_version else ""
-        parts.append(f"{m['name']} {_value(m['name'], m.get('candidate_mean'))} vs "
-                     f"{_value(m['name'], m.get('baseline_mean'))}{base}")
+        parts.append(f"{m.name} {_value(m.name, m.candidate_mean)} vs {_value(m.name, m.baseline_mean)}{base}")
     if not rows:
         parts += [" ".join(str(r).split())[:160] for r in report.reasons[:2]]
     return " · ".join(parts)
@@ -340,15 +337,16 @@ def replay_line(report: GateReport) -> str | None:
                    + (f" ({prod['why']})" if prod.get("why") and prod["asked"] else ""))
 
 
-def _per_check(report: GateReport) -> dict[str, dict[str, Any]]:
+def replay_checks(report: GateReport) -> list[ReplayCheck]:
+    """The replay stage's checks, typed (checks/replay_power.py), in the stage's order."""
     stage = report.stage("replay")
     per_check = stage.details.get("per_check") if stage else None
-    return per_check if isinstance(per_check, dict) else {}
+    return [ReplayCheck.from_dict(name, v) for name, v in per_check.items()] if isinstance(per_check, dict) else []
 
 
 def replay_powers(report: GateReport) -> list[CheckPower]:
     """Each replay check's power (checks/replay_power.py): production's own passes, the MDE, its flag."""
-    return [CheckPower.from_dict(name, v) for name, v in _per_check(report).items()]
+    return [c.power for c in replay_checks(report)]
 
 
 def replay_power_notes(report: GateReport) -> list[str]:
@@ -359,17 +357,9 @@ def replay_power_notes(report: GateReport) -> list[str]:
 def replay_rows(report: GateReport) -> list[list[str]]:
     """Per check: items, production's passes, the candidate's pass rate, the MDE, the verdict with its power flag
     (side by side); reports before the power was stated show production's pass rate."""
-    rows = []
-    for name, v in _per_check(report).items():
-        power = CheckPower.from_dict(name, v)
-        prod = power.production_line() if power.production_passes is not None else _rate(v.get("production"))
-        rows.append([name, str(v.get("n")), prod, _rate(v.get("candidate")),
-                     "-" if power.mde is None else f"{power.mde:.3f}", _verdict(str(v.get("verdict")), v)])
-    return rows
-
-
-def _rate(v: Any) -> str:
-    return "-" if v is None else f"{v:.1%}"
+    return [[c.check, str(c.power.n), c.production_shown(), "-" if c.candidate is None else f"{c.candidate:.1%}",
+             "-" if c.power.mde is None else f"{c.power.mde:.3f}", _verdict(c.verdict, c.power.flag)]
+            for c in replay_checks(report)]
 
 
 def replay_cases(report: GateReport) -> tuple[list[ReplayCase], list[str]]:

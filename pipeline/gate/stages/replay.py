@@ -17,13 +17,14 @@ from every file of the run directory, the report and its renderings), and every 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from pipeline.checks.replay import Outcome, check_length, judge
-from pipeline.checks.replay_power import CheckPower, check_power
+from pipeline.checks.replay_power import CheckPower, ReplayCheck, check_power
 from pipeline.checks.stats import MetricComparison, absolute_only, compare_metric
 from pipeline.config.release import REPLAY_CHECKS, Pin
 from pipeline.config.traffic import Answer, Recorded, Traffic, load_traffic, sample
@@ -240,9 +241,8 @@ def tables(judged: list[tuple[MetricComparison, CheckPower]]
            ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """The stage's metric rows (the compare table's, with each check's power flag) and its per-check summary
     (rates side by side, production's own passes, the MDE, the flag): what the report's renderings read."""
-    table = [{**c.to_dict(), "power_flag": p.flag} for c, p in judged]
-    per_check = {p.check: {"candidate": c.candidate_mean, "production": c.baseline_mean, "verdict": c.verdict,
-                           **p.to_dict()} for c, p in judged}
+    table = [dataclasses.replace(c, power_flag=p.flag).to_dict() for c, p in judged]
+    per_check = {p.check: ReplayCheck.of(c, p).to_dict() for c, p in judged}
     return table, per_check
 
 

@@ -253,7 +253,7 @@ def test_every_rendering_shows_the_rate_levels_their_goodput_and_the_knee(tmp_pa
         assert knee in rendered
     assert "goodput req/s" in text and "2rps" in text and "1.50 (75%)" in text
     assert report.load_results().knee is not None and report.load_results().knee.rate == 4.0
-    assert math.isclose(report.load_results().rate_levels[0]["goodput"], 1.5)
+    assert math.isclose(report.load_results().rate_levels[0].goodput, 1.5)
 
 
 def test_older_reports_without_rate_levels_render_as_before(tmp_path):
