@@ -15,6 +15,7 @@ from pipeline.checks.stats import MetricComparison
 from pipeline.core.decision import Decision
 from pipeline.report.document import GateReport
 from pipeline.report.load import LoadLevel, LoadResults
+from pipeline.report.results import CompareBaseline, ReplayProduction
 
 OUTPUT_LINES = 6  # first lines of a failing case's output shown
 OUTPUT_CHARS = 600
@@ -110,19 +111,8 @@ def baseline_line(report: GateReport) -> str | None:
             base = stage.details["baseline"]
             if base is None:
                 return "baseline: none (first release): absolute floors only"
-            changed = ", ".join(base["changed"])
-            # reports written before only the stale metrics were re-evaluated have no `reevaluated_metrics`: there
-            # every metric was re-evaluated
-            redone = base.get("reevaluated_metrics")
-            kept = {str(m["name"]) for m in stage.details.get("metrics") or []} - set(redone or [])
-            if not base["reevaluated"]:
-                how = "paired with its recorded per-item results"
-            elif redone is not None and kept:
-                how = (f"re-evaluated in this gate for {', '.join(redone)} ({changed} changed), the other metrics "
-                       "paired with its recorded per-item results")
-            else:
-                how = f"re-evaluated in this gate ({changed} changed)"
-            return f"baseline: production v{base['version']} ({base['revision'][:12]}), {how}"
+            metrics = stage.details.get("metrics") or []
+            return CompareBaseline.from_dict(base).line({MetricComparison.from_dict(m).name for m in metrics})
     return None
 
 
@@ -329,12 +319,7 @@ def replay_line(report: GateReport) -> str | None:
     prod = d.get("production")
     if prod is None:
         return line + "; no production version: absolute floors only"
-    where = {"endpoint": " at its own server", "staging": " booted on staging",
-             "candidate": " (the candidate's own revision)"}.get(prod.get("asked_at", ""), "")
-    gate = f", {prod['from_gate']} recorded by its own gate" if prod.get("from_gate") else ""
-    return line + (f"; production v{prod['version']} ({prod['served_name']}): {prod['recorded']} recorded "
-                   f"answer(s){gate}, {prod['asked']} asked in this gate{where if prod['asked'] else ''}"
-                   + (f" ({prod['why']})" if prod.get("why") and prod["asked"] else ""))
+    return f"{line}; {ReplayProduction.from_dict(prod).line()}"
 
 
 def replay_checks(report: GateReport) -> list[ReplayCheck]:

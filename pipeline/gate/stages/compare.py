@@ -27,6 +27,7 @@ from pipeline.gate.context import GateContext
 from pipeline.gate.stages import evals
 from pipeline.gate.stages import format as formatcheck
 from pipeline.model.fetch import fetch
+from pipeline.report.results import CompareBaseline
 from pipeline.serving.vllm_server import VllmServer
 from pipeline.util.progress import Progress, progress_for
 
@@ -113,10 +114,10 @@ def run(ctx: GateContext) -> StageResult:
             k: (baseline.digests.get(k), v) for k, v in ctx.digests.items() if baseline.digests.get(k) != v}
         stale.update({f"{n}{NOT_RECORDED}": None for n in ctx.items if n not in baseline.items})
         redo = stale_metrics(limits, stale, baseline.items) if stale else set()
-        details["baseline"] = {"version": baseline.version, "run_id": baseline.run_id,
-                               "revision": baseline.pin.revision, "reevaluated": bool(stale),
-                               "changed": sorted(stale), "reevaluated_metrics": sorted(redo),
-                               "verified": baseline.verified or None}
+        details["baseline"] = CompareBaseline(baseline.version, baseline.run_id, baseline.pin.revision,
+                                              reevaluated=bool(stale), changed=sorted(stale),
+                                              reevaluated_metrics=sorted(redo),
+                                              verified=baseline.verified or None).to_dict()
         if baseline.verified:
             progress(f"production v{baseline.version}'s baseline: {baseline.verified}")
         if stale:

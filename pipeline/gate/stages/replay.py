@@ -34,6 +34,7 @@ from pipeline.core.rundir import RunDir
 from pipeline.gate.context import GateContext
 from pipeline.gate.stages.compare import write_table
 from pipeline.model.fetch import fetch
+from pipeline.report.results import ReplayProduction
 from pipeline.serving.chat import ChatRequest, run_chats
 from pipeline.serving.vllm_server import Endpoint, VllmServer
 from pipeline.util import pii
@@ -184,10 +185,11 @@ def production_answers(ctx: GateContext, records: list[Recorded], candidate: dic
         asked, asked_at, why = ask_where_production_serves(ctx, baseline.pin, served, missing, progress)
         answers.update(asked)
         origin.update(dict.fromkeys(asked, "asked"))
-    info = {"version": baseline.version, "revision": baseline.pin.revision, "served_name": served,
-            "recorded": sum(1 for v in origin.values() if v == "recorded"),
-            "from_gate": sum(1 for v in origin.values() if v == "production's gate"),
-            "asked": sum(1 for v in origin.values() if v == "asked"), "asked_at": asked_at, "why": why}
+    info = ReplayProduction(baseline.version, baseline.pin.revision, served,
+                            recorded=sum(1 for v in origin.values() if v == "recorded"),
+                            from_gate=sum(1 for v in origin.values() if v == "production's gate"),
+                            asked=sum(1 for v in origin.values() if v == "asked"), asked_at=asked_at,
+                            why=why).to_dict()
     return answers, origin, info
 
 
