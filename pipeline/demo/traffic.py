@@ -74,7 +74,7 @@ ORDER_SCHEMA = {
 }
 # `strict: true` (OpenAI's per-function flag): the agent-assist client relies on valid arguments, and vLLM (0.32,
 # hermes parser, tool_choice named or required) constrains only the call's envelope of a tool without it, its
-# arguments stay free-form (they came back as a bare string: `"arguments": "NW-867589"`); README, replay.
+# arguments stay free-form (they came back as a bare string: `"arguments": "NW-867589"`); docs/stages.md, replay.
 TOOLS = [
     {"type": "function", "function": {
         "name": "lookup_order", "description": "Find an order by its id.", "strict": True,

@@ -212,7 +212,7 @@ def check_signature(release: Release, reg: Registry, mv: ModelVersion) -> dict[s
     tags = mv.tags
     if not release.signing_keys:
         raise Refused(f"{where}: no signing keys configured (signing.public_keys in {release.path}): no gate "
-                      "record can be verified, so nothing can be promoted (`modelgate keygen`, see README)")
+                      "record can be verified, so nothing can be promoted (`modelgate keygen`, see docs/releasing.md)")
     record = version_record(reg, mv)
     if record.gate_kind != signing.RELEASE:
         raise Refused(f"{where}: recorded by an {record.gate_kind} gate; only a release gate's record can be promoted")
