@@ -13,13 +13,13 @@ import sys
 from types import FrameType
 from typing import NoReturn
 
-from pipeline.cli import gate, github, model, release, report, watch
+from pipeline.cli import demo, gate, github, model, release, report, watch
 from pipeline.cli.common import Parser
 from pipeline.errors import EXIT_INFRA, EXIT_INTERRUPTED, BadInput, Interrupted, ModelgateError
 from pipeline.util.interrupts import route_to_main_thread
 from pipeline.util.secrets import redact
 
-GROUPS = (gate, release, watch, model, report, github)  # the order of --help's commands: the gate first
+GROUPS = (gate, release, watch, model, report, github, demo)  # the order of --help's commands: the gate first
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,12 +43,18 @@ MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_R
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    forward = getattr(args, "forward", None)  # `modelgate demo <command> ...`: that command, on the demo's profile
+    if extra and forward is None:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     for key, value in MLFLOW_CLIENT_DEFAULTS.items():
         os.environ.setdefault(key, value)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     unroute = route_to_main_thread()  # a signal that lands on a busy worker thread would wait for the main one
     try:
+        if forward is not None:
+            args = parser.parse_args(forward(args, extra))
         return args.func(args)
     except KeyboardInterrupt:
         print("modelgate: interrupted by SIGINT", file=sys.stderr)

@@ -1,12 +1,11 @@
-"""`modelgate lock`, `fetch` and `demo init`: the pinned model's lock and files, and the demo hub."""
+"""`modelgate lock` and `fetch`: the pinned model's lock and files."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from pipeline.cli.common import Parser, home, with_config
+from pipeline.cli.common import home, with_config
 from pipeline.util.progress import progress_for
 
 
@@ -30,29 +29,11 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo_init(args: argparse.Namespace) -> int:
-    from pipeline.demo.hub import publish_demo_hub
-
-    hub = Path(args.home).resolve() if args.home else home(args.config)
-    manifest = publish_demo_hub(hub, progress=progress_for("demo"))
-    for name, variant in manifest["variants"].items():
-        print(f"{name:<10} {variant['revision']}")
-    print(f"hub: {manifest['repo_path']}")
-    return 0
-
-
-
 def register(sub: Any) -> None:
-    """The parsers of `lock`, `fetch` and `demo` (`sub`: the top-level subparsers)."""
+    """The parsers of `lock` and `fetch` (`sub`: the top-level subparsers)."""
     lock = with_config(sub.add_parser("lock", help="write the sha256 of every file of the pin into release.yaml"))
     lock.add_argument("--revision", help="pin this 40-hex commit (default: the one in release.yaml)")
     lock.set_defaults(func=cmd_lock)
 
     fetch = with_config(sub.add_parser("fetch", help="fetch and verify the pinned candidate; print its path"))
     fetch.set_defaults(func=cmd_fetch)
-
-    demo = sub.add_parser("demo", help="the bundled demo model hub")
-    demo_sub = demo.add_subparsers(dest="demo_command", required=True, parser_class=Parser)
-    init = with_config(demo_sub.add_parser("init", help="convert SmolLM2-135M-Instruct and publish the local hub"))
-    init.add_argument("--home", help="where the hub goes (default: $MODELGATE_HOME or .modelgate/)")
-    init.set_defaults(func=cmd_demo_init)
