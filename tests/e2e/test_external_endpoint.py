@@ -463,6 +463,35 @@ class Traffic:
         self.loop.join()
 
 
+def watch_team(team, demo_hub, mlflow_server, model: str, candidate: str, managers: list[str]):
+    """A team's real release for the watch tests: `instruct` gated (signed, a stand-in stage), approved and promoted
+    (v1), then `candidate` gated and approved (v2, not promoted yet); auto_rollback after 2 degraded windows, the
+    latency SLOs out of reach (what decides is the previous version's window and the shares). (config, v1, v2)."""
+    from pipeline.config.release import load_release
+    from pipeline.core.result import StageResult, Status
+    from pipeline.gate.run import run_gate
+    from tests.support.git import AUTHOR, commit_all
+    from tests.support.signing import KEY, trusted_signing
+    from tests.support.team import approve, promote
+
+    sections = {"promotion": {"release_managers": managers, "approvals_required": 1,
+                              "auto_rollback": {"enabled": True, "consecutive_windows": 2}},
+                "signing": trusted_signing(),
+                "gates": {"load": {"slo": {"p95_e2el_ms": 600000, "p95_ttft_ms": 600000}, "regression_pct": 50}},
+                "watch": {"window_s": WATCH_W, "min_requests": 10, "alert_for_s": 0}}
+    versions = {}
+    for variant in ("instruct", candidate):
+        config = write_demo_release(team, demo_hub, variant, model=model, **sections)
+        commit_all(team, f"pin {variant}")
+        report = run_gate(load_release(config), home=team / ".modelgate", tracking_uri=mlflow_server, author=AUTHOR,
+                          stages=(("format", lambda ctx: StageResult("format", Status.PASSED)),), signer=KEY.signer())
+        versions[variant] = report.tracking.model_version
+        assert approve(config, mlflow_server, versions[variant]).returncode == 0
+        if variant == "instruct":
+            assert promote(config, mlflow_server, versions[variant]).returncode == 0
+    return config, versions["instruct"], versions[candidate]
+
+
 def test_watch_rolls_back_a_slower_promoted_version_on_real_vllm_metrics(staging_server, deep_server, demo_hub,
                                                                        mlflow_server, tmp_path, capsys):
     """After promotion, on the real stack: a real Prometheus scrapes the two real vLLM servers (`instruct`, then
@@ -479,33 +508,13 @@ def test_watch_rolls_back_a_slower_promoted_version_on_real_vllm_metrics(staging
     from mlflow.tracking import MlflowClient
 
     from pipeline.config.release import load_release
-    from pipeline.core.result import StageResult, Status
-    from pipeline.gate.run import run_gate
     from pipeline.releasing import chain
-    from tests.support.git import AUTHOR, commit_all
     from tests.support.prometheus import PrometheusServer
-    from tests.support.signing import KEY, trusted_signing
-    from tests.support.team import alias, approve, modelgate, promote
+    from tests.support.team import alias, modelgate, promote
 
     deep, _ = deep_server
-    team = tmp_path / "team"
-    sections = {"promotion": {"release_managers": ["alice", "bob", "modelgate-watch"], "approvals_required": 1,
-                              "auto_rollback": {"enabled": True, "consecutive_windows": 2}},
-                "signing": trusted_signing(),
-                # the latency SLOs out of reach: what decides is the backlog and the previous version's window
-                "gates": {"load": {"slo": {"p95_e2el_ms": 600000, "p95_ttft_ms": 600000}, "regression_pct": 50}},
-                "watch": {"window_s": WATCH_W, "min_requests": 10, "alert_for_s": 0}}
-    versions = {}
-    for variant in ("instruct", "deep"):
-        config = write_demo_release(team, demo_hub, variant, model=WATCH_MODEL, **sections)
-        commit_all(team, f"pin {variant}")
-        report = run_gate(load_release(config), home=team / ".modelgate", tracking_uri=mlflow_server, author=AUTHOR,
-                          stages=(("format", lambda ctx: StageResult("format", Status.PASSED)),), signer=KEY.signer())
-        versions[variant] = report.tracking.model_version
-        assert approve(config, mlflow_server, versions[variant]).returncode == 0
-        if variant == "instruct":
-            assert promote(config, mlflow_server, versions[variant]).returncode == 0
-    v1, v2 = versions["instruct"], versions["deep"]
+    config, v1, v2 = watch_team(tmp_path / "team", demo_hub, mlflow_server, WATCH_MODEL, "deep",
+                                ["alice", "bob", "modelgate-watch"])
     prometheus = PrometheusServer(tmp_path, *(s.endpoint.base_url.removeprefix("http://")
                                               for s in (staging_server, deep))).start()
     traffic = Traffic(staging_server.endpoint)
@@ -578,31 +587,12 @@ def test_watch_rolls_back_a_version_whose_answers_run_to_max_tokens_on_its_lengt
     import time
 
     from pipeline.config.release import load_release
-    from pipeline.core.result import StageResult, Status
-    from pipeline.gate.run import run_gate
     from pipeline.releasing import chain
-    from tests.support.git import AUTHOR, commit_all
     from tests.support.prometheus import PrometheusServer
-    from tests.support.signing import KEY, trusted_signing
-    from tests.support.team import alias, approve, modelgate, promote
+    from tests.support.team import alias, modelgate, promote
 
-    team = tmp_path / "team"
-    sections = {"promotion": {"release_managers": ["alice", "modelgate-watch"], "approvals_required": 1,
-                              "auto_rollback": {"enabled": True, "consecutive_windows": 2}},
-                "signing": trusted_signing(),
-                "gates": {"load": {"slo": {"p95_e2el_ms": 600000, "p95_ttft_ms": 600000}, "regression_pct": 50}},
-                "watch": {"window_s": WATCH_W, "min_requests": 10, "alert_for_s": 0}}
-    versions = {}
-    for variant in ("instruct", "eos"):
-        config = write_demo_release(team, demo_hub, variant, model=EOS_WATCH_MODEL, **sections)
-        commit_all(team, f"pin {variant}")
-        report = run_gate(load_release(config), home=team / ".modelgate", tracking_uri=mlflow_server, author=AUTHOR,
-                          stages=(("format", lambda ctx: StageResult("format", Status.PASSED)),), signer=KEY.signer())
-        versions[variant] = report.tracking.model_version
-        assert approve(config, mlflow_server, versions[variant]).returncode == 0
-        if variant == "instruct":
-            assert promote(config, mlflow_server, versions[variant]).returncode == 0
-    v1, v2 = versions["instruct"], versions["eos"]
+    config, v1, v2 = watch_team(tmp_path / "team", demo_hub, mlflow_server, EOS_WATCH_MODEL, "eos",
+                                ["alice", "modelgate-watch"])
     v = demo_hub["variants"]["eos"]
     pin = Pin("git", demo_hub["repo_path"], v["revision"], v["files"])
     home = tmp_path / "eos"
